@@ -1,0 +1,1 @@
+"""lightly_operator: filled in by its own issue."""

@@ -1,0 +1,540 @@
+"""Pydantic models of the Lightly REST protocol, exactly as they travel on the wire.
+
+Every model forbids unknown keys (the real client does too), uses camelCase aliases and is strict
+about types: ids are 24 lowercase hex characters, timestamps integer milliseconds. Request models
+validate what the server accepts; data models are what the server answers and what the worker
+and operator parse.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
+from pydantic.alias_generators import to_camel
+
+from .enums import (
+    ArtifactStorageLocation,
+    ArtifactType,
+    Creator,
+    DatasetType,
+    DatasourcePurpose,
+    ImageType,
+    LogLevel,
+    Priority,
+    RunState,
+    S3Region,
+    ScheduledState,
+    TagCreator,
+    WorkerState,
+    WorkerType,
+)
+
+OID_PATTERN = r"^[a-f0-9]{24}$"
+Oid = Annotated[str, Strict(), Field(pattern=OID_PATTERN, strict=True)]
+Name = Annotated[str, Strict(), Field(min_length=3, strict=True)]
+Ts = Annotated[int, Strict(), Field(ge=0, strict=True)]
+Unit = Annotated[float, Strict(), Field(ge=0, le=1)]
+
+
+class Wire(BaseModel):
+    """Base of every wire model: camelCase aliases, unknown keys rejected, strict types."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        use_enum_values=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON-ready dict, camelCase, without unset optional keys."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class CreateEntityResponse(Wire):
+    id: Oid
+
+
+# ---------------------------------------------------------------- workers
+
+
+class WorkerCreateRequest(Wire):
+    name: Name
+    worker_type: WorkerType = WorkerType.FULL
+    labels: list[StrictStr] | None = None
+    creator: Creator | None = None
+    docker_version: StrictStr | None = None
+
+
+class WorkerData(Wire):
+    id: Oid
+    user_id: StrictStr
+    name: Name
+    worker_type: WorkerType
+    state: WorkerState
+    created_at: Ts
+    last_modified_at: Ts
+    labels: list[StrictStr]
+    is_default: StrictBool | None = None
+    docker_version: StrictStr | None = None
+
+
+class WorkerUpdateRequest(Wire):
+    state: WorkerState
+    docker_version: StrictStr | None = None
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class DatasetCreateRequest(Wire):
+    name: Name
+    type: DatasetType | None = None
+    img_type: ImageType | None = None
+    creator: Creator | None = None
+    parent_dataset_id: Oid | None = None
+
+
+class DatasetData(Wire):
+    id: Oid
+    name: Name
+    user_id: StrictStr
+    type: DatasetType
+    n_samples: StrictInt
+    size_in_bytes: StrictInt
+    created_at: Ts
+    last_modified_at: Ts
+    img_type: ImageType | None = None
+    datasources: list[Oid] | None = None
+    parent_dataset_id: Oid | None = None
+
+
+# ---------------------------------------------------------------- datasources
+
+
+class _DatasourceBase(Wire):
+    id: Oid | None = None
+    purpose: DatasourcePurpose
+    thumb_suffix: StrictStr | None = None
+    full_path: StrictStr
+
+
+class DatasourceLocal(_DatasourceBase):
+    type: Literal["LOCAL"]
+    web_server_location: StrictStr | None = None
+
+
+class DatasourceLightly(_DatasourceBase):
+    type: Literal["LIGHTLY"]
+
+
+class DatasourceS3(_DatasourceBase):
+    type: Literal["S3"]
+    s3_region: S3Region
+    s3_access_key_id: Annotated[str, Strict(), Field(min_length=1)] = Field(alias="s3AccessKeyId")
+    s3_secret_access_key: Annotated[str, Strict(), Field(min_length=1)] = Field(alias="s3SecretAccessKey")
+    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(min_length=1)] | None = Field(
+        None, alias="s3ServerSideEncryptionKMSKey"
+    )
+
+
+class DatasourceS3DelegatedAccess(_DatasourceBase):
+    type: Literal["S3DelegatedAccess"]
+    s3_region: S3Region
+    s3_external_id: Annotated[str, Strict(), Field(min_length=10)] = Field(alias="s3ExternalId")
+    s3_arn: Annotated[str, Strict(), Field(min_length=12)] = Field(alias="s3ARN")
+    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(min_length=1)] | None = Field(
+        None, alias="s3ServerSideEncryptionKMSKey"
+    )
+
+
+class DatasourceGCS(_DatasourceBase):
+    type: Literal["GCS"]
+    gcs_project_id: Annotated[str, Strict(), Field(min_length=1)]
+    gcs_credentials: StrictStr
+
+
+class DatasourceAzure(_DatasourceBase):
+    type: Literal["AZURE"]
+    account_name: Annotated[str, Strict(), Field(min_length=1)]
+    account_key: Annotated[str, Strict(), Field(min_length=1)]
+
+
+class DatasourceOBS(_DatasourceBase):
+    type: Literal["OBS"]
+    obs_endpoint: Annotated[str, Strict(), Field(min_length=1)]
+    obs_access_key_id: Annotated[str, Strict(), Field(min_length=1)]
+    obs_secret_access_key: Annotated[str, Strict(), Field(min_length=1)]
+
+
+DatasourceConfig = Annotated[
+    DatasourceLocal
+    | DatasourceLightly
+    | DatasourceS3
+    | DatasourceS3DelegatedAccess
+    | DatasourceGCS
+    | DatasourceAzure
+    | DatasourceOBS,
+    Field(discriminator="type"),
+]
+
+
+# ---------------------------------------------------------------- worker config V4
+
+
+class CorrupctnessCheck(Wire):
+    corruption_threshold: Unit | None = None
+
+
+class InputExpiration(Wire):
+    min_days_to_expiration: Annotated[float, Strict(), Field(ge=0)] | None = None
+    handling_strategy: Literal["SKIP", "ABORT"] | None = None
+
+
+class DockerDatasource(Wire):
+    bypass_verify: StrictBool | None = None
+    enable_datapool_update: StrictBool | None = None
+    process_all: StrictBool | None = None
+    input_expiration: InputExpiration | None = None
+
+
+class DockerCrops(Wire):
+    enable_upload: StrictBool | None = None
+    enable_upload_for_tasks: list[StrictStr] | None = None
+
+
+class DockerTraining(Wire):
+    task_name: StrictStr | None = None
+
+
+class DockerConfigV4(Wire):
+    checkpoint: StrictStr | None = None
+    checkpoint_run_id: Oid | None = None
+    corruptness_check: CorrupctnessCheck | None = None
+    datasource: DockerDatasource | None = None
+    crops: DockerCrops | None = None
+    embeddings: StrictStr | None = None
+    enable_training: StrictBool | None = None
+    training: DockerTraining | None = None
+    normalize_embeddings: StrictBool | None = None
+    num_processes: Annotated[int, Strict(), Field(ge=-1)] | None = None
+    num_threads: Annotated[int, Strict(), Field(ge=-1)] | None = None
+    output_image_format: StrictStr | None = None
+    pretagging: StrictBool | None = None
+    pretagging_upload: StrictBool | None = None
+    relevant_filenames_file: StrictStr | None = None
+    selected_sequence_length: Annotated[int, Strict(), Field(ge=1)] | None = None
+    upload_report: StrictBool | None = None
+    use_datapool: StrictBool | None = None
+    shutdown_when_job_finished: StrictBool | None = None
+    cache_size: Annotated[int, Strict(), Field(ge=-1)] | None = None
+
+
+class LightlyCheckpointCallback(Wire):
+    save_last: StrictBool | None = None
+
+
+class LightlyLoader(Wire):
+    batch_size: Annotated[int, Strict(), Field(ge=1)] | None = None
+    shuffle: StrictBool | None = None
+    num_workers: Annotated[int, Strict(), Field(ge=-1)] | None = None
+    drop_last: StrictBool | None = None
+
+
+class LightlyModel(Wire):
+    name: Literal["resnet-18", "resnet-34", "resnet-50", "resnet-101", "resnet-152"] | None = None
+    out_dim: Annotated[int, Strict(), Field(ge=1)] | None = None
+    num_ftrs: Annotated[int, Strict(), Field(ge=1)] | None = None
+    width: Annotated[int, Strict(), Field(ge=1)] | None = None
+
+
+class LightlyTrainer(Wire):
+    gpus: Annotated[int, Strict(), Field(ge=0)] | None = None
+    max_epochs: Annotated[int, Strict(), Field(ge=0)] | None = None
+    precision: Literal[16, 32] | None = None
+
+
+class LightlyCriterion(Wire):
+    temperature: Annotated[float, Strict(), Field(gt=0)] | None = None
+
+
+class LightlyOptimizer(Wire):
+    lr: Annotated[float, Strict(), Field(ge=0)] | None = None
+    weight_decay: Unit | None = None
+
+
+class LightlyCollate(Wire):
+    input_size: Annotated[int, Strict(), Field(ge=1)] | None = None
+    cj_prob: Unit | None = None
+    cj_bright: Unit | None = None
+    cj_contrast: Unit | None = None
+    cj_sat: Unit | None = None
+    cj_hue: Unit | None = None
+    min_scale: Unit | None = None
+    random_gray_scale: Unit | None = None
+    gaussian_blur: Unit | None = None
+    kernel_size: Annotated[float, Strict(), Field(ge=0)] | None = None
+    sigmas: (
+        Annotated[list[Annotated[float, Strict(), Field(gt=0)]], Field(min_length=2, max_length=2)] | None
+    ) = None
+    vf_prob: Unit | None = None
+    hf_prob: Unit | None = None
+    rr_prob: Unit | None = None
+    rr_degrees: Annotated[list[Annotated[float, Strict()]], Field(min_length=2, max_length=2)] | None = None
+
+
+class LightlyConfigV3(Wire):
+    seed: StrictInt | None = None
+    checkpoint_callback: LightlyCheckpointCallback | None = None
+    loader: LightlyLoader | None = None
+    model: LightlyModel | None = None
+    trainer: LightlyTrainer | None = None
+    criterion: LightlyCriterion | None = None
+    optimizer: LightlyOptimizer | None = None
+    collate: LightlyCollate | None = None
+
+
+TaskStr = Annotated[str, Strict(), Field(pattern=r"^[a-zA-Z0-9_+=,.@:\/-]*$")]
+
+
+class SelectionInput(Wire):
+    type: Literal["EMBEDDINGS", "SCORES", "METADATA", "PREDICTIONS", "RANDOM"]
+    task: TaskStr | None = None
+    score: Annotated[str, Strict(), Field(min_length=1, pattern=r"^[a-zA-Z0-9_+=,.@:\/-]*$")] | None = None
+    key: Annotated[str, Strict(), Field(min_length=1)] | None = None
+    name: Literal["CLASS_DISTRIBUTION", "CATEGORY_COUNT"] | None = None
+    dataset_id: Oid | None = None
+    tag_name: (
+        Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None
+    ) = None
+    random_seed: StrictInt | None = None
+    categories: Annotated[list[Annotated[str, Strict(), Field(min_length=1)]], Field(min_length=1)] | None = (
+        None
+    )
+
+
+class TargetRange(Wire):
+    min_sum: Annotated[float, Strict(), Field(ge=0)] | None = None
+    max_sum: Annotated[float, Strict(), Field(ge=0)] | None = None
+
+
+class SelectionStrategy(Wire):
+    type: Literal["DIVERSITY", "WEIGHTS", "THRESHOLD", "BALANCE", "SIMILARITY", "TYPICALITY"]
+    # this key keeps its snake_case name on the wire (no alias in the protocol)
+    stopping_condition_minimum_distance: Annotated[float, Strict()] | None = Field(
+        None, alias="stopping_condition_minimum_distance"
+    )
+    threshold: Annotated[float, Strict()] | None = None
+    operation: Literal["SMALLER", "SMALLER_EQUAL", "BIGGER", "BIGGER_EQUAL"] | None = None
+    target: dict[StrictStr, Annotated[float, Strict()]] | None = None
+    num_nearest_neighbors: Annotated[int, Strict(), Field(ge=2)] | None = None
+    stopping_condition_minimum_typicality: Annotated[float, Strict(), Field(gt=0)] | None = None
+    strength: Annotated[float, Strict(), Field(ge=-1e9, le=1e9)] | None = None
+    stopping_condition_max_sum: Annotated[float, Strict(), Field(ge=0)] | None = None
+    target_range: TargetRange | None = None
+    distribution: Literal["TARGET", "UNIFORM", "INPUT"] | None = None
+
+
+class SelectionEntry(Wire):
+    input: SelectionInput
+    strategy: SelectionStrategy
+
+
+class AutoTaskTiling(Wire):
+    type: Literal["TILING"]
+    name: StrictStr
+    num_rows: Annotated[int, Strict(), Field(ge=1)]
+    num_cols: Annotated[int, Strict(), Field(ge=1)]
+    overlap: Annotated[float, Strict(), Field(ge=0)] | None = None
+
+
+class SelectionConfigV4(Wire):
+    n_samples: Annotated[int, Strict(), Field(ge=-1)] | None = None
+    proportion_samples: Unit | None = None
+    strategies: Annotated[list[SelectionEntry], Field(min_length=1)]
+    lightly_path_regex: Annotated[str, Strict(), Field(min_length=1)] | None = None
+    auto_tasks: list[AutoTaskTiling] | None = None
+
+
+class WorkerConfigV4(Wire):
+    worker_type: WorkerType
+    docker: DockerConfigV4 | None = None
+    lightly: LightlyConfigV3 | None = None
+    selection: SelectionConfigV4 | None = None
+
+
+class WorkerConfigCreateRequest(Wire):
+    """POST /v1/docker/worker/config/vX. Only V4 is accepted by this server."""
+
+    version: Literal["V4"]
+    creator: Creator | None = None
+    config: WorkerConfigV4
+
+
+class WorkerConfigData(Wire):
+    id: Oid
+    version: Literal["V4"]
+    created_at: Ts
+    config: WorkerConfigV4
+    config_orig: dict[str, Any] | None = None
+
+
+# ---------------------------------------------------------------- scheduled runs
+
+
+class ScheduledRunCreateRequest(Wire):
+    config_id: Oid
+    priority: Priority
+    runs_on: list[StrictStr] | None = None
+    creator: Creator | None = None
+
+
+class ScheduledRunData(Wire):
+    id: Oid
+    dataset_id: Oid
+    user_id: StrictStr | None = None
+    config_id: Oid
+    priority: Priority
+    runs_on: list[StrictStr]
+    state: ScheduledState
+    created_at: Ts
+    last_modified_at: Ts
+    owner: Oid | None = None
+
+
+class ScheduledRunUpdateRequest(Wire):
+    state: ScheduledState
+    priority: Priority | None = None
+    runs_on: list[StrictStr] | None = None
+
+
+# ---------------------------------------------------------------- runs
+
+
+class RunCreateRequest(Wire):
+    docker_version: StrictStr
+    dataset_id: Oid | None = None
+    scheduled_id: Oid | None = None
+    config_id: Oid | None = None
+    message: StrictStr | None = None
+    creator: Creator | None = None
+
+
+class ArtifactData(Wire):
+    id: Oid
+    type: ArtifactType
+    file_name: StrictStr
+    storage_location: ArtifactStorageLocation | None = None
+    created_at: Ts | None = None
+
+
+class RunData(Wire):
+    id: Oid
+    user_id: StrictStr
+    docker_version: StrictStr
+    state: RunState
+    created_at: Ts
+    last_modified_at: Ts
+    archived: StrictBool | None = None
+    dataset_id: Oid | None = None
+    config_id: Oid | None = None
+    scheduled_id: Oid | None = None
+    message: StrictStr | None = None
+    artifacts: list[ArtifactData] | None = None
+
+
+class RunUpdateRequest(Wire):
+    state: RunState
+    message: StrictStr | None = None
+    ts: Ts | None = None
+
+
+class LogLoad(Wire):
+    cpu: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None
+    mem: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None
+
+
+class LogCreateEntry(Wire):
+    ts: Ts
+    level: LogLevel
+    group: StrictStr
+    msg: StrictStr
+    origin: StrictStr | None = None
+    state: RunState | None = None
+    load: LogLoad | None = None
+
+
+class LogEntryData(Wire):
+    ts: Ts
+    level: LogLevel
+    group: StrictStr | None = None
+    origin: StrictStr | None = None
+    msg: StrictStr
+    state: RunState
+    load: LogLoad | None = None
+
+
+class LogData(Wire):
+    cursor: Annotated[int, Strict(), Field(ge=0)] | None = None
+    logs: list[LogEntryData]
+
+
+class ArtifactCreateRequest(Wire):
+    file_name: Annotated[str, Strict(), Field(min_length=1)]
+    type: ArtifactType
+    storage_location: ArtifactStorageLocation | None = None
+
+
+class ArtifactCreatedData(Wire):
+    signed_write_url: StrictStr
+    artifact_id: StrictStr
+
+
+class RunSelectionRequest(Wire):
+    """Extension (not in Lightly's protocol): the selected filenames of a run.
+
+    ``PUT /v1/docker/runs/{runId}/selection``; when the run reaches COMPLETED they become a tag of
+    the run's dataset (``tagName``, default ``selected-<runId>``).
+    """
+
+    filenames: list[Annotated[str, Strict(), Field(min_length=1)]]
+    tag_name: (
+        Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None
+    ) = None
+
+
+# ---------------------------------------------------------------- tags
+
+
+class TagData(Wire):
+    id: Oid
+    dataset_id: Oid
+    prev_tag_id: Oid | None
+    query_tag_id: Oid | None = None
+    preselected_tag_id: Oid | None = None
+    name: Name
+    bit_mask_data: StrictStr
+    tot_size: StrictInt
+    created_at: Ts
+    last_modified_at: Ts | None = None
+    run_id: Oid | None = None
+
+
+class TagCreatorInfo(Wire):
+    creator: TagCreator
+
+
+# ---------------------------------------------------------------- misc
+
+
+class LicenseInformation(Wire):
+    license_type: StrictStr
+    license_expiration_date: Ts
+    license_is_valid: StrictBool
+
+
+class ApiError(Wire):
+    code: StrictStr
+    error: StrictStr
+    request_id: StrictStr | None = None

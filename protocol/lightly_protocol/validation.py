@@ -1,0 +1,98 @@
+"""Semantic checks of a V4 worker config beyond its schema, shared by server and worker.
+
+Each problem is a sentence that says what to change. An empty list means the config is usable.
+"""
+
+from __future__ import annotations
+
+from .models import SelectionConfigV4, SelectionEntry, WorkerConfigV4
+
+_INPUTS_FOR = {
+    "DIVERSITY": {"EMBEDDINGS"},
+    "TYPICALITY": {"EMBEDDINGS"},
+    "SIMILARITY": {"EMBEDDINGS"},
+    "WEIGHTS": {"SCORES", "METADATA", "RANDOM"},
+    "THRESHOLD": {"SCORES", "METADATA"},
+    "BALANCE": {"PREDICTIONS", "METADATA"},
+}
+
+
+def _entry_problems(i: int, entry: SelectionEntry) -> list[str]:
+    where = f"selection.strategies[{i}]"
+    inp, strat = entry.input, entry.strategy
+    out: list[str] = []
+    allowed = _INPUTS_FOR[strat.type]
+    if inp.type not in allowed:
+        out.append(
+            f"{where}: strategy {strat.type} cannot use input {inp.type}; use one of {sorted(allowed)}"
+        )
+    if inp.type == "SCORES" and not (inp.task and inp.score):
+        out.append(f"{where}: input SCORES needs 'task' and 'score'")
+    if inp.type == "METADATA" and not inp.key:
+        out.append(f"{where}: input METADATA needs 'key' (e.g. 'lightly.sharpness' or a custom key)")
+    if inp.type == "PREDICTIONS" and not (inp.task and inp.name):
+        out.append(
+            f"{where}: input PREDICTIONS needs 'task' and 'name' (CLASS_DISTRIBUTION or CATEGORY_COUNT)"
+        )
+    if strat.type == "THRESHOLD" and (strat.threshold is None or strat.operation is None):
+        out.append(f"{where}: strategy THRESHOLD needs 'threshold' and 'operation'")
+    if strat.type == "SIMILARITY" and not inp.tag_name:
+        out.append(f"{where}: strategy SIMILARITY needs input 'tag_name' (the query tag)")
+    if strat.type == "BALANCE":
+        distribution = strat.distribution or "TARGET"
+        if distribution == "TARGET":
+            if not strat.target:
+                out.append(
+                    f"{where}: strategy BALANCE needs 'target' (e.g. {{'car': 0.5}}) or a distribution"
+                )
+            else:
+                bad = {k: v for k, v in strat.target.items() if not 0 <= v <= 1}
+                if bad:
+                    out.append(f"{where}: BALANCE target values must be in [0, 1]; got {bad}")
+                elif sum(strat.target.values()) > 1 + 1e-9:
+                    out.append(f"{where}: BALANCE target values must sum to at most 1")
+    return out
+
+
+def selection_problems(selection: SelectionConfigV4) -> list[str]:
+    out: list[str] = []
+    for i, entry in enumerate(selection.strategies):
+        out.extend(_entry_problems(i, entry))
+    has_stop = any(
+        e.strategy.stopping_condition_minimum_distance is not None
+        or e.strategy.stopping_condition_max_sum is not None
+        or e.strategy.stopping_condition_minimum_typicality is not None
+        for e in selection.strategies
+    )
+    if selection.n_samples is None and selection.proportion_samples is None and not has_stop:
+        out.append("selection: set 'n_samples' or 'proportion_samples' (or a stopping condition)")
+    if selection.n_samples is not None and selection.n_samples == 0:
+        out.append("selection: 'n_samples' must be positive (or -1 for no limit)")
+    return out
+
+
+def config_problems(config: WorkerConfigV4) -> list[str]:
+    out: list[str] = []
+    if config.selection is not None:
+        out.extend(selection_problems(config.selection))
+    docker = config.docker
+    if (
+        docker
+        and docker.relevant_filenames_file
+        and not docker.relevant_filenames_file.startswith(".lightly/")
+    ):
+        out.append(
+            "docker.relevant_filenames_file must be a path under '.lightly/' in the Lightly datasource"
+        )
+    return out
+
+
+def local_path_problem(full_path: str) -> str | None:
+    """Why a LOCAL datasource ``fullPath`` is unusable, or None (rules of the protocol's model doc)."""
+    if full_path.startswith("/"):
+        return f"LOCAL fullPath {full_path!r} must be relative to the mount (no leading '/')"
+    if "://" in full_path:
+        return f"LOCAL fullPath {full_path!r} must be a path relative to the mount, not a URL"
+    if any(part in (".", "..") for part in full_path.replace("\\", "/").split("/")):
+        return f"LOCAL fullPath {full_path!r} must not contain '.' or '..' parts"
+    return None

@@ -1,0 +1,846 @@
+"""The FastAPI application: Lightly's REST protocol over the store, plus the long-poll extension."""
+
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from lightly_protocol import PROTOCOL_CLIENT_VERSION
+from lightly_protocol.enums import ApiErrorCode, ScheduledState
+from lightly_protocol.models import (
+    OID_PATTERN,
+    ArtifactCreatedData,
+    ArtifactCreateRequest,
+    CreateEntityResponse,
+    DatasetCreateRequest,
+    DatasetData,
+    DatasourceConfig,
+    LogCreateEntry,
+    LogData,
+    RunCreateRequest,
+    RunData,
+    RunSelectionRequest,
+    RunUpdateRequest,
+    ScheduledRunCreateRequest,
+    ScheduledRunData,
+    ScheduledRunUpdateRequest,
+    TagData,
+    WorkerConfigCreateRequest,
+    WorkerConfigData,
+    WorkerCreateRequest,
+    WorkerData,
+    WorkerUpdateRequest,
+)
+from lightly_protocol.validation import local_path_problem
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Connection, func, select, update
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from . import __version__, store
+from .artifacts import ArtifactStore, signing_key
+from .auth import TokenCache
+from .db import Database, artifacts, datasets, runs, scheduled_runs, workers
+from .errors import ApiError, bad_request, not_found
+from .ids import new_id, now_ms
+from .metrics import ServerMetrics
+from .notify import ScheduleBroker
+from .settings import ServerSettings
+
+log = logging.getLogger("lightly_server")
+
+OidPath = Annotated[str, Path(pattern=OID_PATTERN, description="24 lowercase hex characters")]
+PageSize = Annotated[int | None, Query(alias="pageSize", ge=1)]
+PageOffset = Annotated[int | None, Query(alias="pageOffset", ge=0, description="element offset")]
+
+
+@dataclass
+class Tx:
+    conn: Connection
+    schedule_changed: bool = False
+
+
+class Server:
+    """Shared state of one server process."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.db.migrate()
+        self.tokens = TokenCache(self.db)
+        self.broker = ScheduleBroker(self.db)
+        self.metrics = ServerMetrics(self.db)
+        self.store = ArtifactStore(settings.resolved_artifacts_dir(), signing_key(self.db))
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A write transaction; waiting workers are woken after it commits if it changed the queue."""
+        with self.db.write() as conn:
+            tx = Tx(conn)
+            yield tx
+            if tx.schedule_changed and not self.db.sqlite:
+                self.broker.publish(conn)  # NOTIFY travels with the commit to every replica
+        if tx.schedule_changed and self.db.sqlite:
+            self.broker.poke()
+
+    async def start(self) -> None:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 64
+        await self.broker.start()
+        self._tasks.append(asyncio.create_task(self._lease_loop()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.broker.stop()
+        self.db.dispose()
+
+    async def _lease_loop(self) -> None:
+        interval = max(0.2, min(10.0, self.settings.lease_seconds / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                offline, reopened = await run_in_threadpool(self._expire_leases)
+            except Exception:
+                log.exception("lease sweep failed; retrying")
+                continue
+            if offline:
+                self.metrics.leases_expired.inc(len(offline))
+                log.warning("workers stopped reporting, marked OFFLINE: %s", ", ".join(offline))
+            if reopened:
+                self.metrics.runs_reopened.inc(len(reopened))
+                log.warning("scheduled runs reopened after their worker was lost: %s", ", ".join(reopened))
+
+    def _expire_leases(self) -> tuple[list[str], list[str]]:
+        with self.write() as tx:
+            offline, reopened = store.expire_leases(
+                tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts
+            )
+            tx.schedule_changed = bool(reopened) or bool(offline)
+        return offline, reopened
+
+    def touch_if_stale(self, worker_id: str) -> None:
+        """Renew a polling worker's lease, writing only when it is a few seconds old."""
+        threshold = now_ms() - int(min(5.0, self.settings.lease_seconds / 8) * 1000)
+        with self.db.read() as conn:
+            seen = conn.execute(select(workers.c.last_seen_at).where(workers.c.id == worker_id)).scalar()
+        if seen is not None and seen < threshold:
+            with self.db.write() as conn:
+                store.touch_worker(conn, worker_id)
+
+
+def _json(model_or_list: Any, status: int = 200) -> JSONResponse:
+    content = [m.wire() for m in model_or_list] if isinstance(model_or_list, list) else model_or_list.wire()
+    return JSONResponse(content, status_code=status)
+
+
+def _created(ident: str) -> JSONResponse:
+    return _json(CreateEntityResponse(id=ident), 201)
+
+
+def _no_content() -> Response:
+    return Response(status_code=204)
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
+        if err.get("type") == "json_invalid":
+            parts.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
+        elif err.get("type") == "extra_forbidden":
+            parts.append(f"{loc}: unknown key; remove it (only the protocol's documented keys are accepted)")
+        elif err.get("type") == "missing":
+            parts.append(f"{loc}: required")
+        else:
+            parts.append(f"{loc}: {err.get('msg')} (got {err.get('input')!r})"[:300])
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    server = Server(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await server.start()
+        try:
+            yield
+        finally:
+            await server.stop()
+
+    app = FastAPI(
+        title="Lightly-compatible API server",
+        version=__version__,
+        description="Self-hosted server speaking the REST protocol of lightly==1.5.26's ApiWorkflowClient.",
+        lifespan=lifespan,
+    )
+    app.state.server = server
+
+    # ------------------------------------------------------------ errors
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse({"code": exc.code, "error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        code = (
+            ApiErrorCode.MALFORMED_REQUEST
+            if any(e.get("type") == "json_invalid" for e in exc.errors())
+            else ApiErrorCode.BAD_REQUEST
+        )
+        return JSONResponse({"code": code, "error": _validation_message(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: ApiErrorCode.NOT_FOUND, 405: ApiErrorCode.BAD_REQUEST}.get(exc.status_code, "BAD_REQUEST")
+        msg = (
+            f"no such endpoint: {request.method} {request.url.path}"
+            if exc.status_code in (404, 405)
+            else str(exc.detail)
+        )
+        return JSONResponse({"code": code, "error": msg}, status_code=exc.status_code)
+
+    # ------------------------------------------------------------ request metrics (no query strings)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            route = request.scope.get("route")
+            template = getattr(route, "path", "unmatched")
+            server.metrics.http_latency.labels(request.method, template, str(status)).observe(
+                time.perf_counter() - start
+            )
+
+    # ------------------------------------------------------------ auth
+
+    def user(token: Annotated[str | None, Query(description="API token")] = None) -> str:
+        if not token:
+            raise ApiError(401, ApiErrorCode.UNAUTHORIZED, "missing token: pass ?token=<your API token>")
+        user_id = server.tokens.user_for(token)
+        if user_id is None:
+            raise ApiError(
+                401,
+                ApiErrorCode.UNAUTHORIZED,
+                "invalid token: create one with 'lightly-server create-token --user NAME'",
+            )
+        return user_id
+
+    User = Annotated[str, Depends(user)]
+
+    # ------------------------------------------------------------ versions, health, metrics
+
+    @app.get("/v1/versions/pip/minimum", tags=["versioning"])
+    def pip_minimum() -> str:
+        return "1.0.0"
+
+    @app.get("/v1/versions/pip/latest", tags=["versioning"])
+    def pip_latest(current_version: Annotated[str | None, Query(alias="currentVersion")] = None) -> str:
+        return PROTOCOL_CLIENT_VERSION
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        with server.db.read() as conn:
+            conn.execute(select(1))
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> Response:
+        return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ------------------------------------------------------------ workers
+
+    @app.post("/v1/docker/worker", status_code=201, response_model=CreateEntityResponse, tags=["docker"])
+    def register_worker(body: WorkerCreateRequest, user_id: User) -> JSONResponse:
+        with server.write() as tx:
+            return _created(store.register_worker(tx.conn, user_id, body))
+
+    @app.get("/v1/docker/worker", response_model=list[WorkerData], tags=["docker"])
+    def list_workers(user_id: User) -> JSONResponse:
+        with server.db.read() as conn:
+            rows = conn.execute(
+                select(workers).where(workers.c.user_id == user_id).order_by(workers.c.created_at, workers.c.id)
+            ).all()
+            return _json([store.worker_data(r) for r in rows])
+
+    @app.get("/v1/docker/worker/default", response_model=WorkerData, tags=["docker"])
+    def default_worker(user_id: User) -> JSONResponse:
+        with server.write() as tx:
+            return _json(store.worker_data(store.default_worker(tx.conn, user_id)))
+
+    @app.get("/v1/docker/worker/schedule", response_model=list[ScheduledRunData], tags=["docker"])
+    async def schedule_by_labels(
+        user_id: User,
+        state: Annotated[ScheduledState | None, Query()] = None,
+        labels: Annotated[list[str] | None, Query()] = None,
+        version: Annotated[str | None, Query(description="accepted; runs are not filtered by version")] = None,
+        include_unlockable: Annotated[bool, Query(alias="includeUnlockableRuns")] = False,
+        wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
+    ) -> JSONResponse:
+        label_set = set(labels or [])
+        states = [state] if state else []
+
+        def query() -> list[Any]:
+            with server.db.read() as conn:
+                return store.schedule_query(conn, user_id, states, label_set, include_unlockable)
+
+        return await _long_poll(user_id, states, label_set, include_unlockable, wait_seconds, query)
+
+    async def _long_poll(
+        user_id: str, states: list[Any], labels: set[str], include_unlockable: bool, wait: float, query: Any
+    ) -> JSONResponse:
+        generation = server.broker.generation
+        rows = await run_in_threadpool(query)
+        if not rows and wait > 0 and states in ([], [ScheduledState.OPEN]):
+
+            def match(open_rows: list[Any], locked: set[str]) -> list[Any]:
+                return store.filter_schedule(open_rows, locked, labels, include_unlockable)
+
+            rows = await server.broker.wait(user_id, match, generation, min(wait, server.settings.max_wait_seconds))
+        return _json([store.scheduled_data(r) for r in rows])
+
+    @app.get("/v1/docker/worker/{workerId}", response_model=WorkerData, tags=["docker"])
+    def get_worker(worker_id: Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)], user_id: User):
+        with server.db.read() as conn:
+            return _json(store.worker_data(store.get_worker(conn, user_id, worker_id)))
+
+    @app.put("/v1/docker/worker/{workerId}", status_code=204, tags=["docker"])
+    def update_worker(
+        worker_id: Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)],
+        body: WorkerUpdateRequest,
+        user_id: User,
+    ) -> Response:
+        with server.write() as tx:
+            store.update_worker_state(tx.conn, user_id, worker_id, body.state, body.docker_version)
+        return _no_content()
+
+    @app.delete("/v1/docker/worker/{workerId}", status_code=204, tags=["docker"])
+    def delete_worker(worker_id: Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)], user_id: User):
+        with server.write() as tx:
+            reopened = store.delete_worker(tx.conn, user_id, worker_id)
+            tx.schedule_changed = bool(reopened)
+        return _no_content()
+
+    @app.get("/v1/docker/worker/{workerId}/schedule", response_model=list[ScheduledRunData], tags=["docker"])
+    async def schedule_for_worker(
+        worker_id: Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)],
+        user_id: User,
+        state: Annotated[ScheduledState | None, Query()] = None,
+        wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
+    ) -> JSONResponse:
+        states = [state] if state else []
+
+        def worker_labels() -> set[str]:
+            with server.db.read() as conn:
+                w = store.get_worker(conn, user_id, worker_id)
+            server.touch_if_stale(worker_id)
+            return set(json.loads(w.labels))
+
+        labels = await run_in_threadpool(worker_labels)
+
+        def query() -> list[Any]:
+            with server.db.read() as conn:
+                return store.schedule_query(conn, user_id, states, labels, include_unlockable=False)
+
+        response = await _long_poll(user_id, states, labels, False, wait_seconds, query)
+        if wait_seconds > 0:
+            await run_in_threadpool(server.touch_if_stale, worker_id)
+        return response
+
+    @app.put(
+        "/v1/datasets/{datasetId}/docker/worker/{workerId}/schedule/{scheduledId}",
+        status_code=204,
+        tags=["docker"],
+    )
+    def update_scheduled_by_worker(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        worker_id: Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)],
+        scheduled_id: Annotated[str, Path(alias="scheduledId", pattern=OID_PATTERN)],
+        body: ScheduledRunUpdateRequest,
+        user_id: User,
+    ) -> Response:
+        try:
+            with server.write() as tx:
+                store.update_scheduled_by_worker(tx.conn, user_id, dataset_id, worker_id, scheduled_id, body)
+                tx.schedule_changed = body.state != ScheduledState.LOCKED
+        except ApiError as exc:
+            if body.state == ScheduledState.LOCKED:
+                server.metrics.claims.labels("conflict" if exc.status == 409 else "error").inc()
+            raise
+        if body.state == ScheduledState.LOCKED:
+            server.metrics.claims.labels("locked").inc()
+        return _no_content()
+
+    # ------------------------------------------------------------ worker configs
+
+    @app.post("/v1/docker/worker/config/vX", status_code=201, response_model=CreateEntityResponse, tags=["docker"])
+    def create_config(body: WorkerConfigCreateRequest, user_id: User) -> JSONResponse:
+        with server.write() as tx:
+            return _created(store.create_config(tx.conn, user_id, body.config, body.wire()))
+
+    @app.get("/v1/docker/worker/config/vX/{configId}", response_model=WorkerConfigData, tags=["docker"])
+    def get_config(config_id: Annotated[str, Path(alias="configId", pattern=OID_PATTERN)], user_id: User):
+        with server.db.read() as conn:
+            return _json(store.get_config(conn, user_id, config_id))
+
+    # ------------------------------------------------------------ datasets
+
+    @app.post("/v1/datasets", status_code=201, response_model=CreateEntityResponse, tags=["datasets"])
+    def create_dataset(body: DatasetCreateRequest, user_id: User) -> JSONResponse:
+        with server.write() as tx:
+            return _created(store.create_dataset(tx.conn, user_id, body))
+
+    @app.get("/v1/datasets", response_model=list[DatasetData], tags=["datasets"])
+    def list_datasets(
+        user_id: User,
+        page_size: PageSize = None,
+        page_offset: PageOffset = None,
+        shared: bool = False,
+        get_assets_of_team: Annotated[bool, Query(alias="getAssetsOfTeam")] = False,
+    ) -> JSONResponse:
+        size, off = store.page(page_size, page_offset)
+        with server.db.read() as conn:
+            if shared:
+                return _json([])  # single-tenant: nothing is shared with this user
+            rows = conn.execute(
+                select(datasets)
+                .where(datasets.c.user_id == user_id)
+                .order_by(datasets.c.created_at, datasets.c.id)
+                .limit(size)
+                .offset(off)
+            ).all()
+            return _json([store.dataset_data(conn, r) for r in rows])
+
+    @app.get("/v1/datasets/query/name/{datasetName}", response_model=list[DatasetData], tags=["datasets"])
+    def datasets_by_name(
+        dataset_name: Annotated[str, Path(alias="datasetName")],
+        user_id: User,
+        exact: bool = False,
+        shared: bool = False,
+        page_size: PageSize = None,
+        page_offset: PageOffset = None,
+    ) -> JSONResponse:
+        size, off = store.page(page_size, page_offset)
+        cond = datasets.c.name == dataset_name if exact else datasets.c.name.startswith(dataset_name, autoescape=True)
+        with server.db.read() as conn:
+            if shared:
+                return _json([])
+            rows = conn.execute(
+                select(datasets)
+                .where(datasets.c.user_id == user_id, cond)
+                .order_by(datasets.c.created_at, datasets.c.id)
+                .limit(size)
+                .offset(off)
+            ).all()
+            return _json([store.dataset_data(conn, r) for r in rows])
+
+    @app.get("/v1/datasets/{datasetId}", response_model=DatasetData, tags=["datasets"])
+    def get_dataset(dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)], user_id: User):
+        with server.db.read() as conn:
+            return _json(store.dataset_data(conn, store.get_dataset(conn, user_id, dataset_id)))
+
+    @app.get("/v1/datasets/{datasetId}/mappings", response_model=list[str], tags=["mappings"])
+    def sample_mappings(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        user_id: User,
+        field: Annotated[str, Query()] = "fileName",
+        page_size: PageSize = None,
+        page_offset: PageOffset = None,
+    ) -> JSONResponse:
+        if field != "fileName":
+            raise bad_request(f"mappings field {field!r} is not supported; use field=fileName")
+        size, off = store.page(page_size, page_offset)
+        with server.db.read() as conn:
+            store.get_dataset(conn, user_id, dataset_id)
+            names = store.dataset_filenames(conn, dataset_id)
+        return JSONResponse(names[off : off + size])
+
+    # ------------------------------------------------------------ datasources
+
+    @app.put("/v1/datasets/{datasetId}/datasource", status_code=204, tags=["datasources"])
+    def put_datasource(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        body: Annotated[DatasourceConfig, Body()],
+        user_id: User,
+    ) -> Response:
+        if body.type == "LOCAL":
+            problem = local_path_problem(body.full_path)
+            if problem:
+                raise ApiError(400, ApiErrorCode.DATASET_DATASOURCE_INVALID, problem)
+        with server.write() as tx:
+            store.put_datasource(tx.conn, user_id, dataset_id, body.wire())
+        return _no_content()
+
+    @app.get("/v1/datasets/{datasetId}/datasource", response_model=DatasourceConfig, tags=["datasources"])
+    def get_datasource(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        user_id: User,
+        purpose: Annotated[str | None, Query(pattern="^(INPUT|LIGHTLY|INPUT_OUTPUT)$")] = None,
+    ) -> JSONResponse:
+        with server.db.read() as conn:
+            store.get_dataset(conn, user_id, dataset_id)
+            config = store.resolve_datasource(store.get_datasources(conn, dataset_id), purpose)
+        if config is None:
+            raise ApiError(
+                404,
+                ApiErrorCode.DATASET_DATASOURCE_UNKNOWN,
+                f"dataset {dataset_id} has no {purpose or ''} datasource yet; set one with PUT .../datasource",
+            )
+        return JSONResponse(config)
+
+    @app.get("/v1/datasets/{datasetId}/datasource/all", response_model=list[DatasourceConfig], tags=["datasources"])
+    def all_datasources(dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)], user_id: User):
+        with server.db.read() as conn:
+            store.get_dataset(conn, user_id, dataset_id)
+            return JSONResponse(list(store.get_datasources(conn, dataset_id).values()))
+
+    # ------------------------------------------------------------ scheduled runs
+
+    @app.post(
+        "/v1/datasets/{datasetId}/docker/worker/schedule",
+        status_code=201,
+        response_model=CreateEntityResponse,
+        tags=["docker"],
+    )
+    def schedule_run(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        body: ScheduledRunCreateRequest,
+        user_id: User,
+        disable_validation: Annotated[bool, Query(alias="disableConfigValidation")] = False,
+    ) -> JSONResponse:
+        with server.write() as tx:
+            sid = store.create_scheduled(tx.conn, user_id, dataset_id, body, validate=not disable_validation)
+            tx.schedule_changed = True
+        return _created(sid)
+
+    @app.get(
+        "/v1/datasets/{datasetId}/docker/worker/schedule",
+        response_model=list[ScheduledRunData],
+        tags=["docker"],
+    )
+    def scheduled_for_dataset(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        user_id: User,
+        state: Annotated[ScheduledState | None, Query()] = None,
+        states: Annotated[list[ScheduledState] | None, Query()] = None,
+    ) -> JSONResponse:
+        wanted = ([state] if state else []) + list(states or [])
+        with server.db.read() as conn:
+            rows = store.list_scheduled_for_dataset(conn, user_id, dataset_id, wanted)
+        return _json([store.scheduled_data(r) for r in rows])
+
+    @app.put("/v1/datasets/{datasetId}/docker/worker/schedule/{scheduledId}", status_code=204, tags=["docker"])
+    def cancel_scheduled(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        scheduled_id: Annotated[str, Path(alias="scheduledId", pattern=OID_PATTERN)],
+        user_id: User,
+    ) -> Response:
+        with server.write() as tx:
+            store.cancel_scheduled(tx.conn, user_id, dataset_id, scheduled_id)
+            tx.schedule_changed = True
+        return _no_content()
+
+    # ------------------------------------------------------------ runs
+
+    @app.post("/v1/docker/runs", status_code=201, response_model=CreateEntityResponse, tags=["docker"])
+    def create_run(body: RunCreateRequest, user_id: User) -> JSONResponse:
+        with server.write() as tx:
+            return _created(store.create_run(tx.conn, user_id, body))
+
+    @app.get("/v1/docker/runs", response_model=list[RunData], tags=["docker"])
+    def list_runs(
+        user_id: User,
+        page_size: PageSize = None,
+        page_offset: PageOffset = None,
+        show_archived: Annotated[bool, Query(alias="showArchived")] = True,
+    ) -> JSONResponse:
+        size, off = store.page(page_size, page_offset)
+        with server.db.read() as conn:
+            q = select(runs).where(runs.c.user_id == user_id)
+            if not show_archived:
+                q = q.where(runs.c.archived.is_(False))
+            rows = conn.execute(q.order_by(runs.c.created_at, runs.c.id).limit(size).offset(off)).all()
+            return _json([store.run_data(conn, r) for r in rows])
+
+    @app.get("/v1/docker/runs/count", tags=["docker"])
+    def count_runs(user_id: User) -> str:
+        with server.db.read() as conn:
+            return str(conn.execute(select(func.count()).select_from(runs).where(runs.c.user_id == user_id)).scalar())
+
+    @app.get("/v1/docker/runs/query/datasetId/{datasetId}", response_model=list[RunData], tags=["docker"])
+    def runs_of_dataset(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        user_id: User,
+        page_size: PageSize = None,
+        page_offset: PageOffset = None,
+    ) -> JSONResponse:
+        size, off = store.page(page_size, page_offset)
+        with server.db.read() as conn:
+            store.get_dataset(conn, user_id, dataset_id)
+            rows = conn.execute(
+                select(runs)
+                .where(runs.c.user_id == user_id, runs.c.dataset_id == dataset_id)
+                .order_by(runs.c.created_at, runs.c.id)
+                .limit(size)
+                .offset(off)
+            ).all()
+            return _json([store.run_data(conn, r) for r in rows])
+
+    @app.get("/v1/docker/runs/schedule/{scheduledId}", response_model=RunData, tags=["docker"])
+    def run_of_scheduled(
+        scheduled_id: Annotated[str, Path(alias="scheduledId", pattern=OID_PATTERN)], user_id: User
+    ) -> JSONResponse:
+        with server.db.read() as conn:
+            return _json(store.run_data(conn, store.run_for_scheduled(conn, user_id, scheduled_id)))
+
+    @app.get("/v1/docker/runs/{runId}", response_model=RunData, tags=["docker"])
+    def get_run(run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)], user_id: User):
+        with server.db.read() as conn:
+            return _json(store.run_data(conn, store.get_run(conn, user_id, run_id)))
+
+    @app.put("/v1/docker/runs/{runId}", status_code=204, tags=["docker"])
+    def update_run(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        body: RunUpdateRequest,
+        user_id: User,
+    ) -> Response:
+        with server.write() as tx:
+            before, terminal = store.update_run(tx.conn, user_id, run_id, body)
+            tx.schedule_changed = terminal and before.scheduled_id is not None
+        if terminal:
+            server.metrics.run_duration.labels(body.state).observe(max(0.0, (now_ms() - before.created_at) / 1000))
+        return _no_content()
+
+    @app.put("/v1/docker/runs/{runId}/logs", status_code=204, tags=["docker"])
+    def put_logs(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        body: list[LogCreateEntry],
+        user_id: User,
+    ) -> Response:
+        with server.write() as tx:
+            store.append_logs(tx.conn, user_id, run_id, body)
+        return _no_content()
+
+    @app.get("/v1/docker/runs/{runId}/logs", response_model=LogData, tags=["docker"])
+    def get_logs(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        user_id: User,
+        cursor: Annotated[int | None, Query(ge=0)] = None,
+    ) -> JSONResponse:
+        with server.db.read() as conn:
+            return _json(store.read_logs(conn, user_id, run_id, cursor))
+
+    @app.put("/v1/docker/runs/{runId}/selection", status_code=204, tags=["extensions"])
+    def put_selection(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        body: RunSelectionRequest,
+        user_id: User,
+    ) -> Response:
+        """Extension: the run's selected filenames; they become a dataset tag when the run COMPLETES."""
+        with server.write() as tx:
+            store.set_selection(tx.conn, user_id, run_id, body.filenames, body.tag_name)
+        return _no_content()
+
+    @app.get("/v1/docker/runs/{runId}/tags", response_model=list[TagData], tags=["docker"])
+    def run_tags(run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)], user_id: User):
+        from .db import tags
+
+        with server.db.read() as conn:
+            store.get_run(conn, user_id, run_id)
+            rows = conn.execute(select(tags).where(tags.c.run_id == run_id).order_by(tags.c.created_at)).all()
+            return _json([store.tag_data(r) for r in rows])
+
+    # ------------------------------------------------------------ artifacts
+
+    def _base_url(request: Request) -> str:
+        return (settings.public_url or str(request.base_url)).rstrip("/")
+
+    @app.post(
+        "/v1/docker/runs/{runId}/artifacts",
+        status_code=201,
+        response_model=ArtifactCreatedData,
+        tags=["docker"],
+    )
+    def create_artifact(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        body: ArtifactCreateRequest,
+        user_id: User,
+        request: Request,
+    ) -> JSONResponse:
+        aid = new_id()
+        with server.write() as tx:
+            r = store.get_run(tx.conn, user_id, run_id)
+            tx.conn.execute(
+                artifacts.insert().values(
+                    id=aid,
+                    run_id=run_id,
+                    type=body.type,
+                    file_name=body.file_name,
+                    storage_location=body.storage_location or "LIGHTLY",
+                    uploaded=False,
+                    confirmed=False,
+                    created_at=now_ms(),
+                )
+            )
+            store.touch_worker(tx.conn, r.worker_id)
+        url = f"{_base_url(request)}/v1/artifacts/{aid}/upload?{server.store.signed_query('write', aid)}"
+        return _json(ArtifactCreatedData(signed_write_url=url, artifact_id=aid), 201)
+
+    def _artifact(conn: Connection, user_id: str, run_id: str, artifact_id: str) -> Any:
+        store.get_run(conn, user_id, run_id)
+        a = conn.execute(select(artifacts).where(artifacts.c.id == artifact_id, artifacts.c.run_id == run_id)).first()
+        if a is None:
+            raise not_found(ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN, "artifact", artifact_id)
+        return a
+
+    @app.put("/v1/docker/runs/{runId}/artifacts/{artifactId}/confirmUpload", status_code=204, tags=["docker"])
+    def confirm_artifact(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        artifact_id: Annotated[str, Path(alias="artifactId", pattern=OID_PATTERN)],
+        user_id: User,
+    ) -> Response:
+        with server.write() as tx:
+            a = _artifact(tx.conn, user_id, run_id, artifact_id)
+            if not a.uploaded:
+                raise ApiError(
+                    409,
+                    ApiErrorCode.DOCKER_RUN_ARTIFACT_UNAVAILABLE,
+                    f"artifact {artifact_id} has no uploaded content yet: PUT the file to its signedWriteUrl first",
+                )
+            tx.conn.execute(update(artifacts).where(artifacts.c.id == artifact_id).values(confirmed=True))
+        return _no_content()
+
+    @app.get("/v1/docker/runs/{runId}/artifacts/{artifactId}/readurl", tags=["docker"])
+    def artifact_read_url(
+        run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
+        artifact_id: Annotated[str, Path(alias="artifactId", pattern=OID_PATTERN)],
+        user_id: User,
+        request: Request,
+    ) -> str:
+        with server.db.read() as conn:
+            a = _artifact(conn, user_id, run_id, artifact_id)
+        if not a.uploaded:
+            raise ApiError(
+                404,
+                ApiErrorCode.DOCKER_RUN_ARTIFACT_UNAVAILABLE,
+                f"artifact {artifact_id} was never uploaded",
+            )
+        return (
+            f"{_base_url(request)}/v1/artifacts/{artifact_id}/download?{server.store.signed_query('read', artifact_id)}"
+        )
+
+    def _check_signature(action: str, artifact_id: str, expires: int, signature: str) -> None:
+        if not server.store.verify(action, artifact_id, expires, signature):
+            raise ApiError(403, ApiErrorCode.FORBIDDEN, "the signed URL is invalid or expired; request a new one")
+
+    @app.put("/v1/artifacts/{artifactId}/upload", status_code=200, tags=["artifacts"])
+    async def upload_artifact(
+        artifact_id: Annotated[str, Path(alias="artifactId", pattern=OID_PATTERN)],
+        expires: int,
+        signature: str,
+        request: Request,
+    ) -> Response:
+        _check_signature("write", artifact_id, expires, signature)
+        tmp, final = server.store.open_for_write(artifact_id)
+        size = 0
+        try:
+            with open(tmp, "wb") as fh:
+                async for chunk in request.stream():
+                    size += len(chunk)
+                    if size > settings.max_upload_bytes:
+                        raise ApiError(
+                            413,
+                            ApiErrorCode.PAYLOAD_TOO_LARGE,
+                            f"artifact larger than {settings.max_upload_bytes} bytes",
+                        )
+                    fh.write(chunk)
+            os.replace(tmp, final)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+        def mark() -> None:
+            with server.write() as tx:
+                tx.conn.execute(update(artifacts).where(artifacts.c.id == artifact_id).values(uploaded=True, size=size))
+
+        await run_in_threadpool(mark)
+        return Response(status_code=200)
+
+    @app.get("/v1/artifacts/{artifactId}/download", tags=["artifacts"])
+    def download_artifact(
+        artifact_id: Annotated[str, Path(alias="artifactId", pattern=OID_PATTERN)],
+        expires: int,
+        signature: str,
+    ) -> FileResponse:
+        _check_signature("read", artifact_id, expires, signature)
+        with server.db.read() as conn:
+            a = conn.execute(select(artifacts).where(artifacts.c.id == artifact_id)).first()
+        path = server.store.path(artifact_id)
+        if a is None or not path.exists():
+            raise not_found(ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN, "artifact", artifact_id)
+        return FileResponse(path, filename=os.path.basename(a.file_name), media_type="application/octet-stream")
+
+    # ------------------------------------------------------------ tags
+
+    @app.get("/v1/datasets/{datasetId}/tags", response_model=list[TagData], tags=["tags"])
+    def list_tags(dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)], user_id: User):
+        from .db import tags
+
+        with server.db.read() as conn:
+            store.get_dataset(conn, user_id, dataset_id)
+            rows = conn.execute(
+                select(tags).where(tags.c.dataset_id == dataset_id).order_by(tags.c.created_at, tags.c.id)
+            ).all()
+            return _json([store.tag_data(r) for r in rows])
+
+    @app.get("/v1/datasets/{datasetId}/tags/{tagId}", response_model=TagData, tags=["tags"])
+    def get_tag(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        tag_id: Annotated[str, Path(alias="tagId", pattern=OID_PATTERN)],
+        user_id: User,
+    ) -> JSONResponse:
+        with server.db.read() as conn:
+            return _json(store.tag_data(store.get_tag(conn, user_id, dataset_id, tag_id)))
+
+    @app.get("/v1/datasets/{datasetId}/tags/{tagId}/filenames", response_model=list[str], tags=["tags"])
+    def tag_filenames(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        tag_id: Annotated[str, Path(alias="tagId", pattern=OID_PATTERN)],
+        user_id: User,
+    ) -> JSONResponse:
+        with server.db.read() as conn:
+            return JSONResponse(store.tag_filenames(conn, store.get_tag(conn, user_id, dataset_id, tag_id)))
+
+    @app.get("/v1/datasets/{datasetId}/tags/{tagId}/export/basic/filenames", tags=["tags"])
+    def export_tag_filenames(
+        dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)],
+        tag_id: Annotated[str, Path(alias="tagId", pattern=OID_PATTERN)],
+        user_id: User,
+        page_size: PageSize = None,
+        page_offset: PageOffset = None,
+    ) -> PlainTextResponse:
+        size, off = store.page(page_size, page_offset)
+        with server.db.read() as conn:
+            names = store.tag_filenames(conn, store.get_tag(conn, user_id, dataset_id, tag_id))
+        return PlainTextResponse("\n".join(names[off : off + size]))
+
+    # keep the imported name used (scheduled_runs is used by the metrics collector and tests)
+    _ = scheduled_runs
+    return app

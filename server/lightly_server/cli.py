@@ -1,0 +1,105 @@
+"""``lightly-server``: serve the API, or create a token."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .settings import ServerSettings
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name, default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lightly-server", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    db_help = (
+        "SQLAlchemy URL: sqlite:///path.sqlite3 (default) or postgresql://user@host/db [env LIGHTLY_SERVER_DATABASE]"
+    )
+    default_db = _env("LIGHTLY_SERVER_DATABASE", "sqlite:///lightly-server.sqlite3")
+
+    s = sub.add_parser("serve", help="run the API server")
+    s.add_argument("--host", default=_env("LIGHTLY_SERVER_HOST", "127.0.0.1"), help="[env LIGHTLY_SERVER_HOST]")
+    s.add_argument(
+        "--port", type=int, default=int(_env("LIGHTLY_SERVER_PORT", "8080") or 8080), help="[env LIGHTLY_SERVER_PORT]"
+    )
+    s.add_argument("--database", default=default_db, help=db_help)
+    s.add_argument(
+        "--artifacts-dir",
+        type=Path,
+        default=_env("LIGHTLY_SERVER_ARTIFACTS_DIR"),
+        help="where uploaded artifacts live (shared by all replicas) [env LIGHTLY_SERVER_ARTIFACTS_DIR]",
+    )
+    s.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=float(_env("LIGHTLY_SERVER_LEASE_SECONDS", "120") or 120),
+        help="a worker silent this long is marked OFFLINE and its run reopened [env LIGHTLY_SERVER_LEASE_SECONDS]",
+    )
+    s.add_argument(
+        "--max-attempts",
+        type=int,
+        default=int(_env("LIGHTLY_SERVER_MAX_ATTEMPTS", "3") or 3),
+        help="a scheduled run lost this many times ends DONE with the failure recorded",
+    )
+    s.add_argument("--max-wait-seconds", type=float, default=60.0, help="cap of the waitSeconds long-poll extension")
+    s.add_argument(
+        "--public-url",
+        default=_env("LIGHTLY_SERVER_PUBLIC_URL"),
+        help="base URL of signed artifact URLs (default: the URL the request came in on)",
+    )
+    s.add_argument("--log-level", default=_env("LIGHTLY_SERVER_LOG_LEVEL", "info"))
+
+    t = sub.add_parser("create-token", help="create a token for a user (printed alone on stdout, shown once)")
+    t.add_argument("--database", default=default_db, help=db_help)
+    t.add_argument("--user", required=True, help="user name (created if new)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "create-token":
+        from .auth import create_token
+        from .db import Database
+
+        if len(args.user.strip()) < 1:
+            print("error: --user must not be empty", file=sys.stderr)
+            return 2
+        db = Database(args.database)
+        db.migrate()
+        print(create_token(db, args.user.strip()))
+        db.dispose()
+        return 0
+
+    import uvicorn
+
+    from .app import create_app
+
+    if args.lease_seconds <= 0 or args.max_attempts < 1:
+        print("error: --lease-seconds must be > 0 and --max-attempts >= 1", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ServerSettings(
+        database_url=args.database,
+        artifacts_dir=Path(args.artifacts_dir) if args.artifacts_dir else None,
+        lease_seconds=args.lease_seconds,
+        max_attempts=args.max_attempts,
+        max_wait_seconds=args.max_wait_seconds,
+        public_url=args.public_url,
+    )
+    app = create_app(settings)
+    # access_log off: uvicorn's access log would print ?token=... query strings
+    uvicorn.run(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False, timeout_keep_alive=75
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

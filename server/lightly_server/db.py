@@ -1,0 +1,306 @@
+"""Database schema, engine set-up and schema migration (SQLite default, PostgreSQL production)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    text,
+)
+from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
+
+metadata = MetaData()
+ID = String(24)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("user_id", ID, ForeignKey("users.id"), nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("labels", Text, nullable=False),  # JSON list
+    Column("state", String(16), nullable=False),
+    Column("docker_version", String(200)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_modified_at", BigInteger, nullable=False),
+    Column("last_seen_at", BigInteger, nullable=False),
+    Index("ux_workers_user_name", "user_id", "name", unique=True),
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("type", String(16), nullable=False),
+    Column("img_type", String(16)),
+    Column("parent_dataset_id", ID),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_modified_at", BigInteger, nullable=False),
+    Index("ux_datasets_user_name", "user_id", "name", unique=True),
+)
+
+datasources = Table(
+    "datasources",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("dataset_id", ID, ForeignKey("datasets.id"), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("config", Text, nullable=False),  # JSON, wire form
+    Column("created_at", BigInteger, nullable=False),
+    Index("ux_datasources_purpose", "dataset_id", "purpose", unique=True),
+)
+
+configs = Table(
+    "worker_configs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("version", String(4), nullable=False),
+    Column("config", Text, nullable=False),  # JSON, wire form
+    Column("created_at", BigInteger, nullable=False),
+)
+
+scheduled_runs = Table(
+    "scheduled_runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("dataset_id", ID, ForeignKey("datasets.id"), nullable=False),
+    Column("config_id", ID, ForeignKey("worker_configs.id"), nullable=False),
+    Column("priority", String(10), nullable=False),
+    Column("priority_rank", Integer, nullable=False),
+    Column("runs_on", Text, nullable=False),  # JSON list
+    Column("state", String(10), nullable=False),
+    Column("worker_id", ID),  # the worker holding the lock
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("failure", Text),  # why it ended without a successful run
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_modified_at", BigInteger, nullable=False),
+    Index("ix_sched_dispatch", "state", "priority_rank", "created_at"),
+    Index("ix_sched_dataset", "dataset_id", "state"),
+    # at most one LOCKED scheduled run per dataset, enforced by the database itself
+    Index(
+        "ux_sched_one_locked_per_dataset",
+        "dataset_id",
+        unique=True,
+        sqlite_where=text("state = 'LOCKED'"),
+        postgresql_where=text("state = 'LOCKED'"),
+    ),
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("docker_version", String(200), nullable=False),
+    Column("state", String(40), nullable=False),
+    Column("dataset_id", ID),
+    Column("config_id", ID),
+    Column("scheduled_id", ID),
+    Column("worker_id", ID),
+    Column("message", Text),
+    Column("archived", Boolean, nullable=False, default=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_modified_at", BigInteger, nullable=False),
+    Index("ix_runs_user_created", "user_id", "created_at"),
+    Index("ix_runs_scheduled", "scheduled_id"),
+    Index("ix_runs_dataset", "dataset_id"),
+)
+
+run_logs = Table(
+    "run_logs",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("entry", Text, nullable=False),  # JSON, wire form
+    Index("ix_run_logs_run_seq", "run_id", "seq"),
+)
+
+artifacts = Table(
+    "artifacts",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("file_name", String(1000), nullable=False),
+    Column("storage_location", String(16)),
+    Column("uploaded", Boolean, nullable=False, default=False),
+    Column("confirmed", Boolean, nullable=False, default=False),
+    Column("size", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_artifacts_run", "run_id"),
+)
+
+run_selections = Table(
+    "run_selections",
+    metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
+    Column("tag_name", String(300)),
+    Column("filenames", Text, nullable=False),  # JSON list
+)
+
+samples = Table(
+    "samples",
+    metadata,
+    Column("dataset_id", ID, ForeignKey("datasets.id"), primary_key=True),
+    Column("idx", Integer, primary_key=True),  # position in the dataset (the bitmask bit)
+    Column("file_name", String(2000), nullable=False),
+    Index("ux_samples_name", "dataset_id", "file_name", unique=True),
+)
+
+tags = Table(
+    "tags",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("dataset_id", ID, ForeignKey("datasets.id"), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("prev_tag_id", ID),
+    Column("run_id", ID),
+    Column("bit_mask", Text, nullable=False),  # hex, "0x..."
+    Column("tot_size", Integer, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ux_tags_name", "dataset_id", "name", unique=True),
+)
+
+settings = Table(
+    "server_settings",
+    metadata,
+    Column("key", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+SCHEMA_VERSION = 1
+
+#: migrations from version N-1 to N, applied in order on start; version 1 is metadata.create_all
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+def default_database_url() -> str:
+    return os.environ.get("LIGHTLY_SERVER_DATABASE", "sqlite:///lightly-server.sqlite3")
+
+
+def is_sqlite(engine: Engine) -> bool:
+    return engine.dialect.name == "sqlite"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``. SQLite: WAL, busy timeout, and BEGIN IMMEDIATE for writers.
+
+    Writers on SQLite must take the write lock at BEGIN; a deferred transaction that reads and
+    then writes fails with SQLITE_BUSY under WAL instead of waiting. ``write_engine`` gives such
+    connections; reads use plain BEGIN and never block writers.
+    """
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite":
+        if u.database and u.database != ":memory:":
+            Path(u.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=20, max_overflow=40
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_connect(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            dbapi_conn.isolation_level = None  # we emit BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Connection) -> None:
+            mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
+
+        return engine
+    if u.get_backend_name() == "postgresql" and u.drivername == "postgresql":
+        url = u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True, pool_timeout=30)
+
+
+class Database:
+    """Engine plus the two transaction kinds the server uses."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.sqlite = is_sqlite(self.engine)
+        self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.sqlite else self.engine
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        with self._write_engine.connect() as conn, conn.begin():
+            yield conn
+
+    def migrate(self) -> None:
+        """Create or upgrade the schema; safe when several replicas start at once."""
+        with self.write() as conn:
+            if not self.sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(4242001)"))
+            metadata.create_all(conn, checkfirst=True)
+            row = conn.execute(settings.select().where(settings.c.key == "schema_version")).first()
+            current = int(row.value) if row else 0
+            if current == 0:
+                conn.execute(settings.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+                current = SCHEMA_VERSION
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database schema version {current} is newer than this server ({SCHEMA_VERSION}): "
+                    "upgrade the server"
+                )
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, []):
+                    conn.execute(text(statement))
+                log.info("migrated database schema to version %d", version)
+            if current != SCHEMA_VERSION:
+                conn.execute(
+                    settings.update().where(settings.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
+                )
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,81 @@
+"""Prometheus metrics of the server. Labels never carry filenames, tokens, names or ids."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from lightly_protocol.enums import Priority, ScheduledState, WorkerState
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from .db import Database, scheduled_runs, workers
+
+
+class StateCollector(Collector):
+    """Counts read from the database at scrape time, so every replica reports the shared truth."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[Metric]:
+        sched = GaugeMetricFamily(
+            "lightly_server_scheduled_runs",
+            "Scheduled runs by state and priority",
+            labels=["state", "priority"],
+        )
+        work = GaugeMetricFamily("lightly_server_workers", "Registered workers by state", labels=["state"])
+        counts = {(s.value, p.value): 0 for s in ScheduledState for p in Priority}
+        wcounts = {s.value: 0 for s in WorkerState}
+        with self.db.read() as conn:
+            for state, prio, n in conn.execute(
+                select(scheduled_runs.c.state, scheduled_runs.c.priority, func.count()).group_by(
+                    scheduled_runs.c.state, scheduled_runs.c.priority
+                )
+            ):
+                counts[(state, prio)] = n
+            for state, n in conn.execute(select(workers.c.state, func.count()).group_by(workers.c.state)):
+                wcounts[state] = n
+        for (state, prio), n in counts.items():
+            sched.add_metric([state, prio], n)
+        for state, n in wcounts.items():
+            work.add_metric([state], n)
+        yield sched
+        yield work
+
+
+class ServerMetrics:
+    def __init__(self, db: Database) -> None:
+        self.registry = CollectorRegistry()
+        self.registry.register(StateCollector(db))
+        self.http_latency = Histogram(
+            "lightly_server_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route", "status"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+        )
+        self.run_duration = Histogram(
+            "lightly_server_run_duration_seconds",
+            "Duration of runs from creation to their final state",
+            ["state"],
+            registry=self.registry,
+            buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
+        )
+        self.leases_expired = Counter(
+            "lightly_server_worker_leases_expired_total",
+            "Workers marked OFFLINE because they stopped reporting",
+            registry=self.registry,
+        )
+        self.runs_reopened = Counter(
+            "lightly_server_scheduled_runs_reopened_total",
+            "Scheduled runs handed back to the queue after their worker was lost",
+            registry=self.registry,
+        )
+        self.claims = Counter(
+            "lightly_server_claims_total",
+            "Attempts to lock a scheduled run, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )

@@ -1,0 +1,1 @@
+"""lightly_worker: filled in by its own issue."""
