@@ -104,9 +104,23 @@ class Backend:
         log_path = self.tmp / f"server-{port}.log"
         env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
         cmd = [
-            sys.executable, "-m", "lightly_server.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--database", self.database_url, "--artifacts-dir", str(self.artifacts_dir),
-            "--lease-seconds", str(lease_seconds), "--log-level", "warning", *extra,
+            sys.executable,
+            "-m",
+            "lightly_server.cli",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--database",
+            self.database_url,
+            "--artifacts-dir",
+            str(self.artifacts_dir),
+            "--lease-seconds",
+            str(lease_seconds),
+            "--log-level",
+            "warning",
+            *extra,
         ]
         with open(log_path, "wb") as fh:
             proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
@@ -128,9 +142,20 @@ class Backend:
     def token(self, user: str | None = None) -> str:
         """A token for a new (or named) user, created the way an admin does: the CLI."""
         out = subprocess.run(
-            [sys.executable, "-m", "lightly_server.cli", "create-token", "--database", self.database_url,
-             "--user", user or f"user-{secrets.token_hex(4)}"],
-            check=True, capture_output=True, text=True, timeout=60,
+            [
+                sys.executable,
+                "-m",
+                "lightly_server.cli",
+                "create-token",
+                "--database",
+                self.database_url,
+                "--user",
+                user or f"user-{secrets.token_hex(4)}",
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         return out.stdout.strip()
 
