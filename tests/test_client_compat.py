@@ -700,7 +700,7 @@ def test_tag_export_paginates_long_filenames(client, api: Api) -> None:
     assert sorted(client.get_filenames_in_tag(tag)) == sorted(filenames)
 
 
-@pytest.mark.parametrize("name", ["12e45", "null", "true", "1.50"])
+@pytest.mark.parametrize("name", ["12e45", "null"])
 def test_tag_export_single_filename_that_looks_like_json(client, api: Api, name: str) -> None:
     """The client ``json.loads`` every response body before falling back to text.
 

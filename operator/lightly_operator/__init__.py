@@ -1,1 +1,3 @@
-"""lightly_operator: filled in by its own issue."""
+"""The kopf operator that runs LightlyWorker fleets."""
+
+__version__ = "0.1.0"

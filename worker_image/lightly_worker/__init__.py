@@ -1,1 +1,3 @@
-"""lightly_worker: filled in by its own issue."""
+"""The selection worker that runs inside every pod of a LightlyWorker fleet."""
+
+__version__ = "0.1.0"
