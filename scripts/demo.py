@@ -43,14 +43,17 @@ def main() -> int:
 
     token = subprocess.run(
         [str(bin_dir / "lightly-server"), "create-token", "--database", db_url, "--user", "demo"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.strip()
     print(f"1. created a token for user 'demo' (stored only as a hash in {work / 'lightly-server.sqlite3'})")
 
     log = open(work / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
     server = subprocess.Popen(
         [str(bin_dir / "lightly-server"), "serve", "--port", str(port), "--database", db_url],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         for _ in range(300):
@@ -105,8 +108,10 @@ def main() -> int:
         if args.keep_running:
             print(f"\nServer running (pid {server.pid}). Use it from your own scripts:")
             print(f"  export LIGHTLY_SERVER_LOCATION={url}")
-            print("  export LIGHTLY_TOKEN=<the token; create more with: .venv/bin/lightly-server create-token "
-                  f"--database {db_url} --user NAME>")
+            print(
+                "  export LIGHTLY_TOKEN=<the token; create more with: .venv/bin/lightly-server create-token "
+                f"--database {db_url} --user NAME>"
+            )
             print("Press Ctrl+C to stop.")
             server.wait()
         return 0

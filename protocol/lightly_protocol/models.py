@@ -275,9 +275,7 @@ class LightlyCollate(Wire):
     random_gray_scale: Unit | None = None
     gaussian_blur: Unit | None = None
     kernel_size: Annotated[float, Strict(), Field(ge=0)] | None = None
-    sigmas: (
-        Annotated[list[Annotated[float, Strict(), Field(gt=0)]], Field(min_length=2, max_length=2)] | None
-    ) = None
+    sigmas: Annotated[list[Annotated[float, Strict(), Field(gt=0)]], Field(min_length=2, max_length=2)] | None = None
     vf_prob: Unit | None = None
     hf_prob: Unit | None = None
     rr_prob: Unit | None = None
@@ -305,13 +303,9 @@ class SelectionInput(Wire):
     key: Annotated[str, Strict(), Field(min_length=1)] | None = None
     name: Literal["CLASS_DISTRIBUTION", "CATEGORY_COUNT"] | None = None
     dataset_id: Oid | None = None
-    tag_name: (
-        Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None
-    ) = None
+    tag_name: Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None = None
     random_seed: StrictInt | None = None
-    categories: Annotated[list[Annotated[str, Strict(), Field(min_length=1)]], Field(min_length=1)] | None = (
-        None
-    )
+    categories: Annotated[list[Annotated[str, Strict(), Field(min_length=1)]], Field(min_length=1)] | None = None
 
 
 class TargetRange(Wire):
@@ -499,9 +493,7 @@ class RunSelectionRequest(Wire):
     """
 
     filenames: list[Annotated[str, Strict(), Field(min_length=1)]]
-    tag_name: (
-        Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None
-    ) = None
+    tag_name: Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None = None
 
 
 # ---------------------------------------------------------------- tags

@@ -23,17 +23,13 @@ def _entry_problems(i: int, entry: SelectionEntry) -> list[str]:
     out: list[str] = []
     allowed = _INPUTS_FOR[strat.type]
     if inp.type not in allowed:
-        out.append(
-            f"{where}: strategy {strat.type} cannot use input {inp.type}; use one of {sorted(allowed)}"
-        )
+        out.append(f"{where}: strategy {strat.type} cannot use input {inp.type}; use one of {sorted(allowed)}")
     if inp.type == "SCORES" and not (inp.task and inp.score):
         out.append(f"{where}: input SCORES needs 'task' and 'score'")
     if inp.type == "METADATA" and not inp.key:
         out.append(f"{where}: input METADATA needs 'key' (e.g. 'lightly.sharpness' or a custom key)")
     if inp.type == "PREDICTIONS" and not (inp.task and inp.name):
-        out.append(
-            f"{where}: input PREDICTIONS needs 'task' and 'name' (CLASS_DISTRIBUTION or CATEGORY_COUNT)"
-        )
+        out.append(f"{where}: input PREDICTIONS needs 'task' and 'name' (CLASS_DISTRIBUTION or CATEGORY_COUNT)")
     if strat.type == "THRESHOLD" and (strat.threshold is None or strat.operation is None):
         out.append(f"{where}: strategy THRESHOLD needs 'threshold' and 'operation'")
     if strat.type == "SIMILARITY" and not inp.tag_name:
@@ -42,9 +38,7 @@ def _entry_problems(i: int, entry: SelectionEntry) -> list[str]:
         distribution = strat.distribution or "TARGET"
         if distribution == "TARGET":
             if not strat.target:
-                out.append(
-                    f"{where}: strategy BALANCE needs 'target' (e.g. {{'car': 0.5}}) or a distribution"
-                )
+                out.append(f"{where}: strategy BALANCE needs 'target' (e.g. {{'car': 0.5}}) or a distribution")
             else:
                 bad = {k: v for k, v in strat.target.items() if not 0 <= v <= 1}
                 if bad:
@@ -76,14 +70,8 @@ def config_problems(config: WorkerConfigV4) -> list[str]:
     if config.selection is not None:
         out.extend(selection_problems(config.selection))
     docker = config.docker
-    if (
-        docker
-        and docker.relevant_filenames_file
-        and not docker.relevant_filenames_file.startswith(".lightly/")
-    ):
-        out.append(
-            "docker.relevant_filenames_file must be a path under '.lightly/' in the Lightly datasource"
-        )
+    if docker and docker.relevant_filenames_file and not docker.relevant_filenames_file.startswith(".lightly/"):
+        out.append("docker.relevant_filenames_file must be a path under '.lightly/' in the Lightly datasource")
     return out
 
 

@@ -1,6 +1,5 @@
 """The FastAPI application: Lightly's REST protocol over the store, plus the long-poll extension."""
 
-
 import asyncio
 import contextlib
 import json
