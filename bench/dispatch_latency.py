@@ -643,9 +643,9 @@ def report(results: list[dict[str, Any]]) -> str:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 50, 500], help="worker counts (default 1 50 500)")
-    p.add_argument("--schedules", type=int, default=200, help="schedules in the latency phase (< 200 workers)")
-    p.add_argument("--schedules-large", type=int, default=100, help="schedules in the latency phase (>= 200 workers)")
-    p.add_argument("--burst", type=int, default=500, help="K runs scheduled at once in the burst phase (0: skip)")
+    p.add_argument("--schedules", type=int, help="schedules in the latency phase, < 200 workers (default 200)")
+    p.add_argument("--schedules-large", type=int, help="schedules in the latency phase, >= 200 workers (default 100)")
+    p.add_argument("--burst", type=int, help="K runs scheduled at once in the burst phase, 0: skip (default 500)")
     p.add_argument("--scheduler-conns", type=int, default=8, help="concurrent schedule POSTs in the burst")
     p.add_argument("--client-procs", type=int, default=1, help="processes the workers are spread over")
     p.add_argument(
@@ -655,7 +655,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="which run of a poll answer a worker tries first; it then tries the rest in order (default random)",
     )
     p.add_argument("--settle-ms", type=float, default=30, help="server-idle window before each timed schedule")
-    p.add_argument("--timeout", type=float, default=60, help="seconds to wait for a claim before giving up")
+    p.add_argument("--timeout", type=float, help="seconds to wait for a claim or a burst (default 60)")
     p.add_argument("--quick", action="store_true", help="small run (under a minute): 20 schedules, burst of 100")
     p.add_argument("--json", type=Path, help="write all results (and raw latencies) to this file")
     p.add_argument(
@@ -665,8 +665,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--py-spy", help="path of py-spy: profile the server during each run (raw stacks beside --json)")
     args = p.parse_args(argv)
+    defaults = {"schedules": 200, "schedules_large": 100, "burst": 500, "timeout": 60.0}
     if args.quick:
-        args.schedules, args.schedules_large, args.burst, args.timeout = 20, 10, 100, 20
+        defaults = {"schedules": 20, "schedules_large": 10, "burst": 100, "timeout": 20.0}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     return args
 
 

@@ -138,6 +138,19 @@ def schedule_simple(client, runs_on: list[str] | None = None) -> str:
     )
 
 
+def spy_export_offsets(client, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the pageOffset of every export page the client requests (the call itself is unchanged)."""
+    offsets: list[int] = []
+    real = client._tags_api.export_tag_to_basic_filenames
+
+    def spy(*args, **kwargs):
+        offsets.append(kwargs.get("page_offset"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(client._tags_api, "export_tag_to_basic_filenames", spy)
+    return offsets
+
+
 def actual(datasource):
     """The concrete DatasourceConfig* model inside the client's oneOf wrapper."""
     return getattr(datasource, "actual_instance", None) or datasource
@@ -638,6 +651,7 @@ def test_run_tags_and_tag_exports(client, api: Api) -> None:
     wid = client.register_compute_worker(name="tagging-worker")
     first = ["img-003.jpg", "img-001.jpg", "sub/dir/img-002.png"]
     run1 = worker_run_to_completion(api, wid, schedule_simple(client), first)
+    assert client.get_filenames() == first  # the dataset's samples: the selection, first-seen order
 
     tags = client.get_compute_worker_run_tags(run1)
     assert len(tags) == 1
@@ -651,28 +665,29 @@ def test_run_tags_and_tag_exports(client, api: Api) -> None:
     with pytest.raises(TagDoesNotExistError):
         client.get_tag_by_name("no-such-tag")
 
-    assert sorted(client.export_filenames_by_tag_name(tag1.name).split("\n")) == sorted(first)
-    assert sorted(client.export_filenames_by_tag_id(tag1.id).split("\n")) == sorted(first)
-    assert sorted(client.get_filenames_in_tag(tag1)) == sorted(first)
+    assert client.export_filenames_by_tag_name(tag1.name).split("\n") == first
+    assert client.export_filenames_by_tag_id(tag1.id).split("\n") == first
+    assert client.get_filenames_in_tag(tag1) == first
 
     # a second run, named tag, overlapping selection: each tag keeps exactly its own filenames
+    # (in the dataset's sample order, which is first-seen order: docs/server.md)
     second = ["img-001.jpg", "img-004.jpg"]
     run2 = worker_run_to_completion(api, wid, schedule_simple(client), second, tag_name="my-selection")
     tags2 = client.get_compute_worker_run_tags(run2)
     assert [(t.name, t.run_id) for t in tags2] == [("my-selection", run2)]
     assert sorted(t.name for t in client.get_all_tags()) == sorted([tag1.name, "my-selection"])
     tag2 = client.get_tag_by_name("my-selection")
-    assert sorted(client.export_filenames_by_tag_name("my-selection").split("\n")) == sorted(second)
-    assert sorted(client.get_filenames_in_tag(tag2)) == sorted(second)
-    assert sorted(client.export_filenames_by_tag_id(tag1.id).split("\n")) == sorted(first)
-    assert sorted(client.get_filenames_in_tag(client.get_tag_by_id(tag1.id))) == sorted(first)
+    assert client.export_filenames_by_tag_name("my-selection").split("\n") == second
+    assert client.get_filenames_in_tag(tag2) == second
+    assert client.export_filenames_by_tag_id(tag1.id).split("\n") == first
+    assert client.get_filenames_in_tag(client.get_tag_by_id(tag1.id)) == first
 
     # the client filters run tags by its current dataset
     client.create_dataset("other-dataset")
     assert client.get_compute_worker_run_tags(run1) == []
 
 
-def test_tag_export_paginates_more_than_5000_filenames(client, api: Api) -> None:
+def test_tag_export_paginates_more_than_5000_filenames(client, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     new_dataset(client)
     wid = client.register_compute_worker(name="bulk-worker")
     filenames = [f"frames/seq-{i // 100:03d}/frame-{i:05d}.jpg" for i in range(6001)]
@@ -680,14 +695,16 @@ def test_tag_export_paginates_more_than_5000_filenames(client, api: Api) -> None
     (tag,) = client.get_compute_worker_run_tags(run_id)
     assert tag.tot_size == len(filenames)
 
+    offsets = spy_export_offsets(client, monkeypatch)
     exported = client.export_filenames_by_tag_name(tag.name).split("\n")
+    assert offsets[:2] == [0, 5000]  # pageOffset is an element offset; the last page may be empty
     assert len(exported) == len(filenames)
-    assert sorted(exported) == sorted(filenames)
+    assert exported == filenames
     assert client.export_filenames_by_tag_id(tag.id).split("\n") == exported
-    assert sorted(client.get_filenames_in_tag(tag)) == sorted(filenames)
+    assert client.get_filenames_in_tag(tag) == filenames
 
 
-def test_tag_export_paginates_long_filenames(client, api: Api) -> None:
+def test_tag_export_paginates_long_filenames(client, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """Fewer than 5000 names but more than 5000 characters: the client asks for a second page."""
     new_dataset(client)
     wid = client.register_compute_worker(name="long-names-worker")
@@ -695,9 +712,11 @@ def test_tag_export_paginates_long_filenames(client, api: Api) -> None:
     assert len("\n".join(filenames)) > 5000
     run_id = worker_run_to_completion(api, wid, schedule_simple(client), filenames)
     (tag,) = client.get_compute_worker_run_tags(run_id)
+    offsets = spy_export_offsets(client, monkeypatch)
     exported = client.export_filenames_by_tag_name(tag.name)
-    assert sorted(exported.split("\n")) == sorted(filenames)
-    assert sorted(client.get_filenames_in_tag(tag)) == sorted(filenames)
+    assert offsets == [0, 5000]  # the first page is > 5000 characters, the second is empty
+    assert exported.split("\n") == filenames
+    assert client.get_filenames_in_tag(tag) == filenames
 
 
 @pytest.mark.parametrize("name", ["12e45", "null"])

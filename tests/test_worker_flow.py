@@ -18,6 +18,8 @@ def test_worker_claims_runs_reports_and_finishes(api: Api) -> None:
 
     ok(lock(api, ds, wid, sid), 204)
     assert scheduled_state(api, ds, sid) == "LOCKED"
+    locked = ok(api.get("/v1/docker/worker/schedule", params={"state": "LOCKED", "labels": ["gpu"]}))
+    assert [(r["id"], r["owner"]) for r in locked] == [(sid, wid)]  # who holds it
     assert queue(api, wid) == []  # a LOCKED run is no longer offered
 
     # before the worker created the run, the client sees "not picked up yet"

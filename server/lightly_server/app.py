@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import Body, Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response
 from lightly_protocol import PROTOCOL_CLIENT_VERSION
 from lightly_protocol.enums import ApiErrorCode, ScheduledState
 from lightly_protocol.models import (
@@ -834,11 +834,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
         user_id: User,
         page_size: PageSize = None,
         page_offset: PageOffset = None,
-    ) -> PlainTextResponse:
+    ) -> JSONResponse:
         size, off = store.page(page_size, page_offset)
         with server.db.read() as conn:
             names = store.tag_filenames(conn, store.get_tag(conn, user_id, dataset_id, tag_id))
-        return PlainTextResponse("\n".join(names[off : off + size]))
+        # a JSON string, not bare text: the client json-decodes every body first, so a page that
+        # happens to be a JSON literal ("null", "12e45") would otherwise be mangled
+        return JSONResponse("\n".join(names[off : off + size]))
 
     # keep the imported name used (scheduled_runs is used by the metrics collector and tests)
     _ = scheduled_runs

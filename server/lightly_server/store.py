@@ -108,6 +108,8 @@ def scheduled_data(r: Row) -> ScheduledRunData:
         state=r.state,
         created_at=r.created_at,
         last_modified_at=r.last_modified_at,
+        # our reading of the protocol's open `owner` field: the worker holding a LOCKED run
+        owner=r.worker_id if r.state == ScheduledState.LOCKED else None,
     )
 
 
