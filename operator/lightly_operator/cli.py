@@ -1,12 +1,112 @@
-"""``lightly-operator``: runs the LightlyWorker operator (lands with its own issue)."""
+"""``lightly-operator``: runs the LightlyWorker operator (kopf).
+
+Settings come from flags and the environment: LIGHTLY_SERVER_LOCATION (default API URL),
+LIGHTLY_WORKER_IMAGE (default worker image), LIGHTLY_CLUSTER_NAME (prefix of registered worker
+names), LIGHTLY_OPERATOR_RESYNC_SECONDS, LIGHTLY_OPERATOR_SWEEP_SECONDS, ... (see settings.py).
+Kubernetes access: the in-cluster service account, else the standard kubeconfig ($KUBECONFIG).
+"""
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
 import sys
 
 from . import __version__
 
 
-def main(argv: list[str] | None = None) -> int:
-    print(f"lightly-operator {__version__}", file=sys.stderr)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lightly-operator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--namespace",
+        "-n",
+        action="append",
+        default=[],
+        help="watch this namespace (repeatable); default: all namespaces",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("LIGHTLY_OPERATOR_METRICS_PORT", "8080")),
+        help="port of /metrics (Prometheus); 0 disables",
+    )
+    p.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("LIGHTLY_OPERATOR_HEALTH_PORT", "8081")),
+        help="port of the /healthz liveness endpoint; 0 disables",
+    )
+    p.add_argument(
+        "--leader-election",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="hold a coordination.k8s.io Lease before acting (auto: on inside a cluster)",
+    )
+    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
+    p.add_argument("--log-level", default=os.environ.get("LIGHTLY_OPERATOR_LOG_LEVEL", "INFO"))
+    p.add_argument("--version", action="version", version=f"lightly-operator {__version__}")
+    return p
+
+
+async def run(args: argparse.Namespace) -> int:
+    import kopf
+    from prometheus_client import start_http_server
+
+    from . import handlers  # noqa: F401 - registers the handlers
+    from .handlers import configure
+    from .kube import load_client
+    from .leader import LeaseLock
+    from .settings import OperatorSettings
+
+    settings = OperatorSettings()
+    reconciler = configure(settings)
+    if args.metrics_port:
+        start_http_server(args.metrics_port, registry=reconciler.metrics.registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in ("SIGTERM", "SIGINT"):
+        with contextlib.suppress(NotImplementedError, AttributeError):
+            import signal
+
+            loop.add_signal_handler(getattr(signal, sig), stop.set)
+
+    elect = args.leader_election == "on" or (
+        args.leader_election == "auto" and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    )
+    lease = LeaseLock(load_client(), args.lease_namespace) if elect else None
+    if lease and not await lease.acquire(stop):
+        return 0
+    operator = asyncio.create_task(
+        kopf.operator(
+            clusterwide=not args.namespace,
+            namespaces=args.namespace or None,
+            standalone=True,  # leader election above replaces kopf's peering
+            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
+            stop_flag=stop,
+        )
+    )
+    keeper = asyncio.create_task(lease.keep(stop)) if lease else None
+    waiters = [operator] + ([keeper] if keeper else [])
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    if keeper in done and not stop.is_set():
+        stop.set()  # lost leadership: stop acting
+        await operator
+        return 3
+    stop.set()
+    await operator
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

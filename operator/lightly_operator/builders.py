@@ -1,0 +1,228 @@
+"""Pure functions that build the Kubernetes objects of a fleet. Unit-tested without a cluster."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from typing import Any
+
+from .settings import OperatorSettings
+from .spec import GROUP, KIND, VERSION, LightlyWorkerSpec
+
+MANAGED_BY = "lightly-operator"
+LABEL_FLEET = "lightly.ai/fleet"
+LABEL_INDEX = "lightly.ai/worker-index"
+ANN_CHECKSUM = "lightly.ai/spec-checksum"
+ANN_WORKER_ID = "lightly.ai/worker-id"
+ANN_SKIP_DEREGISTRATION = "lightly.ai/skip-deregistration"
+TOKEN_DIR = "/var/run/secrets/lightly"
+TOKEN_FILE = f"{TOKEN_DIR}/token"
+OUTPUT_DIR = "/home/output_dir"
+INPUT_MOUNT = "/input_mount"
+LIGHTLY_MOUNT = "/lightly_mount"
+DEFAULT_RESOURCES = {"limits": {"nvidia.com/gpu": 1}}
+#: fields of the spec that do not change what a pod looks like
+NON_POD_FIELDS = ("replicas", "autoscaling", "deregistration", "updateStrategy")
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    return {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_FLEET: name}
+
+
+def selector_string(name: str) -> str:
+    return ",".join(f"{k}={v}" for k, v in selector_labels(name).items())
+
+
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def pull_secret_name(name: str) -> str:
+    return f"{name}-registry"[:253]
+
+
+def spec_checksum(raw_spec: dict[str, Any], token_fingerprint: str, settings: OperatorSettings, api_url: str) -> str:
+    """What the pods depend on: the pod-relevant spec, the token Secret's content, operator defaults.
+
+    The token enters only as a fingerprint (a hash), never as itself.
+    """
+    relevant = {k: v for k, v in raw_spec.items() if k not in NON_POD_FIELDS}
+    payload = json.dumps(
+        {"spec": relevant, "token": token_fingerprint, "image": settings.worker_image, "api": api_url},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def token_fingerprint(secret_data: dict[str, str], key: str) -> str:
+    """A hash of the token's value (base64 as stored), so a rotated token rolls the fleet."""
+    return hashlib.sha256(f"{key}:{secret_data.get(key, '')}".encode()).hexdigest()[:16]
+
+
+def pod_name(name: str, index: int, checksum: str) -> str:
+    suffix = f"-{index}-{checksum[:6]}"
+    return f"{name[: 63 - len(suffix)]}{suffix}"
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Override wins; dicts merge recursively; lists and scalars are replaced."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def worker_args(worker_id: str, spec: LightlyWorkerSpec) -> list[str]:
+    def fmt(value: object) -> str:
+        return ("True" if value else "False") if isinstance(value, bool) else str(value)
+
+    return [f"worker.worker_id={worker_id}", *(f"{k}={fmt(v)}" for k, v in sorted(spec.worker_config.items()))]
+
+
+def build_volumes(spec: LightlyWorkerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(volumes, container volumeMounts): token file, shm, output, optional input and lightly mounts."""
+    token_ref = spec.api.token_secret_ref
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "lightly-token",
+            "secret": {
+                "secretName": token_ref.name,
+                "items": [{"key": token_ref.key, "path": "token"}],
+                "defaultMode": 0o440,
+            },
+        },
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
+        {"name": "output", **(spec.output or {"emptyDir": {}})},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "lightly-token", "mountPath": TOKEN_DIR, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "output", "mountPath": OUTPUT_DIR},
+    ]
+    if spec.input:
+        volumes.append({"name": "input", **spec.input})
+        mounts.append({"name": "input", "mountPath": INPUT_MOUNT, "readOnly": True})
+    if spec.lightly:
+        volumes.append({"name": "lightly", **spec.lightly})
+        mounts.append({"name": "lightly", "mountPath": LIGHTLY_MOUNT})
+    return volumes, mounts
+
+
+def build_pod(
+    body: dict[str, Any],
+    spec: LightlyWorkerSpec,
+    index: int,
+    worker_id: str,
+    checksum: str,
+    settings: OperatorSettings,
+    api_url: str,
+) -> dict[str, Any]:
+    """The pod of replica ``index``: one worker process acting as the registered ``worker_id``."""
+    name = body["metadata"]["name"]
+    volumes, mounts = build_volumes(spec)
+    env = [
+        {"name": "LIGHTLY_SERVER_LOCATION", "value": api_url},
+        {"name": "LIGHTLY_TOKEN_FILE", "value": TOKEN_FILE},
+        *spec.env,
+    ]
+    pull_secrets = [dict(s) for s in spec.image_pull_secrets]
+    if spec.registry_credentials:
+        pull_secrets.append({"name": pull_secret_name(name)})
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.image or settings.worker_image,
+        "args": worker_args(worker_id, spec),
+        "env": env,
+        "resources": spec.resources if spec.resources is not None else copy.deepcopy(DEFAULT_RESOURCES),
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.image_pull_policy:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Always",
+        "terminationGracePeriodSeconds": settings.termination_grace_seconds,
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [container],
+        "volumes": volumes,
+    }
+    optional = {
+        "imagePullSecrets": pull_secrets or None,
+        "nodeSelector": spec.node_selector or None,
+        "tolerations": spec.tolerations or None,
+        "affinity": spec.affinity,
+        "priorityClassName": spec.priority_class_name,
+        "runtimeClassName": spec.runtime_class_name,
+        "serviceAccountName": spec.service_account_name,
+    }
+    pod_spec.update({k: v for k, v in optional.items() if v is not None})
+    labels = {
+        **spec.pod_template.metadata.labels,
+        "app.kubernetes.io/name": "lightly-worker",
+        "app.kubernetes.io/instance": name,
+        **selector_labels(name),
+        LABEL_INDEX: str(index),
+    }
+    annotations = {**spec.pod_template.metadata.annotations, ANN_CHECKSUM: checksum, ANN_WORKER_ID: worker_id}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(name, index, checksum),
+            "namespace": body["metadata"]["namespace"],
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [owner_reference(body)],
+        },
+        "spec": deep_merge(pod_spec, spec.pod_template.spec),
+    }
+
+
+class CredentialsError(ValueError):
+    pass
+
+
+def build_pull_secret(body: dict[str, Any], registry: str, json_key: str) -> dict[str, Any]:
+    """A dockerconfigjson Secret from a container-credentials.json key, as
+    ``docker login -u _json_key --password-stdin REGISTRY`` would store it."""
+    try:
+        parsed = json.loads(json_key)
+    except ValueError as exc:
+        raise CredentialsError(f"the registry credentials are not valid JSON ({exc}); use the key file as is") from None
+    if not isinstance(parsed, dict):
+        raise CredentialsError("the registry credentials must be a JSON object (a service-account key file)")
+    auth = base64.b64encode(f"_json_key:{json_key}".encode()).decode()
+    config = {"auths": {registry: {"username": "_json_key", "password": json_key, "auth": auth}}}
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "kubernetes.io/dockerconfigjson",
+        "metadata": {
+            "name": pull_secret_name(name),
+            "namespace": body["metadata"]["namespace"],
+            "labels": {**selector_labels(name), "app.kubernetes.io/component": "registry-credentials"},
+            "ownerReferences": [owner_reference(body)],
+        },
+        "data": {".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+    }

@@ -1,0 +1,212 @@
+"""kopf handlers: thin wrappers around ``FleetReconciler`` and the deletion/orphan logic.
+
+``configure(settings)`` must run before kopf starts (the CLI and the tests do it); it builds the
+shared reconciler that the handlers use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+import kopf
+
+from .builders import ANN_SKIP_DEREGISTRATION, MANAGED_BY
+from .kube import Kube, SecretProblem, load_client
+from .lightly_api import ApiProblem
+from .metrics import OperatorMetrics
+from .reconcile import FleetReconciler, memo_of
+from .settings import OperatorSettings
+from .spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
+from .status import pod_view
+
+_state: dict[str, Any] = {}
+
+
+def configure(settings: OperatorSettings, metrics: OperatorMetrics | None = None) -> FleetReconciler:
+    kube = Kube(load_client(), settings.call_timeout_seconds)
+    reconciler = FleetReconciler(settings, kube, metrics or OperatorMetrics())
+    _state.update(settings=settings, reconciler=reconciler)
+    return reconciler
+
+
+def _r() -> FleetReconciler:
+    if "reconciler" not in _state:
+        configure(OperatorSettings())
+    return _state["reconciler"]
+
+
+def _settings() -> OperatorSettings:
+    return _r().settings
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    ours = _settings()
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 30
+    settings.networking.request_timeout = 60
+    settings.posting.level = 30  # post WARNING and above from kopf's own logs as Events
+    settings.persistence.finalizer = "lightly.ai/deregister-workers"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lightly.ai")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="lightly.ai", key="last-handled-configuration"
+    )
+    settings.background.cancellation_polling = 2
+    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    del ours
+
+
+@kopf.on.cleanup()
+async def cleanup(**_: Any) -> None:
+    if "reconciler" in _state:
+        await _state["reconciler"].close()
+
+
+# ---------------------------------------------------------------------------- indexes
+
+
+@kopf.index("pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def fleet_pods(namespace: str, name: str, labels: Any, annotations: Any, meta: Any, status: Any, **_: Any) -> Any:
+    """Pods of every fleet, by (namespace, fleet name): reconciles read this, never LIST pods."""
+    fleet = labels.get("lightly.ai/fleet")
+    view = pod_view(name, dict(labels), dict(annotations), dict(meta), dict(status or {}))
+    if not fleet or view is None:
+        return None
+    return {(namespace, fleet): view}
+
+
+@kopf.index(GROUP, VERSION, PLURAL)
+def fleets(namespace: str, name: str, **_: Any) -> Any:
+    return {(namespace, name): True}
+
+
+# ---------------------------------------------------------------------------- reconcile
+
+
+async def _reconcile(body: Any, memo: Any, logger: Any, patch: Any, fleet_pods: Any) -> None:
+    meta = body["metadata"]
+    if meta.get("deletionTimestamp"):
+        return
+    pods = list(fleet_pods.get((meta["namespace"], meta["name"]), []))
+    plain = {"metadata": dict(meta), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
+    plain["metadata"]["namespace"] = meta["namespace"]
+    new_status = await _r().reconcile(plain, pods, memo_of(memo), logger)
+    if new_status:
+        patch.status.update(new_status)
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+async def reconcile_on_change(body: Any, memo: Any, logger: Any, patch: Any, fleet_pods: Any, **_: Any) -> None:
+    await _reconcile(body, memo, logger, patch, fleet_pods)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings().resync_seconds, sharp=False)
+async def reconcile_periodically(body: Any, memo: Any, logger: Any, patch: Any, fleet_pods: Any, **_: Any) -> None:
+    await _reconcile(body, memo, logger, patch, fleet_pods)
+
+
+# ---------------------------------------------------------------------------- deletion
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def deregister_fleet(body: Any, meta: Any, logger: Any, fleet_pods: Any, **_: Any) -> None:
+    """Stop the fleet's pods, then deregister every worker id; never wedge the deletion."""
+    r = _r()
+    namespace, name = meta["namespace"], meta["name"]
+    ids = {w["workerId"] for w in (body.get("status") or {}).get("workers") or [] if w.get("workerId")}
+    for pod in list(fleet_pods.get((namespace, name), [])):
+        if not pod.deleting:
+            await r.kube.delete_pod(namespace, pod.name)
+    if (meta.get("annotations") or {}).get(ANN_SKIP_DEREGISTRATION, "").lower() == "true":
+        kopf.warn(
+            body,
+            reason="DeregistrationSkipped",
+            message=f"{ANN_SKIP_DEREGISTRATION}=true: left registered: {sorted(ids) or 'none'}",
+        )
+        r.metrics.snapshot.forget((namespace, name))
+        return
+    deadline = _deletion_age(meta)
+    timeout = 300
+    try:
+        spec = parse_spec(body.get("spec") or {})
+        timeout = spec.deregistration.timeout_seconds
+        token, _fp = await r.token(namespace, spec)
+        api = r.api(r.api_url(spec), token)
+        prefix = f"{r.settings.worker_name(namespace, name, 0)[:-1]}"
+        for w in await api.workers():
+            if w.name.startswith(prefix) and w.name[len(prefix) :].isdigit():
+                ids.add(w.id)
+        for wid in sorted(ids):
+            await api.delete_worker(wid)
+            r.metrics.registrations.labels("deregister", "ok").inc()
+        logger.info(f"deregistered {len(ids)} workers")
+    except (SpecError, SecretProblem) as exc:
+        kopf.warn(
+            body,
+            reason="DeregistrationImpossible",
+            message=f"{exc}; these worker ids stay registered: {sorted(ids) or 'none'}",
+        )
+    except ApiProblem as exc:
+        r.metrics.registrations.labels("deregister", exc.reason).inc()
+        if deadline < timeout:
+            raise kopf.TemporaryError(
+                f"deregistration failed ({exc}); retrying for {int(timeout - deadline)} s more", delay=min(10, timeout)
+            ) from None
+        kopf.warn(
+            body,
+            reason="DeregistrationTimedOut",
+            message=f"gave up after {timeout} s ({exc}); leaked worker ids: {sorted(ids)}",
+        )
+    r.metrics.snapshot.forget((namespace, name))
+
+
+def _deletion_age(meta: Any) -> float:
+    ts = meta.get("deletionTimestamp")
+    if not ts:
+        return 0.0
+    when = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return max(0.0, time.time() - when.timestamp())
+
+
+# ---------------------------------------------------------------------------- orphan sweep
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings().sweep_seconds, initial_delay=5, sharp=False)
+async def sweep_orphans(body: Any, meta: Any, logger: Any, fleets: Any, fleet_pods: Any, **_: Any) -> None:
+    """Deregister API workers of this cluster that no fleet replica owns (crashes, lost finalizers)."""
+    r = _r()
+    if meta.get("deletionTimestamp"):
+        return
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        spec = parse_spec(body.get("spec") or {})
+        token, _fp = await r.token(namespace, spec)
+        api = r.api(r.api_url(spec), token)
+        workers = await api.workers()
+    except (SpecError, SecretProblem, ApiProblem):
+        return  # the reconcile reports these
+    mine = {w["index"] for w in (body.get("status") or {}).get("workers") or []}
+    pods = {p.index for p in fleet_pods.get((namespace, name), [])}
+    grace_ms = r.settings.orphan_grace_seconds * 1000
+    now_ms = time.time() * 1000
+    for w in workers:
+        parsed = r.settings.parse_worker_name(w.name)
+        if parsed is None or now_ms - w.created_at < grace_ms:
+            continue
+        ns, fleet, index = parsed
+        if (ns, fleet) == (namespace, name):
+            orphan = index not in mine and index not in pods
+        else:
+            orphan = (ns, fleet) not in fleets
+        if orphan:
+            try:
+                await api.delete_worker(w.id)
+                r.metrics.registrations.labels("sweep", "ok").inc()
+                logger.info(f"deregistered orphaned API worker {w.id} ({w.name})")
+            except ApiProblem as exc:
+                logger.warning(f"could not deregister orphan {w.id}: {exc}")

@@ -1,0 +1,83 @@
+"""The operator's Kubernetes calls (the official client, in threads), each with a timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from typing import Any
+
+import kubernetes
+from kubernetes.client import ApiException
+
+
+class SecretProblem(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def load_client() -> kubernetes.client.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG, read now)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubernetes.config.load_incluster_config()
+        return kubernetes.client.ApiClient()
+    return kubernetes.config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
+
+
+class Kube:
+    def __init__(self, api_client: kubernetes.client.ApiClient, timeout: float) -> None:
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.timeout = timeout
+
+    async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, _request_timeout=self.timeout, **kwargs)
+
+    async def read_secret_value(self, namespace: str, name: str, key: str, field: str) -> tuple[str, str]:
+        """(decoded value, raw base64 value) of one key; SecretProblem says what is missing."""
+        try:
+            secret = await self._run(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise SecretProblem(
+                    "SecretNotFound", f"Secret {namespace}/{name} (named by {field}) does not exist; create it"
+                ) from None
+            raise
+        raw = (secret.data or {}).get(key)
+        if not raw:
+            raise SecretProblem(
+                "SecretKeyMissing", f"Secret {namespace}/{name} has no key {key!r} (named by {field}); add it"
+            )
+        return base64.b64decode(raw).decode().strip(), raw
+
+    async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
+        """False if it already exists (a retried create)."""
+        try:
+            await self._run(self.core.create_namespaced_pod, namespace, body)
+            return True
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        try:
+            await self._run(self.core.delete_namespaced_pod, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def apply_secret(self, namespace: str, body: dict[str, Any]) -> bool:
+        """Create or update a Secret we own; True if something changed."""
+        name = body["metadata"]["name"]
+        try:
+            current = await self._run(self.core.read_namespaced_secret, name, namespace)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            await self._run(self.core.create_namespaced_secret, namespace, body)
+            return True
+        if (current.data or {}) == body["data"] and current.type == body["type"]:
+            return False
+        await self._run(self.core.patch_namespaced_secret, name, namespace, {"data": body["data"]})
+        return True
