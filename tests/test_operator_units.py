@@ -1,0 +1,273 @@
+"""Unit tests of the operator's pure parts: spec defaults, builders, the plan, conditions, pod problems."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from lightly_operator.builders import (
+    ANN_CHECKSUM,
+    CredentialsError,
+    build_pod,
+    build_pull_secret,
+    deep_merge,
+    pod_name,
+    spec_checksum,
+    token_fingerprint,
+)
+from lightly_operator.plan import plan
+from lightly_operator.settings import OperatorSettings
+from lightly_operator.spec import SpecError, parse_spec
+from lightly_operator.status import Condition, PodView, merge_conditions, pod_problem
+
+SETTINGS = OperatorSettings(api_url="http://api:8080", worker_image="worker:1", cluster_name="c1")
+BODY = {"metadata": {"name": "fleet", "namespace": "ml", "uid": "u-1"}}
+
+
+def spec(**extra):  # type: ignore[no-untyped-def]
+    return parse_spec({"api": {"tokenSecretRef": {"name": "lightly-token"}}, **extra})
+
+
+def pod(
+    i: int, checksum: str = "c", phase: str = "Running", ready: bool = True, deleting: bool = False, problem=None
+) -> PodView:  # type: ignore[no-untyped-def]
+    return PodView(f"p{i}-{checksum}", i, checksum, f"w{i}", phase, ready, deleting, problem)
+
+
+# ------------------------------------------------------------------ spec
+
+
+def test_spec_defaults() -> None:
+    s = spec()
+    assert (s.replicas, s.labels, s.shm_size, s.update_strategy.type) == (1, [], "1024Mi", "WhenIdle")
+    assert s.api.token_secret_ref.key == "token"
+    assert s.deregistration.timeout_seconds == 300 and not s.autoscaling.enabled
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ({"replicas": -1}, "spec.replicas"),
+        ({"updateStrategy": {"type": "Rolling"}}, "spec.updateStrategy.type"),
+        ({"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}}, "minReplicas must not exceed"),
+        ({"workerConfig": {"token": "x"}}, "workerConfig.token is set by the operator"),
+        ({"env": [{"name": "LIGHTLY_TOKEN", "value": "x"}]}, "env LIGHTLY_TOKEN is set by the operator"),
+        ({"shmSize": "lots"}, "spec.shmSize"),
+        ({"replicaz": 2}, "spec.replicaz"),
+    ],
+)
+def test_invalid_specs_name_the_field(extra: dict, needle: str) -> None:
+    with pytest.raises(SpecError, match=needle.replace(".", r"\.")):
+        spec(**extra)
+
+
+# ------------------------------------------------------------------ builders
+
+
+def test_pod_has_worker_id_token_file_gpu_shm_and_a_restrictive_security_context() -> None:
+    s = spec(
+        labels=["gpu"],
+        workerConfig={"lightly.loader.batch_size": 64, "worker.labels": "[gpu]"},
+        nodeSelector={"gpu": "a100"},
+        tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists"}],
+        priorityClassName="batch",
+        runtimeClassName="nvidia",
+        input={"persistentVolumeClaim": {"claimName": "in"}},
+        lightly={"persistentVolumeClaim": {"claimName": "meta"}},
+    )
+    p = build_pod(BODY, s, 2, "a" * 24, "0123456789abcdef", SETTINGS, "http://api:8080")
+    c = p["spec"]["containers"][0]
+    assert p["metadata"]["name"] == "fleet-2-012345"
+    assert c["image"] == "worker:1"
+    assert c["args"] == [f"worker.worker_id={'a' * 24}", "lightly.loader.batch_size=64", "worker.labels=[gpu]"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env == {"LIGHTLY_SERVER_LOCATION": "http://api:8080", "LIGHTLY_TOKEN_FILE": "/var/run/secrets/lightly/token"}
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
+    assert mounts["/input_mount"]["readOnly"] and "/lightly_mount" in mounts and "/home/output_dir" in mounts
+    vols = {v["name"]: v for v in p["spec"]["volumes"]}
+    assert vols["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1024Mi"}}
+    assert vols["lightly-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
+    assert vols["output"] == {"name": "output", "emptyDir": {}}
+    assert c["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert p["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert p["spec"]["automountServiceAccountToken"] is False
+    assert (p["spec"]["nodeSelector"], p["spec"]["priorityClassName"], p["spec"]["runtimeClassName"]) == (
+        {"gpu": "a100"},
+        "batch",
+        "nvidia",
+    )
+    owner = p["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("LightlyWorker", "u-1", True)
+    assert p["metadata"]["labels"]["lightly.ai/worker-index"] == "2"
+    assert p["metadata"]["annotations"][ANN_CHECKSUM] == "0123456789abcdef"
+    # the token is never in args or env values
+    assert "token=" not in " ".join(c["args"])
+
+
+def test_pod_template_overrides_merge_last() -> None:
+    s = spec(
+        podTemplate={
+            "metadata": {"labels": {"team": "ml"}, "annotations": {"a": "b"}},
+            "spec": {"terminationGracePeriodSeconds": 900, "hostIPC": False},
+        },
+        resources={"limits": {"nvidia.com/gpu": 2, "memory": "32Gi"}},
+        imagePullPolicy="Always",
+        image="custom:2",
+        imagePullSecrets=[{"name": "mine"}],
+        registryCredentials={"secretRef": {"name": "creds"}},
+    )
+    p = build_pod(BODY, s, 0, "b" * 24, "f" * 16, SETTINGS, "http://x")
+    assert p["metadata"]["labels"]["team"] == "ml" and p["metadata"]["annotations"]["a"] == "b"
+    assert p["spec"]["terminationGracePeriodSeconds"] == 900 and p["spec"]["hostIPC"] is False
+    c = p["spec"]["containers"][0]
+    assert (c["image"], c["imagePullPolicy"], c["resources"]["limits"]["nvidia.com/gpu"]) == ("custom:2", "Always", 2)
+    assert p["spec"]["imagePullSecrets"] == [{"name": "mine"}, {"name": "fleet-registry"}]
+
+
+def test_deep_merge_replaces_lists_and_merges_dicts() -> None:
+    assert deep_merge({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}, "e": 2}) == {
+        "a": {"b": 1, "c": [2]},
+        "d": 1,
+        "e": 2,
+    }
+
+
+def test_pull_secret_is_what_docker_login_json_key_stores() -> None:
+    key = json.dumps({"type": "service_account", "private_key": "-----BEGIN"})
+    s = build_pull_secret(BODY, "eu.gcr.io", key)
+    assert s["type"] == "kubernetes.io/dockerconfigjson" and s["metadata"]["name"] == "fleet-registry"
+    cfg = json.loads(base64.b64decode(s["data"][".dockerconfigjson"]))
+    entry = cfg["auths"]["eu.gcr.io"]
+    assert (entry["username"], entry["password"]) == ("_json_key", key)
+    assert base64.b64decode(entry["auth"]).decode() == f"_json_key:{key}"
+    assert s["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    with pytest.raises(CredentialsError, match="not valid JSON"):
+        build_pull_secret(BODY, "eu.gcr.io", "{not json")
+
+
+def test_checksum_changes_with_pod_relevant_spec_and_token_only() -> None:
+    base = {"api": {"tokenSecretRef": {"name": "t"}}, "image": "a"}
+    fp = token_fingerprint({"token": "dG9rZW4x"}, "token")
+    c0 = spec_checksum(base, fp, SETTINGS, "http://x")
+    assert spec_checksum({**base, "replicas": 5, "autoscaling": {"enabled": True}}, fp, SETTINGS, "http://x") == c0
+    assert spec_checksum({**base, "image": "b"}, fp, SETTINGS, "http://x") != c0
+    assert spec_checksum(base, token_fingerprint({"token": "dG9rZW4y"}, "token"), SETTINGS, "http://x") != c0
+    assert "dG9rZW4x" not in fp
+
+
+def test_pod_names_fit_dns_labels() -> None:
+    assert len(pod_name("x" * 80, 123, "abcdef0123")) == 63
+
+
+# ------------------------------------------------------------------ the plan
+
+
+def test_plan_registers_and_creates_from_nothing() -> None:
+    p = plan(3, [], {}, set(), "c")
+    assert (p.keep, p.register, p.create, p.delete, p.deregister) == ([0, 1, 2], [0, 1, 2], [0, 1, 2], [], [])
+
+
+def test_scale_down_keeps_busy_and_removes_pending_then_idle() -> None:
+    pods = {0: [pod(0)], 1: [pod(1)], 2: [pod(2, phase="Pending", ready=False)], 3: [pod(3)]}
+    p = plan(2, [0, 1, 2, 3], pods, busy={3}, checksum="c")
+    # pending replica 2 goes first, then the idle replica with the highest index (1); busy 3 stays
+    assert p.keep == [0, 3]
+    assert sorted(p.delete) == [("p1-c", "scaled down"), ("p2-c", "scaled down")]
+    assert p.deregister == []  # only after the pods are gone
+    gone = plan(2, [0, 1, 2, 3], {0: [pod(0)], 3: [pod(3)]}, busy={3}, checksum="c")
+    assert gone.deregister == [1, 2]
+
+
+def test_scale_down_waits_when_all_surplus_workers_are_busy() -> None:
+    pods = {0: [pod(0)], 1: [pod(1)]}
+    p = plan(0, [0, 1], pods, busy={0, 1}, checksum="c")
+    assert p.keep == [0, 1] and p.delete == [] and sorted(p.waiting_busy) == [0, 1]
+    forced = plan(0, [0, 1], pods, busy={0, 1}, checksum="c", strategy="Recreate")
+    assert forced.keep == [] and len(forced.delete) == 2
+
+
+def test_rollout_replaces_only_idle_workers_under_when_idle() -> None:
+    pods = {0: [pod(0, "old")], 1: [pod(1, "old")]}
+    p = plan(2, [0, 1], pods, busy={1}, checksum="new")
+    assert p.delete == [("p0-old", "outdated spec; replacing")] and p.waiting_busy == [1]
+    # the new pod of replica 0 comes only after the old one is gone
+    terminating = plan(2, [0, 1], {0: [pod(0, "old", deleting=True)], 1: [pod(1, "old")]}, {1}, "new")
+    assert terminating.create == [] and terminating.delete == []
+    gone = plan(2, [0, 1], {1: [pod(1, "old")]}, {1}, "new")
+    assert gone.create == [0]
+    recreate = plan(2, [0, 1], pods, busy={1}, checksum="new", strategy="Recreate")
+    assert len(recreate.delete) == 2
+
+
+def test_failed_pods_are_replaced_and_backoff_blocks_creation() -> None:
+    p = plan(1, [0], {0: [pod(0, phase="Failed", ready=False)]}, set(), "c")
+    assert p.delete == [("p0-c", "pod failed; it will be recreated")]
+    blocked = plan(1, [0], {}, set(), "c", blocked={0})
+    assert blocked.create == [] and blocked.backing_off == [0]
+
+
+def test_scale_up_fills_the_lowest_free_indices() -> None:
+    p = plan(3, [0, 2], {0: [pod(0)], 2: [pod(2)]}, set(), "c")
+    assert p.keep == [0, 1, 2] and p.register == [1] and p.create == [1]
+
+
+# ------------------------------------------------------------------ status
+
+
+def test_condition_transition_time_moves_only_on_status_flips() -> None:
+    c1 = merge_conditions(None, [Condition("Ready", False, "PodsNotReady", "0/1")], 1, "T1")
+    c2 = merge_conditions(c1, [Condition("Ready", False, "PodsNotReady", "0/1 still")], 2, "T2")
+    c3 = merge_conditions(c2, [Condition("Ready", True, "AllReady", "1/1")], 2, "T3")
+    assert (c1[0]["lastTransitionTime"], c2[0]["lastTransitionTime"], c3[0]["lastTransitionTime"]) == ("T1", "T1", "T3")
+    assert c3[0] == {
+        "type": "Ready",
+        "status": "True",
+        "reason": "AllReady",
+        "message": "1/1",
+        "lastTransitionTime": "T3",
+        "observedGeneration": 2,
+    }
+
+
+def test_pod_problems_quote_the_cause_and_say_what_to_do() -> None:
+    unsched = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    }
+    reason, msg = pod_problem(unsched)
+    assert reason == "Unschedulable" and "Insufficient nvidia.com/gpu" in msg
+    pull = {"containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff", "message": "denied"}}}]}
+    reason, msg = pod_problem(pull)
+    assert reason == "ImagePullBackOff" and "registryCredentials" in msg
+    crash = {
+        "containerStatuses": [
+            {
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+            }
+        ]
+    }
+    assert pod_problem(crash)[0] == "CrashLoopBackOff" and "exit code 1" in pod_problem(crash)[1]
+    assert pod_problem({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}) is None
+
+
+def test_worker_names_round_trip() -> None:
+    name = SETTINGS.worker_name("ml", "fleet.v2", 7)
+    assert name == "k8s.c1.ml.fleet.v2.7"
+    assert SETTINGS.parse_worker_name(name) == ("ml", "fleet.v2", 7)
+    assert SETTINGS.parse_worker_name("k8s.other.ml.fleet.0") is None
+    assert SETTINGS.parse_worker_name("my-laptop-worker") is None
