@@ -601,9 +601,10 @@ class Bench:
 # ---------------------------------------------------------------------------------------------- py-spy
 
 
-def start_profiler(pid: int, out: Path, py_spy: str) -> subprocess.Popen[bytes]:
+def start_profiler(pid: int, out: Path, py_spy: str, gil: bool) -> subprocess.Popen[bytes]:
+    cmd = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--threads", "--rate", "200"]
     return subprocess.Popen(
-        [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--threads", "--rate", "200"],
+        [*cmd, "--gil"] if gil else cmd,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -656,7 +657,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--settle-ms", type=float, default=30, help="server-idle window before each timed schedule")
     p.add_argument("--timeout", type=float, help="seconds to wait for a claim or a burst (default 60)")
-    p.add_argument("--quick", action="store_true", help="small run (under a minute): 20 schedules, burst of 100")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run (about a minute): 20 schedules (3 at >= 200 workers), burst of 50",
+    )
     p.add_argument("--json", type=Path, help="write all results (and raw latencies) to this file")
     p.add_argument(
         "--server-pythonpath",
@@ -664,10 +669,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "uvloop/httptools (uvicorn picks them up when importable)",
     )
     p.add_argument("--py-spy", help="path of py-spy: profile the server during each run (raw stacks beside --json)")
+    p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder (CPU profile)")
     args = p.parse_args(argv)
-    defaults = {"schedules": 200, "schedules_large": 100, "burst": 500, "timeout": 60.0}
+    defaults = {"schedules": 200, "schedules_large": 50, "burst": 500, "timeout": 60.0}
     if args.quick:
-        defaults = {"schedules": 20, "schedules_large": 10, "burst": 100, "timeout": 20.0}
+        defaults = {"schedules": 20, "schedules_large": 3, "burst": 50, "timeout": 20.0}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -679,7 +685,8 @@ async def bench_one(args: argparse.Namespace, n: int, workdir: Path, profile_dir
     prof = None
     try:
         if profile_dir is not None and args.py_spy:
-            prof = start_profiler(server.proc.pid, profile_dir / f"server-{n}-workers.txt", args.py_spy)
+            out = profile_dir / f"server-{n}-workers{'-gil' if args.py_spy_gil else ''}.txt"
+            prof = start_profiler(server.proc.pid, out, args.py_spy, args.py_spy_gil)
         n_sched = args.schedules if n < 200 else args.schedules_large
         res = await Bench(args, n, server).run(n_sched, args.burst)
     finally:

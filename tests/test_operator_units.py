@@ -83,7 +83,7 @@ def test_pod_has_worker_id_token_file_gpu_shm_and_a_restrictive_security_context
     assert c["args"] == [f"worker.worker_id={'a' * 24}", "lightly.loader.batch_size=64", "worker.labels=[gpu]"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env == {"LIGHTLY_SERVER_LOCATION": "http://api:8080", "LIGHTLY_TOKEN_FILE": "/var/run/secrets/lightly/token"}
-    assert c["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert mounts["/input_mount"]["readOnly"] and "/lightly_mount" in mounts and "/home/output_dir" in mounts
     vols = {v["name"]: v for v in p["spec"]["volumes"]}
@@ -127,7 +127,7 @@ def test_pod_template_overrides_merge_last() -> None:
     assert p["metadata"]["labels"]["team"] == "ml" and p["metadata"]["annotations"]["a"] == "b"
     assert p["spec"]["terminationGracePeriodSeconds"] == 900 and p["spec"]["hostIPC"] is False
     c = p["spec"]["containers"][0]
-    assert (c["image"], c["imagePullPolicy"], c["resources"]["limits"]["nvidia.com/gpu"]) == ("custom:2", "Always", 2)
+    assert (c["image"], c["imagePullPolicy"], c["resources"]["limits"]["nvidia.com/gpu"]) == ("custom:2", "Always", "2")
     assert p["spec"]["imagePullSecrets"] == [{"name": "mine"}, {"name": "fleet-registry"}]
 
 

@@ -22,7 +22,7 @@ TOKEN_FILE = f"{TOKEN_DIR}/token"
 OUTPUT_DIR = "/home/output_dir"
 INPUT_MOUNT = "/input_mount"
 LIGHTLY_MOUNT = "/lightly_mount"
-DEFAULT_RESOURCES = {"limits": {"nvidia.com/gpu": 1}}
+DEFAULT_RESOURCES = {"limits": {"nvidia.com/gpu": "1"}}
 #: fields of the spec that do not change what a pod looks like
 NON_POD_FIELDS = ("replicas", "autoscaling", "deregistration", "updateStrategy")
 
@@ -83,6 +83,15 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
             out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
+    return out
+
+
+def quantities(resources: dict[str, Any]) -> dict[str, Any]:
+    """Resource quantities as strings, their canonical form (YAML makes ``nvidia.com/gpu: 1`` an int)."""
+    out = copy.deepcopy(resources)
+    for section in ("limits", "requests"):
+        if isinstance(out.get(section), dict):
+            out[section] = {k: str(v) for k, v in out[section].items()}
     return out
 
 
@@ -147,7 +156,7 @@ def build_pod(
         "image": spec.image or settings.worker_image,
         "args": worker_args(worker_id, spec),
         "env": env,
-        "resources": spec.resources if spec.resources is not None else copy.deepcopy(DEFAULT_RESOURCES),
+        "resources": quantities(spec.resources if spec.resources is not None else DEFAULT_RESOURCES),
         "volumeMounts": mounts,
         "securityContext": {
             "allowPrivilegeEscalation": False,

@@ -55,7 +55,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         prefix="lightly.ai", key="last-handled-configuration"
     )
     settings.background.cancellation_polling = 2
-    settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
+    settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
     del ours
 
 

@@ -71,11 +71,24 @@ class FleetReconciler:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
-        self.http = httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
+        self._http: httpx.AsyncClient | None = None
+        self._http_loop: asyncio.AbstractEventLoop | None = None
         self.cache = ApiStateCache(ttl=max(0.5, settings.resync_seconds / 2))
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """One connection pool per event loop (kopf runs one loop; tests may run several in turn)."""
+        loop = asyncio.get_running_loop()
+        if self._http is None or self._http_loop is not loop:
+            self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
+            self._http_loop = loop
+            self.cache = ApiStateCache(ttl=self.cache.ttl)
+        return self._http
+
     async def close(self) -> None:
-        await self.http.aclose()
+        if self._http is not None and self._http_loop is asyncio.get_running_loop():
+            await self._http.aclose()
+        self._http = None
 
     # ------------------------------------------------------------------ helpers
 
