@@ -10,6 +10,9 @@ import base64
 import contextlib
 import os
 import secrets
+import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +28,7 @@ from conftest import Api, Backend, ServerProcess, backend
 from flows import config, dataset, lock, ok, schedule
 from lightly_operator import handlers
 from lightly_operator.settings import OperatorSettings
+from lightly_server.auth import hash_token
 
 if TYPE_CHECKING:
     from k8s.fixtures import K8s
@@ -101,7 +105,23 @@ class Env:
 
     def run_pods(self, name: str = "fleet") -> None:
         for p in self.pods(name):
-            self.set_pod_status(p, {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+            self.set_pod_status(
+                p,
+                {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "containerStatuses": [
+                        {
+                            "name": "worker",
+                            "ready": True,
+                            "state": {"running": {}},
+                            "image": "x",
+                            "imageID": "x",
+                            "restartCount": 0,
+                        }
+                    ],
+                },
+            )
 
     def api_workers(self) -> dict[str, dict[str, Any]]:
         return {w["name"]: w for w in ok(self.api.get("/v1/docker/worker"))}
@@ -168,3 +188,282 @@ def test_apply_registers_workers_and_runs_pods(env: Env) -> None:
         assert st["selector"] == "app.kubernetes.io/managed-by=lightly-operator,lightly.ai/fleet=fleet"
         assert env.condition("Degraded")["reason"] == "AsExpected"
         assert env.condition("Ready")["observedGeneration"] == env.lw()["metadata"]["generation"]
+
+
+def _ready_fleet(env: Env, replicas: int, **spec: Any) -> list[dict[str, Any]]:
+    env.fleet(replicas=replicas, **spec)
+    env.wait(lambda: len(env.pods()) == replicas and len(env.status().get("workers") or []) == replicas, "pods")
+    env.run_pods()
+    env.wait(lambda: env.status().get("readyReplicas") == replicas, "ready")
+    return env.status()["workers"]
+
+
+def test_pod_problems_become_conditions_and_events(env: Env) -> None:
+    with running(env):
+        env.fleet(replicas=2)
+        pods = env.wait(lambda: len(env.pods()) == 2 and env.pods(), "two pods")
+        msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+        env.set_pod_status(
+            pods[0],
+            {
+                "phase": "Pending",
+                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}],
+            },
+        )
+        env.set_pod_status(
+            pods[1],
+            {
+                "phase": "Pending",
+                "containerStatuses": [
+                    {"name": "worker", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "unauthorized"}}}
+                ],
+            },
+        )
+        degraded = env.wait(
+            lambda: (
+                env.condition("Degraded").get("status") == "True"
+                and "ImagePullBackOff" in env.condition("Degraded")["message"]
+                and env.condition("Degraded")
+            ),
+            "Degraded",
+        )
+        assert degraded["reason"] == "Unschedulable" and msg in degraded["message"]
+        assert "registryCredentials" in degraded["message"]
+        assert env.status()["phase"] == "Degraded"
+        events = env.wait(
+            lambda: [
+                e
+                for e in env.k8s.list("events", namespace=NS)
+                if e.get("reason") in ("Unschedulable", "ImagePullBackOff")
+            ],
+            "events",
+        )
+        assert {e["reason"] for e in events} >= {"Unschedulable"}
+        env.run_pods()
+        env.wait(lambda: env.condition("Degraded").get("status") == "False", "recovered")
+        assert env.status()["phase"] == "Running"
+
+
+def test_image_change_replaces_only_idle_workers(env: Env) -> None:
+    with running(env):
+        workers = _ready_fleet(env, 2)
+        busy_id = workers[1]["workerId"]
+        sid = env.make_busy(busy_id)
+        env.wait(lambda: env.status().get("busyReplicas") == 1, "busy seen")
+        assert env.status()["workers"][1]["currentRun"] == sid
+        old = {p["metadata"]["name"] for p in env.pods()}
+        env.fleet(replicas=2, image="lightly-worker:v2")
+        env.wait(
+            lambda: any(p["spec"]["containers"][0]["image"] == "lightly-worker:v2" for p in env.pods()),
+            "idle worker replaced",
+        )
+        env.wait(lambda: env.condition("Progressing").get("reason") == "WaitingForBusyWorkers", "waiting")
+        images = {
+            int(p["metadata"]["labels"]["lightly.ai/worker-index"]): p["spec"]["containers"][0]["image"]
+            for p in env.pods()
+        }
+        assert images == {0: "lightly-worker:v2", 1: "lightly-worker:test"}
+        assert any(p["metadata"]["name"] in old for p in env.pods())  # the busy one kept its pod
+        # the run ends: the busy worker is replaced too
+        run = ok(env.api.post("/v1/docker/runs", json={"dockerVersion": "t", "scheduledId": sid}), 201)["id"]
+        ok(env.api.put(f"/v1/docker/runs/{run}", json={"state": "COMPLETED"}), 204)
+        env.wait(
+            lambda: (
+                all(p["spec"]["containers"][0]["image"] == "lightly-worker:v2" for p in env.pods())
+                and len(env.pods()) == 2
+            ),
+            "all replaced",
+        )
+        # same worker ids: replacing a pod never re-registers
+        assert [w["workerId"] for w in env.status()["workers"]] == [w["workerId"] for w in workers]
+
+
+def test_scale_down_keeps_busy_removes_idle_and_deregisters(env: Env) -> None:
+    with running(env):
+        workers = _ready_fleet(env, 3)
+        busy = workers[2]["workerId"]
+        env.make_busy(busy)
+        env.wait(lambda: env.status().get("busyReplicas") == 1, "busy seen")
+        env.k8s.kubectl("scale", "lw", "fleet", "--replicas=1")
+        env.wait(lambda: len(env.pods()) == 1, "scaled down")
+        assert env.pods()[0]["metadata"]["labels"]["lightly.ai/worker-index"] == "2"
+        env.wait(lambda: len(env.api_workers()) == 1, "deregistered")
+        assert [w["id"] for w in env.api_workers().values()] == [busy]
+        assert [
+            w["index"]
+            for w in env.wait(lambda: len(env.status()["workers"]) == 1 and env.status()["workers"], "status")
+        ] == [2]
+
+
+def test_autoscaling_follows_the_queue(env: Env) -> None:
+    with running(env):
+        env.fleet(
+            labels=["gpu"],
+            autoscaling={"enabled": True, "minReplicas": 0, "maxReplicas": 3, "scaleDownDelaySeconds": 0},
+        )
+        env.wait(lambda: env.status().get("phase") == "ScaledToZero", "zero")
+        cid = config(env.api)
+        sids = [schedule(env.api, dataset(env.api), cid, runs_on=["gpu"]) for _ in range(5)]
+        schedule(env.api, dataset(env.api), cid, runs_on=["cpu"])  # not for this fleet
+        env.wait(lambda: len(env.pods()) == 3, "scaled to max")
+        env.wait(lambda: env.status().get("desiredReplicas") == 3, "status follows")
+        for sid in sids:
+            ok(env.api.put(f"/v1/datasets/{_dataset_of(env, sid)}/docker/worker/schedule/{sid}"), 204)
+        env.wait(lambda: len(env.pods()) == 0 and env.status().get("phase") == "ScaledToZero", "back to zero")
+
+
+def _dataset_of(env: Env, sid: str) -> str:
+    rows = ok(env.api.get("/v1/docker/worker/schedule", params={"state": "OPEN", "labels": ["gpu", "cpu"]}))
+    return next(r["datasetId"] for r in rows if r["id"] == sid)
+
+
+def test_token_rotation_rolls_the_fleet(env: Env) -> None:
+    with running(env):
+        _ready_fleet(env, 2)
+        before = {p["metadata"]["name"] for p in env.pods()}
+        checksum = env.pods()[0]["metadata"]["annotations"]["lightly.ai/spec-checksum"]
+        env.token_secret(token=env.token)  # unchanged content: nothing rolls
+        new_token = _new_token_for_same_user(env)
+        env.token_secret(token=new_token)
+        env.wait(
+            lambda: (
+                env.pods() and all(p["metadata"]["name"] not in before for p in env.pods()) and len(env.pods()) == 2
+            ),
+            "rolled",
+        )
+        assert env.pods()[0]["metadata"]["annotations"]["lightly.ai/spec-checksum"] != checksum
+
+
+def _new_token_for_same_user(env: Env) -> str:
+    """A second token of the same user, as an admin rotating it would create."""
+    db = env.server.proc.args[env.server.proc.args.index("--database") + 1]
+    with sqlite3.connect(db.removeprefix("sqlite:///")) as conn:
+        uid = conn.execute("SELECT user_id FROM tokens WHERE token_hash = ?", (hash_token(env.token),)).fetchone()[0]
+        name = conn.execute("SELECT name FROM users WHERE id = ?", (uid,)).fetchone()[0]
+    out = subprocess.run(
+        [sys.executable, "-m", "lightly_server.cli", "create-token", "--database", db, "--user", name],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def test_missing_secret_and_invalid_token(env: Env) -> None:
+    with running(env):
+        env.fleet(name="nosecret", api={"tokenSecretRef": {"name": "absent"}})
+        cond = env.wait(
+            lambda: (
+                env.condition("Registered", "nosecret").get("reason") == "SecretNotFound"
+                and env.condition("Registered", "nosecret")
+            ),
+            "SecretNotFound",
+        )
+        assert "default/absent" in cond["message"] and "create it" in cond["message"]
+        env.token_secret(token="not-a-valid-token", name="bad-token")
+        env.fleet(name="badtoken", api={"tokenSecretRef": {"name": "bad-token"}})
+        cond = env.wait(
+            lambda: (
+                env.condition("Degraded", "badtoken").get("reason") == "TokenRejected"
+                and env.condition("Degraded", "badtoken")
+            ),
+            "TokenRejected",
+        )
+        assert "rejected the token" in cond["message"]
+        assert "not-a-valid-token" not in yaml.safe_dump(env.lw("badtoken"))
+        assert env.pods("nosecret") == [] and env.pods("badtoken") == []
+        events = env.wait(
+            lambda: [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "TokenRejected"], "event"
+        )
+        assert all("not-a-valid-token" not in e.get("message", "") for e in events)
+
+
+def test_api_down_then_recovery(env: Env, api_backend: Backend) -> None:
+    with running(env):
+        env.fleet(
+            name="far", replicas=1, api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}}
+        )
+        cond = env.wait(
+            lambda: (
+                env.condition("Degraded", "far").get("reason") == "ApiUnreachable" and env.condition("Degraded", "far")
+            ),
+            "ApiUnreachable",
+        )
+        assert "cannot reach the Lightly API at http://127.0.0.1:9" in cond["message"]
+        env.fleet(name="far", replicas=1)  # point it at the real server: it recovers
+        env.wait(lambda: len(env.pods("far")) == 1, "recovered")
+        env.run_pods("far")
+        env.wait(lambda: env.condition("Degraded", "far").get("status") == "False", "not degraded")
+
+
+def test_delete_deregisters_and_removes_everything(env: Env) -> None:
+    with running(env):
+        _ready_fleet(env, 2)
+        assert len(env.api_workers()) == 2
+        env.k8s.kubectl("delete", "lw", "fleet", "--timeout=20s")
+        env.wait(lambda: not env.lw(), "gone")
+        assert env.api_workers() == {}
+        assert env.k8s.list("pods", namespace=NS) == []
+
+
+def test_skip_annotation_and_missing_secret_never_wedge_deletion(env: Env) -> None:
+    with running(env):
+        _ready_fleet(env, 1)
+        env.k8s.kubectl("annotate", "lw", "fleet", "lightly.ai/skip-deregistration=true")
+        env.k8s.kubectl("delete", "lw", "fleet", "--timeout=20s")
+        env.wait(lambda: not env.lw(), "released")
+        assert len(env.api_workers()) == 1  # left registered on purpose
+        env.fleet(name="other", replicas=1)
+        env.wait(lambda: len(env.pods("other")) == 1, "pod")
+        env.k8s.http.delete(f"/api/v1/namespaces/{NS}/secrets/lightly-token")
+        env.k8s.kubectl("delete", "lw", "other", "--timeout=20s")
+        env.wait(lambda: not env.lw("other"), "released without a secret")
+        warn = [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationImpossible"]
+        assert warn and "stay registered" in warn[0]["message"]
+
+
+def test_deregistration_times_out_with_an_event(env: Env) -> None:
+    with running(env):
+        _ready_fleet(env, 1, deregistration={"timeoutSeconds": 1})
+        wid = env.status()["workers"][0]["workerId"]
+        env.fleet(
+            replicas=1,
+            deregistration={"timeoutSeconds": 1},
+            api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}},
+        )
+        env.k8s.kubectl("delete", "lw", "fleet", "--wait=false")
+        env.wait(lambda: not env.lw(), "released after the timeout", timeout=30)
+        warn = [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationTimedOut"]
+        assert warn and wid in warn[0]["message"]
+
+
+def test_orphan_sweep_deregisters_unowned_workers(env: Env) -> None:
+    prefix = f"k8s.{env.settings.cluster_name}.{NS}"
+    ghost = ok(
+        env.api.post("/v1/docker/worker", json={"name": f"{prefix}.deleted-fleet.0", "workerType": "FULL"}), 201
+    )["id"]
+    stray = ok(env.api.post("/v1/docker/worker", json={"name": f"{prefix}.fleet.7", "workerType": "FULL"}), 201)["id"]
+    mine = ok(env.api.post("/v1/docker/worker", json={"name": "laptop-worker", "workerType": "FULL"}), 201)["id"]
+    with running(env):
+        _ready_fleet(env, 1)
+        env.wait(
+            lambda: (
+                ghost not in {w["id"] for w in env.api_workers().values()}
+                and stray not in {w["id"] for w in env.api_workers().values()}
+            ),
+            "swept",
+        )
+        ids = {w["id"] for w in env.api_workers().values()}
+        assert mine in ids and env.status()["workers"][0]["workerId"] in ids
+
+
+def test_operator_restart_never_registers_twice(env: Env) -> None:
+    with running(env):
+        workers = _ready_fleet(env, 2)
+    with running(env):
+        env.fleet(replicas=3)
+        env.wait(lambda: len(env.status().get("workers") or []) == 3, "third worker")
+        again = env.status()["workers"]
+    assert [w["workerId"] for w in again[:2]] == [w["workerId"] for w in workers]
+    names = [w["name"] for w in env.api_workers().values()]
+    assert len(names) == len(set(names)) == 3

@@ -53,7 +53,7 @@ class Kube:
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
         """False if it already exists (a retried create)."""
         try:
-            await self._run(self.core.create_namespaced_pod, namespace, body)
+            await self._run(self.core.create_namespaced_pod, namespace, body, _preload_content=False)
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -62,7 +62,7 @@ class Kube:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            await self._run(self.core.delete_namespaced_pod, name, namespace)
+            await self._run(self.core.delete_namespaced_pod, name, namespace, _preload_content=False)
         except ApiException as exc:
             if exc.status != 404:
                 raise

@@ -237,7 +237,11 @@ class FleetReconciler:
                     ready += 1
                 if pod.problem:
                     pending_reasons[pod.problem[0]] += 1
-                    problems.append(Condition("Degraded", True, pod.problem[0], f"pod {pod.name}: {pod.problem[1]}"))
+                    problems.append(
+                        Condition(
+                            "Degraded", True, pod.problem[0], f"pod {pod.name}: {pod.problem[0]}: {pod.problem[1]}"
+                        )
+                    )
                 elif pod.phase == "Pending":
                     pending_reasons["Pending"] += 1
             if view is not None and wid in view.holding:
