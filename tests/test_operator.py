@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import secrets
 import sqlite3
@@ -467,3 +468,55 @@ def test_operator_restart_never_registers_twice(env: Env) -> None:
     assert [w["workerId"] for w in again[:2]] == [w["workerId"] for w in workers]
     names = [w["name"] for w in env.api_workers().values()]
     assert len(names) == len(set(names)) == 3
+
+
+def test_example_manifests_reconcile(env: Env) -> None:
+    key = base64.b64encode(json.dumps({"type": "service_account", "private_key_id": "k"}).encode()).decode()
+    env.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "lightly-registry-key", "namespace": NS},
+            "data": {"container-credentials.json": key},
+        }
+    )
+    with running(env):
+        for path in sorted((ROOT / "examples").glob("*.yaml")):
+            env.k8s.kubectl("apply", "--validate=false", "-n", NS, "-f", str(path))
+        basic = env.wait(lambda: len(env.pods("gpu-fleet")) == 2 and env.pods("gpu-fleet"), "basic fleet pods")
+        spec = basic[0]["spec"]
+        assert {v["name"] for v in spec["volumes"]} >= {"input", "lightly", "dshm", "output", "lightly-token"}
+        # the autoscaling example starts at zero and owns a pull Secret made from the key file
+        pull = env.wait(lambda: env.k8s.get("secrets", "elastic-fleet-registry", NS), "pull secret")
+        assert pull["type"] == "kubernetes.io/dockerconfigjson"
+        env.wait(lambda: env.status("elastic-fleet").get("phase") == "ScaledToZero", "elastic at zero")
+
+
+def test_metrics_describe_the_fleets(env: Env) -> None:
+    from prometheus_client import generate_latest
+
+    with running(env):
+        _ready_fleet(env, 2)
+        text = generate_latest(handlers._r().metrics.registry).decode()
+    assert 'lightly_operator_fleets{phase="Running"} 1.0' in text
+    assert 'lightly_operator_workers{state="OFFLINE"} 2.0' in text
+    assert 'lightly_operator_registrations_total{action="register",outcome="ok"} 2.0' in text
+    assert "lightly_operator_reconcile_duration_seconds_count" in text
+    assert 'lightly_operator_pod_actions_total{action="create"} 2.0' in text
+    assert env.token not in text and '"fleet"' not in text and '"default"' not in text  # no names in labels
+
+
+def test_leader_election_lets_one_replica_act(env: Env) -> None:
+    from lightly_operator.leader import LeaseLock
+
+    client = env.k8s.api_client()
+    a = LeaseLock(client, NS, identity="replica-a", duration=2)
+    b = LeaseLock(client, NS, identity="replica-b", duration=2)
+    assert a.try_acquire() is True
+    assert b.try_acquire() is False  # a holds it
+    assert a.try_acquire() is True  # renewals keep it
+    lease = env.k8s.get("leases.coordination.k8s.io", "lightly-operator", NS)
+    assert lease["spec"]["holderIdentity"] == "replica-a"
+    env.wait(lambda: b.try_acquire(), "a's lease to expire", timeout=10)
+    assert env.k8s.get("leases.coordination.k8s.io", "lightly-operator", NS)["spec"]["holderIdentity"] == "replica-b"
+    assert a.try_acquire() is False

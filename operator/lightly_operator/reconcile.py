@@ -51,6 +51,9 @@ class FleetMemo:
     autoscale_high_since: float = 0.0
     autoscale_desired: int | None = None
     warned: set[str] = field(default_factory=set)
+    # registrations this process made or undid, for when the body's status is older than our last write
+    registered: dict[int, str] = field(default_factory=dict)
+    deregistered: set[str] = field(default_factory=set)
 
 
 def memo_of(memo: Any) -> FleetMemo:
@@ -160,7 +163,12 @@ class FleetReconciler:
         for p in pods:
             by_index.setdefault(p.index, []).append(p)
         workers_status = {w["index"]: w for w in old_status.get("workers") or [] if "index" in w}
-        registered = {i: w["workerId"] for i, w in workers_status.items() if w.get("workerId")}
+        registered = {
+            i: w["workerId"]
+            for i, w in workers_status.items()
+            if w.get("workerId") and w["workerId"] not in memo.deregistered
+        }
+        registered.update(memo.registered)
 
         # the token, and the API's view of the workers
         api: LightlyApi | None = None
@@ -205,6 +213,7 @@ class FleetReconciler:
         if checksum is not None and api is not None:
             the_plan = plan(desired, registered, by_index, busy, checksum, spec.update_strategy.type, blocked)
             reg_problem = await self._register(the_plan, spec, namespace, name, api, registered)
+            memo.registered.update({i: registered[i] for i in the_plan.register if i in registered})
             if reg_problem:
                 problems.append(reg_problem)
                 registered_ok = Condition("Registered", False, reg_problem.reason, reg_problem.message)
@@ -421,6 +430,8 @@ class FleetReconciler:
                 await api.delete_worker(wid)
                 self.metrics.registrations.labels("deregister", "ok").inc()
                 registered.pop(i)
+                memo.registered.pop(i, None)
+                memo.deregistered.add(wid)
                 logger.info(f"deregistered worker {wid} (replica {i} removed)")
             except ApiProblem as exc:
                 self.metrics.registrations.labels("deregister", exc.reason).inc()
