@@ -1,19 +1,153 @@
-"""``lightly-worker``: the selection worker (the full worker lands with its own issue)."""
+"""``lightly-worker``: the selection worker, with the command-line habits of Lightly's worker.
+
+    lightly-worker sanity_check=True
+    lightly-worker token=... worker.worker_id=...                      # waiting mode (the default)
+    lightly-worker mode=local input_mount=./images output_dir=./out n_samples=100
+    lightly-worker mode=local input_mount=./images output_dir=./out config=run.json
+
+``run.json`` (local mode) holds what ``schedule_compute_worker_run`` takes:
+``{"worker_config": {...}, "selection_config": {...}, "lightly_config": {...}}`` (snake_case).
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import sys
+from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .config import ConfigError, WorkerArgs, parse_args
 
 BANNER = f"Lightly worker (lightly-worker-fleet) version {__version__}"
 
 
+def _snake_to_camel_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """{worker_config, lightly_config, selection_config} → a V4 worker config (validated)."""
+    from lightly_protocol.models import WorkerConfigV4
+
+    unknown = set(cfg) - {"worker_config", "lightly_config", "selection_config"}
+    if unknown:
+        raise ConfigError(
+            f"config file: unknown keys {sorted(unknown)}; use worker_config, lightly_config, selection_config"
+        )
+    body = {
+        "worker_type": "FULL",
+        "docker": cfg.get("worker_config") or {},
+        "lightly": cfg.get("lightly_config") or {},
+        "selection": cfg.get("selection_config"),
+    }
+    try:
+        return WorkerConfigV4.model_validate(body).wire()
+    except Exception as exc:  # pydantic's message names the bad key
+        raise ConfigError(f"config file: {exc}") from None
+
+
+def local_config(args: WorkerArgs) -> Any:
+    from lightly_protocol.models import WorkerConfigV4
+
+    if args["config"]:
+        path = Path(args["config"]).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise ConfigError(f"config={path}: {exc.strerror}") from None
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            import yaml
+
+            raw = yaml.safe_load(text)
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config={path} must hold a mapping")
+        wire = _snake_to_camel_config(raw)
+    elif args["n_samples"]:
+        wire = {
+            "workerType": "FULL",
+            "selection": {
+                "nSamples": args["n_samples"],
+                "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
+            },
+        }
+    else:
+        raise ConfigError("mode=local needs n_samples=N (a DIVERSITY selection) or config=FILE")
+    return WorkerConfigV4.model_validate(wire)
+
+
+def run_local(args: WorkerArgs) -> int:
+    from .agent import merge_cli_defaults
+    from .pipeline import JobError, JobPaths, NullReporter, run_job
+
+    config = merge_cli_defaults(local_config(args), args)
+    out = args.path("output_dir")
+    lightly_root = args.path("lightly_mount")
+    paths = JobPaths(args.path("input_mount"), lightly_root if lightly_root.is_dir() else None, out)
+    out.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(out / "log.txt")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("lightly_worker.run").addHandler(handler)
+    try:
+        result = run_job(
+            config,
+            paths,
+            NullReporter(echo=print),
+            device=args["device"],
+            embedding_model=args["embedding.model"],
+            embedding_input_size=args["embedding.input_size"],
+        )
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    s = result.report["summary"]
+    print(
+        f"Selected {s['n_selected']} of {s['n_candidates']} samples "
+        f"({s['n_corrupt']} corrupt, {s['n_duplicates']} duplicates left out)."
+    )
+    print(f"Selected filenames: {out / 'filenames' / 'selected_filenames.txt'}")
+    print(f"Report: {out / 'report.html'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if "sanity_check=True" in args:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args["sanity_check"]:
         print(BANNER)
         print("Congratulations! It looks like the Lightly container is running!")
         return 0
-    print(f"{BANNER}\nusage: lightly-worker sanity_check=True", file=sys.stderr)
-    return 2
+    logging.basicConfig(level=str(args["log_level"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args["mode"] == "local":
+            return run_local(args)
+        return run_waiting(args)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_waiting(args: WorkerArgs) -> int:
+    from .agent import WorkerAgent
+    from .api import WorkerApi
+    from .metrics import WorkerMetrics
+
+    token = args.token()
+    if not token:
+        raise ConfigError("no token: mount it and set LIGHTLY_TOKEN_FILE, or set LIGHTLY_TOKEN, or pass token=...")
+    url = os.environ.get("LIGHTLY_SERVER_LOCATION", "https://api.lightly.ai")
+    metrics = WorkerMetrics()
+    metrics.serve(int(args["metrics.port"]))
+    api = WorkerApi(url, token, timeout=float(args["worker.request_timeout_seconds"]))
+    try:
+        return WorkerAgent(args, api, metrics).serve()
+    finally:
+        api.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

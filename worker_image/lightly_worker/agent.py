@@ -1,0 +1,374 @@
+"""Waiting mode: the job loop of a worker, as the original worker runs it.
+
+Reports IDLE with its version; long-polls its queue (the server's ``waitSeconds`` extension, or
+plain polling where a server answers at once); locks a run (409 → the next one); creates the run;
+reports every stage as run states with log lines; renews its lease while working; uploads the
+outputs as artifacts; ends COMPLETED, or FAILED with a message that says why, and goes on
+serving. SIGTERM: idle → exit at once; busy → finish within the grace period, else report the run
+back (ABORTED) so another worker takes it. The API being down never crashes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from lightly_protocol.enums import LogLevel
+from lightly_protocol.models import LogCreateEntry, ScheduledRunData, WorkerConfigV4
+
+from . import __version__
+from .api import ApiError, WorkerApi
+from .config import WorkerArgs
+from .metrics import WorkerMetrics
+from .pipeline import Cancelled, JobError, resolve_paths, run_job
+
+log = logging.getLogger("lightly_worker")
+run_log = logging.getLogger("lightly_worker.run")
+
+_LEVELS = {
+    logging.DEBUG: LogLevel.DEBUG,
+    logging.INFO: LogLevel.INFO,
+    logging.WARNING: LogLevel.WARNING,
+    logging.ERROR: LogLevel.ERROR,
+    logging.CRITICAL: LogLevel.CRITICAL,
+}
+
+
+class Shutdown(Exception):
+    """Raised in the main thread by SIGTERM/SIGINT while idle: stop at once."""
+
+
+class RunReporter:
+    """Run states, log lines (batched) and lease renewal for one run."""
+
+    def __init__(
+        self,
+        api: WorkerApi,
+        run_id: str,
+        worker_id: str,
+        cancel: threading.Event,
+        metrics: WorkerMetrics,
+        heartbeat: float,
+    ) -> None:
+        self.api, self.run_id, self.worker_id = api, run_id, worker_id
+        self.cancel = cancel
+        self.metrics = metrics
+        self.state = "STARTED"
+        self._stage_started = time.perf_counter()
+        self._buffer: list[LogCreateEntry] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(heartbeat,), name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def stage(self, state: str, message: str) -> None:
+        now = time.perf_counter()
+        self.metrics.stage_seconds.labels(self.state).observe(now - self._stage_started)
+        self._stage_started = now
+        self.state = state
+        self.metrics.state.state(state)
+        run_log.info("%s: %s", state, message)
+        self.flush()
+        self.api.run_state(self.run_id, state, message)
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled("the worker is shutting down")
+
+    def add(self, record: logging.LogRecord, text: str) -> None:
+        entry = LogCreateEntry(
+            ts=int(record.created * 1000),
+            level=_LEVELS.get(record.levelno, LogLevel.INFO),
+            group=record.name,
+            msg=text[:4000],
+            state=self.state,
+        )
+        with self._lock:
+            self._buffer.append(entry)
+
+    def flush(self) -> None:
+        with self._lock:
+            batch, self._buffer = self._buffer, []
+        if batch:
+            try:
+                self.api.logs(self.run_id, batch)
+            except ApiError as exc:
+                log.warning("could not send %d log lines: %s", len(batch), exc)
+
+    def _beat(self, every: float) -> None:
+        """Renew the lease (and ship logs) while the pipeline works."""
+        while not self._stop.wait(max(1.0, every)):
+            self.flush()
+            try:
+                self.api.set_state(self.worker_id, "BUSY", __version__, retry=False)
+            except ApiError as exc:
+                log.warning("lease renewal failed: %s", exc)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.flush()
+
+
+class ApiLogHandler(logging.Handler):
+    def __init__(self, reporter: RunReporter) -> None:
+        super().__init__(logging.INFO)
+        self.reporter = reporter
+        self.setFormatter(logging.Formatter("%(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.reporter.add(record, self.format(record))
+
+
+class WorkerAgent:
+    def __init__(self, args: WorkerArgs, api: WorkerApi, metrics: WorkerMetrics) -> None:
+        self.args = args
+        self.api = api
+        self.metrics = metrics
+        self.stop = api.stop  # set on SIGTERM: no new work; also breaks API retry loops
+        self.cancel = threading.Event()  # set when the grace period is over: the job stops
+        self.busy = False
+        self.worker_id = ""
+        self.shutdown_after_job = bool(args["shutdown_when_job_finished"])
+
+    # ------------------------------------------------------------ signals
+
+    def install_signals(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            name = signal.Signals(signum).name
+            if not self.stop.is_set():
+                log.info("%s received: %s", name, "finishing the current run" if self.busy else "stopping")
+            self.stop.set()
+            if not self.busy:
+                raise Shutdown(name)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # ------------------------------------------------------------ identity
+
+    def resolve_worker(self) -> str:
+        wid = self.args["worker.worker_id"]
+        if wid:
+            w = self.api.worker(str(wid))
+            log.info("acting as worker %s (%s, labels %s)", w.id, w.name, w.labels)
+            return w.id
+        if self.args["worker.name"]:
+            wid = self.api.register(str(self.args["worker.name"]), self.args["worker.labels"], __version__)
+            log.info("registered as worker %s (%s)", wid, self.args["worker.name"])
+            return wid
+        w = self.api.default_worker()
+        log.info("acting as the default worker %s", w.id)
+        return w.id
+
+    # ------------------------------------------------------------ the loop
+
+    def serve(self) -> int:
+        self.install_signals()
+        try:
+            self.worker_id = self.resolve_worker()
+            self.api.set_state(self.worker_id, "IDLE", __version__)
+            self.metrics.state.state("IDLE")
+            log.info("Lightly worker %s waiting for scheduled runs", __version__)
+            while not self.stop.is_set():
+                self._poll_once()
+        except Shutdown:
+            pass
+        except ApiError as exc:
+            if not self.stop.is_set():
+                log.error("%s", exc)
+                return 1
+        finally:
+            if self.worker_id:
+                with contextlib.suppress(Exception):  # best effort: the lease covers a missed report
+                    self.api.set_state(self.worker_id, "OFFLINE", __version__, retry=False)
+        log.info("worker stopped")
+        return 0
+
+    def _poll_once(self) -> None:
+        wait = float(self.args["worker.poll_wait_seconds"])
+        t0 = time.monotonic()
+        try:
+            rows = self.api.queue(self.worker_id, wait)
+        except ApiError as exc:
+            if exc.status == 404:
+                raise  # our worker id was deregistered: nothing sensible to do but stop
+            log.warning("polling failed: %s", exc)
+            self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
+            return
+        for row in rows:
+            if self.stop.is_set():
+                return
+            self.busy = True  # from here a SIGTERM must not interrupt: a claimed run is always reported
+            try:
+                if not self.api.lock(row.dataset_id, self.worker_id, row.id):
+                    continue
+                self.run_scheduled(row)
+            finally:
+                self.busy = False
+            if self.shutdown_after_job:
+                log.info("shutdown_when_job_finished: stopping after this run")
+                self.stop.set()
+            return
+        if not rows and time.monotonic() - t0 < min(wait, 1.0):
+            # the server answered at once (no long-poll support): poll politely
+            self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
+
+    # ------------------------------------------------------------ one run
+
+    def run_scheduled(self, row: ScheduledRunData) -> None:
+        run_id = self.api.create_run(__version__, row)
+        self.api.set_state(self.worker_id, "BUSY", __version__)
+        self.metrics.state.state("BUSY")
+        reporter = RunReporter(
+            self.api, run_id, self.worker_id, self.cancel, self.metrics, float(self.args["worker.heartbeat_seconds"])
+        )
+        out_dir = self._output_dir(run_id)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(out_dir / "log.txt")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        api_handler = ApiLogHandler(reporter)
+        for h in (file_handler, api_handler):
+            run_log.addHandler(h)
+        outcome: dict[str, Any] = {}
+        job = threading.Thread(target=self._job, args=(row, run_id, reporter, out_dir, outcome), name="job")
+        job.start()
+        deadline: float | None = None
+        while job.is_alive():
+            job.join(0.5)
+            if self.stop.is_set() and deadline is None:
+                deadline = time.monotonic() + float(self.args["worker.shutdown_grace_seconds"])
+                run_log.warning(
+                    "shutdown requested: finishing within %.0f s, else handing the run back",
+                    float(self.args["worker.shutdown_grace_seconds"]),
+                )
+            if deadline is not None and time.monotonic() > deadline and not self.cancel.is_set():
+                self.cancel.set()
+        for h in (file_handler, api_handler):
+            run_log.removeHandler(h)
+        file_handler.close()
+        reporter.close()
+        self._finish(row, run_id, outcome)
+
+    def _output_dir(self, run_id: str) -> Path:
+        now = dt.datetime.now()
+        return self.args.path("output_dir") / now.strftime("%Y-%m-%d") / f"{now.strftime('%H-%M-%S')}-{run_id}"
+
+    def _job(
+        self, row: ScheduledRunData, run_id: str, reporter: RunReporter, out_dir: Path, outcome: dict[str, Any]
+    ) -> None:
+        try:
+            cfg_data = self.api.config(row.config_id)
+            config = merge_cli_defaults(cfg_data.config, self.args)
+            if config.docker and config.docker.shutdown_when_job_finished:
+                self.shutdown_after_job = True
+            paths = resolve_paths(
+                self.args.path("input_mount"),
+                self.args.path("lightly_mount"),
+                self.api.datasource(row.dataset_id, "INPUT"),
+                self.api.datasource(row.dataset_id, "LIGHTLY"),
+                out_dir,
+            )
+            result = run_job(
+                config,
+                paths,
+                reporter,
+                device=self.args["device"],
+                embedding_model=self.args["embedding.model"],
+                embedding_input_size=self.args["embedding.input_size"],
+                run_id=run_id,
+                dataset_id=row.dataset_id,
+                config_dump=config.wire(),
+            )
+            reporter.stage("UPLOADING_ARTIFACTS", f"uploading {len(result.files)} output files")
+            upload_outputs(self.api, run_id, result.output_dir, result.files, reporter)
+            self.api.selection(run_id, result.selected)
+            reporter.stage("UPLOADED_ARTIFACTS", "artifacts uploaded")
+            outcome.update(
+                state="COMPLETED",
+                message=(
+                    f"selected {len(result.selected)} of {result.report['summary']['n_candidates']} samples; "
+                    f"outputs in {result.output_dir}"
+                ),
+                n=len(result.selected),
+            )
+        except Cancelled:
+            outcome.update(state="ABORTED", message="the worker was stopped before the run finished")
+        except JobError as exc:
+            run_log.error("run failed: %s", exc)
+            outcome.update(state="FAILED", message=str(exc))
+        except ApiError as exc:
+            run_log.error("run failed talking to the API: %s", exc)
+            outcome.update(state="FAILED", message=f"API error: {exc}")
+        except Exception as exc:  # a bug or an unexpected environment: report it, keep serving
+            run_log.exception("run crashed")
+            outcome.update(state="FAILED", message=f"internal error ({type(exc).__name__}: {exc}); see the run log")
+
+    def _finish(self, row: ScheduledRunData, run_id: str, outcome: dict[str, Any]) -> None:
+        state = outcome.get("state", "FAILED")
+        self.metrics.runs.labels(state).inc()
+        if outcome.get("n"):
+            self.metrics.samples_selected.inc(outcome["n"])
+        try:
+            if state == "ABORTED":
+                # hand it back: the server marks this run ABORTED and reopens the scheduled run
+                self.api.hand_back(row.dataset_id, self.worker_id, row.id)
+                log.info("handed scheduled run %s back", row.id)
+            else:
+                self.api.run_state(run_id, state, outcome.get("message"))
+        except ApiError as exc:
+            log.error("could not report the end of run %s: %s", run_id, exc)
+        log.info("run %s ended %s: %s", run_id, state, outcome.get("message", ""))
+        if not self.stop.is_set():
+            try:
+                self.api.set_state(self.worker_id, "IDLE", __version__)
+            except ApiError as exc:
+                log.warning("%s", exc)
+        self.metrics.state.state("IDLE")
+
+
+def merge_cli_defaults(config: WorkerConfigV4, args: WorkerArgs) -> WorkerConfigV4:
+    """CLI ``lightly.*``/docker keys are defaults; the scheduled run's config wins."""
+    wire = config.model_dump(mode="json", exclude_none=True)  # snake_case
+    merged = dict(wire)
+    merged["lightly"] = _deep_merge(args.lightly_overrides(), wire.get("lightly") or {})
+    merged["docker"] = _deep_merge(args.docker_overrides(), wire.get("docker") or {})
+    return WorkerConfigV4.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+ARTIFACT_TYPES = {
+    "log.txt": "LOG",
+    "report.json": "REPORT_JSON",
+    "data/corruptness_check_information.json": "CORRUPTNESS_CHECK_INFORMATION",
+}
+MAX_UPLOAD_BYTES = 512 * 1024**2
+
+
+def upload_outputs(api: WorkerApi, run_id: str, root: Path, files: list[Path], reporter: RunReporter) -> None:
+    """Every output file becomes an artifact; the typed ones first, so the client's
+    ``download_compute_worker_run_log``/``..._report_json`` find them; other files go as LOG."""
+    rel = {p: p.relative_to(root).as_posix() for p in files}
+    ordered = sorted(files, key=lambda p: (rel[p] not in ARTIFACT_TYPES, rel[p] != "log.txt", rel[p]))
+    for path in ordered:
+        reporter.check_cancel()
+        name = rel[path]
+        if path.stat().st_size > MAX_UPLOAD_BYTES:
+            run_log.warning(
+                "%s is %.0f MB: kept in the output directory, not uploaded", name, path.stat().st_size / 1e6
+            )
+            continue
+        artifact_type = ARTIFACT_TYPES.get(name, "CHECKPOINT" if name.endswith(".ckpt") else "LOG")
+        api.upload_artifact(run_id, path, name, artifact_type)

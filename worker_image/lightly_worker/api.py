@@ -1,0 +1,204 @@
+"""The worker's side of the Lightly protocol, over HTTP with timeouts and retries.
+
+Connection problems and 5xx answers are retried with exponential backoff (the API being down
+never crashes the worker); 4xx answers raise ``ApiError`` at once with the server's message.
+The token travels as the ``token`` query parameter, as in the protocol, and is never logged
+(httpx's own request logging is silenced for that reason).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from lightly_protocol.models import (
+    ArtifactCreatedData,
+    ArtifactCreateRequest,
+    LogCreateEntry,
+    RunCreateRequest,
+    RunSelectionRequest,
+    RunUpdateRequest,
+    ScheduledRunData,
+    WorkerConfigData,
+    WorkerCreateRequest,
+    WorkerData,
+    WorkerUpdateRequest,
+)
+
+logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log URLs, i.e. ?token=...
+logging.getLogger("httpcore").setLevel(logging.WARNING)
+log = logging.getLogger("lightly_worker.api")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class WorkerApi:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout: float = 60.0,
+        stop: threading.Event | None = None,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._token = token
+        self.http = httpx.Client(timeout=timeout)
+        self.stop = stop or threading.Event()
+        self.max_backoff = max_backoff
+
+    def __repr__(self) -> str:
+        return f"WorkerApi({self.url})"
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        json: Any = None,
+        timeout: float | None = None,
+        retry: bool = True,
+    ) -> Any:
+        delay = 1.0
+        while True:
+            try:
+                r = self.http.request(
+                    method,
+                    f"{self.url}{path}",
+                    params={**(params or {}), "token": self._token},
+                    json=json,
+                    timeout=timeout if timeout is not None else self.http.timeout,
+                )
+                if r.status_code < 500:
+                    break
+                problem = f"{r.status_code} {r.text[:200]}"
+            except httpx.TransportError as exc:
+                problem = f"{type(exc).__name__}"
+            if not retry or self.stop.is_set():
+                raise ApiError(503, f"{method} {path}: the API at {self.url} is not answering ({problem})")
+            log.warning("API at %s not answering (%s); retrying in %.0f s", self.url, problem, delay)
+            if self.stop.wait(delay):
+                raise ApiError(503, f"{method} {path}: stopped while the API was not answering")
+            delay = min(self.max_backoff, delay * 2)
+        if r.status_code >= 400:
+            try:
+                msg = r.json().get("error") or r.text
+            except ValueError:
+                msg = r.text
+            raise ApiError(r.status_code, f"{method} {path.split('?')[0]} -> {r.status_code}: {msg}")
+        return r.json() if r.content else None
+
+    # ------------------------------------------------------------ workers
+
+    def register(self, name: str, labels: list[str], version: str) -> str:
+        body = WorkerCreateRequest(name=name, labels=labels, creator="USER_WORKER", docker_version=version)
+        return self._call("POST", "/v1/docker/worker", json=body.wire())["id"]
+
+    def default_worker(self) -> WorkerData:
+        return WorkerData.model_validate(self._call("GET", "/v1/docker/worker/default"))
+
+    def worker(self, worker_id: str) -> WorkerData:
+        return WorkerData.model_validate(self._call("GET", f"/v1/docker/worker/{worker_id}"))
+
+    def set_state(self, worker_id: str, state: str, version: str, retry: bool = True) -> None:
+        body = WorkerUpdateRequest(state=state, docker_version=version)
+        self._call("PUT", f"/v1/docker/worker/{worker_id}", json=body.wire(), retry=retry)
+
+    def queue(self, worker_id: str, wait: float) -> list[ScheduledRunData]:
+        params: dict[str, Any] = {"state": "OPEN"}
+        if wait > 0:
+            params["waitSeconds"] = wait
+        rows = self._call("GET", f"/v1/docker/worker/{worker_id}/schedule", params=params, timeout=wait + 30)
+        return [ScheduledRunData.model_validate(r) for r in rows]
+
+    def lock(self, dataset_id: str, worker_id: str, scheduled_id: str) -> bool:
+        """True if we got it; False on 409 (someone else was faster, or the dataset is busy)."""
+        try:
+            self._call(
+                "PUT",
+                f"/v1/datasets/{dataset_id}/docker/worker/{worker_id}/schedule/{scheduled_id}",
+                json={"state": "LOCKED"},
+            )
+            return True
+        except ApiError as exc:
+            if exc.status == 409:
+                return False
+            raise
+
+    def hand_back(self, dataset_id: str, worker_id: str, scheduled_id: str) -> None:
+        self._call(
+            "PUT",
+            f"/v1/datasets/{dataset_id}/docker/worker/{worker_id}/schedule/{scheduled_id}",
+            json={"state": "OPEN"},
+            retry=False,
+        )
+
+    def config(self, config_id: str) -> WorkerConfigData:
+        return WorkerConfigData.model_validate(self._call("GET", f"/v1/docker/worker/config/vX/{config_id}"))
+
+    def datasource(self, dataset_id: str, purpose: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", f"/v1/datasets/{dataset_id}/datasource", params={"purpose": purpose})
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    # ------------------------------------------------------------ runs
+
+    def create_run(self, version: str, scheduled: ScheduledRunData) -> str:
+        body = RunCreateRequest(
+            docker_version=version,
+            dataset_id=scheduled.dataset_id,
+            scheduled_id=scheduled.id,
+            config_id=scheduled.config_id,
+            message="picked up",
+            creator="USER_WORKER",
+        )
+        return self._call("POST", "/v1/docker/runs", json=body.wire())["id"]
+
+    def run_state(self, run_id: str, state: str, message: str | None = None) -> None:
+        self._call("PUT", f"/v1/docker/runs/{run_id}", json=RunUpdateRequest(state=state, message=message).wire())
+
+    def logs(self, run_id: str, entries: list[LogCreateEntry]) -> None:
+        if entries:
+            self._call("PUT", f"/v1/docker/runs/{run_id}/logs", json=[e.wire() for e in entries])
+
+    def selection(self, run_id: str, filenames: list[str], tag_name: str | None = None) -> None:
+        body = RunSelectionRequest(filenames=filenames, tag_name=tag_name)
+        self._call("PUT", f"/v1/docker/runs/{run_id}/selection", json=body.wire())
+
+    def upload_artifact(self, run_id: str, path: Path, file_name: str, artifact_type: str) -> None:
+        body = ArtifactCreateRequest(file_name=file_name, type=artifact_type)
+        created = ArtifactCreatedData.model_validate(
+            self._call("POST", f"/v1/docker/runs/{run_id}/artifacts", json=body.wire())
+        )
+        with open(path, "rb") as fh:
+            r = self.http.put(created.signed_write_url, content=fh, timeout=max(60.0, path.stat().st_size / 5e6))
+        if r.status_code >= 300:
+            raise ApiError(r.status_code, f"upload of {file_name} failed: {r.status_code} {r.text[:200]}")
+        self._call("PUT", f"/v1/docker/runs/{run_id}/artifacts/{created.artifact_id}/confirmUpload")
+
+
+def with_retries(fn: Callable[[], Any], attempts: int = 3, pause: float = 1.0) -> Any:
+    for i in range(attempts):
+        try:
+            return fn()
+        except ApiError:
+            if i == attempts - 1:
+                raise
+            time.sleep(pause * (i + 1))
+    return None

@@ -1,0 +1,186 @@
+"""Command-line configuration: ``key=value`` overrides with dotted keys, as the original worker takes them.
+
+``lightly-worker token=... worker.worker_id=... lightly.loader.batch_size=64``. Unknown keys are
+rejected with a "did you mean" hint; values are parsed like YAML scalars (True/False, numbers,
+``[a,b]`` lists, null). The token comes from ``token=``, else the file in ``LIGHTLY_TOKEN_FILE``
+(a mounted Secret: what the operator uses), else ``LIGHTLY_TOKEN``; it is never printed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lightly_protocol.models import DockerConfigV4, LightlyConfigV3
+
+
+class ConfigError(ValueError):
+    """A bad command line; the message says what to fix."""
+
+
+#: top-level options of this worker with their defaults
+DEFAULTS: dict[str, Any] = {
+    "token": None,
+    "sanity_check": False,
+    "mode": "waiting",  # or "local": select from a folder into an output folder, no server
+    "config": None,  # local mode: a JSON/YAML file {worker_config, lightly_config, selection_config}
+    "n_samples": None,  # local mode shorthand: a DIVERSITY selection of this many samples
+    "input_mount": "/input_mount",
+    "lightly_mount": "/lightly_mount",
+    "output_dir": "/home/output_dir",
+    "device": "auto",  # auto | cpu | cuda
+    "shutdown_when_job_finished": False,
+    "log_level": "INFO",
+    "worker.worker_id": None,
+    "worker.name": None,  # register (idempotently) under this name when no worker_id is given
+    "worker.labels": [],
+    "worker.poll_wait_seconds": 25.0,  # long-poll wait offered to the server
+    "worker.poll_interval_seconds": 5.0,  # pause between polls when the server answers at once
+    "worker.heartbeat_seconds": 15.0,  # lease renewal while busy
+    "worker.shutdown_grace_seconds": 240.0,  # after SIGTERM a busy worker finishes within this, else hands back
+    "worker.request_timeout_seconds": 60.0,
+    "metrics.port": 0,  # 0: no /metrics endpoint
+    "embedding.model": "efficientnet-lite0",
+    "embedding.input_size": None,  # default: lightly.collate.input_size, else 224 on GPU / 128 on CPU
+}
+
+
+def _protocol_keys(model: type, prefix: str) -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        ann = field.annotation
+        nested = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
+        if nested is not None:
+            keys += _protocol_keys(nested, f"{prefix}{name}.")
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+#: ``lightly.*`` (training/embedding config) and the docker config's keys may also be given here
+LIGHTLY_KEYS = _protocol_keys(LightlyConfigV3, "lightly.")
+DOCKER_KEYS = [k for k in _protocol_keys(DockerConfigV4, "") if k not in DEFAULTS]
+KNOWN_KEYS = sorted(set(DEFAULTS) | set(LIGHTLY_KEYS) | set(DOCKER_KEYS))
+
+
+def parse_value(raw: str) -> Any:
+    text = raw.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none", "~"):
+        return None
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [parse_value(x) for x in inner.split(",")] if inner else []
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+        return text[1:-1]
+    return text
+
+
+@dataclass
+class WorkerArgs:
+    values: dict[str, Any]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.values[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.values.get(key, default)
+
+    def path(self, key: str) -> Path:
+        return Path(self.values[key]).expanduser()
+
+    def lightly_overrides(self) -> dict[str, Any]:
+        """``lightly.*`` keys as a nested dict (snake_case), for merging under a run's lightly config."""
+        out: dict[str, Any] = {}
+        for key, value in self.values.items():
+            if key.startswith("lightly.") and key in LIGHTLY_KEYS:
+                node = out
+                parts = key.split(".")[1:]
+                for part in parts[:-1]:
+                    node = node.setdefault(part, {})
+                node[parts[-1]] = value
+        return out
+
+    def docker_overrides(self) -> dict[str, Any]:
+        return {k: v for k, v in self.values.items() if k in DOCKER_KEYS}
+
+    def redacted(self) -> dict[str, Any]:
+        return {k: ("***" if k == "token" and v else v) for k, v in sorted(self.values.items())}
+
+    def token(self) -> str | None:
+        if self.values.get("token"):
+            return str(self.values["token"])
+        path = os.environ.get("LIGHTLY_TOKEN_FILE")
+        if path:
+            try:
+                token = Path(path).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"LIGHTLY_TOKEN_FILE={path} cannot be read ({exc.strerror}); mount the token Secret"
+                ) from None
+            if not token:
+                raise ConfigError(f"LIGHTLY_TOKEN_FILE={path} is empty; put the API token in it")
+            return token
+        return os.environ.get("LIGHTLY_TOKEN") or None
+
+
+def parse_args(argv: list[str]) -> WorkerArgs:
+    values = dict(DEFAULTS)
+    for arg in argv:
+        if "=" not in arg:
+            hint = (
+                " (use key=value, e.g. sanity_check=True)"
+                if not arg.startswith("-")
+                else (" (this worker takes key=value arguments, not flags; e.g. sanity_check=True)")
+            )
+            raise ConfigError(f"cannot read argument {arg!r}{hint}")
+        key, raw = arg.split("=", 1)
+        key = key.strip()
+        if key not in KNOWN_KEYS:
+            close = difflib.get_close_matches(key, KNOWN_KEYS, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+            raise ConfigError(f"Unknown option {key!r}.{hint}")
+        values[key] = parse_value(raw)
+    _check(values)
+    return WorkerArgs(values)
+
+
+def _check(values: dict[str, Any]) -> None:
+    if values["mode"] not in ("waiting", "local"):
+        raise ConfigError(f"mode={values['mode']!r}: use mode=waiting (default) or mode=local")
+    if values["device"] not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device={values['device']!r}: use auto, cpu or cuda")
+    labels = values["worker.labels"]
+    if isinstance(labels, str):
+        values["worker.labels"] = [labels]
+    elif not isinstance(labels, list) or not all(isinstance(x, str) and x for x in labels):
+        raise ConfigError("worker.labels must be a list of names, e.g. worker.labels=[gpu,a100]")
+    for key in (
+        "worker.poll_wait_seconds",
+        "worker.poll_interval_seconds",
+        "worker.heartbeat_seconds",
+        "worker.shutdown_grace_seconds",
+        "worker.request_timeout_seconds",
+    ):
+        if not isinstance(values[key], int | float) or isinstance(values[key], bool) or values[key] < 0:
+            raise ConfigError(f"{key} must be a number >= 0, got {values[key]!r}")
+    port = values["metrics.port"]
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
+        raise ConfigError(f"metrics.port must be a port number (0 disables), got {port!r}")
+    n = values["n_samples"]
+    if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
+        raise ConfigError(f"n_samples must be a positive integer, got {n!r}")
+    for key in ("lightly.loader.batch_size", "lightly.collate.input_size", "lightly.trainer.max_epochs"):
+        v = values.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if "epochs" in key else 1)):
+            raise ConfigError(f"{key} must be a positive integer, got {v!r}")
