@@ -139,6 +139,32 @@ class Server:
                 store.touch_worker(conn, worker_id)
 
 
+class RequestMetrics:
+    """Pure ASGI middleware: request latency by route template (never the raw path or query)."""
+
+    def __init__(self, app: Any, histogram: Any) -> None:
+        self.app = app
+        self.histogram = histogram
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.histogram.labels(scope["method"], route, str(status[0])).observe(time.perf_counter() - start)
+
+
 def _json(model_or_list: Any, status: int = 200) -> JSONResponse:
     content = [m.wire() for m in model_or_list] if isinstance(model_or_list, list) else model_or_list.wire()
     return JSONResponse(content, status_code=status)
@@ -213,20 +239,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     # ------------------------------------------------------------ request metrics (no query strings)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next):  # type: ignore[no-untyped-def]
-        start = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            server.metrics.http_latency.labels(request.method, template, str(status)).observe(
-                time.perf_counter() - start
-            )
+    app.add_middleware(RequestMetrics, histogram=server.metrics.http_latency)
 
     # ------------------------------------------------------------ auth
 
@@ -305,14 +318,16 @@ def create_app(settings: ServerSettings) -> FastAPI:
     async def _long_poll(
         user_id: str, states: list[Any], labels: set[str], include_unlockable: bool, wait: float, query: Any
     ) -> JSONResponse:
-        generation = server.broker.generation
-        rows = await run_in_threadpool(query)
-        if not rows and wait > 0 and states in ([], [ScheduledState.OPEN]):
+        """Without ``waitSeconds``: the protocol's plain listing. With it (our extension): one run for
+        this worker as soon as there is one, handed out so that concurrent pollers get different runs."""
+        if wait > 0 and states in ([], [ScheduledState.OPEN]):
 
             def match(open_rows: list[Any], locked: set[str]) -> list[Any]:
                 return store.filter_schedule(open_rows, locked, labels, include_unlockable)
 
-            rows = await server.broker.wait(user_id, match, generation, min(wait, server.settings.max_wait_seconds))
+            rows = await server.broker.wait(user_id, match, min(wait, server.settings.max_wait_seconds))
+        else:
+            rows = await run_in_threadpool(query)
         return _json([store.scheduled_data(r) for r in rows])
 
     @app.get("/v1/docker/worker/{workerId}", response_model=WorkerData, tags=["docker"])
@@ -376,6 +391,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
         user_id: User,
     ) -> Response:
         try:
+            if body.state == ScheduledState.LOCKED and body.priority is None and body.runs_on is None:
+                with server.db.read() as conn:
+                    if not store.claim_precheck(conn, user_id, worker_id, scheduled_id):
+                        return _no_content()
             with server.write() as tx:
                 store.update_scheduled_by_worker(tx.conn, user_id, dataset_id, worker_id, scheduled_id, body)
                 tx.schedule_changed = body.state != ScheduledState.LOCKED

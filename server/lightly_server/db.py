@@ -5,8 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -266,6 +268,9 @@ class Database:
         self.engine = make_engine(url)
         self.sqlite = is_sqlite(self.engine)
         self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE") if self.sqlite else self.engine
+        self._write_lock: contextlib.AbstractContextManager[Any] = (
+            threading.RLock() if self.sqlite else contextlib.nullcontext()
+        )
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -274,7 +279,9 @@ class Database:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Connection]:
-        with self._write_engine.connect() as conn, conn.begin():
+        # SQLite has one writer at a time: queueing this process's writers on a lock is far cheaper than
+        # letting them sleep in SQLite's busy handler (1-100 ms back-offs); other processes still use that.
+        with self._write_lock, self._write_engine.connect() as conn, conn.begin():
             yield conn
 
     def migrate(self) -> None:

@@ -39,8 +39,9 @@ class Waiter:
 class ScheduleBroker:
     def __init__(self, db: Database, sqlite_poll_s: float = 1.0, safety_poll_s: float = 5.0) -> None:
         self.db = db
-        self.generation = 0
-        self.waiters: set[Waiter] = set()
+        self.waiters: dict[Waiter, None] = {}  # an ordered set: first come, first served
+        self._handed: dict[str, float] = {}
+        self.rehand_after_s = 2.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._dirty = False
         self._refreshing = False
@@ -85,7 +86,6 @@ class ScheduleBroker:
             loop.call_soon_threadsafe(self._on_poke)
 
     def _on_poke(self) -> None:
-        self.generation += 1
         if self.waiters:
             self._schedule_refresh()
 
@@ -97,10 +97,17 @@ class ScheduleBroker:
         asyncio.get_running_loop().create_task(self._refresh())
 
     async def _refresh(self) -> None:
+        """Answer waiters with ONE query; each run (and dataset) goes to one waiter only.
+
+        Handing the same run to every waiter would make all but one of them lose the claim (409)
+        and poll again: a thundering herd. A run handed out recently is not handed again for
+        ``rehand_after_s``, so a burst of polls spreads over the open runs; if its worker never
+        claims it, a later refresh (the periodic re-check) offers it to someone else.
+        """
         try:
             while True:
                 self._dirty = False
-                waiters = list(self.waiters)
+                waiters = [w for w in self.waiters if not w.future.done()]
                 if not waiters:
                     return
                 user_ids = {w.user_id for w in waiters}
@@ -109,16 +116,31 @@ class ScheduleBroker:
                 except Exception:  # the database hiccuped: waiters keep waiting, the poll retries
                     log.exception("schedule refresh failed")
                     return
+                now = time.monotonic()
+                open_ids = {r.id for r in rows}
+                self._handed = {
+                    k: t for k, t in self._handed.items() if k in open_ids and now - t < self.rehand_after_s
+                }
+                handed_datasets = {r.dataset_id for r in rows if r.id in self._handed}
                 by_user: dict[str, list[Row]] = {}
                 for r in rows:
                     by_user.setdefault(r.user_id, []).append(r)
-                for w in waiters:
+                for w in waiters:  # first come, first served
                     if w.future.done():
                         continue
-                    answer = w.match(by_user.get(w.user_id, []), locked)
-                    if answer:
-                        w.future.set_result(answer)
-                        self.waiters.discard(w)
+                    pick = next(
+                        (
+                            r
+                            for r in w.match(by_user.get(w.user_id, []), locked)
+                            if r.id not in self._handed and r.dataset_id not in handed_datasets
+                        ),
+                        None,
+                    )
+                    if pick is not None:
+                        self._handed[pick.id] = now
+                        handed_datasets.add(pick.dataset_id)
+                        w.future.set_result([pick])
+                        self.waiters.pop(w, None)
                 if not self._dirty:
                     return
         finally:
@@ -152,19 +174,14 @@ class ScheduleBroker:
 
     # -------------------------------------------------------------- waiting
 
-    async def wait(self, user_id: str, match: Matcher, seen_generation: int, timeout: float) -> list[Row]:
-        """Wait up to ``timeout`` s for rows matching ``match``; [] on timeout.
-
-        ``seen_generation`` is ``self.generation`` read before the caller's own (empty) query, so a
-        change that landed in between triggers an immediate re-check.
-        """
+    async def wait(self, user_id: str, match: Matcher, timeout: float) -> list[Row]:
+        """One matching run (as a list) as soon as there is one for this waiter; [] after ``timeout`` s."""
         waiter = Waiter(user_id, match)
-        self.waiters.add(waiter)
-        if self.generation != seen_generation:
-            self._schedule_refresh()
+        self.waiters[waiter] = None
+        self._schedule_refresh()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except TimeoutError:
             return []
         finally:
-            self.waiters.discard(waiter)
+            self.waiters.pop(waiter, None)

@@ -504,6 +504,22 @@ def lock_scheduled(conn: Connection, user_id: str, dataset_id: str, worker_id: s
     conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now))
 
 
+def claim_precheck(conn: Connection, user_id: str, worker_id: str, scheduled_id: str) -> bool:
+    """Read-only: False if the claim is our own repeat; raises the 409 a lost race would get.
+
+    Lets most losing claims answer without taking the write lock.
+    """
+    s = get_scheduled(conn, user_id, scheduled_id)
+    if s.state == ScheduledState.LOCKED and s.worker_id == worker_id:
+        return False
+    if s.state != ScheduledState.OPEN:
+        raise conflict(
+            f"scheduled run {scheduled_id} is {s.state}, not OPEN: another worker claimed it or it ended",
+            ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED,
+        )
+    return True
+
+
 def update_scheduled_by_worker(
     conn: Connection,
     user_id: str,

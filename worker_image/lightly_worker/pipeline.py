@@ -236,7 +236,9 @@ def run_job(
     reporter.check_cancel()
     reporter.stage("CHECKING_CORRUPTNESS", f"checking {len(names)} files for corruption and exact duplicates")
     threshold = docker.corruptness_check.corruption_threshold if docker and docker.corruptness_check else None
-    checked = check_samples(paths.input_root, names, corruption_threshold=threshold)
+    checked = check_samples(
+        paths.input_root, names, num_workers=-1, corruption_threshold=threshold, progress=_progress(reporter, "checked")
+    )
     write_lines(out / "filenames" / "corrupt_filenames.txt", sorted(checked.corrupt))
     write_lines(out / "filenames" / "duplicate_filenames.txt", sorted(checked.duplicates))
     (out / "data").mkdir(exist_ok=True)
@@ -270,6 +272,7 @@ def run_job(
             TrainConfig.from_lightly(lightly_dump),
             device=dev,
             checkpoint_path=out / "lightly_epoch_last.ckpt",
+            progress=_progress(reporter, "trained"),
         )
 
     enter("EMBEDDING")
@@ -307,7 +310,20 @@ def run_job(
             seed=int(lightly_dump.get("seed") or 0),
         )
         reporter.stage("EMBEDDING", f"embedding {len(candidates)} images with {cfg.model} at {cfg.input_size} px")
-        emb = embed_samples(paths.input_root, candidates, cfg, model=model)
+        failed: list[str] = []
+        emb = embed_samples(
+            paths.input_root, candidates, cfg, model=model, failed=failed, progress=_progress(reporter, "embedded")
+        )
+        if failed:  # unreadable after all (e.g. vanished): left out like corrupt files
+            log.warning("%d files could not be read while embedding; left out: %s", len(failed), failed[:5])
+            bad = set(failed)
+            keep = [i for i, n in enumerate(candidates) if n not in bad]
+            candidates = [candidates[i] for i in keep]
+            emb = emb[keep]
+            checked.corrupt.update({n: "unreadable while embedding" for n in bad})
+            write_lines(out / "filenames" / "corrupt_filenames.txt", sorted(checked.corrupt))
+            if not candidates:
+                raise JobError("no input file could be read; nothing to select from")
         model_name = cfg.model
     if datapool_emb is not None and datapool_emb.shape[1] != emb.shape[1]:
         raise JobError(
@@ -395,6 +411,20 @@ def run_job(
     write_report(out, report, plots)
     files = sorted(p for p in out.rglob("*") if p.is_file())
     return JobResult(out, selected, report, files)
+
+
+def _progress(reporter: Reporter, verb: str) -> Callable[[int, int], None]:
+    """Progress callback: stop between batches when the worker shuts down; log every ~10 %."""
+    last = [-1]
+
+    def report(done: int, total: int) -> None:
+        reporter.check_cancel()
+        step = int(10 * done / total) if total else 10
+        if step != last[0]:
+            last[0] = step
+            log.info("%s %d/%d", verb, done, total)
+
+    return report
 
 
 def _query_embeddings(tag: str, names: list[str], emb: np.ndarray, paths: JobPaths) -> np.ndarray:
