@@ -63,7 +63,7 @@ async def run(args: argparse.Namespace) -> int:
     from .leader import LeaseLock
     from .settings import OperatorSettings
 
-    settings = OperatorSettings()
+    settings = OperatorSettings(namespaces=tuple(args.namespace))
     reconciler = configure(settings)
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=reconciler.metrics.registry)

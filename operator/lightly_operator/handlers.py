@@ -100,8 +100,10 @@ def fleet_pods(namespace: str, name: str, labels: Any, annotations: Any, meta: A
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def fleets(namespace: str, name: str, **_: Any) -> Any:
-    return {(namespace, name): True}
+def fleets(namespace: str, name: str, status: Any, **_: Any) -> Any:
+    """Every fleet and the replica indices its status lists (for the orphan sweep)."""
+    indices = frozenset(w.get("index") for w in (status or {}).get("workers") or [] if "index" in w)
+    return {(namespace, name): indices}
 
 
 # ---------------------------------------------------------------------------- reconcile
@@ -199,31 +201,42 @@ def _deletion_age(meta: Any) -> float:
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=OperatorSettings().sweep_seconds, initial_delay=5, sharp=False)
 async def sweep_orphans(body: Any, meta: Any, logger: Any, fleets: Any, fleet_pods: Any, **_: Any) -> None:
-    """Deregister API workers of this cluster that no fleet replica owns (crashes, lost finalizers)."""
+    """Deregister API workers of this cluster that no fleet replica owns (crashes, lost finalizers).
+
+    One sweep per API and token per interval (not one per fleet): the first fleet whose timer fires
+    sweeps for all fleets that share its token.
+    """
     r = _r()
     if meta.get("deletionTimestamp"):
         return
-    namespace, name = meta["namespace"], meta["name"]
     try:
         spec = parse_spec(body.get("spec") or {})
-        token, _fp = await r.token(namespace, spec)
-        api = r.api(r.api_url(spec), token)
+        token, fp = await r.token(meta["namespace"], spec)
+        url = r.api_url(spec)
+        key = (url, fp)
+        if time.monotonic() - r.sweeps.get(key, -1e9) < r.settings.sweep_seconds * 0.9:
+            return
+        r.sweeps[key] = time.monotonic()
+        api = r.api(url, token)
         workers = await api.workers()
     except (SpecError, SecretProblem, ApiProblem):
         return  # the reconcile reports these
-    mine = {w["index"] for w in (body.get("status") or {}).get("workers") or []}
-    pods = {p.index for p in fleet_pods.get((namespace, name), [])}
     grace_ms = r.settings.orphan_grace_seconds * 1000
     now_ms = time.time() * 1000
+    watched = set(r.settings.namespaces)
     for w in workers:
         parsed = r.settings.parse_worker_name(w.name)
         if parsed is None or now_ms - w.created_at < grace_ms:
             continue
         ns, fleet, index = parsed
-        if (ns, fleet) == (namespace, name):
-            orphan = index not in mine and index not in pods
+        if watched and ns not in watched:
+            continue  # another operator's business
+        listed = fleets.get((ns, fleet))
+        if listed:
+            indices = next(iter(listed))
+            orphan = index not in indices and not any(p.index == index for p in fleet_pods.get((ns, fleet), []))
         else:
-            orphan = (ns, fleet) not in fleets
+            orphan = True  # its fleet is gone
         if orphan:
             try:
                 await api.delete_worker(w.id)

@@ -54,6 +54,8 @@ class FleetMemo:
     # registrations this process made or undid, for when the body's status is older than our last write
     registered: dict[int, str] = field(default_factory=dict)
     deregistered: set[str] = field(default_factory=set)
+    # pods created but not yet seen in the pods index: pod name -> (when, its view)
+    created: dict[str, tuple[float, PodView]] = field(default_factory=dict)
 
 
 def memo_of(memo: Any) -> FleetMemo:
@@ -76,7 +78,9 @@ class FleetReconciler:
         self.metrics = metrics
         self._http: httpx.AsyncClient | None = None
         self._http_loop: asyncio.AbstractEventLoop | None = None
-        self.cache = ApiStateCache(ttl=max(0.5, settings.resync_seconds / 2))
+        self.cache = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
+        self.secrets = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
+        self.sweeps: dict[tuple[str, str], float] = {}
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -99,9 +103,14 @@ class FleetReconciler:
         return (spec.api.url or self.settings.api_url).rstrip("/")
 
     async def token(self, namespace: str, spec: LightlyWorkerSpec) -> tuple[str, str]:
+        """The token and its fingerprint; the Secret is read at most once per resync interval."""
         ref = spec.api.token_secret_ref
-        value, raw = await self.kube.read_secret_value(namespace, ref.name, ref.key, "spec.api.tokenSecretRef")
-        return value, token_fingerprint({ref.key: raw}, ref.key)
+
+        async def read() -> tuple[str, str]:
+            value, raw = await self.kube.read_secret_value(namespace, ref.name, ref.key, "spec.api.tokenSecretRef")
+            return value, token_fingerprint({ref.key: raw}, ref.key)
+
+        return await self.secrets.get((namespace, ref.name, ref.key), read)
 
     def api(self, url: str, token: str) -> LightlyApi:
         return LightlyApi(url, token, self.settings.call_timeout_seconds, self.http)
@@ -159,6 +168,11 @@ class FleetReconciler:
                 extra={},
             )
 
+        # pods we created that the index has not shown yet count as Pending (no duplicate creates)
+        seen = {p.name for p in pods}
+        now = time.monotonic()
+        memo.created = {n: v for n, v in memo.created.items() if n not in seen and now - v[0] < 30}
+        pods = [*pods, *(v[1] for v in memo.created.values())]
         by_index: dict[int, list[PodView]] = {}
         for p in pods:
             by_index.setdefault(p.index, []).append(p)
@@ -417,9 +431,12 @@ class FleetReconciler:
                 continue
             pod = build_pod(body, spec, i, wid, checksum, self.settings, url)
             try:
-                if await self.kube.create_pod(namespace, pod):
+                created = await self.kube.create_pod(namespace, pod)
+                name = pod["metadata"]["name"]
+                memo.created[name] = (time.monotonic(), PodView(name, i, checksum, wid, "Pending", False, False, None))
+                if created:
                     self.metrics.pod_actions.labels("create").inc()
-                    logger.info(f"created pod {pod['metadata']['name']} for worker {wid}")
+                    logger.info(f"created pod {name} for worker {wid}")
             except ApiException as exc:
                 logger.warning(
                     f"could not create pod {pod['metadata']['name']} ({exc.status} {exc.reason}); will retry"

@@ -34,6 +34,8 @@ class OperatorSettings:
     offline_grace_seconds: float = field(
         default_factory=lambda: _float("LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS", 120.0)
     )
+    #: namespaces this operator watches (empty: all); the orphan sweep stays inside them
+    namespaces: tuple[str, ...] = ()
     #: grace period of worker pods (a busy worker finishes or hands its run back within it)
     termination_grace_seconds: int = 300
 
