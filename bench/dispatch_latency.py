@@ -643,9 +643,9 @@ def report(results: list[dict[str, Any]]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--workers", type=int, nargs="+", default=[1, 50, 500], help="worker counts (default 1 50 500)")
+    p.add_argument("--workers", type=int, nargs="+", help="worker counts (default 1 50 500; --quick: 1 50)")
     p.add_argument("--schedules", type=int, help="schedules in the latency phase, < 200 workers (default 200)")
-    p.add_argument("--schedules-large", type=int, help="schedules in the latency phase, >= 200 workers (default 100)")
+    p.add_argument("--schedules-large", type=int, help="schedules in the latency phase, >= 200 workers (default 50)")
     p.add_argument("--burst", type=int, help="K runs scheduled at once in the burst phase, 0: skip (default 500)")
     p.add_argument("--scheduler-conns", type=int, default=8, help="concurrent schedule POSTs in the burst")
     p.add_argument("--client-procs", type=int, default=1, help="processes the workers are spread over")
@@ -660,7 +660,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run (about a minute): 20 schedules (3 at >= 200 workers), burst of 50",
+        help="smoke run (< 1 min): 1 and 50 workers, 20 schedules (3 at >= 200 workers), burst of 50",
     )
     p.add_argument("--json", type=Path, help="write all results (and raw latencies) to this file")
     p.add_argument(
@@ -671,9 +671,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--py-spy", help="path of py-spy: profile the server during each run (raw stacks beside --json)")
     p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder (CPU profile)")
     args = p.parse_args(argv)
-    defaults = {"schedules": 200, "schedules_large": 50, "burst": 500, "timeout": 60.0}
+    defaults = {"workers": [1, 50, 500], "schedules": 200, "schedules_large": 50, "burst": 500, "timeout": 60.0}
     if args.quick:
-        defaults = {"schedules": 20, "schedules_large": 3, "burst": 50, "timeout": 20.0}
+        defaults = {"workers": [1, 50], "schedules": 20, "schedules_large": 3, "burst": 50, "timeout": 20.0}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, value)

@@ -306,6 +306,8 @@ class Bench:
         )
         if a.resync:
             env["LIGHTLY_OPERATOR_RESYNC_SECONDS"] = str(a.resync)
+        if a.sweep:
+            env["LIGHTLY_OPERATOR_SWEEP_SECONDS"] = str(a.sweep)
         op_cmd = [str(VENV_BIN / "lightly-operator"), "--namespace", NS, "--metrics-port", str(mport)]
         op_cmd += ["--health-port", str(hport), "--leader-election", "off", "--log-level", a.operator_log_level]
         op = start(w, "operator", op_cmd, env)
@@ -480,9 +482,9 @@ class Bench:
             if self.args.py_spy and self.n == max(self.args.resources):
                 out = Path(self.args.py_spy).with_suffix("") / f"operator-{self.n}.txt"
                 out.parent.mkdir(parents=True, exist_ok=True)
+                pid = str(self.world.pid("operator"))
                 profiler = subprocess.Popen(
-                    [self.args.py_spy_bin, "record", "--format", "raw", "--rate", "50", "-o", str(out)]
-                    + ["--pid", str(self.world.pid("operator"))],
+                    [self.args.py_spy_bin, "record", "--format", "raw", "--rate", "50", "-o", str(out), "--pid", pid],
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
@@ -531,6 +533,7 @@ class Bench:
         return {
             "resources": n,
             "resync_seconds": self.args.resync or 10.0,
+            "sweep_seconds": self.args.sweep or 300.0,
             "timed_out": up["timed_out"],
             "counts": {
                 "registered": len(self.registered_at),
@@ -655,6 +658,7 @@ def main() -> int:
     p.add_argument("--idle", type=float, default=60.0, help="idle measurement window (s)")
     p.add_argument("--settle", type=float, default=5.0, help="wait after bring-up before the idle window (s)")
     p.add_argument("--resync", type=float, default=None, help="LIGHTLY_OPERATOR_RESYNC_SECONDS (default: 10)")
+    p.add_argument("--sweep", type=float, default=None, help="LIGHTLY_OPERATOR_SWEEP_SECONDS (default: 300)")
     p.add_argument("--create-concurrency", type=int, default=8, help="concurrent resource creations")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this (s)")
     p.add_argument("--operator-log-level", default="INFO")

@@ -30,21 +30,21 @@ class EmbedConfig:
     normalize: bool = True  # unit-length rows
     seed: int = 0
     precision: str = "auto"  # auto = bf16 (fp16 where bf16 is unsupported) autocast on CUDA, fp32 on CPU
-    torch_threads: int = 0  # CPU intra-op threads for the model; 0 = auto (see threads_for)
+    torch_threads: int = 0  # CPU intra-op threads for the model; 0 = auto: vCPUs - 1 (see threads_for)
     draft: bool = True  # DCT-domain downscaled JPEG decode; False only for benchmarks
 
 
 def threads_for(cfg: EmbedConfig, device: torch.device) -> int:
-    """Intra-op threads for the model on CPU.
+    """Intra-op threads for the model on CPU: cfg.torch_threads, or by default vCPUs - 1 (at least 1).
 
-    Default: all vCPUs. The decode workers are separate processes that block on their prefetch queue
-    once they are ahead, so at 224 px (model-bound, ~10 img/s/thread for EfficientNet-Lite0 vs
-    >= 150 img/s/thread decode) the model should get every core. On a box where another process owns a core,
-    pass torch_threads=1: OpenMP barriers make 2 threads slower than 1 when one core is busy elsewhere.
+    One vCPU is left to the decode workers and the main loop. The model and the decoders share the cores,
+    and OpenMP's barriers make a model running on every core stall whenever a decoder (or any other process)
+    takes one: on the 2-vCPU dev box 2 threads were 2x *slower* than 1 (see docs/benchmarks.md). On a GPU
+    the setting does not matter (the model runs on the device).
     """
     if device.type != "cpu":
         return torch.get_num_threads()
-    return cfg.torch_threads if cfg.torch_threads > 0 else cpu_count()
+    return cfg.torch_threads if cfg.torch_threads > 0 else max(1, cpu_count() - 1)
 
 
 def _worker_init(_: int) -> None:
@@ -72,13 +72,16 @@ def embed_samples(
         raise ValueError("input_size and batch_size must be >= 1")
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
+    model_label = cfg.model if model is None else type(model).__name__
     if model is None:
         model = embedding_model_from_config(cfg.model, cfg.input_size)
     model = model.eval().to(device)
     amp = autocast_dtype(device, cfg.precision)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        model = model.to(memory_format=torch.channels_last)
+    # The loader's uint8 N x 3 x S x S tensors are NHWC in memory (a permuted view), i.e. already channels_last;
+    # a channels_last model avoids a layout conversion per conv (measured 1.5-2x on CPU for EfficientNet-Lite0).
+    model = model.to(memory_format=torch.channels_last)
 
     n = len(names)
     refs: list[SampleRef] = []
@@ -108,7 +111,7 @@ def embed_samples(
     log.info(
         "embedding %d samples with %s on %s (input %d px, batch %d, %d decode workers, %d threads, amp %s)",
         n,
-        cfg.model if model is None else type(model).__name__,
+        model_label,
         device,
         cfg.input_size,
         cfg.batch_size,

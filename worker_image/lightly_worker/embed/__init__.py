@@ -1,0 +1,48 @@
+"""Data path and embeddings: listing, corruptness/duplicate check, fast decode, embedding models, SimCLR."""
+
+from .csvio import EmbeddingsError, load_custom_embeddings, load_embeddings_with_labels, save_embeddings
+from .decode import load_image, open_rgb
+from .embedder import EmbedConfig, embed_samples
+from .files import (
+    IMAGE_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    CheckResult,
+    FrameRef,
+    ImageRef,
+    av_available,
+    check_samples,
+    frame_name,
+    list_samples,
+    resolve_sample,
+)
+from .models import EfficientNetLite0Embedder, SimCLRBackbone, embedding_model_from_config
+from .simclr import TrainConfig, load_simclr_checkpoint, nt_xent, save_simclr_checkpoint, train_simclr
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "VIDEO_EXTENSIONS",
+    "CheckResult",
+    "EfficientNetLite0Embedder",
+    "EmbedConfig",
+    "EmbeddingsError",
+    "FrameRef",
+    "ImageRef",
+    "SimCLRBackbone",
+    "TrainConfig",
+    "av_available",
+    "check_samples",
+    "embed_samples",
+    "embedding_model_from_config",
+    "frame_name",
+    "list_samples",
+    "load_custom_embeddings",
+    "load_embeddings_with_labels",
+    "load_image",
+    "load_simclr_checkpoint",
+    "nt_xent",
+    "open_rgb",
+    "resolve_sample",
+    "save_embeddings",
+    "save_simclr_checkpoint",
+    "train_simclr",
+]
