@@ -1,0 +1,30 @@
+"""Selection engine of the worker: Lightly's ``SelectionConfigV4`` semantics on local arrays.
+
+``select(config, inputs, device)`` runs THRESHOLD filters and the greedy multi-strategy selection
+(see :mod:`.engine` for the semantics); ``load_lightly_inputs`` reads METADATA / PREDICTIONS /
+SCORES inputs from a Lightly datasource's ``.lightly/`` folder (see :mod:`.lightly_io`);
+:mod:`.kcenter` holds the exact greedy k-center kernels (numba on CPU, torch on CUDA).
+"""
+
+from .engine import EPS, select, selection_limit
+from .kcenter import HAVE_NUMBA, KCenterResult, kcenter_greedy
+from .lightly_io import LightlyInputParts, classification_scores, load_lightly_inputs, load_metadata, load_predictions
+from .types import PredictionTask, SelectionError, SelectionInputs, SelectionResult
+
+__all__ = [
+    "EPS",
+    "HAVE_NUMBA",
+    "KCenterResult",
+    "LightlyInputParts",
+    "PredictionTask",
+    "SelectionError",
+    "SelectionInputs",
+    "SelectionResult",
+    "classification_scores",
+    "kcenter_greedy",
+    "load_lightly_inputs",
+    "load_metadata",
+    "load_predictions",
+    "select",
+    "selection_limit",
+]

