@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from lightly_operator.spec import GROUP, KIND, PLURAL, VERSION, parse_spec
 
 CRD = yaml.safe_load((Path(__file__).resolve().parent.parent / "crds" / "lightlyworkers.lightly.ai.yaml").read_text())
@@ -50,8 +49,15 @@ def _default(path: str) -> object:
 
 
 def test_schema_defaults_match_the_operator() -> None:
-    s = parse_spec({"api": {"tokenSecretRef": {"name": "t"}}, "registryCredentials": {"secretRef": {"name": "r"}},
-                    "autoscaling": {}, "deregistration": {}, "updateStrategy": {}})
+    s = parse_spec(
+        {
+            "api": {"tokenSecretRef": {"name": "t"}},
+            "registryCredentials": {"secretRef": {"name": "r"}},
+            "autoscaling": {},
+            "deregistration": {},
+            "updateStrategy": {},
+        }
+    )
     assert _default("replicas") == s.replicas
     assert _default("shmSize") == s.shm_size
     assert _default("labels") == s.labels

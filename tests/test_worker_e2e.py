@@ -159,7 +159,7 @@ def _logs(token: str, run_id: str) -> list[dict]:
     import httpx
 
     r = httpx.get(
-        f"{os.environ['LIGHTLY_SERVER_LOCATION']}/v1/docker/runs/{run_id}/logs", params={"token": c.token}, timeout=10
+        f"{os.environ['LIGHTLY_SERVER_LOCATION']}/v1/docker/runs/{run_id}/logs", params={"token": token}, timeout=10
     )
     return r.json()["logs"]
 
