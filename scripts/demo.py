@@ -1,9 +1,12 @@
-"""The demo behind ``scripts/demo``: the embedded default end to end, driven by the real lightly client.
+"""The demo behind ``scripts/demo``: the whole chain on the embedded default, on this machine.
 
-Starts ``lightly-server`` on SQLite (under ./.demo), creates a token with ``lightly-server
-create-token``, then uses lightly==1.5.26's unmodified ``ApiWorkflowClient`` to register a worker,
-create a dataset, set a LOCAL datasource and schedule a selection run, and shows what a worker
-would see. ``--keep-running`` leaves the server up and prints how to point your own scripts at it.
+1. starts ``lightly-server`` on SQLite (under ./.demo) and creates a token with ``lightly-server create-token``;
+2. generates a sample image folder (with one corrupt file and one exact duplicate);
+3. starts a ``lightly-worker`` in waiting mode (as a pod of a LightlyWorker fleet would run it);
+4. uses lightly==1.5.26's unmodified ``ApiWorkflowClient`` to create a dataset, set LOCAL
+   datasources and schedule a DIVERSITY selection;
+5. waits for the run, reads back the selection tag, downloads the artifacts, and prints where the
+   report is. ``--keep-running`` leaves server and worker up for your own scripts.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -18,8 +22,11 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
+from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
+WORK = ROOT / ".demo"
 
 
 def free_port() -> int:
@@ -28,18 +35,56 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def make_dataset(root: Path, n: int = 60, seed: int = 7) -> None:
+    """Scenes of coloured shapes; many near-repeats, so a diverse selection is visibly different."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    palettes = [(200, 60, 60), (60, 160, 80), (60, 90, 200), (220, 180, 40), (150, 70, 170)]
+    for i in range(n):
+        kind = int(rng.integers(0, 5)) if i % 3 else 0  # a third of the images are near-repeats of kind 0
+        img = Image.new("RGB", (160, 120), tuple(int(c) for c in rng.integers(0, 60, 3)))
+        draw = ImageDraw.Draw(img)
+        for _ in range(int(rng.integers(1, 4))):
+            x, y = (int(v) for v in rng.integers(0, 110, 2))
+            size = int(rng.integers(20, 50))
+            color = tuple(int(min(255, c + rng.integers(-25, 25))) for c in palettes[kind])
+            if kind % 2:
+                draw.ellipse((x, y, x + size, y + size), fill=color)
+            else:
+                draw.rectangle((x, y, x + size, y + size // 2), fill=color)
+        img.save(root / f"scene_{i:03d}.jpg", quality=90)
+    (root / "scene_copy.jpg").write_bytes((root / "scene_001.jpg").read_bytes())
+    (root / "scene_broken.jpg").write_bytes((root / "scene_002.jpg").read_bytes()[:300])
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    for _ in range(300):
+        if proc.poll() is not None:
+            print(log.read_text()[-3000:])
+            raise SystemExit(1)
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise SystemExit(f"the server did not start; see {log}")
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--keep-running", action="store_true", help="leave the server running afterwards")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keep-running", action="store_true", help="leave server and worker running afterwards")
     parser.add_argument("--port", type=int, default=0, help="server port (default: a free one)")
+    parser.add_argument("--n-samples", type=int, default=10, help="how many images to select")
     args = parser.parse_args()
 
-    work = ROOT / ".demo"
-    work.mkdir(exist_ok=True)
-    db_url = f"sqlite:///{work / 'lightly-server.sqlite3'}"
+    run_id = time.strftime("%Y%m%d-%H%M%S")
+    data = WORK / "runs" / run_id  # a fresh server database, dataset and worker per demo run
+    data.mkdir(parents=True, exist_ok=True)
+    db_url = f"sqlite:///{data / 'lightly-server.sqlite3'}"
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
+    env = {k: v for k, v in os.environ.items() if k.lower() not in ("all_proxy", "https_proxy", "http_proxy")}
 
     token = subprocess.run(
         [str(bin_dir / "lightly-server"), "create-token", "--database", db_url, "--user", "demo"],
@@ -47,80 +92,116 @@ def main() -> int:
         capture_output=True,
         text=True,
     ).stdout.strip()
-    print(f"1. created a token for user 'demo' (stored only as a hash in {work / 'lightly-server.sqlite3'})")
+    print(f"1. created a token for user 'demo' (stored only as a hash in {data / 'lightly-server.sqlite3'})")
 
-    log = open(work / "server.log", "ab")  # noqa: SIM115 - lives as long as the server
-    server = subprocess.Popen(
-        [str(bin_dir / "lightly-server"), "serve", "--port", str(port), "--database", db_url],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    server_log = data / "server.log"
+    procs: list[subprocess.Popen] = []
+    with open(server_log, "ab") as fh:
+        procs.append(
+            subprocess.Popen(
+                [str(bin_dir / "lightly-server"), "serve", "--port", str(port), "--database", db_url],
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        )
     try:
-        for _ in range(300):
-            if server.poll() is not None:
-                print((work / "server.log").read_text()[-3000:])
-                return 1
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        print(f"2. lightly-server is serving on {url} (OpenAPI document: {url}/docs)")
+        wait_healthy(url, procs[0], server_log)
+        print(f"2. lightly-server is serving on {url} (OpenAPI: {url}/docs)")
 
-        os.environ["LIGHTLY_SERVER_LOCATION"] = url
-        os.environ["LIGHTLY_DID_VERSION_CHECK"] = "True"
+        make_dataset(data / "input")
+        (data / "lightly").mkdir(parents=True, exist_ok=True)
+        print(f"3. generated 62 sample images in {data / 'input'} (one corrupt, one exact duplicate)")
+
+        token_file = data / "token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        worker_log = data / "worker.log"
+        worker_env = {**env, "LIGHTLY_SERVER_LOCATION": url, "LIGHTLY_TOKEN_FILE": str(token_file)}
+        with open(worker_log, "ab") as fh:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        str(bin_dir / "lightly-worker"),
+                        "worker.name=demo-worker",
+                        "worker.labels=[demo]",
+                        f"input_mount={data / 'input'}",
+                        f"lightly_mount={data / 'lightly'}",
+                        f"output_dir={data / 'output'}",
+                        "embedding.input_size=96",
+                    ],
+                    stdout=fh,
+                    stderr=subprocess.STDOUT,
+                    env=worker_env,
+                )
+            )
+        print(f"4. started lightly-worker in waiting mode (log: {worker_log})")
+
+        os.environ.update(LIGHTLY_SERVER_LOCATION=url, LIGHTLY_DID_VERSION_CHECK="True")
         for var in ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "https_proxy", "http_proxy"):
             os.environ.pop(var, None)
         from lightly.api import ApiWorkflowClient
 
         client = ApiWorkflowClient(token=token)
-        worker_id = client.register_compute_worker(name="demo-worker", labels=["gpu"])
-        print(f"3. registered worker 'demo-worker' with labels ['gpu'] -> worker id {worker_id}")
-
-        name = f"demo-dataset-{secrets.token_hex(3)}"
+        name = f"demo-{run_id}-{secrets.token_hex(2)}"
         client.create_dataset(name)
-        print(f"4. created dataset {name!r} -> dataset id {client.dataset_id}")
-
         client.set_local_config(relative_path="", purpose="INPUT")
         client.set_local_config(relative_path="", purpose="LIGHTLY")
-        print("5. set LOCAL datasources (INPUT at /input_mount, LIGHTLY at /lightly_mount)")
-
         scheduled_id = client.schedule_compute_worker_run(
             worker_config={"shutdown_when_job_finished": False},
             selection_config={
-                "n_samples": 10,
+                "n_samples": args.n_samples,
                 "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
             },
-            runs_on=["gpu"],
+            runs_on=["demo"],
         )
-        print(f"6. scheduled a DIVERSITY selection of 10 samples -> scheduled run {scheduled_id}")
+        print(f"5. dataset {name!r}: scheduled a DIVERSITY selection of {args.n_samples} images -> {scheduled_id}")
 
-        info = client.get_compute_worker_run_info(scheduled_id)
-        print(f"7. run info: state={info.state} message={info.message!r}")
+        last = None
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            info = client.get_compute_worker_run_info(scheduled_id)
+            if (info.state, info.message) != last:
+                print(f"   run: {getattr(info.state, 'value', info.state)}: {info.message}")
+                last = (info.state, info.message)
+            if info.in_end_state():
+                break
+            if procs[1].poll() is not None:
+                print(worker_log.read_text()[-3000:])
+                return 1
+            time.sleep(0.5)
+        if not info.ended_successfully():
+            print(f"the run did not complete; worker log: {worker_log}")
+            return 1
 
-        queue = httpx.get(
-            f"{url}/v1/docker/worker/{worker_id}/schedule", params={"token": token, "state": "OPEN"}, timeout=10
-        ).json()
-        print(f"8. what worker {worker_id} sees in its queue: {[(r['id'], r['priority']) for r in queue]}")
-        print("   (a worker that locks it, creates the run and reports COMPLETED finishes the flow;")
-        print("    the selection worker itself lands with the worker issue)")
+        run = client.get_compute_worker_run_from_scheduled_run(scheduled_id)
+        tag = client.get_compute_worker_run_tags(run.id)[0]
+        selected = client.export_filenames_by_tag_name(tag.name).splitlines()
+        artifacts = data / "artifacts"
+        client.download_compute_worker_run_artifacts(run=run, output_dir=str(artifacts))
+        print(f"6. tag {tag.name!r} holds the {len(selected)} selected images: {', '.join(selected)}")
+        print(f"7. artifacts downloaded to {artifacts}")
+        print(f"\nReport: {artifacts / 'report.html'}")
+        print(f"Selected filenames: {artifacts / 'filenames' / 'selected_filenames.txt'}")
 
         if args.keep_running:
-            print(f"\nServer running (pid {server.pid}). Use it from your own scripts:")
+            print(f"\nServer ({url}) and worker keep running. Use them from your own scripts:")
             print(f"  export LIGHTLY_SERVER_LOCATION={url}")
-            print(
-                "  export LIGHTLY_TOKEN=<the token; create more with: .venv/bin/lightly-server create-token "
-                f"--database {db_url} --user NAME>"
-            )
+            print(f"  export LIGHTLY_TOKEN=$(cat {token_file})")
             print("Press Ctrl+C to stop.")
-            server.wait()
+            procs[0].wait()
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
-        if server.poll() is None:
-            server.terminate()
-            server.wait(10)
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 if __name__ == "__main__":

@@ -160,8 +160,19 @@ class WorkerAgent:
             log.info("acting as worker %s (%s, labels %s)", w.id, w.name, w.labels)
             return w.id
         if self.args["worker.name"]:
-            wid = self.api.register(str(self.args["worker.name"]), self.args["worker.labels"], __version__)
-            log.info("registered as worker %s (%s)", wid, self.args["worker.name"])
+            wanted = sorted(set(self.args["worker.labels"]))
+            wid = self.api.register(str(self.args["worker.name"]), wanted, __version__)
+            labels = self.api.worker(wid).labels
+            log.info("registered as worker %s (%s, labels %s)", wid, self.args["worker.name"], labels)
+            if sorted(labels) != wanted:
+                log.warning(
+                    "worker %s was registered earlier with labels %s (labels are fixed at registration), not %s: "
+                    "runs scheduled with runs_on=%s will not reach it; use a new worker.name",
+                    self.args["worker.name"],
+                    labels,
+                    wanted,
+                    wanted,
+                )
             return wid
         w = self.api.default_worker()
         log.info("acting as the default worker %s", w.id)

@@ -1,0 +1,96 @@
+"""Token bootstrap of the bundled lightly-server (an init container of its pod, the server image).
+
+Runs ``lightly-server create-token`` once and stores the token in the Secret TOKEN_SECRET_NAME (key
+TOKEN_SECRET_KEY) in every namespace of TOKEN_NAMESPACES, through the Kubernetes API with the pod's
+projected service-account token (standard library only: the server image has no Kubernetes client).
+
+Idempotent: when one of the Secrets exists, its token is reused for the missing ones and nothing is
+created; an existing Secret is never overwritten. The token is never printed or logged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+
+SA = os.environ.get("SA_DIR", "/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+def api(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+    host = os.environ["KUBERNETES_SERVICE_HOST"]
+    port = os.environ.get("KUBERNETES_SERVICE_PORT", "443")
+    with open(f"{SA}/token") as f:
+        bearer = f.read().strip()
+    req = urllib.request.Request(
+        f"https://{host}:{port}{path}",
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"},
+    )
+    ctx = ssl.create_default_context(cafile=f"{SA}/ca.crt")
+    try:
+        with urllib.request.urlopen(req, context=ctx, timeout=30) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, {}
+
+
+def main() -> int:
+    name, key = os.environ["TOKEN_SECRET_NAME"], os.environ["TOKEN_SECRET_KEY"]
+    namespaces = [ns for ns in os.environ["TOKEN_NAMESPACES"].split(",") if ns]
+    user = os.environ.get("TOKEN_USER", "lightly")
+    token, missing = None, []
+    for ns in namespaces:
+        status, secret = api("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
+        if status == 404:
+            missing.append(ns)
+        elif status == 200:
+            raw = (secret.get("data") or {}).get(key)
+            if not raw:
+                print(f"Secret {ns}/{name} exists without key {key!r}; add it or delete the Secret", file=sys.stderr)
+                return 1
+            token = token or base64.b64decode(raw).decode().strip()
+        else:
+            print(f"cannot read Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
+            return 1
+    if not missing:
+        print(f"token Secret {name} exists in {', '.join(namespaces)}; nothing to do")
+        return 0
+    if token is None:
+        out = subprocess.run(["lightly-server", "create-token", "--user", user], capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"lightly-server create-token failed: {out.stderr.strip()}", file=sys.stderr)
+            return 1
+        token = out.stdout.strip()
+        print(f"created a token for user {user!r}")
+    for ns in missing:
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "Opaque",
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap"},
+            },
+            "data": {key: base64.b64encode(token.encode()).decode()},
+        }
+        status, _ = api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
+        if status == 409:
+            print(f"Secret {ns}/{name} was created meanwhile; kept it")
+        elif status not in (200, 201):
+            print(f"cannot create Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
+            return 1
+        else:
+            print(f"stored the token in Secret {ns}/{name} (key {key})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""The worker's command line: sanity check, key=value overrides, errors, token sources, local mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from lightly_worker.config import ConfigError, parse_args, parse_value
+from test_worker_e2e import make_images
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("LIGHTLY_")}
+    return subprocess.run(
+        [sys.executable, "-m", "lightly_worker.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=timeout,
+    )
+
+
+def test_sanity_check_needs_no_network_or_token() -> None:
+    r = run("sanity_check=True", env={"LIGHTLY_SERVER_LOCATION": "http://127.0.0.1:9"})
+    assert r.returncode == 0
+    assert "version" in r.stdout and "Congratulations! It looks like the Lightly container is running!" in r.stdout
+
+
+def test_unknown_keys_get_a_did_you_mean_hint() -> None:
+    r = run("lightly.loader.batchsize=64")
+    assert r.returncode == 2 and "Did you mean 'lightly.loader.batch_size'" in r.stderr
+    r = run("--help")
+    assert r.returncode == 2 and "key=value" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("arg", "needle"),
+    [
+        ("worker.labels=5", "worker.labels must be a list"),
+        ("metrics.port=http", "metrics.port must be a port number"),
+        ("mode=batch", "use mode=waiting (default) or mode=local"),
+        ("lightly.loader.batch_size=0", "lightly.loader.batch_size must be a positive integer"),
+        ("device=tpu", "use auto, cpu or cuda"),
+    ],
+)
+def test_bad_values_are_explained(arg: str, needle: str) -> None:
+    with pytest.raises(ConfigError, match=needle.replace(".", r"\.").replace("(", r"\(").replace(")", r"\)")):
+        parse_args([arg])
+
+
+def test_values_parse_like_yaml_scalars() -> None:
+    assert [parse_value(x) for x in ("True", "false", "64", "0.5", "[gpu, a100]", "[]", "null", "'x'", "abc")] == [
+        True,
+        False,
+        64,
+        0.5,
+        ["gpu", "a100"],
+        [],
+        None,
+        "x",
+        "abc",
+    ]
+    args = parse_args(
+        [
+            "worker.labels=[gpu]",
+            "lightly.loader.batch_size=64",
+            "lightly.collate.input_size=64",
+            "enable_training=True",
+            "token=s3cret",
+        ]
+    )
+    assert args.lightly_overrides() == {"loader": {"batch_size": 64}, "collate": {"input_size": 64}}
+    assert args.docker_overrides() == {"enable_training": True}
+    assert args.redacted()["token"] == "***"
+
+
+def test_token_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    f = tmp_path / "token"
+    f.write_text("from-file\n")
+    monkeypatch.setenv("LIGHTLY_TOKEN", "from-env")
+    monkeypatch.setenv("LIGHTLY_TOKEN_FILE", str(f))
+    assert parse_args(["token=from-arg"]).token() == "from-arg"
+    assert parse_args([]).token() == "from-file"
+    monkeypatch.delenv("LIGHTLY_TOKEN_FILE")
+    assert parse_args([]).token() == "from-env"
+    f.write_text("")
+    monkeypatch.setenv("LIGHTLY_TOKEN_FILE", str(f))
+    with pytest.raises(ConfigError, match="is empty"):
+        parse_args([]).token()
+
+
+def test_waiting_mode_without_a_token_says_how_to_give_one() -> None:
+    r = run("worker.worker_id=" + "a" * 24)
+    assert r.returncode == 2 and "LIGHTLY_TOKEN_FILE" in r.stderr
+
+
+def test_local_mode_selects_from_a_folder(tmp_path: Path) -> None:
+    make_images(tmp_path / "images", 12)
+    r = run(
+        "mode=local",
+        f"input_mount={tmp_path / 'images'}",
+        f"output_dir={tmp_path / 'out'}",
+        "n_samples=4",
+        "embedding.input_size=64",
+        "device=cpu",
+        f"lightly_mount={tmp_path / 'none'}",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "Selected 4 of 12 samples (1 corrupt, 1 duplicates left out)." in r.stdout
+    selected = (tmp_path / "out" / "filenames" / "selected_filenames.txt").read_text().split()
+    assert len(selected) == 4
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["summary"]["n_selected"] == 4 and report["summary"]["embedding_dim"] == 1280
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "data:image/png;base64," in html and "Selection report" in html
+    assert (tmp_path / "out" / "plots" / "distance_distr_before.png").stat().st_size > 1000
+
+
+def test_local_mode_with_a_config_file_and_its_errors(tmp_path: Path) -> None:
+    make_images(tmp_path / "images", 10)
+    cfg = tmp_path / "run.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "worker_config": {"normalize_embeddings": True},
+                "selection_config": {
+                    "proportion_samples": 0.5,
+                    "strategies": [
+                        {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}},
+                        {
+                            "input": {"type": "RANDOM", "random_seed": 1},
+                            "strategy": {"type": "WEIGHTS", "strength": 0.2},
+                        },
+                    ],
+                },
+            }
+        )
+    )
+    common = (f"input_mount={tmp_path / 'images'}", "embedding.input_size=64", "device=cpu")
+    r = run("mode=local", f"config={cfg}", f"output_dir={tmp_path / 'out'}", *common)
+    assert r.returncode == 0, r.stderr
+    assert len((tmp_path / "out" / "filenames" / "selected_filenames.txt").read_text().split()) == 5
+    cfg.write_text(
+        json.dumps(
+            {
+                "selection_config": {
+                    "n_samples": 3,
+                    "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "THRESHOLD"}}],
+                }
+            }
+        )
+    )
+    r = run("mode=local", f"config={cfg}", f"output_dir={tmp_path / 'out2'}", *common)
+    assert r.returncode == 1 and "THRESHOLD cannot use input EMBEDDINGS" in r.stderr
+    r = run("mode=local", f"output_dir={tmp_path / 'out3'}", *common)
+    assert r.returncode == 2 and "needs n_samples=N" in r.stderr
+    r = run("mode=local", f"input_mount={tmp_path / 'nothing'}", f"output_dir={tmp_path / 'out4'}", "n_samples=2")
+    assert r.returncode == 1 and "does not exist" in r.stderr
