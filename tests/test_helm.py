@@ -305,9 +305,9 @@ def test_operator_args_follow_the_watch_scope_and_replicas() -> None:
     assert c["args"][:2] == ["--namespace=ml", "--namespace=research"]
     c = one(render("namespaced-no-discovery"), "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
     assert c["args"][0] == f"--namespace={NAMESPACE}" and "--leader-election=off" in c["args"]
-    # standby replicas wait for the Lease without /healthz: liveness must not kill them
+    # standby replicas answer /healthz while they wait for the Lease: the same probe fits every replica
     c = one(render("server-postgres"), "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
-    assert c["livenessProbe"]["tcpSocket"] == {"port": "metrics"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
 
 # ---------------------------------------------------------------------------- RBAC == rbac.py

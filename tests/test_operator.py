@@ -176,7 +176,11 @@ def test_apply_registers_workers_and_runs_pods(env: Env) -> None:
         assert all(w["labels"] == ["gpu"] for w in api.values())
         assert [w["workerId"] for w in workers] == [api[prefix + "0"]["id"], api[prefix + "1"]["id"]]
         c = pods[0]["spec"]["containers"][0]
-        assert c["args"] == [f"worker.worker_id={api[prefix + '0']['id']}", "lightly.loader.batch_size=16"]
+        assert c["args"] == [
+            f"worker.worker_id={api[prefix + '0']['id']}",
+            "metrics.port=9100",
+            "lightly.loader.batch_size=16",
+        ]
         assert c["image"] == "lightly-worker:test"
         assert {"name": "LIGHTLY_SERVER_LOCATION", "value": env.server.url} in c["env"]
         assert env.token not in yaml.safe_dump(pods) and env.token not in yaml.safe_dump(env.lw())
@@ -419,8 +423,11 @@ def test_skip_annotation_and_missing_secret_never_wedge_deletion(env: Env) -> No
         env.k8s.http.delete(f"/api/v1/namespaces/{NS}/secrets/lightly-token")
         env.k8s.kubectl("delete", "lw", "other", "--timeout=20s")
         env.wait(lambda: not env.lw("other"), "released without a secret")
-        warn = [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationImpossible"]
-        assert warn and "stay registered" in warn[0]["message"]
+        warn = env.wait(
+            lambda: [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationImpossible"],
+            "DeregistrationImpossible event",
+        )
+        assert "stay registered" in warn[0]["message"]
 
 
 def test_deregistration_times_out_with_an_event(env: Env) -> None:
@@ -434,8 +441,11 @@ def test_deregistration_times_out_with_an_event(env: Env) -> None:
         )
         env.k8s.kubectl("delete", "lw", "fleet", "--wait=false")
         env.wait(lambda: not env.lw(), "released after the timeout", timeout=30)
-        warn = [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationTimedOut"]
-        assert warn and wid in warn[0]["message"]
+        warn = env.wait(
+            lambda: [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationTimedOut"],
+            "DeregistrationTimedOut event",
+        )
+        assert wid in warn[0]["message"]
 
 
 def test_orphan_sweep_deregisters_unowned_workers(env: Env) -> None:

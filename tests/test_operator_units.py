@@ -80,7 +80,12 @@ def test_pod_has_worker_id_token_file_gpu_shm_and_a_restrictive_security_context
     c = p["spec"]["containers"][0]
     assert p["metadata"]["name"] == "fleet-2-012345"
     assert c["image"] == "worker:1"
-    assert c["args"] == [f"worker.worker_id={'a' * 24}", "lightly.loader.batch_size=64", "worker.labels=[gpu]"]
+    assert c["args"] == [
+        f"worker.worker_id={'a' * 24}",
+        "metrics.port=9100",
+        "lightly.loader.batch_size=64",
+        "worker.labels=[gpu]",
+    ]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env == {"LIGHTLY_SERVER_LOCATION": "http://api:8080", "LIGHTLY_TOKEN_FILE": "/var/run/secrets/lightly/token"}
     assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}}

@@ -95,11 +95,27 @@ def quantities(resources: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+WORKER_METRICS_PORT = 9100
+
+
 def worker_args(worker_id: str, spec: LightlyWorkerSpec) -> list[str]:
+    """The worker's id, its metrics port, then ``workerConfig`` (later keys win, so it may override)."""
+
     def fmt(value: object) -> str:
         return ("True" if value else "False") if isinstance(value, bool) else str(value)
 
-    return [f"worker.worker_id={worker_id}", *(f"{k}={fmt(v)}" for k, v in sorted(spec.worker_config.items()))]
+    return [
+        f"worker.worker_id={worker_id}",
+        f"metrics.port={WORKER_METRICS_PORT}",
+        *(f"{k}={fmt(v)}" for k, v in sorted(spec.worker_config.items())),
+    ]
+
+
+def _metrics_port(spec: LightlyWorkerSpec) -> int:
+    try:
+        return int(spec.worker_config.get("metrics.port", WORKER_METRICS_PORT))
+    except (TypeError, ValueError):
+        return WORKER_METRICS_PORT
 
 
 def build_volumes(spec: LightlyWorkerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -158,6 +174,7 @@ def build_pod(
         "env": env,
         "resources": quantities(spec.resources if spec.resources is not None else DEFAULT_RESOURCES),
         "volumeMounts": mounts,
+        "ports": [{"name": "metrics", "containerPort": _metrics_port(spec), "protocol": "TCP"}],
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},

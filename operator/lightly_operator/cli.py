@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import sys
+from typing import Any
 
 from . import __version__
 
@@ -53,6 +54,31 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Health:
+    """``/healthz`` for every replica: 200 while waiting for the Lease (standby) or while kopf runs."""
+
+    def __init__(self) -> None:
+        self.role = "starting"
+        self.operator: asyncio.Task[Any] | None = None
+
+    async def handle(self, _request: Any) -> Any:
+        from aiohttp import web
+
+        if self.operator is not None and self.operator.done():
+            return web.json_response({"status": "failed", "role": self.role}, status=500)
+        return web.json_response({"status": "ok", "role": self.role})
+
+    async def serve(self, port: int) -> Any:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/healthz", self.handle)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "0.0.0.0", port).start()
+        return runner
+
+
 async def run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
@@ -67,6 +93,8 @@ async def run(args: argparse.Namespace) -> int:
     reconciler = configure(settings)
     if args.metrics_port:
         start_http_server(args.metrics_port, registry=reconciler.metrics.registry)
+    health = Health()
+    runner = await health.serve(args.health_port) if args.health_port else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in ("SIGTERM", "SIGINT"):
@@ -79,27 +107,35 @@ async def run(args: argparse.Namespace) -> int:
         args.leader_election == "auto" and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     )
     lease = LeaseLock(load_client(), args.lease_namespace) if elect else None
-    if lease and not await lease.acquire(stop):
-        return 0
-    operator = asyncio.create_task(
-        kopf.operator(
-            clusterwide=not args.namespace,
-            namespaces=args.namespace or None,
-            standalone=True,  # leader election above replaces kopf's peering
-            liveness_endpoint=f"http://0.0.0.0:{args.health_port}/healthz" if args.health_port else None,
-            stop_flag=stop,
+    try:
+        health.role = "standby" if lease else "leader"
+        if lease and not await lease.acquire(stop):
+            return 0
+        health.role = "leader"
+        operator = asyncio.create_task(
+            kopf.operator(
+                clusterwide=not args.namespace,
+                namespaces=args.namespace or None,
+                standalone=True,  # leader election above replaces kopf's peering
+                stop_flag=stop,
+            )
         )
-    )
-    keeper = asyncio.create_task(lease.keep(stop)) if lease else None
-    waiters = [operator] + ([keeper] if keeper else [])
-    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-    if keeper in done and not stop.is_set():
-        stop.set()  # lost leadership: stop acting
+        health.operator = operator
+        keeper = asyncio.create_task(lease.keep(stop)) if lease else None
+        waiters = [operator] + ([keeper] if keeper else [])
+        done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        if keeper in done and not stop.is_set():
+            stop.set()  # lost leadership: stop acting
+            await operator
+            return 3
+        stop.set()
         await operator
-        return 3
-    stop.set()
-    await operator
-    return 0
+        return 0
+    finally:
+        if lease:
+            await asyncio.to_thread(lease.release)  # a successor need not wait for the Lease to expire
+        if runner is not None:
+            await runner.cleanup()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,7 +158,7 @@ async def deregister_fleet(body: Any, meta: Any, logger: Any, fleet_pods: Any, *
     try:
         spec = parse_spec(body.get("spec") or {})
         timeout = spec.deregistration.timeout_seconds
-        token, _fp = await r.token(namespace, spec)
+        token, _fp = await r.token(namespace, spec, fresh=True)
         api = r.api(r.api_url(spec), token)
         prefix = f"{r.settings.worker_name(namespace, name, 0)[:-1]}"
         for w in await api.workers():

@@ -93,6 +93,20 @@ class LeaseLock:
                 return False
             raise
 
+    def release(self) -> None:
+        """Give the Lease up on a clean shutdown (best effort), so a successor takes over at once."""
+        try:
+            lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.timeout)
+            if lease.spec.holder_identity != self.identity:
+                return
+            body = self._body(lease.metadata.resource_version, lease.spec.lease_transitions or 0, _now())
+            body["spec"]["holderIdentity"] = None
+            body["spec"]["renewTime"] = (_now() - dt.timedelta(days=1)).isoformat()
+            self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self.timeout)
+            log.info("released the leader Lease")
+        except Exception as exc:
+            log.warning("could not release the leader Lease: %s", exc)
+
     async def acquire(self, stop: asyncio.Event) -> bool:
         while not stop.is_set():
             try:

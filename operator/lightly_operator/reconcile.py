@@ -102,14 +102,16 @@ class FleetReconciler:
     def api_url(self, spec: LightlyWorkerSpec) -> str:
         return (spec.api.url or self.settings.api_url).rstrip("/")
 
-    async def token(self, namespace: str, spec: LightlyWorkerSpec) -> tuple[str, str]:
-        """The token and its fingerprint; the Secret is read at most once per resync interval."""
+    async def token(self, namespace: str, spec: LightlyWorkerSpec, fresh: bool = False) -> tuple[str, str]:
+        """The token and its fingerprint; the Secret is read at most once per resync interval (unless fresh)."""
         ref = spec.api.token_secret_ref
 
         async def read() -> tuple[str, str]:
             value, raw = await self.kube.read_secret_value(namespace, ref.name, ref.key, "spec.api.tokenSecretRef")
             return value, token_fingerprint({ref.key: raw}, ref.key)
 
+        if fresh:
+            return await read()
         return await self.secrets.get((namespace, ref.name, ref.key), read)
 
     def api(self, url: str, token: str) -> LightlyApi:
