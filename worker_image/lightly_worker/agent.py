@@ -308,6 +308,7 @@ class WorkerAgent:
                     f"outputs in {result.output_dir}"
                 ),
                 n=len(result.selected),
+                processed=result.report["summary"]["n_candidates"],
             )
         except Cancelled:
             outcome.update(state="ABORTED", message="the worker was stopped before the run finished")
@@ -326,6 +327,8 @@ class WorkerAgent:
         self.metrics.runs.labels(state).inc()
         if outcome.get("n"):
             self.metrics.samples_selected.inc(outcome["n"])
+        if outcome.get("processed"):
+            self.metrics.samples_processed.inc(outcome["processed"])
         try:
             if state == "ABORTED":
                 # hand it back: the server marks this run ABORTED and reopens the scheduled run

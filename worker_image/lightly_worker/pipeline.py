@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -414,11 +415,20 @@ def run_job(
 
 
 def _progress(reporter: Reporter, verb: str) -> Callable[[int, int], None]:
-    """Progress callback: stop between batches when the worker shuts down; log every ~10 %."""
+    """Progress callback: stop between batches when the worker shuts down; a tqdm bar on stderr (the
+    container log) and a log line every ~10 % (the run's log in the API and log.txt)."""
+    from tqdm import tqdm
+
     last = [-1]
+    bar: list[Any] = []
 
     def report(done: int, total: int) -> None:
         reporter.check_cancel()
+        if not bar:
+            bar.append(tqdm(total=total, desc=verb, unit="img", mininterval=2.0, file=sys.stderr, leave=False))
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
         step = int(10 * done / total) if total else 10
         if step != last[0]:
             last[0] = step
