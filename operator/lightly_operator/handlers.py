@@ -6,8 +6,11 @@ shared reconciler that the handlers use.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -16,18 +19,21 @@ from .builders import ANN_SKIP_DEREGISTRATION, MANAGED_BY
 from .kube import Kube, SecretProblem, load_client
 from .lightly_api import ApiProblem
 from .metrics import OperatorMetrics
-from .reconcile import FleetReconciler, memo_of
+from .reconcile import FleetMemo, FleetReconciler
 from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
 from .status import pod_view
 
 _state: dict[str, Any] = {}
+log = logging.getLogger("lightly_operator")
 
 
 def configure(settings: OperatorSettings, metrics: OperatorMetrics | None = None) -> FleetReconciler:
     kube = Kube(load_client(), settings.call_timeout_seconds)
     reconciler = FleetReconciler(settings, kube, metrics or OperatorMetrics())
     _state.update(settings=settings, reconciler=reconciler)
+    _memos.clear()
+    _pending.clear()
     return reconciler
 
 
@@ -44,6 +50,8 @@ def _settings() -> OperatorSettings:
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     ours = _settings()
+    _memos.clear()  # memos hold asyncio objects of one event loop: a (re)started operator starts afresh
+    _pending.clear()
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 30
@@ -100,10 +108,22 @@ def fleet_pods(namespace: str, name: str, labels: Any, annotations: Any, meta: A
 
 
 @kopf.index(GROUP, VERSION, PLURAL)
-def fleets(namespace: str, name: str, status: Any, **_: Any) -> Any:
-    """Every fleet and the replica indices its status lists (for the orphan sweep)."""
+def fleets(namespace: str, name: str, body: Any, status: Any, **_: Any) -> Any:
+    """Every fleet: its latest body and the replica indices its status lists (orphan sweep, pod events)."""
     indices = frozenset(w.get("index") for w in (status or {}).get("workers") or [] if "index" in w)
-    return {(namespace, name): indices}
+    return {(namespace, name): FleetEntry(_plain(body), indices)}
+
+
+@dataclass(frozen=True)
+class FleetEntry:
+    body: dict[str, Any]
+    indices: frozenset[int]
+
+
+def _plain(body: Any) -> dict[str, Any]:
+    meta = dict(body["metadata"])
+    meta["namespace"] = body["metadata"]["namespace"]
+    return {"metadata": meta, "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
 
 
 # ---------------------------------------------------------------------------- reconcile
@@ -113,12 +133,52 @@ async def _reconcile(body: Any, memo: Any, logger: Any, patch: Any, fleet_pods: 
     meta = body["metadata"]
     if meta.get("deletionTimestamp"):
         return
-    pods = list(fleet_pods.get((meta["namespace"], meta["name"]), []))
-    plain = {"metadata": dict(meta), "spec": dict(body.get("spec") or {}), "status": dict(body.get("status") or {})}
-    plain["metadata"]["namespace"] = meta["namespace"]
-    new_status = await _r().reconcile(plain, pods, memo_of(memo), logger)
+    key = (meta["namespace"], meta["name"])
+    pods = list(fleet_pods.get(key, []))
+    new_status = await _r().reconcile(_plain(body), pods, fleet_memo(memo, key), logger)
     if new_status:
         patch.status.update(new_status)
+
+
+def fleet_memo(memo: Any, key: tuple[str, str]) -> FleetMemo:
+    """kopf's per-object memo, also reachable by key (pod events reconcile their fleet with it)."""
+    if "fleet" not in memo:
+        memo["fleet"] = _memos.setdefault(key, FleetMemo())
+    return memo["fleet"]
+
+
+_memos: dict[tuple[str, str], FleetMemo] = {}
+_pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+
+@kopf.on.event("pods", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+async def pod_changed(labels: Any, namespace: str, fleets: Any, fleet_pods: Any, **_: Any) -> None:
+    """A fleet's pod changed (scheduled, ready, failed, gone): reconcile that fleet now, not at the next
+    timer tick. Bursts of pod events are folded into one reconcile per fleet."""
+    fleet = labels.get("lightly.ai/fleet")
+    key = (namespace, fleet)
+    if fleet and key not in _pending:
+        _pending[key] = asyncio.create_task(_react(key, fleets, fleet_pods))
+
+
+async def _react(key: tuple[str, str], fleets: Any, fleet_pods: Any) -> None:
+    await asyncio.sleep(0.2)
+    _pending.pop(key, None)
+    entries = fleets.get(key)
+    memo = _memos.get(key)
+    if not entries or memo is None:
+        return
+    body = next(iter(entries)).body
+    if body["metadata"].get("deletionTimestamp"):
+        return
+    r = _r()
+    logger = kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings())
+    try:
+        new_status = await r.reconcile(body, list(fleet_pods.get(key, [])), memo, logger)
+        if new_status:
+            await r.kube.patch_fleet_status(key[0], key[1], new_status)
+    except Exception as exc:  # the timer retries; never let a pod event crash the operator
+        log.warning("reconcile of %s/%s after a pod change failed: %s", key[0], key[1], exc)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -141,6 +201,7 @@ async def deregister_fleet(body: Any, meta: Any, logger: Any, fleet_pods: Any, *
     """Stop the fleet's pods, then deregister every worker id; never wedge the deletion."""
     r = _r()
     namespace, name = meta["namespace"], meta["name"]
+    _memos.pop((namespace, name), None)
     ids = {w["workerId"] for w in (body.get("status") or {}).get("workers") or [] if w.get("workerId")}
     for pod in list(fleet_pods.get((namespace, name), [])):
         if not pod.deleting:
@@ -233,7 +294,7 @@ async def sweep_orphans(body: Any, meta: Any, logger: Any, fleets: Any, fleet_po
             continue  # another operator's business
         listed = fleets.get((ns, fleet))
         if listed:
-            indices = next(iter(listed))
+            indices = next(iter(listed)).indices
             orphan = index not in indices and not any(p.index == index for p in fleet_pods.get((ns, fleet), []))
         else:
             orphan = True  # its fleet is gone

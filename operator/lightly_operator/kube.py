@@ -28,6 +28,7 @@ def load_client() -> kubernetes.client.ApiClient:
 class Kube:
     def __init__(self, api_client: kubernetes.client.ApiClient, timeout: float) -> None:
         self.core = kubernetes.client.CoreV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
         self.timeout = timeout
 
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -81,3 +82,19 @@ class Kube:
             return False
         await self._run(self.core.patch_namespaced_secret, name, namespace, {"data": body["data"]})
         return True
+
+    async def patch_fleet_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        """Merge-patch a LightlyWorker's status subresource (outside kopf's handler patches)."""
+        from .spec import GROUP, PLURAL, VERSION
+
+        await self._run(
+            self.custom.patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            {"status": status},
+            _content_type="application/merge-patch+json",
+            _preload_content=False,
+        )

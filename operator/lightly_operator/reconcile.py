@@ -58,12 +58,6 @@ class FleetMemo:
     created: dict[str, tuple[float, PodView]] = field(default_factory=dict)
 
 
-def memo_of(memo: Any) -> FleetMemo:
-    if "fleet" not in memo:
-        memo["fleet"] = FleetMemo()
-    return memo["fleet"]
-
-
 @dataclass
 class ApiView:
     states: dict[str, Any]  # worker id -> WorkerData
