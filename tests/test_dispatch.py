@@ -51,13 +51,8 @@ def test_unlockable_runs_are_not_offered(api: Api) -> None:
     assert [r["id"] for r in with_unlockable] == [second]
 
 
-def test_long_poll_answers_when_a_run_is_scheduled(api: Api) -> None:
-    wid = register(api, labels=["gpu"])
-    ds, cid = dataset(api), config(api)
-    started = time.monotonic()
-    assert queue(api, wid, wait=0.5) == []  # nothing to do: the wait runs out, an empty list comes back
-    assert time.monotonic() - started >= 0.4
-
+def _poll_in_background(api: Api, wid: str) -> tuple[threading.Thread, dict]:
+    """A worker's 25 s long poll in a thread; the result dict gets its rows and how long it took."""
     result: dict = {}
 
     def poll() -> None:
@@ -67,6 +62,17 @@ def test_long_poll_answers_when_a_run_is_scheduled(api: Api) -> None:
 
     waiter = threading.Thread(target=poll)
     waiter.start()
+    return waiter, result
+
+
+def test_long_poll_answers_when_a_run_is_scheduled(api: Api) -> None:
+    wid = register(api, labels=["gpu"])
+    ds, cid = dataset(api), config(api)
+    started = time.monotonic()
+    assert queue(api, wid, wait=0.5) == []  # nothing to do: the wait runs out, an empty list comes back
+    assert time.monotonic() - started >= 0.4
+
+    waiter, result = _poll_in_background(api, wid)
     time.sleep(0.5)
     schedule(api, dataset(api), cid, runs_on=["cpu"])  # not for this worker: it keeps waiting
     time.sleep(0.3)
@@ -133,15 +139,7 @@ def test_long_poll_wakes_on_the_other_replica(api: Api, second_replica: ServerPr
     other = Api(second_replica.url, api.token)
     wid = register(api)
     ds, cid = dataset(api), config(api)
-    result: dict = {}
-
-    def poll() -> None:
-        t0 = time.monotonic()
-        result["rows"] = queue(api, wid, wait=25)
-        result["elapsed"] = time.monotonic() - t0
-
-    waiter = threading.Thread(target=poll)
-    waiter.start()
+    waiter, result = _poll_in_background(api, wid)
     time.sleep(0.5)
     sid = schedule(other, ds, cid)  # scheduled through replica 2, the worker waits on replica 1
     waiter.join(30)
