@@ -369,7 +369,7 @@ def test_rbac_py_covers_the_calls_in_the_operator_code() -> None:
     src = "".join((ROOT / "operator" / "lightly_operator" / f).read_text() for f in ("kube.py", "leader.py"))
     calls = set(re.findall(r"\.(read|create|patch|replace|delete|list)_namespaced_(\w+?)\b", src))
     verb = {"read": "get", "replace": "update"}
-    plural = {"secret": "secrets", "pod": "pods", "lease": "leases"}
+    plural = {"secret": "secrets", "pod": "pods", "lease": "leases", "custom_object_status": "lightlyworkers/status"}
     used = {(plural[kind], verb.get(v, v)) for v, kind in calls}
     granted = {(r.resource, v) for r in rbac.WATCHED_NAMESPACES + rbac.LEADER_ELECTION for v in r.verbs}
     assert used <= granted
