@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
+import signal
 import sys
 from typing import Any
 
@@ -97,11 +97,8 @@ async def run(args: argparse.Namespace) -> int:
     runner = await health.serve(args.health_port) if args.health_port else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in ("SIGTERM", "SIGINT"):
-        with contextlib.suppress(NotImplementedError, AttributeError):
-            import signal
-
-            loop.add_signal_handler(getattr(signal, sig), stop.set)
+    for sig in (signal.SIGTERM, signal.SIGINT):  # the operator runs on Linux (a container)
+        loop.add_signal_handler(sig, stop.set)
 
     elect = args.leader_election == "on" or (
         args.leader_election == "auto" and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
