@@ -89,3 +89,18 @@ def test_operator_cli_help_and_version() -> None:
     assert out.returncode == 0 and "--namespace" in out.stdout and "--metrics-port" in out.stdout
     out = subprocess.run([sys.executable, "-m", "lightly_operator.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "lightly-operator" in out.stdout
+
+
+def test_operator_without_kubernetes_credentials_says_so(tmp_path: Path) -> None:
+    import os
+
+    env = {**os.environ, "KUBECONFIG": str(tmp_path / "missing"), "HOME": str(tmp_path)}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    out = subprocess.run(
+        [sys.executable, "-m", "lightly_operator.cli", "--metrics-port", "0", "--health-port", "0"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "no Kubernetes credentials" in out.stderr and "Traceback" not in out.stderr

@@ -92,3 +92,19 @@ def test_tokens_never_reach_the_server_log(db_backend: Backend) -> None:
     a.get("/v1/datasets/" + "0" * 24)
     srv.stop()
     assert token not in srv.log()
+
+
+def test_bad_database_urls_are_explained() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "lightly_server.cli", "create-token", "--database", "mysql://x", "--user", "a"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 2 and "use sqlite:///" in r.stderr
+    r = subprocess.run(
+        [sys.executable, "-m", "lightly_server.cli", "serve", "--database", "postgresql://nobody@127.0.0.1:9/x"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 1 and "cannot open the database" in r.stderr and "Traceback" not in r.stderr

@@ -138,7 +138,17 @@ async def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return asyncio.run(run(args))
+    import kubernetes
+
+    try:
+        return asyncio.run(run(args))
+    except kubernetes.config.ConfigException as exc:
+        print(
+            f"error: no Kubernetes credentials ({exc}); run inside a cluster (service account) or set KUBECONFIG "
+            "to a kubeconfig file",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

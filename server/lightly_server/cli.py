@@ -64,6 +64,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, OperationalError
+
+    try:
+        backend = make_url(args.database).get_backend_name()
+    except ArgumentError:
+        backend = ""
+    if backend not in ("sqlite", "postgresql"):
+        print(
+            f"error: --database {args.database!r}: use sqlite:///path/to/file.sqlite3 or "
+            "postgresql://user:password@host:5432/dbname",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        return _run(args)
+    except OperationalError as exc:
+        print(
+            f"error: cannot open the database ({str(exc.orig).splitlines()[0]}); check --database and that "
+            "the database server is running",
+            file=sys.stderr,
+        )
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "create-token":
         from .auth import create_token
         from .db import Database
