@@ -145,3 +145,16 @@ def test_long_poll_wakes_on_the_other_replica(api: Api, second_replica: ServerPr
     waiter.join(30)
     assert [r["id"] for r in result["rows"]] == [sid]
     assert result["elapsed"] < 15, "the wake-up must cross replicas (LISTEN/NOTIFY or the SQLite re-check)"
+
+
+def test_concurrent_long_polls_are_handed_different_runs(api: Api) -> None:
+    workers = [register(api) for _ in range(3)]
+    cid = config(api)
+    polls = [_poll_in_background(api, w) for w in workers]
+    time.sleep(0.5)
+    sids = {schedule(api, dataset(api), cid) for _ in range(3)}
+    for waiter, _ in polls:
+        waiter.join(30)
+    handed = [r["rows"] for _, r in polls]
+    assert all(len(rows) == 1 for rows in handed)
+    assert {rows[0]["id"] for rows in handed} == sids  # one run each, no two workers on the same run
