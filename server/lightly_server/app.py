@@ -444,7 +444,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 .limit(size)
                 .offset(off)
             ).all()
-            return _json([store.dataset_data(conn, r) for r in rows])
+            return _json(store.datasets_data(conn, rows))
 
     @app.get("/v1/datasets/query/name/{datasetName}", response_model=list[DatasetData], tags=["datasets"])
     def datasets_by_name(
@@ -467,7 +467,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 .limit(size)
                 .offset(off)
             ).all()
-            return _json([store.dataset_data(conn, r) for r in rows])
+            return _json(store.datasets_data(conn, rows))
 
     @app.get("/v1/datasets/{datasetId}", response_model=DatasetData, tags=["datasets"])
     def get_dataset(dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)], user_id: User):
@@ -595,7 +595,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             if not show_archived:
                 q = q.where(runs.c.archived.is_(False))
             rows = conn.execute(q.order_by(runs.c.created_at, runs.c.id).limit(size).offset(off)).all()
-            return _json([store.run_data(conn, r) for r in rows])
+            return _json(store.runs_data(conn, rows))
 
     @app.get("/v1/docker/runs/count", tags=["docker"])
     def count_runs(user_id: User) -> str:
@@ -619,7 +619,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 .limit(size)
                 .offset(off)
             ).all()
-            return _json([store.run_data(conn, r) for r in rows])
+            return _json(store.runs_data(conn, rows))
 
     @app.get("/v1/docker/runs/schedule/{scheduledId}", response_model=RunData, tags=["docker"])
     def run_of_scheduled(
