@@ -43,13 +43,8 @@ def _r() -> FleetReconciler:
     return _state["reconciler"]
 
 
-def _settings() -> OperatorSettings:
-    return _r().settings
-
-
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-    ours = _settings()
     _memos.clear()  # memos hold asyncio objects of one event loop: a (re)started operator starts afresh
     _pending.clear()
     settings.watching.server_timeout = 300
@@ -64,7 +59,6 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.background.cancellation_polling = 2
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
-    del ours
 
 
 @kopf.on.login()

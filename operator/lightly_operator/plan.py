@@ -26,10 +26,6 @@ class Plan:
     waiting_busy: list[int] = field(default_factory=list)  # outdated or surplus, kept while busy
     backing_off: list[int] = field(default_factory=list)
 
-    @property
-    def idle(self) -> bool:
-        return not (self.register or self.create or self.delete or self.deregister)
-
 
 def _removal_cost(index: int, pods: list[PodView], busy: bool) -> tuple[int, int]:
     running = any(p.phase == "Running" and not p.problem and not p.deleting for p in pods)

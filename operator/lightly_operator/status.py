@@ -6,8 +6,6 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-CONDITION_TYPES = ("Registered", "Ready", "Progressing", "Degraded")
-
 
 def now_iso() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
@@ -56,7 +54,6 @@ class PodView:
     ready: bool
     deleting: bool
     problem: tuple[str, str] | None  # (reason, message)
-    started_at: str | None = None
 
 
 def pod_problem(status: dict[str, Any]) -> tuple[str, str] | None:
@@ -106,5 +103,4 @@ def pod_view(
         ready=ready,
         deleting=bool(meta.get("deletionTimestamp")),
         problem=pod_problem(status),
-        started_at=status.get("startTime"),
     )

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -191,14 +189,3 @@ class WorkerApi:
         if r.status_code >= 300:
             raise ApiError(r.status_code, f"upload of {file_name} failed: {r.status_code} {r.text[:200]}")
         self._call("PUT", f"/v1/docker/runs/{run_id}/artifacts/{created.artifact_id}/confirmUpload")
-
-
-def with_retries(fn: Callable[[], Any], attempts: int = 3, pause: float = 1.0) -> Any:
-    for i in range(attempts):
-        try:
-            return fn()
-        except ApiError:
-            if i == attempts - 1:
-                raise
-            time.sleep(pause * (i + 1))
-    return None
