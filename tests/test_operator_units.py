@@ -99,9 +99,14 @@ def test_pod_has_worker_id_token_file_gpu_shm_and_a_restrictive_security_context
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert p["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert mounts["/tmp"]["name"] == "tmp" and vols["tmp"] == {"name": "tmp", "emptyDir": {}}
+    # the token Secret is mounted 0440 root:<fsGroup>: the worker's user must be in that group to read it
+    pod_sc = p["spec"]["securityContext"]
+    assert (pod_sc["runAsNonRoot"], pod_sc["runAsUser"], pod_sc["fsGroup"]) == (True, 10001, 10001)
+    assert vols["lightly-token"]["secret"]["defaultMode"] == 0o440
     assert p["spec"]["automountServiceAccountToken"] is False
     assert (p["spec"]["nodeSelector"], p["spec"]["priorityClassName"], p["spec"]["runtimeClassName"]) == (
         {"gpu": "a100"},

@@ -96,6 +96,7 @@ def quantities(resources: dict[str, Any]) -> dict[str, Any]:
 
 
 WORKER_METRICS_PORT = 9100
+WORKER_UID = 10001  # the user of Dockerfile.worker (USER 10001:10001); override with podTemplate.spec.securityContext
 
 
 def worker_args(worker_id: str, spec: LightlyWorkerSpec) -> list[str]:
@@ -132,11 +133,14 @@ def build_volumes(spec: LightlyWorkerSpec) -> tuple[list[dict[str, Any]], list[d
         },
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
         {"name": "output", **(spec.output or {"emptyDir": {}})},
+        # the root filesystem is read-only: caches (matplotlib, numba, torch) and temp files go here
+        {"name": "tmp", "emptyDir": {}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "lightly-token", "mountPath": TOKEN_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "output", "mountPath": OUTPUT_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
     ]
     if spec.input:
         volumes.append({"name": "input", **spec.input})
@@ -179,6 +183,7 @@ def build_pod(
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
     }
@@ -188,7 +193,15 @@ def build_pod(
         "restartPolicy": "Always",
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
         "automountServiceAccountToken": False,
-        "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+        # The worker image's user. fsGroup makes the token Secret (mode 0440) and the volumes readable by
+        # it: without it the file is root:root and the worker cannot read its token.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": WORKER_UID,
+            "runAsGroup": WORKER_UID,
+            "fsGroup": WORKER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
         "containers": [container],
         "volumes": volumes,
     }

@@ -111,8 +111,7 @@ async def run(args: argparse.Namespace) -> int:
         health.role = "leader"
         operator = asyncio.create_task(
             kopf.operator(
-                clusterwide=not args.namespace,
-                namespaces=args.namespace or None,
+                **watch_scope(args.namespace),
                 standalone=True,  # leader election above replaces kopf's peering
                 stop_flag=stop,
             )
@@ -133,6 +132,16 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.to_thread(lease.release)  # a successor need not wait for the Lease to expire
         if runner is not None:
             await runner.cleanup()
+
+
+def watch_scope(namespaces: list[str] | None) -> dict[str, Any]:
+    """kopf's scope arguments: the listed namespaces, else cluster-wide.
+
+    kopf wants a collection for ``namespaces`` even when cluster-wide (``None`` crashes its namespace
+    observer with ``TypeError: 'NoneType' object is not iterable``).
+    """
+    names = tuple(namespaces or ())
+    return {"clusterwide": not names, "namespaces": names}
 
 
 def main(argv: list[str] | None = None) -> int:
