@@ -15,46 +15,17 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from PIL import Image, ImageDraw
+from lightly_devkit.data import make_dataset
+from lightly_devkit.net import PROXY_VARS, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def make_dataset(root: Path, n: int = 60, seed: int = 7) -> None:
-    """Scenes of coloured shapes; many near-repeats, so a diverse selection is visibly different."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    palettes = [(200, 60, 60), (60, 160, 80), (60, 90, 200), (220, 180, 40), (150, 70, 170)]
-    for i in range(n):
-        kind = int(rng.integers(0, 5)) if i % 3 else 0  # a third of the images are near-repeats of kind 0
-        img = Image.new("RGB", (160, 120), tuple(int(c) for c in rng.integers(0, 60, 3)))
-        draw = ImageDraw.Draw(img)
-        for _ in range(int(rng.integers(1, 4))):
-            x, y = (int(v) for v in rng.integers(0, 110, 2))
-            size = int(rng.integers(20, 50))
-            color = tuple(int(min(255, c + rng.integers(-25, 25))) for c in palettes[kind])
-            if kind % 2:
-                draw.ellipse((x, y, x + size, y + size), fill=color)
-            else:
-                draw.rectangle((x, y, x + size, y + size // 2), fill=color)
-        img.save(root / f"scene_{i:03d}.jpg", quality=90)
-    (root / "scene_copy.jpg").write_bytes((root / "scene_001.jpg").read_bytes())
-    (root / "scene_broken.jpg").write_bytes((root / "scene_002.jpg").read_bytes()[:300])
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
@@ -84,7 +55,7 @@ def main() -> int:
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k.lower() not in ("all_proxy", "https_proxy", "http_proxy")}
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
 
     token = subprocess.run(
         [str(bin_dir / "lightly-server"), "create-token", "--database", db_url, "--user", "demo"],
@@ -138,7 +109,7 @@ def main() -> int:
         print(f"4. started lightly-worker in waiting mode (log: {worker_log})")
 
         os.environ.update(LIGHTLY_SERVER_LOCATION=url, LIGHTLY_DID_VERSION_CHECK="True")
-        for var in ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "https_proxy", "http_proxy"):
+        for var in PROXY_VARS:
             os.environ.pop(var, None)
         from lightly.api import ApiWorkflowClient
 
