@@ -276,8 +276,18 @@ def test_pod_problems_quote_the_cause_and_say_what_to_do() -> None:
 
 
 def test_worker_names_round_trip() -> None:
+    """More in test_worker_names.py."""
     name = SETTINGS.worker_name("ml", "fleet.v2", 7)
-    assert name == "k8s.c1.ml.fleet.v2.7"
-    assert SETTINGS.parse_worker_name(name) == ("ml", "fleet.v2", 7)
+    assert name == "k8s_c1_ml_fleet__v2_7"
+    ref = SETTINGS.parse_worker_name(name)
+    assert ref is not None and (ref.namespace, ref.name, ref.index, ref.legacy) == ("ml", "fleet.v2", 7, False)
+    legacy = SETTINGS.parse_worker_name("k8s.c1.ml.fleet.v2.7")
+    assert legacy is not None and (legacy.namespace, legacy.name, legacy.index, legacy.legacy) == (
+        "ml",
+        "fleet.v2",
+        7,
+        True,
+    )
+    assert SETTINGS.parse_worker_name("k8s_other_ml_fleet_0") is None
     assert SETTINGS.parse_worker_name("k8s.other.ml.fleet.0") is None
     assert SETTINGS.parse_worker_name("my-laptop-worker") is None

@@ -215,10 +215,10 @@ async def deregister_fleet(body: Any, meta: Any, logger: Any, fleet_pods: Any, *
         timeout = spec.deregistration.timeout_seconds
         token, _fp = await r.token(namespace, spec, fresh=True)
         api = r.api(r.api_url(spec), token)
-        prefix = f"{r.settings.worker_name(namespace, name, 0)[:-1]}"
         for w in await api.workers():
-            if w.name.startswith(prefix) and w.name[len(prefix) :].isdigit():
-                ids.add(w.id)
+            ref = r.settings.parse_worker_name(w.name, [(namespace, name)])
+            if ref is not None and (ref.namespace, ref.name) == (namespace, name):
+                ids.add(w.id)  # current and legacy names of this fleet's replicas
         for wid in sorted(ids):
             await api.delete_worker(wid)
             r.metrics.registrations.labels("deregister", "ok").inc()
@@ -279,17 +279,21 @@ async def sweep_orphans(body: Any, meta: Any, logger: Any, fleets: Any, fleet_po
     grace_ms = r.settings.orphan_grace_seconds * 1000
     now_ms = time.time() * 1000
     watched = set(r.settings.namespaces)
+    known = list(fleets.keys())
     for w in workers:
-        parsed = r.settings.parse_worker_name(w.name)
+        parsed = r.settings.parse_worker_name(w.name, known)
         if parsed is None or now_ms - w.created_at < grace_ms:
             continue
-        ns, fleet, index = parsed
+        ns, fleet, index = parsed.namespace, parsed.name, parsed.index
         if watched and ns not in watched:
             continue  # another operator's business
-        listed = fleets.get((ns, fleet))
+        listed = fleets.get((ns, fleet)) if fleet is not None else None  # None: shortened, no such fleet
         if listed:
-            indices = next(iter(listed)).indices
-            orphan = index not in indices and not any(p.index == index for p in fleet_pods.get((ns, fleet), []))
+            entry = next(iter(listed))
+            orphan = index not in entry.indices and not any(p.index == index for p in fleet_pods.get((ns, fleet), []))
+            if parsed.legacy and not orphan:
+                # an old-scheme name whose replica the reconciler has re-registered under the new name
+                orphan = _status_worker_id(entry.body, index) not in (None, w.id)
         else:
             orphan = True  # its fleet is gone
         if orphan:
@@ -299,3 +303,11 @@ async def sweep_orphans(body: Any, meta: Any, logger: Any, fleets: Any, fleet_po
                 logger.info(f"deregistered orphaned API worker {w.id} ({w.name})")
             except ApiProblem as exc:
                 logger.warning(f"could not deregister orphan {w.id}: {exc}")
+
+
+def _status_worker_id(body: dict[str, Any], index: int) -> str | None:
+    """The worker id the fleet's status lists for replica ``index`` (None: not listed)."""
+    for w in (body.get("status") or {}).get("workers") or []:
+        if w.get("index") == index:
+            return w.get("workerId")
+    return None

@@ -208,6 +208,9 @@ class FleetReconciler:
         else:
             busy = set(registered) | set(by_index)
 
+        if view is not None and api is not None:
+            await self._rename_legacy(namespace, name, spec, api, view, registered, busy, by_index, memo, logger)
+
         desired = self._desired(spec, view, busy, memo)
         checksum = spec_checksum(body.get("spec") or {}, fp, self.settings, url) if fp else None
 
@@ -377,6 +380,49 @@ class FleetReconciler:
         except CredentialsError as exc:
             return Condition("Degraded", True, "RegistryCredentialsInvalid", str(exc))
         return None
+
+    async def _rename_legacy(
+        self,
+        namespace: str,
+        name: str,
+        spec: LightlyWorkerSpec,
+        api: LightlyApi,
+        view: ApiView,
+        registered: dict[int, str],
+        busy: set[int],
+        by_index: dict[int, list[PodView]],
+        memo: FleetMemo,
+        logger: Any,
+    ) -> None:
+        """Move idle replicas registered under the old name scheme (dots) to the current one.
+
+        Register the new name, delete the replica's pod (it is recreated with the new worker id) and
+        deregister the old worker. A busy replica keeps its old registration until it is idle. What
+        fails here is retried next time or, for the old registration, removed by the orphan sweep.
+        """
+        for i, wid in sorted(registered.items()):
+            w = view.states.get(wid)
+            if w is None or i in busy or w.name != self.settings.legacy_worker_name(namespace, name, i):
+                continue
+            new_name = self.settings.worker_name(namespace, name, i)
+            try:
+                new_id = await api.register(new_name, spec.labels, "")
+            except ApiProblem as exc:
+                logger.warning(f"could not re-register legacy-named worker {wid} ({w.name}): {exc}; will retry")
+                continue
+            registered[i] = memo.registered[i] = new_id
+            self.metrics.registrations.labels("register", "ok").inc()
+            try:
+                for pod in by_index.get(i, []):
+                    if pod.worker_id == wid and not pod.deleting:
+                        await self.kube.delete_pod(namespace, pod.name)
+                await api.delete_worker(wid)
+            except (ApiException, ApiProblem) as exc:
+                logger.warning(f"legacy-named worker {wid} ({w.name}) not removed yet ({exc}); the sweep will")
+                continue
+            memo.deregistered.add(wid)
+            self.metrics.registrations.labels("deregister", "ok").inc()
+            logger.info(f"replica {i}: legacy-named worker {wid} ({w.name}) replaced by {new_id} ({new_name})")
 
     async def _register(
         self, p: Plan, spec: LightlyWorkerSpec, namespace: str, name: str, api: LightlyApi, registered: dict[int, str]

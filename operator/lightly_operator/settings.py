@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from lightly_protocol.names import (
+    PREFIX,
+    K8sWorkerName,
+    cluster_name_problem,
+    k8s_worker_name,
+    legacy_k8s_worker_name,
+    parse_k8s_worker_name,
+    parse_legacy_k8s_worker_name,
+)
 
 from . import __version__
 
@@ -13,6 +24,10 @@ DEFAULT_IMAGE = f"ghcr.io/lightly-worker-fleet/worker:{__version__}"
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     return float(raw) if raw else default
+
+
+class SettingsError(ValueError):
+    """A setting that cannot work; the message says which and what to change."""
 
 
 @dataclass(frozen=True)
@@ -39,20 +54,29 @@ class OperatorSettings:
     #: grace period of worker pods (a busy worker finishes or hands its run back within it)
     termination_grace_seconds: int = 300
 
+    def __post_init__(self) -> None:
+        problem = cluster_name_problem(self.cluster_name)
+        if problem:
+            raise SettingsError(f"LIGHTLY_CLUSTER_NAME: {problem}")
+
     def name_prefix(self) -> str:
-        return f"k8s.{self.cluster_name}."
+        """Every API worker name this operator makes starts with this (see ``lightly_protocol.names``)."""
+        return f"{PREFIX}_{self.cluster_name}_"
 
     def worker_name(self, namespace: str, name: str, index: int) -> str:
         """Stable API name of one replica: a crash mid-registration can never create a duplicate."""
-        return f"k8s.{self.cluster_name}.{namespace}.{name}.{index}"
+        return k8s_worker_name(self.cluster_name, namespace, name, index)
 
-    def parse_worker_name(self, worker_name: str) -> tuple[str, str, int] | None:
-        """(namespace, name, index) of a name this cluster's operator registered, else None."""
-        prefix = self.name_prefix()
-        if not worker_name.startswith(prefix):
-            return None
-        parts = worker_name[len(prefix) :].split(".")
-        # namespaces have no dots; resource names may have dots; the index is last
-        if len(parts) < 3 or not parts[-1].isdigit():
-            return None
-        return parts[0], ".".join(parts[1:-1]), int(parts[-1])
+    def legacy_worker_name(self, namespace: str, name: str, index: int) -> str:
+        """The name operators before the current scheme registered (dots; the real API rejects it)."""
+        return legacy_k8s_worker_name(self.cluster_name, namespace, name, index)
+
+    def parse_worker_name(self, worker_name: str, fleets: Iterable[tuple[str, str]] = ()) -> K8sWorkerName | None:
+        """The replica a name of this cluster's operator stands for (current or legacy scheme), else None.
+
+        ``fleets``: the (namespace, name) pairs known to exist; they resolve shortened names, which
+        otherwise come back with ``name=None`` (a fleet that is not known: gone).
+        """
+        return parse_k8s_worker_name(worker_name, self.cluster_name, fleets) or parse_legacy_k8s_worker_name(
+            worker_name, self.cluster_name
+        )
