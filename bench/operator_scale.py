@@ -1,22 +1,24 @@
-"""Bring-up time, API calls and memory of the LightlyWorker operator with N resources.
+"""Bring-up time, API calls and memory of the LightlyWorker operator with N resources, on a real control plane.
 
-Three processes besides this driver, each measured from /proc:
+Processes besides this driver, each measured from /proc:
 
-* the Kubernetes emulator (``tests/k8s/emulator.py``), served by this script in a **separate process**
-  (``--serve-emulator PORT``), so the driver's own work never shares a GIL with the API server it measures;
-  it counts every request by client (``User-Agent``: kopf, the operator's ``kubernetes`` client, this driver)
-  and by verb/resource;
+* a real Kubernetes control plane, started for every N by ``lightly_devkit.envtest.ControlPlane`` from the
+  binaries in ``$KUBEBUILDER_ASSETS`` (etcd, kube-apiserver, kube-controller-manager); the apiserver writes an
+  audit log (level Metadata), which this driver reads to count every request by client (``User-Agent``: kopf,
+  the operator's ``kubernetes`` client, this driver, the controller-manager) and by verb/resource/status code;
 * ``lightly-server serve`` on a fresh SQLite database (``/metrics`` is scraped for request counts by route);
 * the operator itself, ``lightly-operator --namespace bench --leader-election off`` with ``KUBECONFIG``
-  pointing at the emulator and the default resync interval (``--resync`` to change it).
+  pointing at the control plane (admin token) and the default resync interval (``--resync`` to change it).
 
-For every N: create N ``LightlyWorker`` resources (replicas=1, one shared token Secret, one namespace) over
-``--create-concurrency`` connections; a marker task in this driver watches pods and marks each new pod
-Running+Ready through ``/status`` as soon as it appears (concurrently; its own time is reported); a status
-watcher records when each resource first reports Registered=True and Ready=True. Then the operator idles for
-``--idle`` seconds and the API calls, Kubernetes requests, reconciles and CPU in that window are counted.
+There is no scheduler and no kubelet: this driver plays the kubelet. For every N: apply the CRD with kubectl,
+create N ``LightlyWorker`` resources (replicas=1, one shared token Secret, one namespace) over
+``--create-concurrency`` connections; a marker task watches pods and patches each new pod's ``pods/status``
+to Running+Ready as soon as it appears (concurrently; its own time is reported); a status watcher records when
+each resource first reports Registered=True and Ready=True. Then the operator idles for ``--idle`` seconds and
+the API calls, Kubernetes requests, reconciles and CPU in that window are counted.
 
-Run: ``.venv/bin/python bench/operator_scale.py --resources 100 1000`` (``--quick`` for a smoke run).
+Run: ``KUBEBUILDER_ASSETS=$(/work/shared/k8s/unpack) .venv/bin/python bench/operator_scale.py --resources 100 1000``
+(``--quick`` for a smoke run).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
-import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -40,6 +43,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightly_devkit.envtest import ControlPlane, assets_missing_reason
+from lightly_devkit.net import PROXY_VARS, free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "crds" / "lightlyworkers.lightly.ai.yaml"
 VENV_BIN = Path(sys.executable).parent
@@ -47,21 +53,24 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NS = "bench"
 GROUP, VERSION, PLURAL = "lightly.ai", "v1alpha1", "lightlyworkers"
 DRIVER_UA = "bench-driver"
-PROXY_VARS = ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "https_proxy", "http_proxy")
+K8S_PROCS = {"apiserver": "kube-apiserver", "etcd": "etcd", "kcm": "kube-controller-manager"}
+PROCS = ("operator", "apiserver", "etcd", "kcm", "server", "driver")
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+"""
 
 
 def now() -> float:
     return time.monotonic()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def proc_cpu_s(pid: int) -> float:
+def proc_cpu_s(pid: int | None) -> float:
     """User + system CPU seconds of a process (all its threads)."""
+    if pid is None:
+        return 0.0
     try:
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
@@ -90,58 +99,78 @@ def clean_env() -> dict[str, str]:
     return env
 
 
-# ------------------------------------------------------------------------------------- emulator process
+# ------------------------------------------------------------------------------------- audit log
+
+HTTP_VERB = {"get": "GET", "list": "GET", "watch": "GET", "create": "POST", "update": "PUT", "patch": "PATCH"}
+HTTP_VERB |= {"delete": "DELETE", "deletecollection": "DELETE"}
 
 
-def classify(method: str, path: str, query: Any) -> str:
-    """``"PATCH lightlyworkers/status"``, ``"GET pods (watch)"``, ``"GET secrets"``... for one request."""
-    parts = [p for p in path.split("/") if p]
-    if parts[:1] == ["api"]:
-        rest = parts[2:]
-    elif parts[:1] == ["apis"]:
-        rest = parts[3:]
+def who(user_agent: str) -> str:
+    """Which client sent a request: this driver, kopf, the operator's ``kubernetes`` client, kcm, other."""
+    if user_agent.startswith(DRIVER_UA):
+        return "driver"
+    if user_agent.startswith("kopf"):
+        return "kopf"
+    if user_agent.startswith("OpenAPI-Generator"):
+        return "client"
+    if user_agent.startswith("kube-controller-manager"):
+        return "kcm"
+    return "other"
+
+
+def classify(event: dict[str, Any]) -> str | None:
+    """``"kopf|PATCH lightlyworkers/status"``, ``"client|GET secrets"``, ``"kopf|GET pods (watch)"``,
+    ``"client|POST pods 409"``... for one audit event, or None for a stage that is not counted (a watch counts
+    when its response starts, every other request when it completes)."""
+    verb, stage = event.get("verb", ""), event.get("stage")
+    if stage != ("ResponseStarted" if verb == "watch" else "ResponseComplete"):
+        return None
+    ref = event.get("objectRef")
+    if ref:
+        label = f"{HTTP_VERB.get(verb, verb.upper())} {ref.get('resource', '?')}"
+        if ref.get("subresource"):
+            label += f"/{ref['subresource']}"
+        if verb in ("list", "watch"):
+            label += f" ({verb})"
     else:
-        return f"{method} /{'/'.join(parts[:2])}"
-    watch = query.get("watch") in ("true", "1")
-    if rest[:1] == ["watch"]:
-        watch, rest = True, rest[1:]
-    if rest[:1] == ["namespaces"] and len(rest) >= 3:
-        rest = rest[2:]
-    if not rest:
-        return f"{method} (discovery)"
-    label = f"{method} {rest[0]}" + (f"/{rest[2]}" if len(rest) > 2 else "")
-    if method == "GET" and len(rest) == 1:
-        label += " (watch)" if watch else " (list)"
-    return label
+        path = event.get("requestURI", "").split("?", 1)[0]
+        label = f"{HTTP_VERB.get(verb, verb.upper())} {'/'.join(path.split('/')[:3]) or '/'} (discovery)"
+    code = (event.get("responseStatus") or {}).get("code", 200)
+    if code >= 300 and stage == "ResponseComplete":
+        label += f" {code}"
+    return f"{who(event.get('userAgent', ''))}|{label}"
 
 
-def serve_emulator(port: int) -> None:
-    """The emulator on 127.0.0.1:PORT, with request counts at ``GET /_bench/stats`` (runs forever)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    import aiohttp.web
-    from k8s.emulator import K8sEmulator
+class AuditCounter:
+    """Counts the apiserver's audit log incrementally (the log backend writes each event before answering)."""
 
-    emulator = K8sEmulator()
-    counts: Counter[str] = Counter()
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset, self.rest = path, 0, b""
+        self.counts: Counter[str] = Counter()
+        self.watching: Counter[str] = Counter()  # "who|resource|namespace" -> watches started
 
-    async def handler(request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        if request.path == "/_bench/stats":
-            watches = {p: emulator.watch_count(g, p) for g, p in (("", "pods"), (GROUP, PLURAL))}
-            return aiohttp.web.json_response({"counts": dict(counts), "watches": watches})
-        ua = request.headers.get("User-Agent", "")
-        who = "driver" if ua.startswith(DRIVER_UA) else "kopf" if ua.startswith("kopf") else "client"
-        counts[f"{who}|{classify(request.method, request.path, request.query)}"] += 1
-        return await emulator(request)
-
-    async def main() -> None:
-        runner = aiohttp.web.ServerRunner(aiohttp.web.Server(handler, handler_cancellation=True))
-        await runner.setup()
-        await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-        print("ready", flush=True)
-        await asyncio.Event().wait()
-
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+    def read(self) -> Counter[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return Counter(self.counts)
+        self.offset += len(data)
+        lines = (self.rest + data).split(b"\n")
+        self.rest = lines.pop()
+        for line in lines:
+            if not line.strip():
+                continue
+            event = json.loads(line)
+            label = classify(event)
+            if label is None:
+                continue
+            self.counts[label] += 1
+            if event.get("verb") == "watch":
+                ref = event.get("objectRef") or {}
+                self.watching[f"{label.split('|')[0]}|{ref.get('resource')}|{ref.get('namespace', '')}"] += 1
+        return Counter(self.counts)
 
 
 # ------------------------------------------------------------------------------------- snapshots
@@ -164,7 +193,7 @@ def parse_prom(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float
 class Snapshot:
     t: float
     api: Counter[str]  # "METHOD route" -> requests served by lightly-server
-    k8s: Counter[str]  # "who|METHOD resource" -> requests served by the emulator
+    k8s: Counter[str]  # "who|METHOD resource [code]" -> requests served by the apiserver (audit log)
     reconciles: float
     reconcile_s: float
     cpu: dict[str, float]
@@ -181,27 +210,35 @@ def diff(a: Counter[str], b: Counter[str]) -> Counter[str]:
 @dataclass
 class World:
     tmp: Path
-    emu_url: str = ""
+    cp: ControlPlane | None = None
+    audit: AuditCounter | None = None
+    kube_url: str = ""
+    kube_token: str = ""
+    ssl_ctx: ssl.SSLContext | None = None
     api_url: str = ""
     op_metrics: str = ""
     op_health: str = ""
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     logs: dict[str, Path] = field(default_factory=dict)
 
-    def pid(self, name: str) -> int:
+    def pid(self, name: str) -> int | None:
+        if name in K8S_PROCS:
+            return self.cp.pids.get(K8S_PROCS[name]) if self.cp is not None else None
         return self.procs[name].pid if name in self.procs else os.getpid()
 
     def stop(self) -> None:
-        for name in ("operator", "server", "emulator"):
+        for name in ("operator", "server"):
             proc = self.procs.get(name)
             if proc is None or proc.poll() is not None:
                 continue
-            proc.send_signal(signal.SIGTERM if name != "emulator" else signal.SIGINT)
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+        if self.cp is not None:
+            self.cp.stop()
 
 
 def start(world: World, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -244,21 +281,54 @@ class Bench:
 
     # -------------------------------------------------------------- setup
 
+    def start_control_plane(self) -> None:
+        """etcd + kube-apiserver (audit log on) + kube-controller-manager, the CRD, the namespace.
+
+        Runs in the main thread on purpose: the components die with the thread that started them."""
+        w, a = self.world, self.args
+        kdir = w.tmp / "k8s"
+        kdir.mkdir()
+        (kdir / "audit-policy.yaml").write_text(AUDIT_POLICY)
+        audit_log = kdir / "audit.log"
+        w.cp = ControlPlane(
+            work_dir=kdir,
+            apiserver_args=[
+                f"--audit-policy-file={kdir / 'audit-policy.yaml'}",
+                f"--audit-log-path={audit_log}",
+                "--audit-log-format=json",
+                "--audit-log-maxsize=0",
+                "--audit-log-maxbackup=0",
+                *a.apiserver_arg,
+            ],
+        ).start()
+        w.audit = AuditCounter(audit_log)
+        w.kube_url, w.kube_token = w.cp.url, w.cp.token
+        w.ssl_ctx = ssl.create_default_context(cafile=str(w.cp.ca_file))
+        w.cp.kubectl("apply", "-f", str(a.crd))
+        w.cp.kubectl("wait", "--for=condition=Established", f"crd/{PLURAL}.{GROUP}", "--timeout=60s")
+        w.cp.kubectl("create", "namespace", NS)
+
     async def setup(self) -> None:
         import aiohttp
-        import yaml
 
-        w, a = self.world, self.args
+        w = self.world
+        self.start_control_plane()
         self.http = aiohttp.ClientSession(
             headers={"User-Agent": DRIVER_UA},
             connector=aiohttp.TCPConnector(limit=64),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             read_bufsize=2**22,
         )
-        port = free_port()
-        emu = start(w, "emulator", [sys.executable, str(Path(__file__).resolve()), "--serve-emulator", str(port)])
-        w.emu_url = f"http://127.0.0.1:{port}"
-        await wait_http(self.http, f"{w.emu_url}/_bench/stats", emu, "the emulator")
+        # pods need the namespace's default ServiceAccount (made by kube-controller-manager)
+        deadline = now() + 60
+        while True:
+            try:
+                await self.k8s("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/default")
+                break
+            except RuntimeError:
+                if now() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
 
         db = f"sqlite:///{w.tmp / 'lightly.sqlite3'}"
         token = subprocess.run(
@@ -275,27 +345,11 @@ class Bench:
         w.api_url = f"http://127.0.0.1:{port}"
         await wait_http(self.http, f"{w.api_url}/healthz", srv, "lightly-server")
 
-        await self.k8s(
-            "POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", yaml.safe_load(CRD.read_text())
-        )
-        await self.k8s("POST", "/api/v1/namespaces", {"metadata": {"name": NS}})
         secret = {"metadata": {"name": "lightly-token"}, "data": {"token": base64.b64encode(token.encode()).decode()}}
         await self.k8s("POST", f"/api/v1/namespaces/{NS}/secrets", secret)
 
-        kubeconfig = w.tmp / "kubeconfig"
-        ctx = {"cluster": "emulator", "user": "emulator", "namespace": NS}
-        kubeconfig.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "emulator", "cluster": {"server": w.emu_url}}],
-                    "users": [{"name": "emulator", "user": {"token": "emulator-token"}}],
-                    "contexts": [{"name": "emulator", "context": ctx}],
-                    "current-context": "emulator",
-                }
-            )
-        )
+        assert w.cp is not None
+        kubeconfig = w.cp.kubeconfig_for(namespace=NS, name="operator")
         mport, hport = free_port(), free_port()
         env = clean_env()
         env.update(
@@ -304,38 +358,38 @@ class Bench:
             LIGHTLY_WORKER_IMAGE="lightly-worker:bench",
             LIGHTLY_CLUSTER_NAME=f"bench{secrets.token_hex(2)}",
         )
-        if a.resync:
-            env["LIGHTLY_OPERATOR_RESYNC_SECONDS"] = str(a.resync)
-        if a.sweep:
-            env["LIGHTLY_OPERATOR_SWEEP_SECONDS"] = str(a.sweep)
+        if self.args.resync:
+            env["LIGHTLY_OPERATOR_RESYNC_SECONDS"] = str(self.args.resync)
+        if self.args.sweep:
+            env["LIGHTLY_OPERATOR_SWEEP_SECONDS"] = str(self.args.sweep)
         op_cmd = [str(VENV_BIN / "lightly-operator"), "--namespace", NS, "--metrics-port", str(mport)]
-        op_cmd += ["--health-port", str(hport), "--leader-election", "off", "--log-level", a.operator_log_level]
+        op_cmd += ["--health-port", str(hport), "--leader-election", "off", "--log-level", self.args.operator_log_level]
         op = start(w, "operator", op_cmd, env)
         w.op_metrics, w.op_health = f"http://127.0.0.1:{mport}/metrics", f"http://127.0.0.1:{hport}/healthz"
         await wait_http(self.http, w.op_health, op, "the operator")
         deadline = now() + 30
+        assert w.audit is not None
         while True:
-            watches = (await self.stats())["watches"]
-            if watches["pods"] >= 1 and watches[PLURAL] >= 1:
+            w.audit.read()
+            watches = {r: w.audit.watching[f"kopf|{r}|{NS}"] for r in ("pods", PLURAL)}
+            if all(watches.values()):
                 break
-            if now() > deadline:
-                raise RuntimeError(f"the operator does not watch: {watches}")
+            if op.poll() is not None or now() > deadline:
+                raise RuntimeError(f"the operator does not watch: {watches}; log: {w.logs['operator']}")
             await asyncio.sleep(0.1)
         await asyncio.sleep(2.0)  # let startup finish (kopf's initial lists, imports) before the baseline
 
     async def k8s(self, method: str, path: str, body: Any = None, ctype: str = "application/json") -> Any:
+        w = self.world
+        headers = {"Content-Type": ctype, "Authorization": f"Bearer {w.kube_token}"}
         async with self.http.request(
-            method, f"{self.world.emu_url}{path}", data=json.dumps(body) if body is not None else None,
-            headers={"Content-Type": ctype},
+            method, f"{w.kube_url}{path}", data=json.dumps(body) if body is not None else None,
+            headers=headers, ssl=w.ssl_ctx,
         ) as r:  # fmt: skip
             data = await r.json(content_type=None)
             if r.status >= 300:
                 raise RuntimeError(f"{method} {path} -> {r.status}: {data}")
             return data
-
-    async def stats(self) -> dict[str, Any]:
-        async with self.http.get(f"{self.world.emu_url}/_bench/stats") as r:
-            return await r.json()
 
     async def snapshot(self) -> Snapshot:
         w = self.world
@@ -349,25 +403,31 @@ class Bench:
                 d = dict(labels)
                 if d.get("route") not in ("/metrics", "/healthz"):
                     api[f"{d.get('method')} {d.get('route')} {d.get('status')}"] += int(v)
-        k8s = Counter((await self.stats())["counts"])
+        assert w.audit is not None
+        k8s = w.audit.read()
         rec = op_prom.get(("lightly_operator_reconcile_duration_seconds_count", ()), 0.0)
         rec_s = op_prom.get(("lightly_operator_reconcile_duration_seconds_sum", ()), 0.0)
-        cpu = {name: proc_cpu_s(w.pid(name)) for name in ("operator", "emulator", "server", "driver")}
-        return Snapshot(now(), api, k8s, rec, rec_s, cpu, proc_mem_mb(w.pid("operator")))
+        cpu = {name: proc_cpu_s(w.pid(name)) for name in PROCS}
+        return Snapshot(now(), api, k8s, rec, rec_s, cpu, proc_mem_mb(w.pid("operator") or 0))
 
     # -------------------------------------------------------------- watchers
 
     async def watch(self, path: str, on_event: Any, started: asyncio.Event) -> None:
+        w = self.world
         listing = await self.k8s("GET", path)
         for obj in listing.get("items") or []:
             await on_event("ADDED", obj)
         rv = listing["metadata"]["resourceVersion"]
-        url = f"{self.world.emu_url}{path}?watch=true&resourceVersion={rv}&timeoutSeconds=3600"
-        async with self.http.get(url) as r:
+        url = f"{w.kube_url}{path}?watch=true&resourceVersion={rv}&timeoutSeconds=3600"
+        headers = {"Authorization": f"Bearer {w.kube_token}"}
+        async with self.http.get(url, headers=headers, ssl=w.ssl_ctx) as r:
             started.set()
             async for line in r.content:
                 if line.strip():
                     ev = json.loads(line)
+                    if ev["type"] == "ERROR":
+                        self.watch_errors.append(f"{path}: {ev['object']}")
+                        raise RuntimeError(f"watch {path}: {ev['object']}")
                     await on_event(ev["type"], ev["object"])
 
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
@@ -475,6 +535,7 @@ class Bench:
         return {"s2": s2, "s3": s3, "rss_max_idle": max(mem_samples)}
 
     async def run(self) -> dict[str, Any]:
+        keep = True
         try:
             await self.setup()
             base = await self.snapshot()
@@ -494,11 +555,21 @@ class Bench:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(30)
             idle = await self.idle()
-            return self.report(base, up, idle)
+            result = self.report(base, up, idle)
+            keep = self.args.keep or up["timed_out"]
+            if not keep:
+                result["logs"] = None
+            return result
+        except BaseException:
+            keep = True
+            print(f"N={self.n}: failed; logs in {self.world.tmp}", file=sys.stderr)
+            raise
         finally:
             if self.http is not None:
                 await self.http.close()
             self.world.stop()
+            if not keep:
+                shutil.rmtree(self.world.tmp, ignore_errors=True)
 
     # -------------------------------------------------------------- report
 
@@ -522,8 +593,8 @@ class Bench:
         minutes = (s3.t - s2.t) / 60
         api_idle, k8s_idle = diff(s2.api, s3.api), diff(s2.k8s, s3.k8s)
         cpu_idle = {k: s3.cpu[k] - s2.cpu[k] for k in s3.cpu}
-        k8s_up_op = Counter({k: v for k, v in k8s_up.items() if not k.startswith("driver|")})
-        k8s_idle_op = Counter({k: v for k, v in k8s_idle.items() if not k.startswith("driver|")})
+        k8s_up_op = Counter({k: v for k, v in k8s_up.items() if k.split("|")[0] in ("kopf", "client")})
+        k8s_idle_op = Counter({k: v for k, v in k8s_idle.items() if k.split("|")[0] in ("kopf", "client")})
         times = {
             "created": up["t_created"] - self.t0,
             "registered": last(self.registered_at),
@@ -622,8 +693,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
     )
     row("marker patches / busy s", lambda r: f"{r['marker']['patches']} / {r['marker']['busy_s']:.1f}")
     row("bring-up wall (s)", lambda r: r["bringup"]["wall_s"])
-    for who in ("operator", "emulator", "server", "driver"):
-        row(f"bring-up CPU s {who}", lambda r, w=who: r["bringup"]["cpu_s"][w])
+    for proc in PROCS:
+        row(f"bring-up CPU s {proc}", lambda r, w=proc: r["bringup"]["cpu_s"][w])
     row("API calls / resource", lambda r: r["bringup"]["api_calls_per_resource"], 2)
     row("k8s req (operator) / resource", lambda r: r["bringup"]["k8s_operator_requests_per_resource"], 2)
     row("reconciles (bring-up)", lambda r: int(r["bringup"]["reconciles"]))
@@ -634,7 +705,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
     row("idle reconciles/res/min", lambda r: r["idle"]["reconciles_per_resource_per_min"], 2)
     row("idle reconcile mean ms", lambda r: r["idle"]["reconcile_mean_ms"])
     row("idle operator CPU %", lambda r: r["idle"]["operator_cpu_pct"])
-    row("idle emulator CPU s", lambda r: r["idle"]["cpu_s"]["emulator"])
+    row("idle apiserver CPU s", lambda r: r["idle"]["cpu_s"]["apiserver"])
+    row("idle etcd CPU s", lambda r: r["idle"]["cpu_s"]["etcd"])
     row("operator RSS start (MB)", lambda r: r["memory_mb"]["operator_rss_start"])
     row("operator RSS after bring-up", lambda r: r["memory_mb"]["operator_rss_after_bringup"])
     row("operator RSS end of idle", lambda r: r["memory_mb"]["operator_rss_end"])
@@ -666,11 +738,16 @@ def main() -> int:
     p.add_argument("--json", help="write all results to this file")
     p.add_argument("--py-spy", help="record the operator during the largest N's bring-up into DIR/operator-N.txt")
     p.add_argument("--py-spy-bin", default=str(VENV_BIN / "py-spy"))
-    p.add_argument("--serve-emulator", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--crd", type=Path, default=CRD, help="CRD manifest to apply (default: %(default)s)")
+    p.add_argument(
+        "--apiserver-arg", action="append", default=[], help="extra kube-apiserver flag (repeatable), e.g. =--v=2"
+    )
+    p.add_argument("--keep", action="store_true", help="keep every run's folder (logs, audit log, kubeconfig)")
     args = p.parse_args()
-    if args.serve_emulator:
-        serve_emulator(args.serve_emulator)
-        return 0
+    reason = assets_missing_reason()
+    if reason:
+        print(f"error: {reason}", file=sys.stderr)
+        return 2
     if args.quick:
         args.resources, args.idle, args.settle = [20], 15.0, 2.0
     results = []
