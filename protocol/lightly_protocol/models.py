@@ -8,9 +8,10 @@ and operator parse.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
 from pydantic.alias_generators import to_camel
 
 from .enums import (
@@ -29,12 +30,38 @@ from .enums import (
     WorkerState,
     WorkerType,
 )
+from .names import parse_legacy_k8s_worker_name
 
 OID_PATTERN = r"^[a-f0-9]{24}$"
+
+# The field patterns of lightly==1.5.26's generated models (lightly_api_field_patterns.tsv). The real
+# client checks requests and answers against them; so does every model below that has the field.
+#: worker and dataset names (DockerWorkerRegistryEntryData.name, DatasetData.name, ...)
+NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9 _-]+$"
+#: tag names (TagData.name, SelectionConfigV4EntryInput.tag_name, ...)
+TAG_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$"
+#: task, score and auto-task names (SelectionConfigV4EntryInput.task/score, AutoTaskBase.name, ...)
+TASK_PATTERN = r"^[a-zA-Z0-9_+=,.@:\/-]*$"
+BIT_MASK_PATTERN = r"^0x[a-f0-9]+$"
+URL_PATTERN = r"^https?:\/\/.+$"
+KMS_KEY_PATTERN = r"^arn:aws:kms:[a-zA-Z0-9-]*:[0-9]{12}:key.+$"
+IAM_ROLE_PATTERN = r"^arn:aws:iam::[0-9]{12}:role.+$"
+EXTERNAL_ID_PATTERN = r"^[a-zA-Z0-9_+=,.@:\/-]+$"
+#: longest name this server stores (the protocol declares no maximum; our columns hold 300)
+MAX_NAME_LENGTH = 300
+
 Oid = Annotated[str, Strict(), Field(pattern=OID_PATTERN, strict=True)]
-Name = Annotated[str, Strict(), Field(min_length=3, strict=True)]
+#: a worker or dataset name in an answer
+Name = Annotated[str, Strict(), Field(min_length=3, pattern=NAME_PATTERN, strict=True)]
+#: a worker or dataset name in a request (also bounded by what the server stores)
+NewName = Annotated[str, Strict(), Field(min_length=3, max_length=MAX_NAME_LENGTH, pattern=NAME_PATTERN, strict=True)]
+TagName = Annotated[str, Strict(), Field(min_length=3, max_length=MAX_NAME_LENGTH, pattern=TAG_NAME_PATTERN)]
+TaskStr = Annotated[str, Strict(), Field(pattern=TASK_PATTERN)]
 Ts = Annotated[int, Strict(), Field(ge=0, strict=True)]
 Unit = Annotated[float, Strict(), Field(ge=0, le=1)]
+
+
+_NAME_RE = re.compile(NAME_PATTERN)
 
 
 class Wire(BaseModel):
@@ -60,17 +87,28 @@ class CreateEntityResponse(Wire):
 
 
 class WorkerCreateRequest(Wire):
-    name: Name
+    name: NewName
     worker_type: WorkerType = WorkerType.FULL
     labels: list[StrictStr] | None = None
     creator: Creator | None = None
     docker_version: StrictStr | None = None
 
 
+def _worker_name(value: str) -> str:
+    if len(value) < 3 or not (_NAME_RE.match(value) or parse_legacy_k8s_worker_name(value)):
+        raise ValueError(f"String should match pattern '{NAME_PATTERN}'")
+    return value
+
+
+#: a worker name in an answer: the protocol's pattern, or an operator name of the old dotted scheme, which
+#: an operator or worker upgraded before its server must still read (this server renames those on start)
+AnsweredWorkerName = Annotated[str, Strict(), AfterValidator(_worker_name)]
+
+
 class WorkerData(Wire):
     id: Oid
     user_id: StrictStr
-    name: Name
+    name: AnsweredWorkerName
     worker_type: WorkerType
     state: WorkerState
     created_at: Ts
@@ -89,7 +127,7 @@ class WorkerUpdateRequest(Wire):
 
 
 class DatasetCreateRequest(Wire):
-    name: Name
+    name: NewName
     type: DatasetType | None = None
     img_type: ImageType | None = None
     creator: Creator | None = None
@@ -122,7 +160,7 @@ class _DatasourceBase(Wire):
 
 class DatasourceLocal(_DatasourceBase):
     type: Literal["LOCAL"]
-    web_server_location: StrictStr | None = None
+    web_server_location: Annotated[str, Strict(), Field(pattern=URL_PATTERN)] | None = None
 
 
 class DatasourceLightly(_DatasourceBase):
@@ -134,7 +172,7 @@ class DatasourceS3(_DatasourceBase):
     s3_region: S3Region
     s3_access_key_id: Annotated[str, Strict(), Field(min_length=1)] = Field(alias="s3AccessKeyId")
     s3_secret_access_key: Annotated[str, Strict(), Field(min_length=1)] = Field(alias="s3SecretAccessKey")
-    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(min_length=1)] | None = Field(
+    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(pattern=KMS_KEY_PATTERN)] | None = Field(
         None, alias="s3ServerSideEncryptionKMSKey"
     )
 
@@ -142,9 +180,11 @@ class DatasourceS3(_DatasourceBase):
 class DatasourceS3DelegatedAccess(_DatasourceBase):
     type: Literal["S3DelegatedAccess"]
     s3_region: S3Region
-    s3_external_id: Annotated[str, Strict(), Field(min_length=10)] = Field(alias="s3ExternalId")
-    s3_arn: Annotated[str, Strict(), Field(min_length=12)] = Field(alias="s3ARN")
-    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(min_length=1)] | None = Field(
+    s3_external_id: Annotated[str, Strict(), Field(min_length=10, pattern=EXTERNAL_ID_PATTERN)] = Field(
+        alias="s3ExternalId"
+    )
+    s3_arn: Annotated[str, Strict(), Field(min_length=12, pattern=IAM_ROLE_PATTERN)] = Field(alias="s3ARN")
+    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(pattern=KMS_KEY_PATTERN)] | None = Field(
         None, alias="s3ServerSideEncryptionKMSKey"
     )
 
@@ -163,7 +203,7 @@ class DatasourceAzure(_DatasourceBase):
 
 class DatasourceOBS(_DatasourceBase):
     type: Literal["OBS"]
-    obs_endpoint: Annotated[str, Strict(), Field(min_length=1)]
+    obs_endpoint: Annotated[str, Strict(), Field(min_length=1, pattern=URL_PATTERN)]
     obs_access_key_id: Annotated[str, Strict(), Field(min_length=1)]
     obs_secret_access_key: Annotated[str, Strict(), Field(min_length=1)]
 
@@ -205,7 +245,7 @@ class DockerCrops(Wire):
 
 
 class DockerTraining(Wire):
-    task_name: StrictStr | None = None
+    task_name: TaskStr | None = None
 
 
 class DockerConfigV4(Wire):
@@ -293,17 +333,14 @@ class LightlyConfigV3(Wire):
     collate: LightlyCollate | None = None
 
 
-TaskStr = Annotated[str, Strict(), Field(pattern=r"^[a-zA-Z0-9_+=,.@:\/-]*$")]
-
-
 class SelectionInput(Wire):
     type: Literal["EMBEDDINGS", "SCORES", "METADATA", "PREDICTIONS", "RANDOM"]
     task: TaskStr | None = None
-    score: Annotated[str, Strict(), Field(min_length=1, pattern=r"^[a-zA-Z0-9_+=,.@:\/-]*$")] | None = None
+    score: Annotated[str, Strict(), Field(min_length=1, pattern=TASK_PATTERN)] | None = None
     key: Annotated[str, Strict(), Field(min_length=1)] | None = None
     name: Literal["CLASS_DISTRIBUTION", "CATEGORY_COUNT"] | None = None
     dataset_id: Oid | None = None
-    tag_name: Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None = None
+    tag_name: TagName | None = None
     random_seed: StrictInt | None = None
     categories: Annotated[list[Annotated[str, Strict(), Field(min_length=1)]], Field(min_length=1)] | None = None
 
@@ -337,7 +374,7 @@ class SelectionEntry(Wire):
 
 class AutoTaskTiling(Wire):
     type: Literal["TILING"]
-    name: StrictStr
+    name: TaskStr
     num_rows: Annotated[int, Strict(), Field(ge=1)]
     num_cols: Annotated[int, Strict(), Field(ge=1)]
     overlap: Annotated[float, Strict(), Field(ge=0)] | None = None
@@ -493,7 +530,7 @@ class RunSelectionRequest(Wire):
     """
 
     filenames: list[Annotated[str, Strict(), Field(min_length=1)]]
-    tag_name: Annotated[str, Strict(), Field(min_length=3, pattern=r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$")] | None = None
+    tag_name: TagName | None = None
 
 
 # ---------------------------------------------------------------- tags
@@ -505,8 +542,8 @@ class TagData(Wire):
     prev_tag_id: Oid | None
     query_tag_id: Oid | None = None
     preselected_tag_id: Oid | None = None
-    name: Name
-    bit_mask_data: StrictStr
+    name: Annotated[str, Strict(), Field(min_length=3, pattern=TAG_NAME_PATTERN)]
+    bit_mask_data: Annotated[str, Strict(), Field(pattern=BIT_MASK_PATTERN)]
     tot_size: StrictInt
     created_at: Ts
     last_modified_at: Ts | None = None

@@ -192,6 +192,9 @@ def _validation_message(exc: RequestValidationError) -> str:
             parts.append(f"{loc}: unknown key; remove it (only the protocol's documented keys are accepted)")
         elif err.get("type") == "missing":
             parts.append(f"{loc}: required")
+        elif err.get("type") == "string_pattern_mismatch":
+            pattern = err.get("ctx", {}).get("pattern")
+            parts.append(f"{loc}: must match the protocol's pattern {pattern} (got {err.get('input')!r})"[:400])
         else:
             parts.append(f"{loc}: {err.get('msg')} (got {err.get('input')!r})"[:300])
     return "; ".join(parts) or "invalid request"

@@ -309,6 +309,9 @@ class Database:
                 conn.execute(
                     settings.update().where(settings.c.key == "schema_version").values(value=str(SCHEMA_VERSION))
                 )
+            from .normalise import normalise_names
+
+            normalise_names(conn)  # names stored before the protocol's patterns were enforced
 
     def dispose(self) -> None:
         self.engine.dispose()
