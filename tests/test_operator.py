@@ -1,7 +1,8 @@
-"""The real operator (kopf, in process) against the Kubernetes emulator and a real API server.
+"""The real operator (kopf, in process) against a real control plane (kube-apiserver, etcd, controller-manager).
 
-Pods never run in the emulator: tests set pod status themselves (Running/Ready, Unschedulable,
-ImagePullBackOff) and act as workers over the API (claiming runs) to make workers busy.
+There is no kubelet and no scheduler: tests play them by patching ``pods/status`` (Running/Ready,
+Unschedulable, ImagePullBackOff) and act as workers over the Lightly API (claiming runs) to make workers busy.
+Every test has its own namespace (``env.ns``) and cluster name, so worker names never collide.
 """
 
 from __future__ import annotations
@@ -27,18 +28,18 @@ os.environ["LIGHTLY_OPERATOR_SWEEP_SECONDS"] = "0.5"
 
 from conftest import Api, Backend, ServerProcess, backend
 from flows import config, dataset, lock, ok, schedule
+from kube.harness import pod_running, pod_unschedulable, pod_waiting
 from lightly_operator import handlers
 from lightly_operator.settings import OperatorSettings
 from lightly_server.auth import hash_token
 
 if TYPE_CHECKING:
-    from k8s.fixtures import K8s
+    from kube.harness import Kube
 
-pytest_plugins = ("k8s.fixtures",)
+pytest_plugins = ("kube.fixtures",)
 
 ROOT = Path(__file__).resolve().parent.parent
-CRD = str(ROOT / "crds" / "lightlyworkers.lightly.ai.yaml")
-NS = "default"
+LW = "lightlyworkers.lightly.ai"
 
 
 @pytest.fixture(scope="module")
@@ -53,34 +54,39 @@ def api_server(api_backend: Backend) -> ServerProcess:
 
 
 class Env:
-    """One test's world: emulator, API server, a user's token, and helpers."""
+    """One test's world: a namespace of the control plane, the API server, a user's token, and helpers."""
 
-    def __init__(self, k8s: K8s, server: ServerProcess, token: str, settings: OperatorSettings) -> None:
-        self.k8s, self.server, self.token, self.settings = k8s, server, token, settings
+    def __init__(self, kube: Kube, server: ServerProcess, token: str, settings: OperatorSettings) -> None:
+        self.kube, self.server, self.token, self.settings = kube, server, token, settings
+        self.ns = kube.namespace
         self.api = Api(server.url, token)
 
     def apply(self, manifest: dict[str, Any] | str) -> None:
-        text = manifest if isinstance(manifest, str) else yaml.safe_dump(manifest)
-        self.k8s.kubectl("apply", "--validate=false", "-f", "-", input=text)
+        self.kube.apply(manifest)
 
     def token_secret(self, token: str | None = None, name: str = "lightly-token", key: str = "token") -> None:
         value = base64.b64encode((token or self.token).encode()).decode()
         self.apply(
-            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "data": {key: value}}
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": self.ns},
+                "data": {key: value},
+            }
         )
 
     def fleet(self, name: str = "fleet", **spec: Any) -> dict[str, Any]:
         body = {
             "apiVersion": "lightly.ai/v1alpha1",
             "kind": "LightlyWorker",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": self.ns},
             "spec": {"api": {"tokenSecretRef": {"name": "lightly-token"}}, **spec},
         }
         self.apply(body)
         return body
 
     def lw(self, name: str = "fleet") -> dict[str, Any]:
-        return self.k8s.get("lightlyworkers.lightly.ai", name, NS) or {}
+        return self.kube.get(LW, name) or {}
 
     def status(self, name: str = "fleet") -> dict[str, Any]:
         return self.lw(name).get("status") or {}
@@ -89,46 +95,30 @@ class Env:
         return next((c for c in self.status(name).get("conditions") or [] if c["type"] == ctype), {})
 
     def pods(self, name: str = "fleet") -> list[dict[str, Any]]:
-        items = self.k8s.list("pods", namespace=NS, labels=f"lightly.ai/fleet={name}")
+        items = self.kube.list("pods", labels=f"lightly.ai/fleet={name}")
         return sorted(
             (p for p in items if not p["metadata"].get("deletionTimestamp")),
             key=lambda p: int(p["metadata"]["labels"]["lightly.ai/worker-index"]),
         )
 
     def set_pod_status(self, pod: dict[str, Any], status: dict[str, Any]) -> None:
-        name = pod["metadata"]["name"]
-        r = self.k8s.http.patch(
-            f"/api/v1/namespaces/{NS}/pods/{name}/status",
-            json={"status": status},
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        assert r.status_code == 200, r.text
+        self.kube.set_pod_status(pod, status)
 
     def run_pods(self, name: str = "fleet") -> None:
         for p in self.pods(name):
-            self.set_pod_status(
-                p,
-                {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                    "containerStatuses": [
-                        {
-                            "name": "worker",
-                            "ready": True,
-                            "state": {"running": {}},
-                            "image": "x",
-                            "imageID": "x",
-                            "restartCount": 0,
-                        }
-                    ],
-                },
-            )
+            self.set_pod_status(p, pod_running())
+
+    def events(self, *reasons: str) -> list[dict[str, Any]]:
+        return [e for e in self.kube.events() if not reasons or e.get("reason") in reasons]
+
+    def worker_name(self, index: int, fleet: str = "fleet") -> str:
+        return self.settings.worker_name(self.ns, fleet, index)
 
     def api_workers(self) -> dict[str, dict[str, Any]]:
         return {w["name"]: w for w in ok(self.api.get("/v1/docker/worker"))}
 
-    def wait(self, predicate: Any, what: str, timeout: float = 15.0) -> Any:
-        return self.k8s.wait_for(predicate, timeout=timeout, what=what)
+    def wait(self, predicate: Any, what: str, timeout: float = 20.0) -> Any:
+        return self.kube.wait_for(predicate, timeout=timeout, what=what)
 
     def make_busy(self, worker_id: str) -> str:
         """Act as that worker: claim a scheduled run, so the API says it is busy."""
@@ -139,7 +129,7 @@ class Env:
 
 
 @pytest.fixture
-def env(k8s: K8s, api_server: ServerProcess, api_backend: Backend) -> Iterator[Env]:
+def env(kube: Kube, lightly_crd: Path, api_server: ServerProcess, api_backend: Backend) -> Iterator[Env]:
     settings = OperatorSettings(
         api_url=api_server.url,
         worker_image="lightly-worker:test",
@@ -149,19 +139,18 @@ def env(k8s: K8s, api_server: ServerProcess, api_backend: Backend) -> Iterator[E
         orphan_grace_seconds=0.0,
         call_timeout_seconds=2.0,
         offline_grace_seconds=3600.0,
+        namespaces=(kube.namespace,),
     )
-    handlers.configure(settings)
-    e = Env(k8s, api_server, api_backend.token(), settings)
-    k8s.kubectl("apply", "--validate=false", "-f", CRD)
+    handlers.configure(settings)  # its Kubernetes client reads $KUBECONFIG: the kube fixture's
+    e = Env(kube, api_server, api_backend.token(), settings)
     e.token_secret()
     yield e
 
 
 @contextlib.contextmanager
 def running(env: Env) -> Iterator[None]:
-    with env.k8s.operator():
-        env.k8s.wait_watching("lightlyworkers.lightly.ai")
-        env.k8s.wait_watching("pods")
+    """The operator as the CLI runs it: kopf's global registry, the operator's own login handler."""
+    with env.kube.operator(login=True):
         yield
 
 
@@ -171,13 +160,13 @@ def test_apply_registers_workers_and_runs_pods(env: Env) -> None:
         pods = env.wait(lambda: len(env.pods()) == 2 and env.pods(), "two pods")
         workers = env.wait(lambda: len(env.status().get("workers") or []) == 2 and env.status()["workers"], "status")
         api = env.api_workers()
-        prefix = f"k8s.{env.settings.cluster_name}.{NS}.fleet."
-        assert sorted(api) == [prefix + "0", prefix + "1"]
+        w0, w1 = env.worker_name(0), env.worker_name(1)
+        assert sorted(api) == sorted([w0, w1])
         assert all(w["labels"] == ["gpu"] for w in api.values())
-        assert [w["workerId"] for w in workers] == [api[prefix + "0"]["id"], api[prefix + "1"]["id"]]
+        assert [w["workerId"] for w in workers] == [api[w0]["id"], api[w1]["id"]]
         c = pods[0]["spec"]["containers"][0]
         assert c["args"] == [
-            f"worker.worker_id={api[prefix + '0']['id']}",
+            f"worker.worker_id={api[w0]['id']}",
             "metrics.port=9100",
             "lightly.loader.batch_size=16",
         ]
@@ -193,6 +182,14 @@ def test_apply_registers_workers_and_runs_pods(env: Env) -> None:
         assert st["selector"] == "app.kubernetes.io/managed-by=lightly-operator,lightly.ai/fleet=fleet"
         assert env.condition("Degraded")["reason"] == "AsExpected"
         assert env.condition("Ready")["observedGeneration"] == env.lw()["metadata"]["generation"]
+        # the printer columns, as the apiserver's Table output has them
+        header, row = env.kube.kubectl("get", "lw", "fleet").stdout.splitlines()
+        assert header.split() == ["NAME", "DESIRED", "READY", "BUSY", "PHASE", "AGE"]
+        assert row.split()[:5] == ["fleet", "2", "2", "0", "Running"]
+        # the scale subresource, as HPA and kubectl scale see it
+        scale = json.loads(env.kube.kubectl("get", "--raw", env.kube.resource_path(LW, "fleet") + "/scale").stdout)
+        assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 2
+        assert scale["status"]["selector"] == st["selector"]
 
 
 def _ready_fleet(env: Env, replicas: int, **spec: Any) -> list[dict[str, Any]]:
@@ -208,22 +205,8 @@ def test_pod_problems_become_conditions_and_events(env: Env) -> None:
         env.fleet(replicas=2)
         pods = env.wait(lambda: len(env.pods()) == 2 and env.pods(), "two pods")
         msg = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
-        env.set_pod_status(
-            pods[0],
-            {
-                "phase": "Pending",
-                "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": msg}],
-            },
-        )
-        env.set_pod_status(
-            pods[1],
-            {
-                "phase": "Pending",
-                "containerStatuses": [
-                    {"name": "worker", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "unauthorized"}}}
-                ],
-            },
-        )
+        env.set_pod_status(pods[0], pod_unschedulable(msg))
+        env.set_pod_status(pods[1], pod_waiting("ImagePullBackOff", "unauthorized"))
         degraded = env.wait(
             lambda: (
                 env.condition("Degraded").get("status") == "True"
@@ -236,11 +219,7 @@ def test_pod_problems_become_conditions_and_events(env: Env) -> None:
         assert "registryCredentials" in degraded["message"]
         assert env.status()["phase"] == "Degraded"
         events = env.wait(
-            lambda: [
-                e
-                for e in env.k8s.list("events", namespace=NS)
-                if e.get("reason") in ("Unschedulable", "ImagePullBackOff")
-            ],
+            lambda: env.events("Unschedulable", "ImagePullBackOff"),
             "events",
         )
         assert {e["reason"] for e in events} >= {"Unschedulable"}
@@ -289,7 +268,7 @@ def test_scale_down_keeps_busy_removes_idle_and_deregisters(env: Env) -> None:
         busy = workers[2]["workerId"]
         env.make_busy(busy)
         env.wait(lambda: env.status().get("busyReplicas") == 1, "busy seen")
-        env.k8s.kubectl("scale", "lw", "fleet", "--replicas=1")
+        env.kube.kubectl("scale", "lw", "fleet", "--replicas=1")
         env.wait(lambda: len(env.pods()) == 1, "scaled down")
         assert env.pods()[0]["metadata"]["labels"]["lightly.ai/worker-index"] == "2"
         env.wait(lambda: len(env.api_workers()) == 1, "deregistered")
@@ -364,7 +343,7 @@ def test_missing_secret_and_invalid_token(env: Env) -> None:
             ),
             "SecretNotFound",
         )
-        assert "default/absent" in cond["message"] and "create it" in cond["message"]
+        assert f"{env.ns}/absent" in cond["message"] and "create it" in cond["message"]
         env.token_secret(token="not-a-valid-token", name="bad-token")
         env.fleet(name="badtoken", api={"tokenSecretRef": {"name": "bad-token"}})
         cond = env.wait(
@@ -377,9 +356,7 @@ def test_missing_secret_and_invalid_token(env: Env) -> None:
         assert "rejected the token" in cond["message"]
         assert "not-a-valid-token" not in yaml.safe_dump(env.lw("badtoken"))
         assert env.pods("nosecret") == [] and env.pods("badtoken") == []
-        events = env.wait(
-            lambda: [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "TokenRejected"], "event"
-        )
+        events = env.wait(lambda: env.events("TokenRejected"), "event")
         assert all("not-a-valid-token" not in e.get("message", "") for e in events)
 
 
@@ -405,26 +382,26 @@ def test_delete_deregisters_and_removes_everything(env: Env) -> None:
     with running(env):
         _ready_fleet(env, 2)
         assert len(env.api_workers()) == 2
-        env.k8s.kubectl("delete", "lw", "fleet", "--timeout=20s")
+        env.kube.kubectl("delete", "lw", "fleet", "--timeout=20s")
         env.wait(lambda: not env.lw(), "gone")
         assert env.api_workers() == {}
-        assert env.k8s.list("pods", namespace=NS) == []
+        assert env.kube.list("pods") == []
 
 
 def test_skip_annotation_and_missing_secret_never_wedge_deletion(env: Env) -> None:
     with running(env):
         _ready_fleet(env, 1)
-        env.k8s.kubectl("annotate", "lw", "fleet", "lightly.ai/skip-deregistration=true")
-        env.k8s.kubectl("delete", "lw", "fleet", "--timeout=20s")
+        env.kube.kubectl("annotate", "lw", "fleet", "lightly.ai/skip-deregistration=true")
+        env.kube.kubectl("delete", "lw", "fleet", "--timeout=20s")
         env.wait(lambda: not env.lw(), "released")
         assert len(env.api_workers()) == 1  # left registered on purpose
         env.fleet(name="other", replicas=1)
         env.wait(lambda: len(env.pods("other")) == 1, "pod")
-        env.k8s.http.delete(f"/api/v1/namespaces/{NS}/secrets/lightly-token")
-        env.k8s.kubectl("delete", "lw", "other", "--timeout=20s")
+        env.kube.delete("secrets", "lightly-token")
+        env.kube.kubectl("delete", "lw", "other", "--timeout=20s")
         env.wait(lambda: not env.lw("other"), "released without a secret")
         warn = env.wait(
-            lambda: [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationImpossible"],
+            lambda: env.events("DeregistrationImpossible"),
             "DeregistrationImpossible event",
         )
         assert "stay registered" in warn[0]["message"]
@@ -439,21 +416,21 @@ def test_deregistration_times_out_with_an_event(env: Env) -> None:
             deregistration={"timeoutSeconds": 1},
             api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}},
         )
-        env.k8s.kubectl("delete", "lw", "fleet", "--wait=false")
+        env.kube.kubectl("delete", "lw", "fleet", "--wait=false")
         env.wait(lambda: not env.lw(), "released after the timeout", timeout=30)
         warn = env.wait(
-            lambda: [e for e in env.k8s.list("events", namespace=NS) if e.get("reason") == "DeregistrationTimedOut"],
+            lambda: env.events("DeregistrationTimedOut"),
             "DeregistrationTimedOut event",
         )
         assert wid in warn[0]["message"]
 
 
 def test_orphan_sweep_deregisters_unowned_workers(env: Env) -> None:
-    prefix = f"k8s.{env.settings.cluster_name}.{NS}"
     ghost = ok(
-        env.api.post("/v1/docker/worker", json={"name": f"{prefix}.deleted-fleet.0", "workerType": "FULL"}), 201
+        env.api.post("/v1/docker/worker", json={"name": env.worker_name(0, "deleted-fleet"), "workerType": "FULL"}),
+        201,
     )["id"]
-    stray = ok(env.api.post("/v1/docker/worker", json={"name": f"{prefix}.fleet.7", "workerType": "FULL"}), 201)["id"]
+    stray = ok(env.api.post("/v1/docker/worker", json={"name": env.worker_name(7), "workerType": "FULL"}), 201)["id"]
     mine = ok(env.api.post("/v1/docker/worker", json={"name": "laptop-worker", "workerType": "FULL"}), 201)["id"]
     with running(env):
         _ready_fleet(env, 1)
@@ -486,18 +463,18 @@ def test_example_manifests_reconcile(env: Env) -> None:
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "lightly-registry-key", "namespace": NS},
+            "metadata": {"name": "lightly-registry-key", "namespace": env.ns},
             "data": {"container-credentials.json": key},
         }
     )
     with running(env):
         for path in sorted((ROOT / "examples").glob("*.yaml")):
-            env.k8s.kubectl("apply", "--validate=false", "-n", NS, "-f", str(path))
+            env.kube.kubectl("apply", "-n", env.ns, "-f", str(path))
         basic = env.wait(lambda: len(env.pods("gpu-fleet")) == 2 and env.pods("gpu-fleet"), "basic fleet pods")
         spec = basic[0]["spec"]
         assert {v["name"] for v in spec["volumes"]} >= {"input", "lightly", "dshm", "output", "lightly-token"}
         # the autoscaling example starts at zero and owns a pull Secret made from the key file
-        pull = env.wait(lambda: env.k8s.get("secrets", "elastic-fleet-registry", NS), "pull secret")
+        pull = env.wait(lambda: env.kube.get("secrets", "elastic-fleet-registry"), "pull secret")
         assert pull["type"] == "kubernetes.io/dockerconfigjson"
         env.wait(lambda: env.status("elastic-fleet").get("phase") == "ScaledToZero", "elastic at zero")
 
@@ -519,14 +496,14 @@ def test_metrics_describe_the_fleets(env: Env) -> None:
 def test_leader_election_lets_one_replica_act(env: Env) -> None:
     from lightly_operator.leader import LeaseLock
 
-    client = env.k8s.api_client()
-    a = LeaseLock(client, NS, identity="replica-a", duration=2)
-    b = LeaseLock(client, NS, identity="replica-b", duration=2)
+    client = env.kube.api_client()
+    a = LeaseLock(client, env.ns, identity="replica-a", duration=2)
+    b = LeaseLock(client, env.ns, identity="replica-b", duration=2)
     assert a.try_acquire() is True
     assert b.try_acquire() is False  # a holds it
     assert a.try_acquire() is True  # renewals keep it
-    lease = env.k8s.get("leases.coordination.k8s.io", "lightly-operator", NS)
+    lease = env.kube.get("leases.coordination.k8s.io", "lightly-operator")
     assert lease["spec"]["holderIdentity"] == "replica-a"
     env.wait(lambda: b.try_acquire(), "a's lease to expire", timeout=10)
-    assert env.k8s.get("leases.coordination.k8s.io", "lightly-operator", NS)["spec"]["holderIdentity"] == "replica-b"
+    assert env.kube.get("leases.coordination.k8s.io", "lightly-operator")["spec"]["holderIdentity"] == "replica-b"
     assert a.try_acquire() is False
