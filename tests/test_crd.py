@@ -1,15 +1,26 @@
-"""The CRD: structure kubectl and autoscalers rely on, and defaults identical to the operator's."""
+"""The CRD: structure kubectl and autoscalers rely on, and defaults identical to the operator's.
+
+The second half applies it to a real apiserver: it is structural, its validation refuses bad specs with
+clear messages, defaults, printer columns and the scale subresource work as kubectl users see them.
+"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import pytest
 import yaml
 from lightly_operator.spec import GROUP, KIND, PLURAL, VERSION, parse_spec
 
-CRD = yaml.safe_load((Path(__file__).resolve().parent.parent / "crds" / "lightlyworkers.lightly.ai.yaml").read_text())
+if TYPE_CHECKING:
+    from kube.harness import Kube
+
+ROOT = Path(__file__).resolve().parent.parent
+CRD = yaml.safe_load((ROOT / "crds" / "lightlyworkers.lightly.ai.yaml").read_text())
 V = CRD["spec"]["versions"][0]
 SPEC = V["schema"]["openAPIV3Schema"]["properties"]["spec"]
 
@@ -104,3 +115,111 @@ def test_operator_without_kubernetes_credentials_says_so(tmp_path: Path) -> None
         timeout=60,
     )
     assert out.returncode == 2 and "no Kubernetes credentials" in out.stderr and "Traceback" not in out.stderr
+
+
+# ---------------------------------------------------------------------------- on a real apiserver
+
+pytest_plugins = ("kube.fixtures",)
+
+LW = "lightlyworkers.lightly.ai"
+
+
+def _lw(name: str, **spec: object) -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {"name": name},
+        "spec": {"api": {"tokenSecretRef": {"name": "lightly-token"}}, **spec},
+    }
+
+
+def test_the_apiserver_accepts_the_crd_as_structural(kube: Kube, lightly_crd: Path) -> None:
+    crd = kube.get("customresourcedefinitions.apiextensions.k8s.io", f"{PLURAL}.{GROUP}")
+    conditions = {c["type"]: c for c in crd["status"]["conditions"]}
+    assert conditions["Established"]["status"] == "True"
+    assert "NonStructuralSchema" not in conditions
+    assert conditions["NamesAccepted"]["status"] == "True"
+
+
+def test_the_apiserver_fills_the_same_defaults_as_the_operator(kube: Kube, lightly_crd: Path) -> None:
+    kube.apply(_lw("defaults", autoscaling={}, deregistration={}, updateStrategy={}))
+    stored = kube.get(LW, "defaults")["spec"]
+    s = parse_spec(stored)
+    assert stored["replicas"] == s.replicas == 1 and stored["shmSize"] == s.shm_size and stored["labels"] == []
+    assert stored["api"]["tokenSecretRef"]["key"] == s.api.token_secret_ref.key
+    assert stored["updateStrategy"] == {"type": s.update_strategy.type}
+    assert stored["autoscaling"] == {
+        "enabled": s.autoscaling.enabled,
+        "minReplicas": s.autoscaling.min_replicas,
+        "maxReplicas": s.autoscaling.max_replicas,
+        "scaleDownDelaySeconds": s.autoscaling.scale_down_delay_seconds,
+    }
+    assert stored["deregistration"] == {"timeoutSeconds": s.deregistration.timeout_seconds}
+
+
+def test_worker_config_keeps_scalars_of_every_type(kube: Kube, lightly_crd: Path) -> None:
+    config = {"lightly.loader.batch_size": 16, "lightly.trainer.precision": "16-mixed", "x.ratio": 0.5, "x.on": True}
+    kube.apply(_lw("config", workerConfig=config))
+    stored = kube.get(LW, "config")["spec"]["workerConfig"]
+    assert stored == config and {k: type(v) for k, v in stored.items()} == {k: type(v) for k, v in config.items()}
+    assert parse_spec(kube.get(LW, "config")["spec"]).worker_config == config
+
+
+@pytest.mark.parametrize(
+    ("spec", "messages"),
+    [
+        ({"replicas": -1}, ["spec.replicas", "greater than or equal to 0"]),
+        (
+            {"autoscaling": {"enabled": True, "minReplicas": 5, "maxReplicas": 2}},
+            ["autoscaling.minReplicas must not exceed autoscaling.maxReplicas"],
+        ),
+        ({"shmSize": "a lot"}, ['spec.shmSize: Invalid value: "a lot"', "should match"]),
+        ({"updateStrategy": {"type": "Rolling"}}, ['spec.updateStrategy.type: Unsupported value: "Rolling"']),
+        ({"workerConfig": {"nested": {"a": 1}}}, ["spec.workerConfig.nested", "at most 0"]),
+        ({"workerConfig": {"listed": [1, 2]}}, ["spec.workerConfig.listed", "at most 0"]),
+        ({"imagePullPolicy": "Sometimes"}, ['spec.imagePullPolicy: Unsupported value: "Sometimes"']),
+        ({"api": {"url": "ftp://x", "tokenSecretRef": {"name": "t"}}}, ["spec.api.url", "should match"]),
+        ({"api": {}}, ["spec.api.tokenSecretRef: Required value"]),
+    ],
+    ids=lambda v: json.dumps(v) if isinstance(v, dict) else "",
+)
+def test_invalid_specs_are_refused_with_a_clear_message(
+    kube: Kube, lightly_crd: Path, spec: dict, messages: list[str]
+) -> None:
+    out = kube.apply(_lw("bad", **spec), check=False)
+    assert out.returncode != 0, out.stdout
+    for message in messages:
+        assert message in out.stderr, out.stderr
+    assert kube.get(LW, "bad") is None
+
+
+def test_every_example_passes_server_side_dry_run(kube: Kube, lightly_crd: Path) -> None:
+    examples = sorted((ROOT / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        out = kube.kubectl("apply", "--dry-run=server", "-f", str(path))
+        assert "(server dry run)" in out.stdout
+
+
+def test_kubectl_get_shows_the_printer_columns(kube: Kube, lightly_crd: Path) -> None:
+    kube.apply(_lw("cols", replicas=3))
+    kube.patch_status(LW, "cols", {"replicas": 3, "readyReplicas": 2, "busyReplicas": 1, "phase": "Running"})
+    header, row = kube.kubectl("get", "lw", "cols").stdout.splitlines()
+    assert header.split() == ["NAME", "DESIRED", "READY", "BUSY", "PHASE", "AGE"]
+    assert row.split()[:5] == ["cols", "3", "2", "1", "Running"]
+    # the category and the long names work too
+    assert "cols" in kube.kubectl("get", "lightly", "-o", "name").stdout
+    assert "cols" in kube.kubectl("get", f"{PLURAL}.{GROUP}", "-o", "name").stdout
+
+
+def test_kubectl_scale_uses_the_scale_subresource(kube: Kube, lightly_crd: Path) -> None:
+    kube.apply(_lw("scaled", replicas=1))
+    selector = "app.kubernetes.io/managed-by=lightly-operator,lightly.ai/fleet=scaled"
+    kube.patch_status(LW, "scaled", {"replicas": 1, "selector": selector})
+    kube.kubectl("scale", "lw", "scaled", "--replicas=4")
+    assert kube.get(LW, "scaled")["spec"]["replicas"] == 4
+    scale = json.loads(kube.kubectl("get", "--raw", kube.resource_path(LW, "scaled") + "/scale").stdout)
+    assert scale["kind"] == "Scale" and scale["spec"]["replicas"] == 4
+    assert scale["status"] == {"replicas": 1, "selector": selector}
+    out = kube.kubectl("scale", "lw", "scaled", "--replicas=-1", check=False)
+    assert out.returncode != 0
