@@ -1,8 +1,9 @@
 """The Helm chart, rendered by the real Helm engine (helm-python-sdk), validated against Kubernetes schemas.
 
 Also: the chart's RBAC equals operator/lightly_operator/rbac.py, every metric the dashboard and the
-alerts name exists in the code, and the chart's manifests applied to the Kubernetes emulator run an
-operator (with the rendered Deployment's args and env) that reconciles examples/lightlyworker-basic.yaml.
+alerts name exists in the code, and the chart's manifests applied to a real apiserver run an operator
+(with the rendered Deployment's args and env, as its ServiceAccount) that reconciles
+examples/lightlyworker-basic.yaml.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from conftest import Backend, ServerProcess, backend  # noqa: E402
 from lightly_operator import rbac  # noqa: E402
 
 if TYPE_CHECKING:
-    from k8s.fixtures import K8s
+    from kube.harness import Kube
 
-pytest_plugins = ("k8s.fixtures",)
+pytest_plugins = ("kube.fixtures",)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "lightly-worker-operator"
@@ -628,7 +629,7 @@ def test_token_bootstrap_creates_once_reuses_and_never_prints_the_token(
     assert check.stdout.strip() == "1"
 
 
-# ---------------------------------------------------------------------------- in the emulator
+# ---------------------------------------------------------------------------- on a real apiserver
 
 
 @pytest.fixture(scope="module")
@@ -642,19 +643,22 @@ def api_server(api_backend: Backend) -> ServerProcess:
     return api_backend.start_server()
 
 
-def test_chart_in_the_emulator_runs_an_operator_that_reconciles_the_example(
-    k8s: K8s, api_server: ServerProcess, api_backend: Backend
+def test_chart_on_a_real_apiserver_runs_an_operator_that_reconciles_the_example(
+    kube: Kube, api_server: ServerProcess, api_backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """helm render -> kubectl apply (the apiserver validates everything) -> the operator, with the Deployment's
+    args and env and the chart's ServiceAccount token (so its RBAC is what is tested), reconciles the example."""
     os.environ.setdefault("LIGHTLY_OPERATOR_RESYNC_SECONDS", "0.3")  # read by the timers at import
     os.environ.setdefault("LIGHTLY_OPERATOR_SWEEP_SECONDS", "0.5")
     from lightly_operator import cli, handlers
     from lightly_operator.leader import LeaseLock
     from lightly_operator.settings import OperatorSettings
 
+    ns = kube.namespace  # the release's namespace, and the one namespace it watches
     token = api_backend.token()
     cluster = f"chart{secrets.token_hex(3)}"
     values = {
-        "watch": {"allNamespaces": False, "namespaces": ["default"]},
+        "watch": {"allNamespaces": False, "namespaces": [ns]},
         "apiUrl": api_server.url,
         "clusterName": cluster,
         "workerImage": {"repository": "lightly-worker", "tag": "chart-test"},
@@ -666,76 +670,75 @@ def test_chart_in_the_emulator_runs_an_operator_that_reconciles_the_example(
     }
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema(values)
-        rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+        rendered = chart.render(values, name=RELEASE, namespace=ns, is_install=True)
     manifests = "\n---\n".join(v for k, v in sorted(rendered.items()) if not k.endswith("NOTES.txt"))
     docs = [d for d in yaml.safe_load_all(manifests) if d]
-    # the emulator knows no Prometheus Operator: give it the two CRDs (as kube-prometheus-stack would)
-    for plural, kind in (("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule")):
-        k8s.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(_crd(plural, kind)))
-    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}
-    k8s.kubectl("apply", "--validate=false", "-f", "-", input=yaml.safe_dump(namespace))
+    # no Prometheus Operator here: its two CRDs, structural and minimal, as kube-prometheus-stack installs them
+    kube.apply([_crd(plural, kind) for plural, kind in PROMETHEUS_CRDS])
     for crd in sorted((CHART / "crds").iterdir()):
-        k8s.kubectl("apply", "--validate=false", "-f", str(crd))
-    k8s.kubectl("apply", "--validate=false", "-f", "-", input=manifests)
+        kube.kubectl("apply", "-f", str(crd))
+    names = [f"crd/{plural}.monitoring.coreos.com" for plural, _ in PROMETHEUS_CRDS] + ["crd/lightlyworkers.lightly.ai"]
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=30s", *names, timeout=40)
+    kube.kubectl("apply", "-f", "-", input=manifests)  # validated by the apiserver: no --validate=false
     for d in docs:
-        ns = d["metadata"].get("namespace")
-        plural = {"ServiceMonitor": "servicemonitors.monitoring.coreos.com"}.get(d["kind"])
-        if plural or d["kind"] in ("Deployment", "ClusterRole", "Role", "Secret"):
-            resource = (
-                plural
-                or {
-                    "Deployment": "deployments.apps",
-                    "ClusterRole": "clusterroles.rbac.authorization.k8s.io",
-                    "Role": "roles.rbac.authorization.k8s.io",
-                    "Secret": "secrets",
-                }[d["kind"]]
-            )
-            assert k8s.get(resource, d["metadata"]["name"], ns or ""), d["kind"]
+        group = d["apiVersion"].rpartition("/")[0]
+        plural = d["kind"].lower() + ("es" if d["kind"].endswith("s") else "s")
+        resource = f"{plural}.{group}" if group else plural
+        assert kube.get(resource, d["metadata"]["name"], d["metadata"].get("namespace", "")), (d["kind"], resource)
 
-    # the operator with the settings of the Deployment as the emulator stored it
-    dep = k8s.get("deployments.apps", FULLNAME, NAMESPACE)
-    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    # the operator with the settings of the Deployment as the apiserver stored it
+    dep = kube.get("deployments.apps", FULLNAME)
+    pod_spec = dep["spec"]["template"]["spec"]
+    (container,) = pod_spec["containers"]
     env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     env["POD_NAMESPACE"] = dep["metadata"]["namespace"]  # the downward API
     with mock.patch.dict(os.environ, env):
         args = cli.build_parser().parse_args(container["args"])
         settings = OperatorSettings(namespaces=tuple(args.namespace))
-    assert args.namespace == ["default"] and args.leader_election == "on" and args.lease_namespace == NAMESPACE
+    assert args.namespace == [ns] and args.leader_election == "on" and args.lease_namespace == ns
     assert (settings.api_url, settings.cluster_name) == (api_server.url, cluster)
     assert settings.worker_image == "lightly-worker:chart-test" and settings.call_timeout_seconds == 2
+
+    # from here on, everything runs as the chart's ServiceAccount: its RBAC must be enough
+    sa = pod_spec["serviceAccountName"]
+    sa_token = kube.kubectl("create", "token", sa, "-n", ns, "--duration=1h").stdout.strip()
+    sa_kubeconfig = kube.cp.kubeconfig_for(namespace=ns, token=sa_token, name=f"{ns}-{sa}")
+    monkeypatch.setenv("KUBECONFIG", str(sa_kubeconfig))  # the operator's load_client() and @kopf.on.login
+    can_i = kube.kubectl("auth", "can-i", "create", "pods", "-n", ns, f"--as=system:serviceaccount:{ns}:{sa}")
+    assert can_i.stdout.strip() == "yes"
     # leader election in the release namespace, where the chart's Role grants the Lease
-    assert LeaseLock(k8s.api_client(), args.lease_namespace, identity="chart-test").try_acquire()
-    assert k8s.get("leases.coordination.k8s.io", "lightly-operator", NAMESPACE)
+    assert LeaseLock(kube.cp.api_client(sa_kubeconfig), args.lease_namespace, identity="chart-test").try_acquire()
+    assert kube.get("leases.coordination.k8s.io", "lightly-operator", args.lease_namespace)
 
     handlers.configure(settings)
-    with k8s.operator(namespaces=args.namespace, clusterwide=not args.namespace):
-        k8s.wait_watching("lightlyworkers.lightly.ai")
-        k8s.wait_watching("pods")
-        k8s.kubectl(
-            "apply", "--validate=false", "-n", "default", "-f", str(ROOT / "examples" / "lightlyworker-basic.yaml")
-        )
-        pods = k8s.wait_for(
-            lambda: len(p := k8s.list("pods", namespace="default", labels="lightly.ai/fleet=gpu-fleet")) == 2 and p,
-            timeout=20,
+    with kube.operator(namespaces=args.namespace, clusterwide=not args.namespace, login=True):
+        kube.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "lightlyworker-basic.yaml"))
+        pods = kube.wait_for(
+            lambda: len(p := kube.list("pods", labels="lightly.ai/fleet=gpu-fleet")) == 2 and p,
+            timeout=30,
             what="the example fleet's two pods",
         )
-        status = k8s.wait_for(
+        status = kube.wait_for(
             lambda: (
-                len((st := (k8s.get("lightlyworkers.lightly.ai", "gpu-fleet", "default") or {}).get("status") or {})
+                len((st := (kube.get("lightlyworkers.lightly.ai", "gpu-fleet") or {}).get("status") or {})
                     .get("workers") or []) == 2 and st
             ),
-            timeout=20,
+            timeout=30,
             what="two registered workers in the status",
         )  # fmt: skip
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {"lightly-worker:chart-test"}
     assert all({"name": "LIGHTLY_SERVER_LOCATION", "value": api_server.url} in p["spec"]["containers"][0]["env"]
                for p in pods)  # fmt: skip
     names = sorted(w["name"] for w in status["workers"])
-    assert names == [f"k8s.{cluster}.default.gpu-fleet.0", f"k8s.{cluster}.default.gpu-fleet.1"]
+    assert names == sorted(settings.worker_name(ns, "gpu-fleet", i) for i in range(2))
     assert token not in json.dumps(status)
 
 
+PROMETHEUS_CRDS = (("servicemonitors", "ServiceMonitor"), ("prometheusrules", "PrometheusRule"))
+
+
 def _crd(plural: str, kind: str) -> dict[str, Any]:
+    """A minimal structural CRD of the Prometheus Operator's group: a typed root, a free-form spec."""
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -749,7 +752,18 @@ def _crd(plural: str, kind: str) -> dict[str, Any]:
                     "name": "v1",
                     "served": True,
                     "storage": True,
-                    "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                            },
+                        }
+                    },
                 }
             ],
         },
