@@ -1,13 +1,33 @@
-"""The Dockerfiles, checked by reading them (no Docker here): pinned bases, non-root, real entrypoints."""
+"""The images: the Dockerfiles read (pinned bases, non-root, real entrypoints), then built and run.
+
+The built part uses :mod:`lightly_devkit.engine`: the engine from ``CONTAINER_ENGINE`` (here the podman
+wrapper ``/work/shared/containers/podman``), else docker/podman from PATH if its engine answers. Each
+image is built once per change of its build context (the context hash is an image label), so reruns
+reuse it. No working engine: those tests skip with the reason, except under ``CI=true`` (fail).
+
+* worker: ``sanity_check=True`` prints the congratulations line; started as Lightly's docs start it
+  (``docker run --network host --user 10001:10001 --read-only --tmpfs /tmp --shm-size=1024m
+  -v OUT:/home/output_dir ... IMAGE token=... worker.worker_id=...``) it completes a run scheduled on a
+  real ``lightly-server`` on the host; with ``LIGHTLY_TOKEN_FILE`` (a root:10001 0440 file mounted
+  read-only, as the operator's Secret volume with fsGroup) too.
+* server: serves the real ``lightly`` client (token from the image's ``create-token``).
+* operator: ``--help``/``--version`` run and every ``lightly_operator`` module imports in the image.
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import secrets
+import subprocess
+import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import PROXY_VARS, Backend, ServerProcess, backend
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -146,3 +166,318 @@ def test_image_names_match_the_chart_and_the_operator_default() -> None:
     assert f"{values['workerImage']['repository']}:{chart['appVersion']}" == DEFAULT_IMAGE
     for name in IMAGES:
         assert f"{chart['appVersion']}" in (ROOT / name).read_text()
+
+
+# ---------------------------------------------------------------------------- built and run
+
+CONGRATS = "Congratulations! It looks like the Lightly container is running!"
+NO_PROXY = "127.0.0.1,localhost,::1"
+
+
+@pytest.fixture(scope="session")
+def engine():  # type: ignore[no-untyped-def]
+    from lightly_devkit.engine import EngineUnavailable, find_engine
+
+    try:
+        return find_engine()
+    except EngineUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{exc} (under CI=true a container engine is required; set CONTAINER_ENGINE)")
+        pytest.skip(str(exc))
+
+
+_built: dict[str, str] = {}
+
+
+def _image(name: str, engine, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+    """The tag of the built (or reused) image; says on the terminal how long the build took."""
+    from lightly_devkit.engine import build_image
+
+    if name not in _built:
+        result = build_image(name, engine=engine)
+        _built[name] = result.tag
+        line = f"[images] {result.describe()}"
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_line(line)
+        request.config.stash.setdefault(BUILD_TIMES, []).append(line)
+    return _built[name]
+
+
+BUILD_TIMES = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session")
+def worker_image(engine, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+    return _image("worker", engine, request)
+
+
+@pytest.fixture(scope="session")
+def server_image(engine, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+    return _image("server", engine, request)
+
+
+@pytest.fixture(scope="session")
+def operator_image(engine, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
+    return _image("operator", engine, request)
+
+
+class Container:
+    """A detached ``ENGINE run`` (its output in a file), removed at the end."""
+
+    def __init__(self, engine, name: str, log: Path, args: list[str]) -> None:  # type: ignore[no-untyped-def]
+        self.engine, self.name, self.log_path = engine, name, log
+        with open(log, "wb") as fh:
+            # the command line holds a token: never put it into messages
+            self.proc = subprocess.Popen(
+                engine.cmd("run", "--rm", "--name", name, *engine.run_flags(), *args),
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.engine.run("stop", "-t", "10", self.name, timeout=60)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.engine.run("rm", "-f", self.name, timeout=60)
+
+
+@pytest.fixture
+def containers(engine) -> Iterator:  # type: ignore[no-untyped-def]
+    started: list[Container] = []
+
+    def start(name: str, log: Path, args: list[str]) -> Container:
+        c = Container(engine, f"lwf-test-{name}-{secrets.token_hex(3)}", log, args)
+        started.append(c)
+        return c
+
+    yield start
+    for c in started:
+        c.stop()
+
+
+def _env_flags(**env: str) -> list[str]:
+    flags = ["-e", f"NO_PROXY={NO_PROXY}", "-e", f"no_proxy={NO_PROXY}"]
+    for k, v in env.items():
+        flags += ["-e", f"{k}={v}"]
+    return flags
+
+
+def _lightly_client(url: str, token: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("LIGHTLY_SERVER_LOCATION", url)
+    monkeypatch.setenv("LIGHTLY_DID_VERSION_CHECK", "True")
+    for var in PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    from lightly.api import ApiWorkflowClient
+
+    return ApiWorkflowClient(token=token)
+
+
+def test_worker_image_sanity_check(engine, worker_image: str) -> None:  # type: ignore[no-untyped-def]
+    res = engine.run("run", "--rm", *engine.run_flags(), worker_image, "sanity_check=True", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert CONGRATS in res.stdout
+    assert "Lightly worker (lightly-worker-fleet) version" in res.stdout
+
+
+def test_operator_image_runs_and_imports_everything(engine, operator_image: str) -> None:  # type: ignore[no-untyped-def]
+    from lightly_operator import __version__
+
+    res = engine.run("run", "--rm", *engine.run_flags(), operator_image, "--help", timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "usage: lightly-operator" in res.stdout and "--leader-election" in res.stdout
+    res = engine.run("run", "--rm", *engine.run_flags(), operator_image, "--version", timeout=300)
+    assert res.returncode == 0 and __version__ in res.stdout + res.stderr, res.stdout + res.stderr
+    code = (
+        "import importlib, pkgutil, lightly_operator, kopf, kubernetes, prometheus_client;"
+        "mods = sorted(m.name for m in pkgutil.iter_modules(lightly_operator.__path__));"
+        "[importlib.import_module('lightly_operator.' + m) for m in mods];"
+        "from lightly_operator.cli import main; print('imported', ' '.join(mods))"
+    )
+    res = engine.run("run", "--rm", *engine.run_flags(), "--entrypoint", "python", operator_image, "-c", code)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "handlers" in res.stdout and "reconcile" in res.stdout
+    # no torch in the operator image
+    res = engine.run("run", "--rm", "--entrypoint", "python", operator_image, "-c", "import torch", timeout=120)
+    assert res.returncode != 0 and "No module named 'torch'" in res.stderr
+
+
+def test_server_image_serves_the_real_lightly_client(  # type: ignore[no-untyped-def]
+    engine, server_image: str, containers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightly_devkit.net import free_port
+
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o777)  # the image runs as 10001
+    port = free_port()
+    server = containers(
+        "server",
+        tmp_path / "server.log",
+        [
+            "--network",
+            "host",
+            "-v",
+            f"{data}:/data",
+            *_env_flags(LIGHTLY_SERVER_HOST="127.0.0.1", LIGHTLY_SERVER_PORT=str(port)),
+            server_image,
+        ],
+    )
+    url = f"http://127.0.0.1:{port}"
+    _wait_healthy(url, server)
+    res = engine.run(
+        "run",
+        "--rm",
+        *engine.run_flags(),
+        "-v",
+        f"{data}:/data",
+        server_image,
+        "create-token",
+        "--user",
+        "alice",
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr  # stdout is the token: not shown
+    token = res.stdout.strip()
+    assert token and len(token.split()) == 1
+    assert token not in server.log()
+    client = _lightly_client(url, token, monkeypatch)
+    assert client.get_compute_worker_ids() == []
+    client.create_dataset("from-the-server-image")
+    assert client.get_dataset_by_id(client.dataset_id).name == "from-the-server-image"
+    wid = client.register_compute_worker(name="image-test-worker", labels=["cpu"])
+    assert [w.id for w in client.get_compute_workers()] == [wid]
+    assert (data / "lightly-server.sqlite3").exists()  # SQLite in the /data volume
+    from lightly.openapi_generated.swagger_client.rest import ApiException
+
+    with pytest.raises(ApiException) as err:
+        _lightly_client(url, "not-a-token", monkeypatch).get_compute_worker_ids()
+    assert err.value.status in (401, 403)
+
+
+def _wait_healthy(url: str, container: Container, timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if container.proc.poll() is not None:
+            raise AssertionError(f"container exited {container.proc.returncode}:\n{container.log()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1, trust_env=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise AssertionError(f"{url} did not become healthy:\n{container.log()}")
+
+
+@pytest.fixture(scope="module")
+def host_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    with backend("sqlite", tmp_path_factory.mktemp("images")) as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def host_server(host_backend: Backend) -> ServerProcess:
+    """A real lightly-server from the venv on the host's loopback (the worker container uses --network host)."""
+    return host_backend.start_server(lease_seconds=30)
+
+
+@pytest.mark.parametrize("token_via", ["argument", "token-file"])
+def test_worker_image_completes_a_scheduled_run(  # type: ignore[no-untyped-def]
+    token_via: str,
+    engine,
+    worker_image: str,
+    host_backend: Backend,
+    host_server: ServerProcess,
+    containers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from test_worker_e2e import SELECTION, make_images
+
+    token = host_backend.token()
+    client = _lightly_client(host_server.url, token, monkeypatch)
+    names = make_images(tmp_path / "input", 16, size=64)
+    for d in ("lightly", "output"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d).chmod(0o777)  # writable for uid 10001
+    wid = client.register_compute_worker(name=f"image-worker-{token_via}", labels=["cpu"])
+    mounts = [
+        "-v",
+        f"{tmp_path / 'input'}:/input_mount:ro",
+        "-v",
+        f"{tmp_path / 'lightly'}:/lightly_mount",
+        "-v",
+        f"{tmp_path / 'output'}:/home/output_dir",
+    ]
+    args = [
+        f"worker.worker_id={wid}",
+        "device=cpu",
+        "embedding.input_size=64",
+        "worker.poll_wait_seconds=5",
+        "worker.heartbeat_seconds=2",
+    ]
+    env = {"LIGHTLY_SERVER_LOCATION": host_server.url}
+    if token_via == "argument":
+        args.insert(0, f"token={token}")
+    else:
+        # the operator's way: a Secret volume (0440 root:<fsGroup>), LIGHTLY_TOKEN_FILE pointing into it
+        secret = tmp_path / "secret"
+        secret.mkdir()
+        (secret / "token").write_text(token + "\n")
+        if os.geteuid() == 0:
+            os.chown(secret / "token", 0, 10001)
+            (secret / "token").chmod(0o440)
+        else:  # rootless: the file's owner maps to root in the container; let the group bits not matter
+            (secret / "token").chmod(0o444)
+        mounts += ["-v", f"{secret}:/var/run/secrets/lightly:ro"]
+        env["LIGHTLY_TOKEN_FILE"] = "/var/run/secrets/lightly/token"
+    worker = containers(
+        f"worker-{token_via}",
+        tmp_path / "worker.log",
+        [
+            "--network",
+            "host",
+            "--user",
+            "10001:10001",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--shm-size=1024m",
+            *mounts,
+            *_env_flags(**env),
+            worker_image,
+            *args,
+        ],
+    )
+    client.create_dataset(f"image-e2e-{token_via}")
+    client.set_local_config(relative_path="", purpose="INPUT")
+    client.set_local_config(relative_path="", purpose="LIGHTLY")
+    sid = client.schedule_compute_worker_run(worker_config={}, selection_config=SELECTION, runs_on=["cpu"])
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        info = client.get_compute_worker_run_info(sid)
+        if info.in_end_state():
+            break
+        assert worker.proc.poll() is None, f"worker container exited {worker.proc.returncode}:\n{worker.log()}"
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"run did not end within 300 s:\n{worker.log()}")
+    assert info.state == "COMPLETED", f"{info.state}: {info.message}\n{worker.log()}"
+    assert "selected 5 of 16" in info.message
+    run = client.get_compute_worker_run_from_scheduled_run(sid)
+    (tag,) = client.get_compute_worker_run_tags(run.id)
+    selected = client.export_filenames_by_tag_name(tag.name).splitlines()
+    assert len(selected) == 5 and set(selected) <= set(names)
+    assert "a/broken.jpg" not in selected
+    workers = {w.id: w for w in client.get_compute_workers()}
+    assert workers[wid].state in ("IDLE", "BUSY")  # the container's worker reported under that id
+    assert token not in worker.log()
