@@ -15,6 +15,7 @@ from lightly_protocol.names import (
     migrated_worker_name,
     parse_k8s_worker_name,
     parse_legacy_k8s_worker_name,
+    renamed_duplicate_name,
 )
 from pydantic import ValidationError
 
@@ -149,6 +150,16 @@ def test_legacy_names_are_recognised() -> None:
     assert migrated_worker_name("laptop.local") is None
     assert migrated_worker_name("k8s.Bad.ml.fleet.0") is None
     assert parse_legacy_k8s_worker_name("k8s.prod.ml.fleet.0") == ("prod", "ml", "fleet", 0, True)
+
+
+def test_duplicates_renamed_by_the_server_are_recognised_as_legacy() -> None:
+    current = S.worker_name("ml", "fleet.v2", 7)
+    renamed = renamed_duplicate_name(current, "0123456789abcdef01234567")
+    assert renamed == current + "-234567" and LIGHTLY.match(renamed)
+    assert _parse(renamed, "ml", "fleet.v2") == ("ml", "fleet.v2", 7, True)
+    assert S.parse_worker_name(current + "-23456") is None
+    assert S.parse_worker_name(current + "-2345678") is None
+    assert S.parse_worker_name("laptop_1-234567") is None
 
 
 def test_workers_listed_by_an_old_server_can_be_read() -> None:

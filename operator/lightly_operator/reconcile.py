@@ -402,7 +402,10 @@ class FleetReconciler:
         """
         for i, wid in sorted(registered.items()):
             w = view.states.get(wid)
-            if w is None or i in busy or w.name != self.settings.legacy_worker_name(namespace, name, i):
+            ref = self.settings.parse_worker_name(w.name, [(namespace, name)]) if w is not None else None
+            if ref is None or not ref.legacy or (ref.namespace, ref.name, ref.index) != (namespace, name, i):
+                continue
+            if i in busy:
                 continue
             new_name = self.settings.worker_name(namespace, name, i)
             try:

@@ -14,6 +14,7 @@ from lightly_protocol.names import (
     legacy_k8s_worker_name,
     parse_k8s_worker_name,
     parse_legacy_k8s_worker_name,
+    parse_renamed_k8s_worker_name,
 )
 
 from . import __version__
@@ -72,11 +73,17 @@ class OperatorSettings:
         return legacy_k8s_worker_name(self.cluster_name, namespace, name, index)
 
     def parse_worker_name(self, worker_name: str, fleets: Iterable[tuple[str, str]] = ()) -> K8sWorkerName | None:
-        """The replica a name of this cluster's operator stands for (current or legacy scheme), else None.
+        """The replica a name of this cluster's operator stands for, else None.
+
+        ``legacy`` is set for names of the old dotted scheme and for such registrations the server
+        renamed to ``<current name>-<6 hex>``: the reconciler replaces them, the sweep removes them.
 
         ``fleets``: the (namespace, name) pairs known to exist; they resolve shortened names, which
         otherwise come back with ``name=None`` (a fleet that is not known: gone).
         """
-        return parse_k8s_worker_name(worker_name, self.cluster_name, fleets) or parse_legacy_k8s_worker_name(
-            worker_name, self.cluster_name
+        fleets = list(fleets)
+        return (
+            parse_k8s_worker_name(worker_name, self.cluster_name, fleets)
+            or parse_legacy_k8s_worker_name(worker_name, self.cluster_name)
+            or parse_renamed_k8s_worker_name(worker_name, self.cluster_name, fleets)
         )

@@ -19,7 +19,9 @@ Lightly restricts worker names to ``^[a-zA-Z0-9][a-zA-Z0-9 _-]+$`` (no dots), so
   answers ``name=None`` unless a candidate (namespace, name) pair the caller knows reproduces it.
 
 The old scheme ``k8s.<cluster>.<namespace>.<name>.<index>`` is still recognised
-(``parse_legacy_k8s_worker_name``) so that such registrations are adopted or removed, never leaked.
+(``parse_legacy_k8s_worker_name``) so that such registrations are replaced or removed, never leaked;
+so is ``<current name>-<6 hex>``, what the server's start-up migration names an old-scheme worker
+whose current name was registered already (``parse_renamed_k8s_worker_name``).
 """
 
 from __future__ import annotations
@@ -175,6 +177,24 @@ def parse_legacy_k8s_worker_name(worker_name: str, cluster: str | None = None) -
     if _name_problem(namespace, name, index):
         return None
     return K8sWorkerName(cluster, namespace, name, index, legacy=True)
+
+
+_RENAMED_RE = re.compile(r"^(?P<base>.+_(?:0|[1-9][0-9]{0,8}))-(?P<id>[0-9a-f]{6})$")
+
+
+def renamed_duplicate_name(name: str, object_id: str) -> str:
+    """What the server's migration names an object whose migrated name is already taken."""
+    return f"{name}-{object_id[-6:]}"
+
+
+def parse_renamed_k8s_worker_name(
+    worker_name: str, cluster: str, candidates: Iterable[tuple[str, str]] = ()
+) -> K8sWorkerName | None:
+    """An old-scheme registration the server renamed to ``<current name>-<6 hex>`` because the current
+    name was taken (the operator had re-registered the replica already): reported as legacy."""
+    m = _RENAMED_RE.match(worker_name) if isinstance(worker_name, str) else None
+    ref = parse_k8s_worker_name(m.group("base"), cluster, candidates) if m else None
+    return ref._replace(legacy=True) if ref else None
 
 
 def migrated_worker_name(old: str) -> str | None:

@@ -11,7 +11,9 @@ the object's id:
 * any other name: every character outside the pattern becomes ``-``, a name that does not start
   with a letter or digit gets an ``x`` in front, a short one is padded to three characters;
 * if the new name is taken (names are unique per user, tag names per dataset), ``-`` and the last
-  six characters of the object's id are appended.
+  six characters of the object's id are appended. For an operator name that means the operator had
+  already re-registered the replica under its current name; it recognises such a duplicate and its
+  orphan sweep removes it once no replica uses it.
 
 Each rename is logged (WARNING) with the id, the old and the new name. Stored datasource configs
 that break a pattern are only logged: they hold credentials and endpoints that must not be guessed.
@@ -32,7 +34,7 @@ from lightly_protocol.models import (
     TAG_NAME_PATTERN,
     URL_PATTERN,
 )
-from lightly_protocol.names import migrated_worker_name
+from lightly_protocol.names import migrated_worker_name, renamed_duplicate_name
 from sqlalchemy import Connection, Table, select, update
 
 from .db import datasets, datasources, run_selections, tags, workers
@@ -65,8 +67,10 @@ def _rename(conn: Connection, table: Table, scope: str, pattern: re.Pattern[str]
         if _valid(r.name, pattern):
             continue
         new = propose(r.name)
-        if (r[1], new) in taken or not _valid(new, pattern):
-            new = f"{normalised_name(r.name, _NOT_NAME if pattern is _NAME else _NOT_TAG)}-{r.id[-6:]}"
+        if not _valid(new, pattern):
+            new = normalised_name(r.name, _NOT_NAME if pattern is _NAME else _NOT_TAG)
+        if (r[1], new) in taken:
+            new = renamed_duplicate_name(new, r.id)
         conn.execute(update(table).where(table.c.id == r.id).values(name=new))
         taken.discard((r[1], r.name))
         taken.add((r[1], new))
