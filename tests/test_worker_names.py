@@ -207,3 +207,170 @@ def test_good_cluster_names(cluster: str) -> None:
 def test_invalid_kubernetes_names_are_refused(ns: str, name: str, index: int) -> None:
     with pytest.raises(ValueError):
         S.worker_name(ns, name, index)
+
+
+# --------------------------------------------------------------------------- operator behaviour (fakes)
+
+
+def _worker(wid: str, name: str, created_at: int = 0) -> WorkerData:
+    return WorkerData.model_validate(
+        {
+            "id": wid,
+            "userId": "u",
+            "name": name,
+            "workerType": "FULL",
+            "state": "IDLE",
+            "createdAt": created_at,
+            "lastModifiedAt": created_at,
+            "labels": [],
+        }
+    )
+
+
+class FakeApi:
+    def __init__(self, workers: list[WorkerData], fail_register: bool = False) -> None:
+        self.by_id = {w.id: w for w in workers}
+        self.fail_register = fail_register
+        self.deleted: list[str] = []
+
+    async def workers(self) -> list[WorkerData]:
+        return list(self.by_id.values())
+
+    async def register(self, name: str, labels: list[str], version: str) -> str:
+        from lightly_operator.lightly_api import ApiProblem
+
+        if self.fail_register:
+            raise ApiProblem("ApiUnavailable", "down")
+        for w in self.by_id.values():
+            if w.name == name:
+                return w.id
+        wid = f"{len(self.by_id) + 1:024x}"
+        self.by_id[wid] = _worker(wid, name)
+        return wid
+
+    async def delete_worker(self, wid: str) -> None:
+        self.deleted.append(wid)
+        self.by_id.pop(wid, None)
+
+
+class FakeKube:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        self.deleted.append(f"{namespace}/{name}")
+
+
+def _pod(i: int, wid: str, deleting: bool = False):  # type: ignore[no-untyped-def]
+    from lightly_operator.status import PodView
+
+    return PodView(f"fleet-{i}", i, "c", wid, "Running", True, deleting, None)
+
+
+def _reconciler(kube: FakeKube):  # type: ignore[no-untyped-def]
+    from lightly_operator.metrics import OperatorMetrics
+    from lightly_operator.reconcile import FleetReconciler
+
+    return FleetReconciler(S, kube, OperatorMetrics())  # type: ignore[arg-type]
+
+
+def _rename(api: FakeApi, registered: dict[int, str], busy: set[int], pods: dict) -> tuple:  # type: ignore[type-arg]
+    import asyncio
+    import logging
+
+    from lightly_operator.reconcile import ApiView, FleetMemo
+    from lightly_operator.spec import parse_spec
+
+    kube, memo = FakeKube(), FleetMemo()
+    view = ApiView(states=dict(api.by_id), holding={}, open_runs=0)
+    spec = parse_spec({"api": {"tokenSecretRef": {"name": "t"}}})
+    r = _reconciler(kube)
+    coro = r._rename_legacy("ml", "fleet.v2", spec, api, view, registered, busy, pods, memo, logging.getLogger("t"))
+    asyncio.run(coro)
+    return kube, memo
+
+
+def test_reconciler_replaces_idle_legacy_registrations() -> None:
+    old0, old1, cur2 = "a" * 24, "b" * 24, "c" * 24
+    api = FakeApi(
+        [
+            _worker(old0, S.legacy_worker_name("ml", "fleet.v2", 0)),
+            _worker(old1, S.legacy_worker_name("ml", "fleet.v2", 1)),
+            _worker(cur2, S.worker_name("ml", "fleet.v2", 2)),
+        ]
+    )
+    registered = {0: old0, 1: old1, 2: cur2}
+    pods = {0: [_pod(0, old0)], 1: [_pod(1, old1)], 2: [_pod(2, cur2)]}
+    kube, memo = _rename(api, registered, busy={1}, pods=pods)
+    new0 = registered[0]
+    assert new0 != old0 and api.by_id[new0].name == S.worker_name("ml", "fleet.v2", 0)
+    assert memo.registered == {0: new0} and memo.deregistered == {old0}
+    assert kube.deleted == ["ml/fleet-0"]  # recreated with the new worker id
+    assert api.deleted == [old0]
+    assert registered[1] == old1 and registered[2] == cur2  # busy: later; current: untouched
+
+
+def test_reconciler_keeps_legacy_registrations_when_the_api_fails() -> None:
+    old0 = "a" * 24
+    api = FakeApi([_worker(old0, S.legacy_worker_name("ml", "fleet.v2", 0))], fail_register=True)
+    registered = {0: old0}
+    kube, memo = _rename(api, registered, busy=set(), pods={0: [_pod(0, old0)]})
+    assert registered == {0: old0} and not kube.deleted and not api.deleted and not memo.deregistered
+
+
+def _sweep(api: FakeApi, fleets: dict, fleet_pods: dict) -> None:  # type: ignore[type-arg]
+    import asyncio
+    import logging
+
+    from lightly_operator import handlers
+
+    r = _reconciler(FakeKube())
+
+    async def token(namespace: str, spec, fresh: bool = False) -> tuple[str, str]:  # type: ignore[no-untyped-def]
+        return "tok", "fp"
+
+    r.token = token  # type: ignore[method-assign]
+    r.api = lambda url, tok: api  # type: ignore[method-assign,assignment]
+    saved = dict(handlers._state)
+    handlers._state.update(settings=S, reconciler=r)
+    body = {"metadata": {"name": "fleet.v2", "namespace": "ml"}, "spec": {"api": {"tokenSecretRef": {"name": "t"}}}}
+    try:
+        asyncio.run(
+            handlers.sweep_orphans(
+                body=body, meta=body["metadata"], logger=logging.getLogger("t"), fleets=fleets, fleet_pods=fleet_pods
+            )
+        )
+    finally:
+        handlers._state.clear()
+        handlers._state.update(saved)
+
+
+def test_sweep_removes_legacy_and_shortened_names_it_owns_and_nothing_else() -> None:
+    from lightly_operator.handlers import FleetEntry
+
+    long = "l" * 200
+    ids = {k: f"{i + 1:024x}" for i, k in enumerate("abcdefghij")}
+    api = FakeApi(
+        [
+            _worker(ids["a"], S.worker_name("ml", "fleet.v2", 0)),  # in use
+            _worker(ids["b"], S.legacy_worker_name("ml", "fleet.v2", 0)),  # superseded by a
+            _worker(ids["c"], S.legacy_worker_name("ml", "fleet.v2", 1)),  # in use (busy, not yet replaced)
+            _worker(ids["d"], S.legacy_worker_name("ml", "gone", 0)),  # its fleet is gone
+            _worker(ids["e"], S.worker_name("ml", long, 0)),  # shortened, fleet exists
+            _worker(ids["f"], S.worker_name("ml", long + "x", 0)),  # shortened, fleet gone
+            _worker(ids["g"], "laptop-worker"),  # not ours
+            _worker(ids["h"], "k8s.other.ml.fleet.0"),  # another cluster's
+            _worker(ids["i"], renamed_duplicate_name(S.worker_name("ml", "fleet.v2", 1), "0" * 18 + "abcdef")),
+            _worker(ids["j"], S.worker_name("ml", "fleet.v2", 5)),  # replica not listed
+        ]
+    )
+    status = {"workers": [{"index": 0, "workerId": ids["a"]}, {"index": 1, "workerId": ids["c"]}]}
+    fleets = {
+        ("ml", "fleet.v2"): [FleetEntry({"metadata": {}, "spec": {}, "status": status}, frozenset({0, 1}))],
+        ("ml", long): [
+            FleetEntry({"metadata": {}, "spec": {}, "status": {"workers": [{"index": 0, "workerId": ids["e"]}]}},
+                       frozenset({0}))
+        ],
+    }  # fmt: skip
+    _sweep(api, fleets, {})
+    assert sorted(api.deleted) == sorted([ids["b"], ids["d"], ids["f"], ids["i"], ids["j"]])
