@@ -59,6 +59,8 @@ def test_other_users_objects_answer_404(api: Api, db_backend: Backend, server: S
         ({"name": "worker-x", "workerType": "PARTIAL"}, "workerType"),
         ({"name": 12345, "workerType": "FULL"}, "name"),
         ({"workerType": "FULL"}, "name: required"),
+        ({"name": "k8s.c1.ml.fleet.0"}, "name: must match the protocol's pattern ^[a-zA-Z0-9][a-zA-Z0-9 _-]+$"),
+        ({"name": "w" * 301}, "at most 300 characters"),
     ],
 )
 def test_bad_worker_registrations(api: Api, body: dict, needle: str) -> None:

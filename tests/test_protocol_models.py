@@ -98,3 +98,65 @@ def test_semantic_problems_say_what_to_fix() -> None:
 def test_local_path_rules(path: str, ok: bool) -> None:
     assert (local_path_problem(path) is None) is ok
     DatasourceLocal.model_validate({"purpose": "INPUT", "type": "LOCAL", "fullPath": path})
+
+
+# The rows of lightly_api_field_patterns.tsv whose model this protocol has: (our model, wire key, pattern).
+# Patterns of models we do not serve (V2/V3 configs, scores, predictions, tag arithmetics) are left out.
+_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9 _-]+$"
+_TAG = r"^[a-zA-Z0-9][a-zA-Z0-9 .:;=@_-]+$"
+_TASK = r"^[a-zA-Z0-9_+=,.@:\/-]*$"
+_URL = r"^https?:\/\/.+$"
+_KMS = r"^arn:aws:kms:[a-zA-Z0-9-]*:[0-9]{12}:key.+$"
+FIELD_PATTERNS = [
+    ("WorkerCreateRequest", "name", _NAME),  # CreateDockerWorkerRegistryEntryRequest
+    ("DatasetCreateRequest", "name", _NAME),
+    ("DatasetData", "name", _NAME),
+    ("DatasourceLocal", "webServerLocation", _URL),
+    ("DatasourceOBS", "obsEndpoint", _URL),
+    ("DatasourceS3", "s3ServerSideEncryptionKMSKey", _KMS),
+    ("DatasourceS3DelegatedAccess", "s3ARN", r"^arn:aws:iam::[0-9]{12}:role.+$"),
+    ("DatasourceS3DelegatedAccess", "s3ExternalId", r"^[a-zA-Z0-9_+=,.@:\/-]+$"),
+    ("DatasourceS3DelegatedAccess", "s3ServerSideEncryptionKMSKey", _KMS),
+    ("DockerTraining", "taskName", _TASK),  # DockerWorkerConfigV3DockerTraining
+    ("AutoTaskTiling", "name", _TASK),  # AutoTaskBase
+    ("SelectionInput", "task", _TASK),  # SelectionConfigV4EntryInput
+    ("SelectionInput", "score", _TASK),
+    ("SelectionInput", "tagName", _TAG),
+    ("RunSelectionRequest", "tagName", _TAG),  # our extension, named like a tag
+    ("TagData", "name", _TAG),
+    ("TagData", "bitMaskData", r"^0x[a-f0-9]+$"),
+]
+
+
+def _patterns(schema: dict) -> set[str]:  # type: ignore[type-arg]
+    found = {schema["pattern"]} if "pattern" in schema else set()
+    for sub in schema.get("anyOf", []):
+        found |= _patterns(sub)
+    return found
+
+
+@pytest.mark.parametrize(("model", "key", "pattern"), FIELD_PATTERNS, ids=[f"{m}.{k}" for m, k, _ in FIELD_PATTERNS])
+def test_every_protocol_pattern_is_declared(model: str, key: str, pattern: str) -> None:
+    from lightly_protocol import models
+
+    schema = getattr(models, model).model_json_schema(by_alias=True)
+    assert pattern in _patterns(schema["properties"][key])
+
+
+def test_worker_names_in_answers_follow_the_pattern_or_the_old_operator_scheme() -> None:
+    from lightly_protocol.models import WorkerData
+
+    row = {
+        "id": "a" * 24,
+        "userId": "u",
+        "workerType": "FULL",
+        "state": "IDLE",
+        "createdAt": 1,
+        "lastModifiedAt": 1,
+        "labels": [],
+    }
+    for good in ("worker-1", "k8s_c_ml_f__v2_0", "my worker", "k8s.c.ml.f.v2.0"):
+        WorkerData.model_validate({**row, "name": good})
+    for bad in ("w.1", "-worker", "ab", "k8s.c.ML.f.0", "k8s.c.ml.f.x"):
+        with pytest.raises(ValidationError, match="should match pattern"):
+            WorkerData.model_validate({**row, "name": bad})
