@@ -138,6 +138,15 @@ def test_hostile_names_are_not_ours(hostile: str) -> None:
     assert S.parse_worker_name(hostile, [("ml", "fleet"), ("ml", "a")]) is None
 
 
+def test_huge_hostile_names_are_refused_quickly() -> None:
+    import time
+
+    start = time.perf_counter()
+    for hostile in ("k8s_c1_ml_" + "a-" * 50_000 + "_0", "k8s.c1.ml." + "a-" * 50_000 + ".0", "_0-abcdef" * 10_000):
+        assert S.parse_worker_name(hostile) is None
+    assert time.perf_counter() - start < 1
+
+
 def test_legacy_names_are_recognised() -> None:
     legacy = S.legacy_worker_name("ml", "fleet.v2", 7)
     assert legacy == "k8s.c1.ml.fleet.v2.7"

@@ -192,7 +192,9 @@ def parse_renamed_k8s_worker_name(
 ) -> K8sWorkerName | None:
     """An old-scheme registration the server renamed to ``<current name>-<6 hex>`` because the current
     name was taken (the operator had re-registered the replica already): reported as legacy."""
-    m = _RENAMED_RE.match(worker_name) if isinstance(worker_name, str) else None
+    if not isinstance(worker_name, str) or len(worker_name) > MAX_WORKER_NAME + 20:
+        return None
+    m = _RENAMED_RE.match(worker_name)
     ref = parse_k8s_worker_name(m.group("base"), cluster, candidates) if m else None
     return ref._replace(legacy=True) if ref else None
 
