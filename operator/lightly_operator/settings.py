@@ -76,12 +76,12 @@ class OperatorSettings:
         """The replica a name of this cluster's operator stands for, else None.
 
         ``legacy`` is set for names of the old dotted scheme and for such registrations the server
-        renamed to ``<current name>-<6 hex>``: the reconciler replaces them, the sweep removes them.
+        renamed to ``<current name>-<6 hex>``: the reconciler replaces them, the sweep removes unused ones.
 
         ``fleets``: the (namespace, name) pairs known to exist; they resolve shortened names, which
         otherwise come back with ``name=None`` (a fleet that is not known: gone).
         """
-        fleets = list(fleets)
+        fleets = fleets if isinstance(fleets, (list, tuple)) else list(fleets)
         return (
             parse_k8s_worker_name(worker_name, self.cluster_name, fleets)
             or parse_legacy_k8s_worker_name(worker_name, self.cluster_name)
