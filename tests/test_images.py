@@ -16,6 +16,7 @@ reuse it. No working engine: those tests skip with the reason, except under ``CI
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -198,14 +199,12 @@ def _image(name: str, engine, request: pytest.FixtureRequest) -> str:  # type: i
         _built[name] = result.tag
         line = f"[images] {result.describe()}"
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        capture = request.config.pluginmanager.get_plugin("capturemanager")
         if reporter is not None:
-            reporter.write_line("")
-            reporter.write_line(line)
-        request.config.stash.setdefault(BUILD_TIMES, []).append(line)
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                reporter.write_line("")
+                reporter.write_line(line)
     return _built[name]
-
-
-BUILD_TIMES = pytest.StashKey[list]()
 
 
 @pytest.fixture(scope="session")
