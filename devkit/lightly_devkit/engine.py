@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import fnmatch
 import hashlib
 import json
 import os
@@ -159,24 +158,33 @@ def _dockerignore(root: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
+def _pattern(pat: str) -> re.Pattern[str]:
+    """A .dockerignore pattern as a regex: ``*``/``?`` stay within a path element, ``**`` spans any."""
+    out, i = "", 0
+    while i < len(pat):
+        if pat.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pat.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pat[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pat[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pat[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
 def _ignored(rel: str, patterns: Sequence[str]) -> bool:
-    """Docker's .dockerignore matching, simplified: glob patterns, ``**``, ``!`` exceptions; a match on a
-    directory excludes everything below it."""
+    """Docker's .dockerignore matching (anchored at the context root, ``!`` exceptions, the last match
+    wins); a pattern matching a directory excludes everything below it."""
     parts = rel.split("/")
     prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
     ignored = False
     for pat in patterns:
         negate = pat.startswith("!")
-        pat = pat[1:] if negate else pat
-        pat = pat.strip("/")
-        if pat.startswith("**/"):
-            tails = ["/".join(parts[i:]) for i in range(len(parts))]
-            hit = any(fnmatch.fnmatchcase(t, pat[3:]) for t in tails) or any(
-                fnmatch.fnmatchcase(p.rsplit("/", 1)[-1], pat[3:]) for p in prefixes
-            )
-        else:
-            hit = any(fnmatch.fnmatchcase(p, pat) for p in prefixes)
-        if hit:
+        regex = _pattern((pat[1:] if negate else pat).strip("/"))
+        if any(regex.match(p) for p in prefixes):
             ignored = not negate
     return ignored
 
