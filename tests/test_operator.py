@@ -507,3 +507,58 @@ def test_leader_election_lets_one_replica_act(env: Env) -> None:
     env.wait(lambda: b.try_acquire(), "a's lease to expire", timeout=10)
     assert env.kube.get("leases.coordination.k8s.io", "lightly-operator")["spec"]["holderIdentity"] == "replica-b"
     assert a.try_acquire() is False
+
+
+def test_cluster_wide_operator_reconciles_fleets_in_any_namespace(env: Env) -> None:
+    """The default scope (no --namespace): kopf watches LightlyWorkers and pods in every namespace."""
+    from dataclasses import replace
+
+    from lightly_operator.cli import build_parser, watch_scope
+
+    settings = replace(env.settings, namespaces=())
+    handlers.configure(settings)
+    with env.kube.operator(login=True, **watch_scope(build_parser().parse_args([]).namespace)):
+        _ready_fleet(env, 1)
+        assert sorted(env.api_workers()) == [settings.worker_name(env.ns, "fleet", 0)]
+
+
+def test_the_cli_process_runs_the_operator_with_leader_election(env: Env, tmp_path: Path) -> None:
+    """``lightly-operator`` as its own process: settings from the environment, a Lease, SIGTERM ends it cleanly."""
+    import signal
+
+    proc_env = {
+        **{k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")},
+        "KUBECONFIG": str(env.kube.kubeconfig),
+        "LIGHTLY_SERVER_LOCATION": env.server.url,
+        "LIGHTLY_CLUSTER_NAME": env.settings.cluster_name,
+        "LIGHTLY_WORKER_IMAGE": "lightly-worker:cli",
+        "LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS": "0",
+    }
+    proc_env.pop("KUBERNETES_SERVICE_HOST", None)
+    args = ["--namespace", env.ns, "--leader-election", "on", "--lease-namespace", env.ns]
+    log = tmp_path / "operator.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lightly_operator.cli", *args, "--metrics-port", "0", "--health-port", "0"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=proc_env,
+        )
+    try:
+        lease = env.wait(lambda: env.kube.get("leases.coordination.k8s.io", "lightly-operator"), "the Lease")
+        assert lease["spec"]["holderIdentity"]
+        env.fleet(replicas=1)
+        pods = env.wait(lambda: env.pods(), f"the pod (operator log: {log})")
+        assert pods[0]["spec"]["containers"][0]["image"] == "lightly-worker:cli"
+        env.wait(lambda: env.status().get("workers"), "a registered worker")
+        assert sorted(env.api_workers()) == [env.worker_name(0)]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0, log.read_text()
+    released = env.kube.get("leases.coordination.k8s.io", "lightly-operator")["spec"]
+    assert not released.get("holderIdentity"), released  # a successor need not wait for it to expire
