@@ -321,7 +321,7 @@ class Bench:
         )
         # pods need the namespace's default ServiceAccount (made by kube-controller-manager)
         deadline = now() + 60
-        while True:
+        while w.cp is not None and w.cp.has_controller_manager:
             try:
                 await self.k8s("GET", f"/api/v1/namespaces/{NS}/serviceaccounts/default")
                 break
@@ -357,6 +357,8 @@ class Bench:
             LIGHTLY_SERVER_LOCATION=w.api_url,
             LIGHTLY_WORKER_IMAGE="lightly-worker:bench",
             LIGHTLY_CLUSTER_NAME=f"bench{secrets.token_hex(2)}",
+            # no worker process runs: its API worker stays OFFLINE; keep that from turning fleets Degraded
+            LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS=str(self.args.offline_grace),
         )
         if self.args.resync:
             env["LIGHTLY_OPERATOR_RESYNC_SECONDS"] = str(self.args.resync)
@@ -413,22 +415,35 @@ class Bench:
     # -------------------------------------------------------------- watchers
 
     async def watch(self, path: str, on_event: Any, started: asyncio.Event) -> None:
+        """List, then watch from that resourceVersion; on any end of the stream (timeout, ERROR event, a
+        dropped connection) list and watch again, as informers do. Handlers are idempotent."""
         w = self.world
-        listing = await self.k8s("GET", path)
-        for obj in listing.get("items") or []:
-            await on_event("ADDED", obj)
-        rv = listing["metadata"]["resourceVersion"]
-        url = f"{w.kube_url}{path}?watch=true&resourceVersion={rv}&timeoutSeconds=3600"
         headers = {"Authorization": f"Bearer {w.kube_token}"}
-        async with self.http.get(url, headers=headers, ssl=w.ssl_ctx) as r:
-            started.set()
-            async for line in r.content:
-                if line.strip():
-                    ev = json.loads(line)
-                    if ev["type"] == "ERROR":
-                        self.watch_errors.append(f"{path}: {ev['object']}")
-                        raise RuntimeError(f"watch {path}: {ev['object']}")
-                    await on_event(ev["type"], ev["object"])
+        while True:
+            try:
+                listing = await self.k8s("GET", path)
+                for obj in listing.get("items") or []:
+                    await on_event("ADDED", obj)
+                rv = listing["metadata"]["resourceVersion"]
+                url = f"{w.kube_url}{path}?watch=true&resourceVersion={rv}&timeoutSeconds=1800"
+                async with self.http.get(url, headers=headers, ssl=w.ssl_ctx) as r:
+                    started.set()
+                    while True:
+                        line = await r.content.readline()
+                        if not line:
+                            raise ConnectionError("stream ended")
+                        if not line.strip():
+                            continue
+                        ev = json.loads(line)
+                        if ev["type"] == "ERROR":
+                            raise RuntimeError(f"ERROR event {ev['object']}")
+                        await on_event(ev["type"], ev["object"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.watch_errors.append(f"{path}: {exc!r}")
+                print(f"  (driver watch {path} restarts: {exc!r})", file=sys.stderr, flush=True)
+                await asyncio.sleep(0.2)
 
     async def on_pod(self, kind: str, pod: dict[str, Any]) -> None:
         meta = pod["metadata"]
@@ -655,6 +670,7 @@ class Bench:
                 "operator_rss_max_idle": idle["rss_max_idle"],
                 "operator_peak_hwm": s3.mem.get("VmHWM"),
             },
+            "driver_watch_restarts": self.watch_errors,
             "logs": str(self.world.tmp),
         }
 
@@ -720,6 +736,8 @@ def print_report(results: list[dict[str, Any]]) -> None:
         print(f"N={r['resources']}: API calls while idle by route: {r['idle']['api_by_route']}")
         print(f"N={r['resources']}: k8s requests during bring-up: {r['bringup']['k8s_by_kind']}")
         print(f"N={r['resources']}: k8s requests while idle: {r['idle']['k8s_by_kind']}")
+        if r["driver_watch_restarts"]:
+            print(f"N={r['resources']}: driver watch restarts: {r['driver_watch_restarts']}")
         if r["timed_out"]:
             print(f"N={r['resources']}: TIMED OUT: {r['counts']}; logs in {r['logs']}")
 
@@ -731,6 +749,13 @@ def main() -> int:
     p.add_argument("--settle", type=float, default=5.0, help="wait after bring-up before the idle window (s)")
     p.add_argument("--resync", type=float, default=None, help="LIGHTLY_OPERATOR_RESYNC_SECONDS (default: 10)")
     p.add_argument("--sweep", type=float, default=None, help="LIGHTLY_OPERATOR_SWEEP_SECONDS (default: 300)")
+    p.add_argument(
+        "--offline-grace",
+        type=float,
+        default=3600.0,
+        help="LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS (default: %(default)s; no worker process ever reports, so the "
+        "operator's 120 s default marks every fleet Degraded on a slow bring-up)",
+    )
     p.add_argument("--create-concurrency", type=int, default=8, help="concurrent resource creations")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this (s)")
     p.add_argument("--operator-log-level", default="INFO")
