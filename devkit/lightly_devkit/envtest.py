@@ -264,6 +264,22 @@ def _make_pki(d: Path) -> None:
         (d / key).chmod(0o600)
 
 
+ETCD_DATA_PREFIX = "envtest-etcd-"
+OWNER_FILE = "owner.pid"  # the PID of the Python process that made the folder (next to etcd's member/ folder)
+
+
+def _remove_stale_etcd_data(base: Path) -> None:
+    """Remove etcd data folders (on tmpfs: memory) whose owner process is gone (killed before ``stop()``)."""
+    for d in base.glob(f"{ETCD_DATA_PREFIX}*"):
+        try:
+            pid = int((d / OWNER_FILE).read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # no owner file (yet), or another user's: leave it
+
+
 def _get(url: str, *, context: ssl.SSLContext | None = None, token: str | None = None, timeout: float = 2.0) -> str:
     handlers: list[Any] = [urllib.request.ProxyHandler({})]
     if context is not None:
@@ -341,10 +357,12 @@ class ControlPlane:
                 self._components = []
                 if attempt < self.attempts and "address already in use" in logs:
                     continue  # a free port was taken between choosing and binding it: choose again
-                self.keep = True  # keep the logs for a look
+                self.keep = True  # keep the logs for a look (etcd's data is not needed for that)
+                self._remove_etcd_data()
                 raise ControlPlaneError(f"{exc}\n(work dir kept: {self.work_dir})") from None
             except BaseException:
                 self._stop_components()
+                self._remove_etcd_data()
                 raise
         self._started = True
         atexit.register(self.stop)
@@ -354,10 +372,11 @@ class ControlPlane:
         env = clean_env()
         # etcd: data on tmpfs when there is one (fsync on a disk makes every write slow)
         shm = Path("/dev/shm")
-        if self._etcd_data is not None:
-            shutil.rmtree(self._etcd_data, ignore_errors=True)
-        base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else str(self.work_dir)
-        self._etcd_data = Path(tempfile.mkdtemp(prefix="envtest-etcd-", dir=base))
+        self._remove_etcd_data()
+        base = shm if shm.is_dir() and os.access(shm, os.W_OK) else self.work_dir
+        _remove_stale_etcd_data(base)
+        self._etcd_data = Path(tempfile.mkdtemp(prefix=ETCD_DATA_PREFIX, dir=base))
+        (self._etcd_data / OWNER_FILE).write_text(str(os.getpid()))
         client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer = f"http://127.0.0.1:{peer_port}"
@@ -457,11 +476,14 @@ class ControlPlane:
         atexit.unregister(self.stop)
         self._stop_components()
         self._started = False
+        self._remove_etcd_data()
+        if self._own_work_dir and not self.keep:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def _remove_etcd_data(self) -> None:
         if self._etcd_data is not None:
             shutil.rmtree(self._etcd_data, ignore_errors=True)
             self._etcd_data = None
-        if self._own_work_dir and not self.keep:
-            shutil.rmtree(self.work_dir, ignore_errors=True)
 
     def _stop_components(self) -> None:
         for comp in reversed(self._components):
