@@ -72,8 +72,8 @@ class Engine:
         kw.setdefault("text", True)
         return subprocess.run(self.cmd(*args), timeout=timeout, check=check, **kw)
 
-    def image_labels(self, tag: str) -> dict[str, str] | None:
-        """The labels of a local image, or None when there is no such image."""
+    def inspect_image(self, tag: str) -> dict | None:
+        """``image inspect`` of a local image, or None when there is no such image."""
         res = self.run("image", "inspect", tag, timeout=60)
         if res.returncode != 0:
             return None
@@ -81,8 +81,18 @@ class Engine:
             data = json.loads(res.stdout)
         except ValueError:
             return None
-        info = data[0] if isinstance(data, list) and data else {}
+        return data[0] if isinstance(data, list) and data and isinstance(data[0], dict) else None
+
+    def image_labels(self, tag: str) -> dict[str, str] | None:
+        """The labels of a local image, or None when there is no such image."""
+        info = self.inspect_image(tag)
+        if info is None:
+            return None
         return dict((info.get("Config") or {}).get("Labels") or info.get("Labels") or {})
+
+    def build_flags(self) -> list[str]:
+        """Flags for ``build``: podman keeps every stage as an untagged image unless told not to."""
+        return ["--layers=false"] if self.kind == "podman" else []
 
     def run_flags(self) -> list[str]:
         """Flags for ``run`` that keep the host's proxy settings out of a container (podman injects them)."""
@@ -286,9 +296,12 @@ def build_image(
     start = time.monotonic()
     with _lock(name):
         digest = context_hash(name, root, args)
-        if not force and (engine.image_labels(tag) or {}).get(HASH_LABEL) == digest:
+        previous = engine.inspect_image(tag)
+        labels = (previous or {}).get("Config", {}).get("Labels") or (previous or {}).get("Labels") or {}
+        if not force and labels.get(HASH_LABEL) == digest:
             return BuildResult(name, tag, digest, False, time.monotonic() - start)
-        cmd = ["build", "-f", str(root / DOCKERFILES[name]), "-t", tag, "--label", f"{HASH_LABEL}={digest}"]
+        cmd = ["build", *engine.build_flags(), "-f", str(root / DOCKERFILES[name]), "-t", tag]
+        cmd += ["--label", f"{HASH_LABEL}={digest}"]
         for k, v in args.items():
             cmd += ["--build-arg", f"{k}={v}"]
         cmd.append(str(root))
@@ -305,7 +318,12 @@ def build_image(
         if rc != 0:
             why = "timed out" if rc == -1 else f"exited {rc}"
             raise BuildError(f"building {tag} from {DOCKERFILES[name]} {why} (full log: {log_path}):\n{tail}")
-        return BuildResult(name, tag, digest, True, time.monotonic() - start, tail)
+        seconds = time.monotonic() - start
+        old_id = (previous or {}).get("Id")
+        if old_id and old_id != (engine.inspect_image(tag) or {}).get("Id"):
+            # the image the tag named before is now untagged: drop it (best effort; fails while in use)
+            engine.run("rmi", old_id, timeout=120)
+        return BuildResult(name, tag, digest, True, seconds, tail)
 
 
 def build_images(
