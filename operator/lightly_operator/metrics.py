@@ -10,6 +10,8 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .lightly_api import ApiProblem, ApiUnreachable, TokenRejected
+
 PHASES = ("Pending", "Running", "Updating", "Degraded", "ScaledToZero", "Error")
 WORKER_STATES = ("IDLE", "BUSY", "OFFLINE", "CRASHED", "UNKNOWN")
 
@@ -72,3 +74,13 @@ class OperatorMetrics:
         self.pod_actions = PromCounter(
             "lightly_operator_pod_actions_total", "Pods created and deleted", ["action"], registry=self.registry
         )
+        # every labelled series exists from the start (at 0): panels and alerts over errors that have not
+        # happened yet show 0, not "no data"
+        reasons = [cls.reason for cls in (ApiProblem, ApiUnreachable, TokenRejected)]
+        for reason in reasons:
+            self.api_errors.labels(reason)
+        for action in ("register", "deregister"):
+            for outcome in ("ok", *reasons):
+                self.registrations.labels(action, outcome)
+        for action in ("create", "delete"):
+            self.pod_actions.labels(action)

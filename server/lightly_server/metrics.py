@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from lightly_protocol.enums import Priority, ScheduledState, WorkerState
+from lightly_protocol.enums import TERMINAL_RUN_STATES, Priority, ScheduledState, WorkerState
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -63,6 +63,10 @@ class ServerMetrics:
             registry=self.registry,
             buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400),
         )
+        # every labelled series exists from the start (at 0): a dashboard panel or an alert over a state
+        # that has not happened yet shows 0, not "no data"
+        for state in sorted(TERMINAL_RUN_STATES):
+            self.run_duration.labels(state)
         self.leases_expired = Counter(
             "lightly_server_worker_leases_expired_total",
             "Workers marked OFFLINE because they stopped reporting",
@@ -79,3 +83,5 @@ class ServerMetrics:
             ["outcome"],
             registry=self.registry,
         )
+        for outcome in ("locked", "conflict", "error"):
+            self.claims.labels(outcome)
