@@ -480,3 +480,28 @@ def test_worker_image_completes_a_scheduled_run(  # type: ignore[no-untyped-def]
     workers = {w.id: w for w in client.get_compute_workers()}
     assert workers[wid].state in ("IDLE", "BUSY")  # the container's worker reported under that id
     assert token not in worker.log()
+
+
+def test_context_hash_follows_the_copied_files_only(tmp_path: Path) -> None:
+    """The reuse rule of lightly_devkit.engine: copied files (not ignored ones) and the Dockerfile count."""
+    from lightly_devkit.engine import context_hash
+
+    (tmp_path / "Dockerfile.server").write_text("FROM x AS build\nCOPY pyproject.toml ./\nCOPY server ./server\n")
+    (tmp_path / ".dockerignore").write_text("**/__pycache__\n*.egg-info\n")
+    (tmp_path / "pyproject.toml").write_text("[project]\n")
+    (tmp_path / "server" / "pkg").mkdir(parents=True)
+    (tmp_path / "server" / "pkg" / "a.py").write_text("A = 1\n")
+    first = context_hash("server", tmp_path)
+    assert context_hash("server", tmp_path) == first
+    (tmp_path / "server" / "pkg" / "__pycache__").mkdir()
+    (tmp_path / "server" / "pkg" / "__pycache__" / "a.pyc").write_bytes(b"\0")
+    (tmp_path / "docs.md").write_text("not copied")
+    assert context_hash("server", tmp_path) == first
+    assert context_hash("server", tmp_path, {"PYTHON_IMAGE": "base:1"}) != first
+    (tmp_path / "server" / "pkg" / "b.py").write_text("")
+    second = context_hash("server", tmp_path)
+    assert second != first
+    (tmp_path / "server" / "pkg" / "a.py").write_text("A = 2\n")
+    assert context_hash("server", tmp_path) not in (first, second)
+    (tmp_path / "Dockerfile.server").write_text("FROM y\nCOPY pyproject.toml ./\n")
+    assert context_hash("server", tmp_path) != second
