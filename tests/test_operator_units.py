@@ -291,3 +291,61 @@ def test_worker_names_round_trip() -> None:
     assert SETTINGS.parse_worker_name("k8s_other_ml_fleet_0") is None
     assert SETTINGS.parse_worker_name("k8s.other.ml.fleet.0") is None
     assert SETTINGS.parse_worker_name("my-laptop-worker") is None
+
+
+def test_image_pull_failures_name_the_registry_and_what_to_check() -> None:
+    from lightly_operator.status import PullErrors, pull_error_of, registry_host
+
+    image = "10.199.0.1:5000/lightly/worker:1"
+    err = (
+        f'failed to pull and unpack image "{image}": failed to resolve reference "{image}": pulling from host '
+        "10.199.0.1:5000 failed with status code [manifests 1]: 401 Unauthorized"
+    )
+    pulling = {
+        "containerStatuses": [{"image": image, "state": {"waiting": {"reason": "ErrImagePull", "message": err}}}]
+    }
+    backoff = {
+        "containerStatuses": [
+            {
+                "image": image,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": f'Back-off pulling image "{image}"'}},
+            }
+        ]
+    }
+    reason, msg = pod_problem(pulling)
+    assert reason == "ErrImagePull" and msg.startswith(
+        "401 Unauthorized from 10.199.0.1:5000: check registryCredentials"
+    )
+    # the back-off message hides the cause; the remembered ErrImagePull message explains it
+    assert pod_problem(backoff, pull_error_of(pulling))[1].startswith("401 Unauthorized from 10.199.0.1:5000")
+    assert "cannot pull" in pod_problem(backoff)[1] and "registryCredentials" in pod_problem(backoff)[1]
+    missing = {
+        "containerStatuses": [
+            {"image": image, "state": {"waiting": {"reason": "ErrImagePull", "message": f"{image}: not found"}}}
+        ]
+    }
+    assert "not found in 10.199.0.1:5000: check spec.image" in pod_problem(missing)[1]
+    down = {
+        "containerStatuses": [
+            {
+                "image": image,
+                "state": {
+                    "waiting": {
+                        "reason": "ErrImagePull",
+                        "message": "dial tcp 10.199.0.1:5000: connect: connection refused",
+                    }
+                },
+            }
+        ]
+    }
+    assert "10.199.0.1:5000 is unreachable" in pod_problem(down)[1]
+    assert (registry_host("eu.gcr.io/p/w:1"), registry_host("lightly/worker:1"), registry_host("localhost/w:1")) == (
+        "eu.gcr.io",
+        "docker.io",
+        "localhost",
+    )
+    remembered = PullErrors(limit=2)
+    assert remembered.note("a", "e1") == "e1" and remembered.note("a", None) == "e1"
+    remembered.note("b", "e2")
+    remembered.note("c", "e3")
+    assert remembered.note("a", None) is None and remembered.note("c", None) == "e3"

@@ -160,3 +160,22 @@ def test_local_mode_with_a_config_file_and_its_errors(tmp_path: Path) -> None:
     assert r.returncode == 2 and "needs n_samples=N" in r.stderr
     r = run("mode=local", f"input_mount={tmp_path / 'nothing'}", f"output_dir={tmp_path / 'out4'}", "n_samples=2")
     assert r.returncode == 1 and "does not exist" in r.stderr
+
+
+def test_the_reported_version_is_the_images_when_its_build_set_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightly_worker import __version__, worker_version
+
+    monkeypatch.delenv("LIGHTLY_WORKER_VERSION", raising=False)
+    assert worker_version() == __version__
+    monkeypatch.setenv("LIGHTLY_WORKER_VERSION", "")  # the Dockerfile's default: no version given
+    assert worker_version() == __version__
+    monkeypatch.setenv("LIGHTLY_WORKER_VERSION", "1.2.3")
+    assert worker_version() == "1.2.3"
+
+
+def test_a_worker_name_outside_lightlys_pattern_is_refused_with_what_to_use() -> None:
+    from lightly_worker.config import ConfigError, parse_args
+
+    with pytest.raises(ConfigError, match=r"worker.name='gpu.host.example'.*e.g. worker.name=gpu-worker-1"):
+        parse_args(["worker.name=gpu.host.example", "token=t"])
+    assert parse_args(["worker.name=gpu-worker 1", "token=t"])["worker.name"] == "gpu-worker 1"

@@ -149,8 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     import kubernetes
 
+    from .settings import SettingsError
+
     try:
         return asyncio.run(run(args))
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except kubernetes.config.ConfigException as exc:
         print(
             f"error: no Kubernetes credentials ({exc}); run inside a cluster (service account) or set KUBECONFIG "

@@ -22,7 +22,7 @@ from .metrics import OperatorMetrics
 from .reconcile import FleetMemo, FleetReconciler
 from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION, SpecError, parse_spec
-from .status import pod_view
+from .status import pod_view, pull_error_of
 
 _state: dict[str, Any] = {}
 log = logging.getLogger("lightly_operator")
@@ -95,7 +95,9 @@ async def cleanup(**_: Any) -> None:
 def fleet_pods(namespace: str, name: str, labels: Any, annotations: Any, meta: Any, status: Any, **_: Any) -> Any:
     """Pods of every fleet, by (namespace, fleet name): reconciles read this, never LIST pods."""
     fleet = labels.get("lightly.ai/fleet")
-    view = pod_view(name, dict(labels), dict(annotations), dict(meta), dict(status or {}))
+    st = dict(status or {})
+    pull_error = _r().pull_errors.note(str(meta.get("uid") or name), pull_error_of(st))
+    view = pod_view(name, dict(labels), dict(annotations), dict(meta), st, pull_error)
     if not fleet or view is None:
         return None
     return {(namespace, fleet): view}

@@ -34,7 +34,7 @@ from .metrics import OperatorMetrics
 from .plan import Plan, plan
 from .settings import OperatorSettings
 from .spec import LightlyWorkerSpec, SpecError, parse_spec
-from .status import Condition, PodView, merge_conditions, now_iso
+from .status import Condition, PodView, PullErrors, merge_conditions, now_iso
 
 log = logging.getLogger("lightly_operator")
 
@@ -75,6 +75,7 @@ class FleetReconciler:
         self.cache = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
         self.secrets = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
         self.sweeps: dict[tuple[str, str], float] = {}
+        self.pull_errors = PullErrors()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -216,9 +217,11 @@ class FleetReconciler:
 
         # registry credentials -> pull Secret
         if spec.registry_credentials and api is not None:
-            problem = await self._pull_secret(body, spec, namespace)
+            problem, changed = await self._pull_secret(body, spec, namespace)
             if problem:
                 problems.append(problem)
+            if changed:  # new credentials: pods that never got their image retry now, not after the backoff
+                await self._retry_image_pulls(namespace, pods, logger)
 
         now = time.monotonic()
         blocked = {i for i, t in memo.retry_at.items() if t > now}
@@ -270,6 +273,8 @@ class FleetReconciler:
                 entry["currentRun"] = view.holding[wid]
             if w is not None:
                 entry["lastSeen"] = _iso(w.last_modified_at)
+                if w.docker_version:
+                    entry["version"] = w.docker_version
             if i in busy and view is not None:
                 busy_count += 1
             # a worker that stays OFFLINE although its pod is ready
@@ -367,19 +372,37 @@ class FleetReconciler:
             memo.autoscale_desired = need
         return memo.autoscale_desired
 
-    async def _pull_secret(self, body: dict[str, Any], spec: LightlyWorkerSpec, namespace: str) -> Condition | None:
+    async def _pull_secret(
+        self, body: dict[str, Any], spec: LightlyWorkerSpec, namespace: str
+    ) -> tuple[Condition | None, bool]:
+        """Keep the dockerconfigjson pull Secret equal to the key file: (problem, whether it changed).
+
+        Running pods are not restarted for a changed key: the kubelet reads pull Secrets only to pull.
+        """
         creds = spec.registry_credentials
         assert creds is not None
         try:
             key, _ = await self.kube.read_secret_value(
                 namespace, creds.secret_ref.name, creds.secret_ref.key, "spec.registryCredentials.secretRef"
             )
-            await self.kube.apply_secret(namespace, build_pull_secret(body, creds.registry, key))
+            changed = await self.kube.apply_secret(namespace, build_pull_secret(body, creds.registry, key))
         except SecretProblem as exc:
-            return Condition("Degraded", True, f"Registry{exc.reason}", str(exc))
+            return Condition("Degraded", True, f"Registry{exc.reason}", str(exc)), False
         except CredentialsError as exc:
-            return Condition("Degraded", True, "RegistryCredentialsInvalid", str(exc))
-        return None
+            return Condition("Degraded", True, "RegistryCredentialsInvalid", str(exc)), False
+        return None, changed
+
+    async def _retry_image_pulls(self, namespace: str, pods: list[PodView], logger: Any) -> None:
+        """Delete the pods whose container never started for want of its image (no job can run in them):
+        they are recreated at once and pull with the new credentials."""
+        for pod in pods:
+            if pod.image_pull and not pod.deleting:
+                try:
+                    await self.kube.delete_pod(namespace, pod.name)
+                    self.metrics.pod_actions.labels("delete").inc()
+                    logger.info(f"deleted pod {pod.name}: it could not pull its image; retrying with new credentials")
+                except ApiException as exc:
+                    logger.warning(f"could not delete pod {pod.name} ({exc.status} {exc.reason}); kubelet retries")
 
     async def _rename_legacy(
         self,

@@ -22,7 +22,7 @@ from typing import Any
 from lightly_protocol.enums import LogLevel
 from lightly_protocol.models import LogCreateEntry, ScheduledRunData, WorkerConfigV4
 
-from . import __version__
+from . import worker_version
 from .api import ApiError, WorkerApi
 from .config import WorkerArgs
 from .metrics import WorkerMetrics
@@ -106,7 +106,7 @@ class RunReporter:
         while not self._stop.wait(max(1.0, every)):
             self.flush()
             try:
-                self.api.set_state(self.worker_id, "BUSY", __version__, retry=False)
+                self.api.set_state(self.worker_id, "BUSY", worker_version(), retry=False)
             except ApiError as exc:
                 log.warning("lease renewal failed: %s", exc)
 
@@ -161,7 +161,7 @@ class WorkerAgent:
             return w.id
         if self.args["worker.name"]:
             wanted = sorted(set(self.args["worker.labels"]))
-            wid = self.api.register(str(self.args["worker.name"]), wanted, __version__)
+            wid = self.api.register(str(self.args["worker.name"]), wanted, worker_version())
             labels = self.api.worker(wid).labels
             log.info("registered as worker %s (%s, labels %s)", wid, self.args["worker.name"], labels)
             if sorted(labels) != wanted:
@@ -184,9 +184,9 @@ class WorkerAgent:
         self.install_signals()
         try:
             self.worker_id = self.resolve_worker()
-            self.api.set_state(self.worker_id, "IDLE", __version__)
+            self.api.set_state(self.worker_id, "IDLE", worker_version())
             self.metrics.state.state("IDLE")
-            log.info("Lightly worker %s waiting for scheduled runs", __version__)
+            log.info("Lightly worker %s waiting for scheduled runs", worker_version())
             while not self.stop.is_set():
                 self._poll_once()
         except Shutdown:
@@ -198,7 +198,7 @@ class WorkerAgent:
         finally:
             if self.worker_id:
                 with contextlib.suppress(Exception):  # best effort: the lease covers a missed report
-                    self.api.set_state(self.worker_id, "OFFLINE", __version__, retry=False)
+                    self.api.set_state(self.worker_id, "OFFLINE", worker_version(), retry=False)
         log.info("worker stopped")
         return 0
 
@@ -234,8 +234,8 @@ class WorkerAgent:
     # ------------------------------------------------------------ one run
 
     def run_scheduled(self, row: ScheduledRunData) -> None:
-        run_id = self.api.create_run(__version__, row)
-        self.api.set_state(self.worker_id, "BUSY", __version__)
+        run_id = self.api.create_run(worker_version(), row)
+        self.api.set_state(self.worker_id, "BUSY", worker_version())
         self.metrics.state.state("BUSY")
         reporter = RunReporter(
             self.api, run_id, self.worker_id, self.cancel, self.metrics, float(self.args["worker.heartbeat_seconds"])
@@ -341,7 +341,7 @@ class WorkerAgent:
         log.info("run %s ended %s: %s", run_id, state, outcome.get("message", ""))
         if not self.stop.is_set():
             try:
-                self.api.set_state(self.worker_id, "IDLE", __version__)
+                self.api.set_state(self.worker_id, "IDLE", worker_version())
             except ApiError as exc:
                 log.warning("%s", exc)
         self.metrics.state.state("IDLE")

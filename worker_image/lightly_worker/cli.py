@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import worker_version
 from .config import ConfigError, WorkerArgs, parse_args
 
-BANNER = f"Lightly worker (lightly-worker-fleet) version {__version__}"
+BANNER = f"Lightly worker (lightly-worker-fleet) version {worker_version()}"
 
 
 def _snake_to_camel_config(cfg: dict[str, Any]) -> dict[str, Any]:

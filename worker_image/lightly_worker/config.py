@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lightly_protocol.models import DockerConfigV4, LightlyConfigV3
+from lightly_protocol.names import WORKER_NAME_RE
 
 
 class ConfigError(ValueError):
@@ -160,6 +161,12 @@ def _check(values: dict[str, Any]) -> None:
         raise ConfigError(f"mode={values['mode']!r}: use mode=waiting (default) or mode=local")
     if values["device"] not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device={values['device']!r}: use auto, cpu or cuda")
+    name = values.get("worker.name")
+    if name is not None and not (isinstance(name, str) and WORKER_NAME_RE.match(name) and len(name) <= 300):
+        raise ConfigError(
+            f"worker.name={name!r}: Lightly's API takes 3 to 300 letters, digits, spaces, '_' and '-', starting "
+            f"with a letter or digit (pattern {WORKER_NAME_RE.pattern}); e.g. worker.name=gpu-worker-1"
+        )
     labels = values["worker.labels"]
     if isinstance(labels, str):
         values["worker.labels"] = [labels]

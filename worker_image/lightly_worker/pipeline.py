@@ -21,7 +21,7 @@ import numpy as np
 from lightly_protocol.models import WorkerConfigV4
 from lightly_protocol.validation import config_problems, local_path_problem
 
-from . import __version__
+from . import worker_version
 from .report import make_plots, write_lines, write_report
 
 log = logging.getLogger("lightly_worker.run")
@@ -163,7 +163,7 @@ def run_job(
 
     started = time.perf_counter()
     report: dict[str, Any] = {
-        "worker_version": __version__,
+        "worker_version": worker_version(),
         "run_id": run_id,
         "dataset_id": dataset_id,
         "stage_seconds": {},
