@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import yaml
+from lightly_devkit.data import dataset_files
 from lightly_devkit.envtest import kubectl_binary
 from lightly_devkit.net import PROXY_VARS
 
@@ -193,3 +195,128 @@ def render_chart(values: dict[str, Any], release: str, namespace: str) -> list[d
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(3)}"
+
+
+# ---------------------------------------------------------------------------- the installed stack
+
+RELEASE = "lwo"
+
+
+FULLNAME = f"{RELEASE}-lightly-worker-operator"
+
+
+OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
+
+
+LABEL = "e2e"
+
+
+N_IMAGES = 150
+
+
+INPUT_CONFIGMAP = "e2e-images"
+
+
+SELECTION = {"n_samples": 10, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
+
+
+WORKER_CONFIG = {"embedding.input_size": 224, "lightly.loader.batch_size": 4, "worker.heartbeat_seconds": 2}
+
+
+def require(reason: str | None) -> None:
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI=true: {reason}")
+        pytest.skip(reason)
+
+
+def image_values(tag: str, policy: str = "Never") -> dict[str, str]:
+    repository, _, version = tag.rpartition(":")
+    return {"repository": repository, "tag": version, "pullPolicy": policy}
+
+
+class Stack:
+    """The installed chart: namespace, the server reached through a port-forward, the real client."""
+
+    def __init__(self, kube: Kube, ns: str, server_port: int, token: str) -> None:
+        self.kube, self.ns, self.token = kube, ns, token
+        self.url = f"http://127.0.0.1:{server_port}"
+        from lightly.api import ApiWorkflowClient
+
+        self.client = ApiWorkflowClient(token=token)
+        self.dataset = f"e2e-{os.getpid()}"
+        self.client.create_dataset(self.dataset)
+        self.client.set_local_config(relative_path="", purpose="INPUT")
+        self.client.set_local_config(relative_path="", purpose="LIGHTLY")
+
+    def wait_for(self, predicate, *, what: str, timeout: float = 180):  # type: ignore[no-untyped-def]
+        return self.kube.wait_for(
+            predicate, what=what, timeout=timeout, ns=self.ns, operator_selector=OPERATOR_SELECTOR
+        )
+
+    def lw(self, name: str) -> dict[str, Any]:
+        return self.kube.get(self.ns, "lightlyworker", name) or {}
+
+    def pods(self, name: str) -> list[dict[str, Any]]:
+        sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/name=lightly-worker"
+        items = self.kube.json("-n", self.ns, "get", "pods", "-l", sel)["items"]
+        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def schedule(self, dataset: str) -> str:
+        self.client.set_dataset_id_by_name(dataset)
+        return self.client.schedule_compute_worker_run(
+            worker_config={"shutdown_when_job_finished": False}, selection_config=SELECTION, runs_on=[LABEL]
+        )
+
+    def run_info(self, scheduled_id: str):  # type: ignore[no-untyped-def]
+        return self.client.get_compute_worker_run_info(scheduled_id)
+
+    def wait_completed(self, scheduled_id: str, timeout: float = 420):  # type: ignore[no-untyped-def]
+        info = self.wait_for(
+            lambda: (i := self.run_info(scheduled_id)).in_end_state() and i,
+            what=f"run {scheduled_id} to end",
+            timeout=timeout,
+        )
+        assert info.ended_successfully(), f"run {scheduled_id}: {info.state} {info.message}"
+        return info
+
+    def busy_worker(self, name: str, scheduled_id: str) -> dict[str, Any]:
+        """The status entry of the worker that holds ``scheduled_id``'s run, once the operator sees it busy."""
+
+        def holder() -> dict[str, Any] | None:
+            for w in self.lw(name).get("status", {}).get("workers", []):
+                if w.get("currentRun") == scheduled_id and w.get("state") == "BUSY" and w.get("pod"):
+                    return w
+            return None
+
+        return self.wait_for(holder, what=f"a worker of {name} busy with {scheduled_id}")
+
+    def worker_names(self) -> set[str]:
+        return {w.name for w in self.client.get_compute_workers()}
+
+
+def input_configmap(name: str) -> dict[str, Any]:
+    files = dataset_files(N_IMAGES)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name},
+        "binaryData": {k: base64.b64encode(v).decode() for k, v in files.items()},
+    }
+
+
+def fleet(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "lightly.ai/v1alpha1",
+        "kind": "LightlyWorker",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "labels": [LABEL],
+            "api": {"tokenSecretRef": {"name": "lightly-token"}},
+            "resources": {},  # this node has no GPU
+            "input": {"configMap": {"name": INPUT_CONFIGMAP}},
+            "workerConfig": WORKER_CONFIG,
+            **spec,
+        },
+    }

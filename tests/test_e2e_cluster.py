@@ -16,7 +16,6 @@ without them, except under ``CI=true``, where it fails. The tests run in file or
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -24,194 +23,26 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import yaml
-from cluster import CHART, Kube, load_images, missing_reason, render_chart
-from lightly_devkit.data import dataset_files
-from lightly_devkit.net import PROXY_VARS, free_port
+from cluster import (
+    CHART,
+    FULLNAME,
+    N_IMAGES,
+    OPERATOR_SELECTOR,
+    RELEASE,
+    SELECTION,
+    Stack,
+    fleet,
+    render_chart,
+    require,
+)
+from lightly_devkit.net import free_port
 
-RELEASE = "lwo"
-FULLNAME = f"{RELEASE}-lightly-worker-operator"
-OPERATOR_SELECTOR = "app.kubernetes.io/component=operator"
-LABEL = "e2e"
-N_IMAGES = 150
-SELECTION = {"n_samples": 10, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
-# large inputs make each run last long enough to act on a busy worker mid-run
-WORKER_CONFIG = {"embedding.input_size": 224, "lightly.loader.batch_size": 4, "worker.heartbeat_seconds": 2}
-
-
-def _require(reason: str | None) -> None:
-    if reason:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true: {reason}")
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def kube() -> Kube:
-    _require(missing_reason())
-    k = Kube(os.environ["LIGHTLY_E2E_KUBECONFIG"])
-    k.run("version")
-    return k
-
-
-@pytest.fixture(scope="module")
-def images() -> dict[str, str]:
-    from lightly_devkit import engine
-
-    _require(engine.unavailable_reason())
-    results = engine.build_images()
-    for r in results.values():
-        print(r.describe())
-    tags = {name: r.tag for name, r in results.items()}
-    print(load_images(list(tags.values())))
-    return tags
-
-
-def _image(tag: str, policy: str = "Never") -> dict[str, str]:
-    repository, _, version = tag.rpartition(":")
-    return {"repository": repository, "tag": version, "pullPolicy": policy}
-
-
-class Stack:
-    """The installed chart: namespace, the server reached through a port-forward, the real client."""
-
-    def __init__(self, kube: Kube, ns: str, server_port: int, token: str) -> None:
-        self.kube, self.ns, self.token = kube, ns, token
-        self.url = f"http://127.0.0.1:{server_port}"
-        from lightly.api import ApiWorkflowClient
-
-        self.client = ApiWorkflowClient(token=token)
-        self.dataset = f"e2e-{os.getpid()}"
-        self.client.create_dataset(self.dataset)
-        self.client.set_local_config(relative_path="", purpose="INPUT")
-        self.client.set_local_config(relative_path="", purpose="LIGHTLY")
-
-    def wait_for(self, predicate, *, what: str, timeout: float = 180):  # type: ignore[no-untyped-def]
-        return self.kube.wait_for(
-            predicate, what=what, timeout=timeout, ns=self.ns, operator_selector=OPERATOR_SELECTOR
-        )
-
-    def lw(self, name: str) -> dict[str, Any]:
-        return self.kube.get(self.ns, "lightlyworker", name) or {}
-
-    def pods(self, name: str) -> list[dict[str, Any]]:
-        sel = f"app.kubernetes.io/instance={name},app.kubernetes.io/name=lightly-worker"
-        items = self.kube.json("-n", self.ns, "get", "pods", "-l", sel)["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def schedule(self, dataset: str) -> str:
-        self.client.set_dataset_id_by_name(dataset)
-        return self.client.schedule_compute_worker_run(
-            worker_config={"shutdown_when_job_finished": False}, selection_config=SELECTION, runs_on=[LABEL]
-        )
-
-    def run_info(self, scheduled_id: str):  # type: ignore[no-untyped-def]
-        return self.client.get_compute_worker_run_info(scheduled_id)
-
-    def wait_completed(self, scheduled_id: str, timeout: float = 420):  # type: ignore[no-untyped-def]
-        info = self.wait_for(
-            lambda: (i := self.run_info(scheduled_id)).in_end_state() and i,
-            what=f"run {scheduled_id} to end",
-            timeout=timeout,
-        )
-        assert info.ended_successfully(), f"run {scheduled_id}: {info.state} {info.message}"
-        return info
-
-    def busy_worker(self, name: str, scheduled_id: str) -> dict[str, Any]:
-        """The status entry of the worker that holds ``scheduled_id``'s run, once the operator sees it busy."""
-
-        def holder() -> dict[str, Any] | None:
-            for w in self.lw(name).get("status", {}).get("workers", []):
-                if w.get("currentRun") == scheduled_id and w.get("state") == "BUSY" and w.get("pod"):
-                    return w
-            return None
-
-        return self.wait_for(holder, what=f"a worker of {name} busy with {scheduled_id}")
-
-    def worker_names(self) -> set[str]:
-        return {w.name for w in self.client.get_compute_workers()}
-
-
-@pytest.fixture(scope="module")
-def stack(kube: Kube, images: dict[str, str]) -> Iterator[Stack]:
-    ns = f"lightly-e2e-{os.getpid()}"
-    kube.run("create", "namespace", ns)
-    values: dict[str, Any] = {
-        "image": _image(images["operator"]),
-        "workerImage": {"repository": images["worker"].rpartition(":")[0], "tag": "dev"},
-        "settings": {"resyncSeconds": 2, "sweepSeconds": 30},
-        "server": {
-            "enabled": True,
-            "image": _image(images["server"]),
-            "persistence": {"enabled": False},
-            "leaseSeconds": 20,
-        },
-    }
-    try:
-        kube.run("apply", "-f", str(CHART / "crds"))
-        kube.apply(render_chart(values, RELEASE, ns))
-        server = f"{FULLNAME}-server"
-        kube.wait_condition(ns, f"deploy/{server}", "condition=Available", 240, operator_selector=OPERATOR_SELECTOR)
-        # clusters without DNS (the single-node kit) cannot resolve Service names: point the operator
-        # (and through it the workers) at the server's ClusterIP, as `helm upgrade --set apiUrl=...` would
-        ip = kube.json("-n", ns, "get", "svc", server)["spec"]["clusterIP"]
-        values["apiUrl"] = f"http://{ip}:8080"
-        kube.apply(render_chart(values, RELEASE, ns))
-        kube.run("-n", ns, "rollout", "status", f"deploy/{FULLNAME}", "--timeout=240s", timeout=270)
-        token = kube.wait_for(
-            lambda: kube.get(ns, "secret", "lightly-token"), what="the bootstrapped token Secret", timeout=60, ns=ns
-        )
-        token = base64.b64decode(token["data"]["token"]).decode()
-        with kube.port_forward(ns, f"svc/{server}", 8080) as port:
-            saved = {
-                k: os.environ.get(k) for k in ("LIGHTLY_SERVER_LOCATION", "LIGHTLY_DID_VERSION_CHECK", *PROXY_VARS)
-            }
-            os.environ.update(LIGHTLY_SERVER_LOCATION=f"http://127.0.0.1:{port}", LIGHTLY_DID_VERSION_CHECK="True")
-            for var in PROXY_VARS:
-                os.environ.pop(var, None)
-            try:
-                yield Stack(kube, ns, port, token)
-            finally:
-                for k, v in saved.items():
-                    if v is None:
-                        os.environ.pop(k, None)
-                    else:
-                        os.environ[k] = v
-    finally:
-        kube.run("delete", "namespace", ns, "--wait=false", check=False)
-
-
-def _input_configmap(name: str) -> dict[str, Any]:
-    files = dataset_files(N_IMAGES)
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {"name": name},
-        "binaryData": {k: base64.b64encode(v).decode() for k, v in files.items()},
-    }
-
-
-def _fleet(name: str, replicas: int, **spec: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "lightly.ai/v1alpha1",
-        "kind": "LightlyWorker",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "labels": [LABEL],
-            "api": {"tokenSecretRef": {"name": "lightly-token"}},
-            "resources": {},  # this node has no GPU
-            "input": {"configMap": {"name": "e2e-images"}},
-            "workerConfig": WORKER_CONFIG,
-            **spec,
-        },
-    }
+pytest_plugins = ("e2e_fixtures",)
 
 
 def test_operator_runs_cluster_wide_from_its_image_under_the_chart_service_account(stack: Stack) -> None:
@@ -228,7 +59,7 @@ def test_operator_runs_cluster_wide_from_its_image_under_the_chart_service_accou
 
 
 def test_fleet_of_two_completes_a_diversity_run_from_the_real_client(stack: Stack) -> None:
-    stack.kube.apply([_input_configmap("e2e-images"), _fleet("fleet", 2)], ns=stack.ns)
+    stack.kube.apply([fleet("fleet", 2)], ns=stack.ns)
     stack.kube.wait_condition(
         stack.ns, "lightlyworker/fleet", "jsonpath={.status.readyReplicas}=2", 300, operator_selector=OPERATOR_SELECTOR
     )
@@ -292,7 +123,7 @@ def test_scaling_down_while_one_worker_is_busy_removes_the_idle_one(stack: Stack
 
 
 def test_a_gpu_fleet_on_a_gpu_less_node_says_why_it_cannot_run(stack: Stack) -> None:
-    stack.kube.apply([_fleet("gpu", 1, resources={"limits": {"nvidia.com/gpu": 1}})], ns=stack.ns)
+    stack.kube.apply([fleet("gpu", 1, resources={"limits": {"nvidia.com/gpu": 1}})], ns=stack.ns)
 
     def unschedulable() -> str | None:
         for c in stack.lw("gpu").get("status", {}).get("conditions", []):
@@ -323,7 +154,7 @@ def test_a_real_prometheus_scrapes_operator_server_and_worker(stack: Stack, tmp_
     """Every dashboard query and every alert expression parses and returns series (or, for an alert
     whose condition is false, every metric it names has series): a panel that shows nothing is a bug."""
     prometheus = shutil.which(os.environ.get("PROMETHEUS", "prometheus"))
-    _require(None if prometheus else "no prometheus binary (Debian: apt-get install prometheus)")
+    require(None if prometheus else "no prometheus binary (Debian: apt-get install prometheus)")
     worker_pod = stack.pods("fleet")[0]["metadata"]["name"]
     with contextlib.ExitStack() as es:
         ports = {
