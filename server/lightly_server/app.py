@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Body, Depends, FastAPI, Path, Query, Request
+from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from lightly_protocol import PROTOCOL_CLIENT_VERSION
@@ -59,6 +59,7 @@ log = logging.getLogger("lightly_server")
 
 OidPath = Annotated[str, Path(pattern=OID_PATTERN, description="24 lowercase hex characters")]
 PageSize = Annotated[int | None, Query(alias="pageSize", ge=1)]
+WORKER_SESSION_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
 PageOffset = Annotated[int | None, Query(alias="pageOffset", ge=0, description="element offset")]
 
 
@@ -80,6 +81,9 @@ class Server:
         self.metrics = ServerMetrics(self.db)
         self.store = ArtifactStore(settings.resolved_artifacts_dir(), signing_key(self.db))
         self._tasks: list[asyncio.Task[None]] = []
+        # the sweep judges workers only after they had one full lease to reach this process: after its
+        # start, and again after a sweep failed (the database was unreachable, so were the workers' reports)
+        self.judge_after = time.monotonic() + settings.lease_seconds
 
     @contextlib.contextmanager
     def write(self) -> Iterator[Tx]:
@@ -106,20 +110,50 @@ class Server:
         self.db.dispose()
 
     async def _lease_loop(self) -> None:
-        interval = max(0.2, min(10.0, self.settings.lease_seconds / 4))
+        """Sweep expired leases every lease/4 (at most every 10 s).
+
+        Workers are judged only after they had one full lease to reach this process: after its start
+        (the last-seen times of an outage are no evidence against them), after the database came back
+        from being unreachable (their reports failed too), and after this process stalled.
+        """
+        lease = self.settings.lease_seconds
+        interval = max(0.2, min(10.0, lease / 4))
+        last = time.monotonic()
+        db_down = False
         while True:
             await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - last > max(lease / 2, 2 * interval + 1):
+                self.judge_after = max(self.judge_after, now + lease)
+            last = now
+            if db_down:
+                try:
+                    await run_in_threadpool(self._probe_db)
+                except Exception:
+                    continue
+                db_down = False
+                self.judge_after = max(self.judge_after, time.monotonic() + lease)
+                log.warning("database reachable again; lease sweeps resume in %.0f s", lease)
+            if now < self.judge_after:
+                continue
             try:
                 offline, reopened = await run_in_threadpool(self._expire_leases)
             except Exception:
-                log.exception("lease sweep failed; retrying")
+                log.exception("lease sweep failed; workers get a full lease once the database answers again")
+                db_down = True
                 continue
+            finally:
+                last = time.monotonic()
             if offline:
                 self.metrics.leases_expired.inc(len(offline))
                 log.warning("workers stopped reporting, marked OFFLINE: %s", ", ".join(offline))
             if reopened:
                 self.metrics.runs_reopened.inc(len(reopened))
                 log.warning("scheduled runs reopened after their worker was lost: %s", ", ".join(reopened))
+
+    def _probe_db(self) -> None:
+        with self.db.read() as conn:
+            conn.execute(select(1))
 
     def _expire_leases(self) -> tuple[list[str], list[str]]:
         with self.write() as tx:
@@ -347,9 +381,23 @@ def create_app(settings: ServerSettings) -> FastAPI:
         worker_id: Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)],
         body: WorkerUpdateRequest,
         user_id: User,
+        session: Annotated[
+            str | None,
+            Header(
+                alias="X-Lightly-Worker-Session",
+                pattern=WORKER_SESSION_PATTERN,
+                description="extension: the reporting worker process's session id (ownership rule)",
+            ),
+        ] = None,
     ) -> Response:
         with server.write() as tx:
-            store.update_worker_state(tx.conn, user_id, worker_id, body.state, body.docker_version)
+            reopened = store.update_worker_state(
+                tx.conn, user_id, worker_id, body.state, body.docker_version, session, settings.max_attempts
+            )
+            tx.schedule_changed = bool(reopened)
+        if reopened:
+            server.metrics.runs_reopened.inc(len(reopened))
+            log.warning("worker %s restarted; scheduled runs it held reopened: %s", worker_id, ", ".join(reopened))
         return _no_content()
 
     @app.delete("/v1/docker/worker/{workerId}", status_code=204, tags=["docker"])

@@ -63,6 +63,7 @@ workers = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("last_modified_at", BigInteger, nullable=False),
     Column("last_seen_at", BigInteger, nullable=False),
+    Column("session_id", String(64)),  # the worker process that reported last (X-Lightly-Worker-Session)
     Index("ux_workers_user_name", "user_id", "name", unique=True),
 )
 
@@ -211,10 +212,12 @@ settings = Table(
     Column("value", Text, nullable=False),
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: migrations from version N-1 to N, applied in order on start; version 1 is metadata.create_all
-MIGRATIONS: dict[int, list[str]] = {}
+MIGRATIONS: dict[int, list[str]] = {
+    2: ["ALTER TABLE workers ADD COLUMN session_id VARCHAR(64)"],  # worker process sessions (ownership)
+}
 
 
 def default_database_url() -> str:

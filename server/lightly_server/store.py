@@ -244,13 +244,54 @@ def touch_worker(conn: Connection, worker_id: str | None) -> None:
         conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now_ms()))
 
 
-def update_worker_state(conn: Connection, user_id: str, worker_id: str, state: str, version: str | None) -> None:
-    get_worker(conn, user_id, worker_id)
+def update_worker_state(
+    conn: Connection,
+    user_id: str,
+    worker_id: str,
+    state: str,
+    version: str | None,
+    session: str | None = None,
+    max_attempts: int | None = None,
+) -> list[str]:
+    """A worker reports its state. Returns the scheduled runs reopened by the ownership rule.
+
+    Ownership rule (extension, ``X-Lightly-Worker-Session``): a worker process sends a per-process
+    session id with its state reports. An IDLE report with a session other than the stored one is
+    a new process behind this worker id (a pod restart): whatever the id still holds is released
+    at once (its run CRASHED, the scheduled run reopened, counting an attempt). A BUSY report from
+    a session that is no longer the current one is refused (409): another process took over the id.
+    An OFFLINE report from such a session is ignored. Reports without a session keep the
+    protocol's plain behaviour.
+    """
+    w = get_worker(conn, user_id, worker_id)
     now = now_ms()
     values: dict[str, Any] = {"state": state, "last_modified_at": now, "last_seen_at": now}
     if version:
         values["docker_version"] = version
+    reopened: list[str] = []
+    if session and session != w.session_id:
+        if state == WorkerState.IDLE:
+            reopened = release_worker_runs(
+                conn,
+                worker_id,
+                f"worker {worker_id} restarted (a new process reported with the same worker id) while it held "
+                "this run",
+                count_attempt=True,
+                max_attempts=max_attempts,
+            )
+            values["session_id"] = session
+        elif w.session_id is None:
+            values["session_id"] = session  # first report with a session (e.g. after a server upgrade)
+        elif state == WorkerState.OFFLINE:
+            return []  # a superseded process saying goodbye: the current one is not offline
+        else:
+            raise conflict(
+                f"worker {worker_id} is now served by another process (a newer process with the same worker id "
+                "reported IDLE); this process lost the runs it held and should stop",
+                ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED,
+            )
     conn.execute(update(workers).where(workers.c.id == worker_id).values(**values))
+    return reopened
 
 
 def delete_worker(conn: Connection, user_id: str, worker_id: str) -> list[str]:

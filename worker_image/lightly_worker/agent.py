@@ -92,23 +92,33 @@ class RunReporter:
         with self._lock:
             self._buffer.append(entry)
 
-    def flush(self) -> None:
+    def flush(self, retry: bool = True) -> None:
         with self._lock:
             batch, self._buffer = self._buffer, []
         if batch:
             try:
-                self.api.logs(self.run_id, batch)
+                self.api.logs(self.run_id, batch, retry=retry)
             except ApiError as exc:
+                if not retry and exc.status >= 500:
+                    with self._lock:  # the API is not answering: keep them for the next beat (bounded)
+                        self._buffer[:0] = batch
+                        del self._buffer[: max(0, len(self._buffer) - 20000)]
+                    return
                 log.warning("could not send %d log lines: %s", len(batch), exc)
 
     def _beat(self, every: float) -> None:
-        """Renew the lease (and ship logs) while the pipeline works."""
+        """Renew the lease (then ship logs) while the pipeline works.
+
+        Neither call waits in a retry loop: while the API is down every beat tries once, so the
+        lease is renewed within one beat of the API answering again (the server gives workers a
+        full lease after it restarts, see docs/server.md).
+        """
         while not self._stop.wait(max(1.0, every)):
-            self.flush()
             try:
                 self.api.set_state(self.worker_id, "BUSY", worker_version(), retry=False)
             except ApiError as exc:
                 log.warning("lease renewal failed: %s", exc)
+            self.flush(retry=False)
 
     def close(self) -> None:
         self._stop.set()
@@ -184,7 +194,9 @@ class WorkerAgent:
         self.install_signals()
         try:
             self.worker_id = self.resolve_worker()
+            # the first report of this process (a new session): the server releases what the id still holds
             self.api.set_state(self.worker_id, "IDLE", worker_version())
+            self.release_held_runs()
             self.metrics.state.state("IDLE")
             log.info("Lightly worker %s waiting for scheduled runs", worker_version())
             while not self.stop.is_set():
@@ -201,6 +213,24 @@ class WorkerAgent:
                     self.api.set_state(self.worker_id, "OFFLINE", worker_version(), retry=False)
         log.info("worker stopped")
         return 0
+
+    def release_held_runs(self) -> None:
+        """Startup check: a new process holds no run, so nothing may stay LOCKED under this worker id.
+
+        Our server releases such runs at this process's first report (the ownership rule); a server
+        without that extension still shows them as LOCKED with ``owner`` = this id: hand them back.
+        """
+        try:
+            held = self.api.held_runs(self.worker_id)
+        except ApiError as exc:
+            log.warning("could not check for runs held by an earlier process: %s", exc)
+            return
+        for row in held:
+            try:
+                self.api.hand_back(row.dataset_id, self.worker_id, row.id)
+                log.warning("scheduled run %s was held by an earlier process of this worker: handed back", row.id)
+            except ApiError as exc:
+                log.warning("could not hand back scheduled run %s held by an earlier process: %s", row.id, exc)
 
     def _poll_once(self) -> None:
         wait = float(self.args["worker.poll_wait_seconds"])
@@ -235,7 +265,10 @@ class WorkerAgent:
 
     def run_scheduled(self, row: ScheduledRunData) -> None:
         run_id = self.api.create_run(worker_version(), row)
-        self.api.set_state(self.worker_id, "BUSY", worker_version())
+        try:
+            self.api.set_state(self.worker_id, "BUSY", worker_version())
+        except ApiError as exc:  # e.g. 409: a newer process took over this worker id
+            log.warning("%s", exc)
         self.metrics.state.state("BUSY")
         reporter = RunReporter(
             self.api, run_id, self.worker_id, self.cancel, self.metrics, float(self.args["worker.heartbeat_seconds"])

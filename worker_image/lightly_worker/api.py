@@ -9,6 +9,7 @@ The token travels as the ``token`` query parameter, as in the protocol, and is n
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,9 @@ logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log URLs, i.e. 
 logging.getLogger("httpcore").setLevel(logging.WARNING)
 log = logging.getLogger("lightly_worker.api")
 
+#: extension header: the worker process's session id (see docs/server.md, "Ownership")
+SESSION_HEADER = "X-Lightly-Worker-Session"
+
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str) -> None:
@@ -53,6 +57,9 @@ class WorkerApi:
         self.http = httpx.Client(timeout=timeout)
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
+        # extension: this process's session id, sent with every worker-state report, so the server
+        # can tell a restarted process (same worker id, new session) from the one that held a run
+        self.session = secrets.token_hex(16)
 
     def __repr__(self) -> str:
         return f"WorkerApi({self.url})"
@@ -69,6 +76,7 @@ class WorkerApi:
         json: Any = None,
         timeout: float | None = None,
         retry: bool = True,
+        headers: dict[str, str] | None = None,
     ) -> Any:
         delay = 1.0
         while True:
@@ -78,6 +86,7 @@ class WorkerApi:
                     f"{self.url}{path}",
                     params={**(params or {}), "token": self._token},
                     json=json,
+                    headers=headers,
                     timeout=timeout if timeout is not None else self.http.timeout,
                 )
                 if r.status_code < 500:
@@ -113,7 +122,18 @@ class WorkerApi:
 
     def set_state(self, worker_id: str, state: str, version: str, retry: bool = True) -> None:
         body = WorkerUpdateRequest(state=state, docker_version=version)
-        self._call("PUT", f"/v1/docker/worker/{worker_id}", json=body.wire(), retry=retry)
+        self._call(
+            "PUT",
+            f"/v1/docker/worker/{worker_id}",
+            json=body.wire(),
+            retry=retry,
+            headers={SESSION_HEADER: self.session},
+        )
+
+    def held_runs(self, worker_id: str) -> list[ScheduledRunData]:
+        """LOCKED scheduled runs whose ``owner`` is this worker id."""
+        rows = self._call("GET", "/v1/docker/worker/schedule", params={"state": "LOCKED"})
+        return [r for r in (ScheduledRunData.model_validate(x) for x in rows) if r.owner == worker_id]
 
     def queue(self, worker_id: str, wait: float) -> list[ScheduledRunData]:
         params: dict[str, Any] = {"state": "OPEN"}
@@ -171,9 +191,9 @@ class WorkerApi:
     def run_state(self, run_id: str, state: str, message: str | None = None) -> None:
         self._call("PUT", f"/v1/docker/runs/{run_id}", json=RunUpdateRequest(state=state, message=message).wire())
 
-    def logs(self, run_id: str, entries: list[LogCreateEntry]) -> None:
+    def logs(self, run_id: str, entries: list[LogCreateEntry], retry: bool = True) -> None:
         if entries:
-            self._call("PUT", f"/v1/docker/runs/{run_id}/logs", json=[e.wire() for e in entries])
+            self._call("PUT", f"/v1/docker/runs/{run_id}/logs", json=[e.wire() for e in entries], retry=retry)
 
     def selection(self, run_id: str, filenames: list[str], tag_name: str | None = None) -> None:
         body = RunSelectionRequest(filenames=filenames, tag_name=tag_name)
