@@ -11,7 +11,17 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from .enums import (
@@ -50,6 +60,34 @@ EXTERNAL_ID_PATTERN = r"^[a-zA-Z0-9_+=,.@:\/-]+$"
 #: longest name this server stores (the protocol declares no maximum; our columns hold 300)
 MAX_NAME_LENGTH = 300
 
+# ---- limits of what requests may carry (docs/server.md, "Limits"); each matches the column it is stored in
+#: any string anywhere in a request (Text columns and JSON documents)
+MAX_STRING_LENGTH = 65536
+#: dockerVersion of workers and runs (String(200) columns)
+MAX_VERSION_LENGTH = 200
+#: one worker label or runsOn entry, and how many a list may hold
+MAX_LABEL_LENGTH = 200
+MAX_LABELS = 100
+#: artifact fileName (String(1000)) and each filename of a selection
+MAX_FILENAME_LENGTH = 1000
+#: a log line's msg; group and origin
+MAX_LOG_MESSAGE_LENGTH = 16384
+MAX_LOG_FIELD_LENGTH = 200
+#: log entries in one PUT .../logs
+MAX_LOG_ENTRIES = 5000
+#: a run's message
+MAX_MESSAGE_LENGTH = MAX_STRING_LENGTH
+#: datasource paths, URLs and keys; gcsCredentials (a JSON key file)
+MAX_DATASOURCE_FIELD_LENGTH = 1000
+MAX_GCS_CREDENTIALS_LENGTH = 65536
+#: the largest int64, the bound of offsets and cursors (SQL BIGINT)
+MAX_INT64 = 2**63 - 1
+
+#: a filename: no control characters (C0, DEL, C1) and no Unicode line/paragraph separators, so that one
+#: filename is always exactly one line of ``selected_filenames.txt`` and of a tag export
+FILENAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$"
+_FILENAME_RE = re.compile(FILENAME_PATTERN)
+
 Oid = Annotated[str, Strict(), Field(pattern=OID_PATTERN, strict=True)]
 #: a worker or dataset name in an answer
 Name = Annotated[str, Strict(), Field(min_length=3, pattern=NAME_PATTERN, strict=True)]
@@ -59,6 +97,65 @@ TagName = Annotated[str, Strict(), Field(min_length=3, max_length=MAX_NAME_LENGT
 TaskStr = Annotated[str, Strict(), Field(pattern=TASK_PATTERN)]
 Ts = Annotated[int, Strict(), Field(ge=0, strict=True)]
 Unit = Annotated[float, Strict(), Field(ge=0, le=1)]
+Version = Annotated[str, Strict(), Field(max_length=MAX_VERSION_LENGTH)]
+Label = Annotated[str, Strict(), Field(max_length=MAX_LABEL_LENGTH)]
+Labels = Annotated[list[Label], Field(max_length=MAX_LABELS)]
+DsStr = Annotated[str, Strict(), Field(max_length=MAX_DATASOURCE_FIELD_LENGTH)]
+Filename = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_FILENAME_LENGTH, pattern=FILENAME_PATTERN)]
+
+
+def filename_problem(name: str) -> str | None:
+    """Why ``name`` is not an acceptable filename (one line of a filename list), or None."""
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_FILENAME_LENGTH:
+        return f"must be at most {MAX_FILENAME_LENGTH} characters"
+    if not _FILENAME_RE.match(name):
+        return "must not contain control characters or line breaks (newline, tab, NUL, U+2028, ...)"
+    return None
+
+
+def artifact_name_problem(name: str) -> str | None:
+    """Why an artifact ``fileName`` is unsafe to write below a download folder, or None.
+
+    A relative path with ``/`` separators; no leading ``/``, no drive (``C:``), no backslash, no empty,
+    ``.`` or ``..`` part, no control characters.
+    """
+    problem = filename_problem(name)
+    if problem:
+        return problem
+    if name.startswith("/"):
+        return "must be a relative path (no leading '/')"
+    if "\\" in name:
+        return "must use '/' as separator (no '\\')"
+    if re.match(r"^[A-Za-z]:", name):
+        return "must be a relative path (no drive letter)"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "must not contain empty, '.' or '..' path parts"
+    return None
+
+
+def safe_artifact_name(name: str, fallback: str) -> str:
+    """A stored artifact name made safe to serve: unsafe parts dropped (names stored by older servers)."""
+    if artifact_name_problem(name) is None:
+        return name
+    parts = [p for p in re.split(r"[/\\]", name) if p not in ("", ".", "..")]
+    cleaned = "/".join("".join(ch for ch in p if _FILENAME_RE.match(ch)) for p in parts)
+    cleaned = re.sub(r"^[A-Za-z]:", "", cleaned).strip("/")
+    cleaned = "/".join(p for p in cleaned.split("/") if p not in ("", ".", ".."))[:MAX_FILENAME_LENGTH]
+    return cleaned if cleaned and artifact_name_problem(cleaned) is None else fallback
+
+
+def _artifact_name(value: str) -> str:
+    problem = artifact_name_problem(value)
+    if problem:
+        raise ValueError(f"artifact fileName {value[:200]!r} {problem}")
+    return value
+
+
+ArtifactName = Annotated[
+    str, Strict(), Field(min_length=1, max_length=MAX_FILENAME_LENGTH), AfterValidator(_artifact_name)
+]
 
 
 _NAME_RE = re.compile(NAME_PATTERN)
@@ -79,6 +176,38 @@ class Wire(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
+def _string_problem(value: Any, where: str) -> str | None:
+    """The first string in ``value`` (a request's raw JSON) that no column can store, or None."""
+    stack = [(value, where)]
+    while stack:
+        v, at = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return f"{at or 'value'}: must not contain NUL characters (\\u0000)"
+            if len(v) > MAX_STRING_LENGTH:
+                return f"{at or 'value'}: at most {MAX_STRING_LENGTH} characters (got {len(v)})"
+        elif isinstance(v, dict):
+            for k, item in v.items():
+                stack.append((k, at))
+                stack.append((item, f"{at}.{k}" if at else str(k)))
+        elif isinstance(v, list):
+            stack.extend((item, f"{at}[{i}]") for i, item in enumerate(v))
+    return None
+
+
+class Request(Wire):
+    """Base of what clients send: besides each field's own rules, no string anywhere may hold a NUL
+    character or exceed ``MAX_STRING_LENGTH`` (neither can be stored)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable_strings(cls, data: Any) -> Any:
+        problem = _string_problem(data, "")
+        if problem:
+            raise ValueError(problem)
+        return data
+
+
 class CreateEntityResponse(Wire):
     id: Oid
 
@@ -86,12 +215,12 @@ class CreateEntityResponse(Wire):
 # ---------------------------------------------------------------- workers
 
 
-class WorkerCreateRequest(Wire):
+class WorkerCreateRequest(Request):
     name: NewName
     worker_type: WorkerType = WorkerType.FULL
-    labels: list[StrictStr] | None = None
+    labels: Labels | None = None
     creator: Creator | None = None
-    docker_version: StrictStr | None = None
+    docker_version: Version | None = None
 
 
 def _worker_name(value: str) -> str:
@@ -118,15 +247,15 @@ class WorkerData(Wire):
     docker_version: StrictStr | None = None
 
 
-class WorkerUpdateRequest(Wire):
+class WorkerUpdateRequest(Request):
     state: WorkerState
-    docker_version: StrictStr | None = None
+    docker_version: Version | None = None
 
 
 # ---------------------------------------------------------------- datasets
 
 
-class DatasetCreateRequest(Wire):
+class DatasetCreateRequest(Request):
     name: NewName
     type: DatasetType | None = None
     img_type: ImageType | None = None
@@ -151,16 +280,18 @@ class DatasetData(Wire):
 # ---------------------------------------------------------------- datasources
 
 
-class _DatasourceBase(Wire):
+class _DatasourceBase(Request):
     id: Oid | None = None
     purpose: DatasourcePurpose
-    thumb_suffix: StrictStr | None = None
-    full_path: StrictStr
+    thumb_suffix: DsStr | None = None
+    full_path: DsStr
 
 
 class DatasourceLocal(_DatasourceBase):
     type: Literal["LOCAL"]
-    web_server_location: Annotated[str, Strict(), Field(pattern=URL_PATTERN)] | None = None
+    web_server_location: (
+        Annotated[str, Strict(), Field(max_length=MAX_DATASOURCE_FIELD_LENGTH, pattern=URL_PATTERN)] | None
+    ) = None
 
 
 class DatasourceLightly(_DatasourceBase):
@@ -170,42 +301,50 @@ class DatasourceLightly(_DatasourceBase):
 class DatasourceS3(_DatasourceBase):
     type: Literal["S3"]
     s3_region: S3Region
-    s3_access_key_id: Annotated[str, Strict(), Field(min_length=1)] = Field(alias="s3AccessKeyId")
-    s3_secret_access_key: Annotated[str, Strict(), Field(min_length=1)] = Field(alias="s3SecretAccessKey")
-    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(pattern=KMS_KEY_PATTERN)] | None = Field(
-        None, alias="s3ServerSideEncryptionKMSKey"
+    s3_access_key_id: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)] = Field(
+        alias="s3AccessKeyId"
     )
+    s3_secret_access_key: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)] = Field(
+        alias="s3SecretAccessKey"
+    )
+    s3_server_side_encryption_kms_key: (
+        Annotated[str, Strict(), Field(max_length=MAX_DATASOURCE_FIELD_LENGTH, pattern=KMS_KEY_PATTERN)] | None
+    ) = Field(None, alias="s3ServerSideEncryptionKMSKey")
 
 
 class DatasourceS3DelegatedAccess(_DatasourceBase):
     type: Literal["S3DelegatedAccess"]
     s3_region: S3Region
-    s3_external_id: Annotated[str, Strict(), Field(min_length=10, pattern=EXTERNAL_ID_PATTERN)] = Field(
-        alias="s3ExternalId"
-    )
-    s3_arn: Annotated[str, Strict(), Field(min_length=12, pattern=IAM_ROLE_PATTERN)] = Field(alias="s3ARN")
-    s3_server_side_encryption_kms_key: Annotated[str, Strict(), Field(pattern=KMS_KEY_PATTERN)] | None = Field(
-        None, alias="s3ServerSideEncryptionKMSKey"
-    )
+    s3_external_id: Annotated[
+        str, Strict(), Field(min_length=10, max_length=MAX_DATASOURCE_FIELD_LENGTH, pattern=EXTERNAL_ID_PATTERN)
+    ] = Field(alias="s3ExternalId")
+    s3_arn: Annotated[
+        str, Strict(), Field(min_length=12, max_length=MAX_DATASOURCE_FIELD_LENGTH, pattern=IAM_ROLE_PATTERN)
+    ] = Field(alias="s3ARN")
+    s3_server_side_encryption_kms_key: (
+        Annotated[str, Strict(), Field(max_length=MAX_DATASOURCE_FIELD_LENGTH, pattern=KMS_KEY_PATTERN)] | None
+    ) = Field(None, alias="s3ServerSideEncryptionKMSKey")
 
 
 class DatasourceGCS(_DatasourceBase):
     type: Literal["GCS"]
-    gcs_project_id: Annotated[str, Strict(), Field(min_length=1)]
-    gcs_credentials: StrictStr
+    gcs_project_id: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)]
+    gcs_credentials: Annotated[str, Strict(), Field(max_length=MAX_GCS_CREDENTIALS_LENGTH)]
 
 
 class DatasourceAzure(_DatasourceBase):
     type: Literal["AZURE"]
-    account_name: Annotated[str, Strict(), Field(min_length=1)]
-    account_key: Annotated[str, Strict(), Field(min_length=1)]
+    account_name: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)]
+    account_key: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)]
 
 
 class DatasourceOBS(_DatasourceBase):
     type: Literal["OBS"]
-    obs_endpoint: Annotated[str, Strict(), Field(min_length=1, pattern=URL_PATTERN)]
-    obs_access_key_id: Annotated[str, Strict(), Field(min_length=1)]
-    obs_secret_access_key: Annotated[str, Strict(), Field(min_length=1)]
+    obs_endpoint: Annotated[
+        str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH, pattern=URL_PATTERN)
+    ]
+    obs_access_key_id: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)]
+    obs_secret_access_key: Annotated[str, Strict(), Field(min_length=1, max_length=MAX_DATASOURCE_FIELD_LENGTH)]
 
 
 DatasourceConfig = Annotated[
@@ -395,7 +534,7 @@ class WorkerConfigV4(Wire):
     selection: SelectionConfigV4 | None = None
 
 
-class WorkerConfigCreateRequest(Wire):
+class WorkerConfigCreateRequest(Request):
     """POST /v1/docker/worker/config/vX. Only V4 is accepted by this server."""
 
     version: Literal["V4"]
@@ -414,10 +553,10 @@ class WorkerConfigData(Wire):
 # ---------------------------------------------------------------- scheduled runs
 
 
-class ScheduledRunCreateRequest(Wire):
+class ScheduledRunCreateRequest(Request):
     config_id: Oid
     priority: Priority
-    runs_on: list[StrictStr] | None = None
+    runs_on: Labels | None = None
     creator: Creator | None = None
 
 
@@ -434,21 +573,21 @@ class ScheduledRunData(Wire):
     owner: Oid | None = None
 
 
-class ScheduledRunUpdateRequest(Wire):
+class ScheduledRunUpdateRequest(Request):
     state: ScheduledState
     priority: Priority | None = None
-    runs_on: list[StrictStr] | None = None
+    runs_on: Labels | None = None
 
 
 # ---------------------------------------------------------------- runs
 
 
-class RunCreateRequest(Wire):
-    docker_version: StrictStr
+class RunCreateRequest(Request):
+    docker_version: Version
     dataset_id: Oid | None = None
     scheduled_id: Oid | None = None
     config_id: Oid | None = None
-    message: StrictStr | None = None
+    message: Annotated[str, Strict(), Field(max_length=MAX_MESSAGE_LENGTH)] | None = None
     creator: Creator | None = None
 
 
@@ -475,9 +614,9 @@ class RunData(Wire):
     artifacts: list[ArtifactData] | None = None
 
 
-class RunUpdateRequest(Wire):
+class RunUpdateRequest(Request):
     state: RunState
-    message: StrictStr | None = None
+    message: Annotated[str, Strict(), Field(max_length=MAX_MESSAGE_LENGTH)] | None = None
     ts: Ts | None = None
 
 
@@ -486,12 +625,12 @@ class LogLoad(Wire):
     mem: Annotated[float, Strict(), Field(ge=0, le=100)] | None = None
 
 
-class LogCreateEntry(Wire):
+class LogCreateEntry(Request):
     ts: Ts
     level: LogLevel
-    group: StrictStr
-    msg: StrictStr
-    origin: StrictStr | None = None
+    group: Annotated[str, Strict(), Field(max_length=MAX_LOG_FIELD_LENGTH)]
+    msg: Annotated[str, Strict(), Field(max_length=MAX_LOG_MESSAGE_LENGTH)]
+    origin: Annotated[str, Strict(), Field(max_length=MAX_LOG_FIELD_LENGTH)] | None = None
     state: RunState | None = None
     load: LogLoad | None = None
 
@@ -511,8 +650,8 @@ class LogData(Wire):
     logs: list[LogEntryData]
 
 
-class ArtifactCreateRequest(Wire):
-    file_name: Annotated[str, Strict(), Field(min_length=1)]
+class ArtifactCreateRequest(Request):
+    file_name: ArtifactName
     type: ArtifactType
     storage_location: ArtifactStorageLocation | None = None
 
@@ -522,14 +661,14 @@ class ArtifactCreatedData(Wire):
     artifact_id: StrictStr
 
 
-class RunSelectionRequest(Wire):
+class RunSelectionRequest(Request):
     """Extension (not in Lightly's protocol): the selected filenames of a run.
 
     ``PUT /v1/docker/runs/{runId}/selection``; when the run reaches COMPLETED they become a tag of
     the run's dataset (``tagName``, default ``selected-<runId>``).
     """
 
-    filenames: list[Annotated[str, Strict(), Field(min_length=1)]]
+    filenames: list[Filename]
     tag_name: TagName | None = None
 
 

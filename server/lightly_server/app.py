@@ -16,6 +16,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from lightly_protocol import PROTOCOL_CLIENT_VERSION
 from lightly_protocol.enums import ApiErrorCode, ScheduledState
 from lightly_protocol.models import (
+    FILENAME_PATTERN,
+    MAX_INT64,
     OID_PATTERN,
     ArtifactCreatedData,
     ArtifactCreateRequest,
@@ -39,18 +41,22 @@ from lightly_protocol.models import (
     WorkerData,
     WorkerUpdateRequest,
 )
+from lightly_protocol.models import safe_artifact_name as _safe_artifact_name
 from lightly_protocol.validation import local_path_problem
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import Connection, func, select, update
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from . import __version__, store
-from .artifacts import ArtifactStore, signing_key
+from . import __version__, crypto, store
+from . import openapi as openapi_doc
+from .artifacts import ArtifactStore
 from .auth import TokenCache
 from .db import Database, artifacts, datasets, runs, workers
 from .errors import ApiError, bad_request, not_found
 from .ids import new_id, now_ms
+from .limits import RequestLimits
 from .metrics import ServerMetrics
 from .notify import ScheduleBroker
 from .settings import ServerSettings
@@ -60,7 +66,7 @@ log = logging.getLogger("lightly_server")
 OidPath = Annotated[str, Path(pattern=OID_PATTERN, description="24 lowercase hex characters")]
 PageSize = Annotated[int | None, Query(alias="pageSize", ge=1)]
 WORKER_SESSION_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
-PageOffset = Annotated[int | None, Query(alias="pageOffset", ge=0, description="element offset")]
+PageOffset = Annotated[int | None, Query(alias="pageOffset", ge=0, le=MAX_INT64, description="element offset")]
 
 
 @dataclass
@@ -79,7 +85,11 @@ class Server:
         self.tokens = TokenCache(self.db)
         self.broker = ScheduleBroker(self.db)
         self.metrics = ServerMetrics(self.db)
-        self.store = ArtifactStore(settings.resolved_artifacts_dir(), signing_key(self.db))
+        # the secret key lives outside the database: credentials at rest, artifact URL signatures
+        self.keyring = crypto.Keyring(crypto.load_keys(settings.secret_key_file))
+        crypto.seal_stored_datasources(self.db, self.keyring)
+        artifacts_dir = settings.resolved_artifacts_dir()
+        self.store = ArtifactStore(artifacts_dir, crypto.url_signing_key(self.db, self.keyring, artifacts_dir))
         self._tasks: list[asyncio.Task[None]] = []
         # the sweep judges workers only after they had one full lease to reach this process: after its
         # start, and again after a sweep failed (the database was unreachable, so were the workers' reports)
@@ -216,9 +226,18 @@ def _no_content() -> Response:
     return Response(status_code=204)
 
 
+def _shown(value: Any) -> str:
+    """A short repr of an offending input (never the whole of a huge one)."""
+    if isinstance(value, str):
+        return repr(value[:100]) + (f"... ({len(value)} characters)" if len(value) > 100 else "")
+    import reprlib
+
+    return reprlib.repr(value)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
-    for err in exc.errors():
+    for err in exc.errors()[:10]:
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
         if err.get("type") == "json_invalid":
             parts.append(f"the request body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})")
@@ -226,11 +245,18 @@ def _validation_message(exc: RequestValidationError) -> str:
             parts.append(f"{loc}: unknown key; remove it (only the protocol's documented keys are accepted)")
         elif err.get("type") == "missing":
             parts.append(f"{loc}: required")
+        elif err.get("type") == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == FILENAME_PATTERN:
+            parts.append(
+                f"{loc}: filenames must not contain control characters or line breaks (newline, tab, NUL, "
+                f"U+2028, ...); got {_shown(err.get('input'))}"[:400]
+            )
         elif err.get("type") == "string_pattern_mismatch":
             pattern = err.get("ctx", {}).get("pattern")
-            parts.append(f"{loc}: must match the protocol's pattern {pattern} (got {err.get('input')!r})"[:400])
+            parts.append(f"{loc}: must match the protocol's pattern {pattern} (got {_shown(err.get('input'))})"[:400])
+        elif err.get("type") in ("string_too_long", "too_long"):
+            parts.append(f"{loc}: {err.get('msg')} (see docs/server.md, 'Limits')"[:300])
         else:
-            parts.append(f"{loc}: {err.get('msg')} (got {err.get('input')!r})"[:300])
+            parts.append(f"{loc}: {err.get('msg')} (got {_shown(err.get('input'))})"[:300])
     return "; ".join(parts) or "invalid request"
 
 
@@ -270,7 +296,11 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: ApiErrorCode.NOT_FOUND, 405: ApiErrorCode.BAD_REQUEST}.get(exc.status_code, "BAD_REQUEST")
+        code = {
+            404: ApiErrorCode.NOT_FOUND,
+            405: ApiErrorCode.BAD_REQUEST,
+            413: ApiErrorCode.PAYLOAD_TOO_LARGE,
+        }.get(exc.status_code, "BAD_REQUEST")
         msg = (
             f"no such endpoint: {request.method} {request.url.path}"
             if exc.status_code in (404, 405)
@@ -278,9 +308,22 @@ def create_app(settings: ServerSettings) -> FastAPI:
         )
         return JSONResponse({"code": code, "error": msg}, status_code=exc.status_code)
 
-    # ------------------------------------------------------------ request metrics (no query strings)
+    @app.exception_handler(DataError)
+    async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # a last line of defence: the wire models bound every field to its column, so this means a gap
+        log.warning("refused a value the database cannot store: %s", str(exc.orig).splitlines()[0])
+        return JSONResponse(
+            {"code": ApiErrorCode.BAD_REQUEST, "error": "a value is too long or malformed for this server to store"},
+            status_code=400,
+        )
 
+    # ------------------------------------------------------------ request metrics (no query strings), limits
+
+    app.add_middleware(
+        RequestLimits, max_body_bytes=settings.max_body_bytes, max_selection_bytes=settings.max_selection_bytes
+    )
     app.add_middleware(RequestMetrics, histogram=server.metrics.http_latency)
+    openapi_doc.install(app)
 
     # ------------------------------------------------------------ auth
 
@@ -558,7 +601,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
             if problem:
                 raise ApiError(400, ApiErrorCode.DATASET_DATASOURCE_INVALID, problem)
         with server.write() as tx:
-            store.put_datasource(tx.conn, user_id, dataset_id, body.wire())
+            store.get_dataset(tx.conn, user_id, dataset_id)
+            previous = store.get_datasources(tx.conn, dataset_id).get(body.purpose)
+            sealed = crypto.seal_datasource(server.keyring, body.wire(), previous)
+            store.put_datasource(tx.conn, user_id, dataset_id, sealed)
         return _no_content()
 
     @app.get("/v1/datasets/{datasetId}/datasource", response_model=DatasourceConfig, tags=["datasources"])
@@ -576,13 +622,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 ApiErrorCode.DATASET_DATASOURCE_UNKNOWN,
                 f"dataset {dataset_id} has no {purpose or ''} datasource yet; set one with PUT .../datasource",
             )
-        return JSONResponse(config)
+        return JSONResponse(crypto.redact_datasource(config))
 
     @app.get("/v1/datasets/{datasetId}/datasource/all", response_model=list[DatasourceConfig], tags=["datasources"])
     def all_datasources(dataset_id: Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)], user_id: User):
         with server.db.read() as conn:
             store.get_dataset(conn, user_id, dataset_id)
-            return JSONResponse(list(store.get_datasources(conn, dataset_id).values()))
+            return JSONResponse([crypto.redact_datasource(c) for c in store.get_datasources(conn, dataset_id).values()])
 
     # ------------------------------------------------------------ scheduled runs
 
@@ -715,7 +761,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     def get_logs(
         run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
         user_id: User,
-        cursor: Annotated[int | None, Query(ge=0)] = None,
+        cursor: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
     ) -> JSONResponse:
         with server.db.read() as conn:
             return _json(store.read_logs(conn, user_id, run_id, cursor))
@@ -820,7 +866,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         )
 
     def _check_signature(action: str, artifact_id: str, expires: int, signature: str) -> None:
-        if not server.store.verify(action, artifact_id, expires, signature):
+        if not signature.isascii() or not server.store.verify(action, artifact_id, expires, signature):
             raise ApiError(403, ApiErrorCode.FORBIDDEN, "the signed URL is invalid or expired; request a new one")
 
     @app.put("/v1/artifacts/{artifactId}/upload", status_code=200, tags=["artifacts"])
@@ -831,6 +877,26 @@ def create_app(settings: ServerSettings) -> FastAPI:
         request: Request,
     ) -> Response:
         _check_signature("write", artifact_id, expires, signature)
+
+        def confirmed(conn: Connection) -> bool:
+            row = conn.execute(
+                select(artifacts.c.confirmed).where(artifacts.c.id == artifact_id).with_for_update()
+            ).first()
+            return bool(row and row.confirmed)
+
+        def refuse_confirmed() -> ApiError:
+            return ApiError(
+                409,
+                ApiErrorCode.DOCKER_RUN_ARTIFACT_UNAVAILABLE,
+                f"artifact {artifact_id} is confirmed; its content cannot change any more (create a new artifact)",
+            )
+
+        def check() -> bool:
+            with server.db.read() as conn:
+                return confirmed(conn)
+
+        if await run_in_threadpool(check):
+            raise refuse_confirmed()
         tmp, final = server.store.open_for_write(artifact_id)
         size = 0
         try:
@@ -844,16 +910,21 @@ def create_app(settings: ServerSettings) -> FastAPI:
                             f"artifact larger than {settings.max_upload_bytes} bytes",
                         )
                     fh.write(chunk)
-            os.replace(tmp, final)
+
+            def commit() -> None:
+                # the content changes only while the artifact is unconfirmed (checked under the row lock)
+                with server.write() as tx:
+                    if confirmed(tx.conn):
+                        raise refuse_confirmed()
+                    os.replace(tmp, final)
+                    tx.conn.execute(
+                        update(artifacts).where(artifacts.c.id == artifact_id).values(uploaded=True, size=size)
+                    )
+
+            await run_in_threadpool(commit)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-
-        def mark() -> None:
-            with server.write() as tx:
-                tx.conn.execute(update(artifacts).where(artifacts.c.id == artifact_id).values(uploaded=True, size=size))
-
-        await run_in_threadpool(mark)
         return Response(status_code=200)
 
     @app.get("/v1/artifacts/{artifactId}/download", tags=["artifacts"])
@@ -868,7 +939,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         path = server.store.path(artifact_id)
         if a is None or not path.exists():
             raise not_found(ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN, "artifact", artifact_id)
-        return FileResponse(path, filename=os.path.basename(a.file_name), media_type="application/octet-stream")
+        name = os.path.basename(_safe_artifact_name(a.file_name, artifact_id))
+        return FileResponse(path, filename=name, media_type="application/octet-stream")
 
     # ------------------------------------------------------------ tags
 
@@ -914,6 +986,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
             names = store.tag_filenames(conn, store.get_tag(conn, user_id, dataset_id, tag_id))
         # a JSON string, not bare text: the client json-decodes every body first, so a page that
         # happens to be a JSON literal ("null", "12e45") would otherwise be mangled
-        return JSONResponse("\n".join(names[off : off + size]))
+        page = names[off : off + size]
+        lines = [n for n in page if len(n.splitlines()) == 1 and "\n" not in n]
+        if len(lines) != len(page):
+            log.warning("tag %s: %d filenames with line breaks left out of the export", tag_id, len(page) - len(lines))
+        return JSONResponse("\n".join(lines))
 
     return app

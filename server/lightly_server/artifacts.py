@@ -1,7 +1,8 @@
 """Artifact storage on disk, with HMAC-signed upload and download URLs served by this server.
 
-Several replicas need a shared directory (a ReadWriteMany volume); the signing key lives in the
-database so every replica accepts every other replica's URLs.
+Several replicas need a shared directory (a ReadWriteMany volume). The signing key never lives in the
+database: it is derived from the server's secret key, or kept in a file of the shared directory
+(``crypto.url_signing_key``), so every replica accepts every other replica's URLs.
 """
 
 from __future__ import annotations
@@ -12,20 +13,6 @@ import os
 import secrets
 import time
 from pathlib import Path
-
-from sqlalchemy import select
-
-from .db import Database, settings
-
-
-def signing_key(db: Database) -> bytes:
-    with db.write() as conn:
-        row = conn.execute(select(settings.c.value).where(settings.c.key == "artifact_signing_key")).first()
-        if row:
-            return bytes.fromhex(row.value)
-        key = secrets.token_bytes(32)
-        conn.execute(settings.insert().values(key="artifact_signing_key", value=key.hex()))
-        return key
 
 
 class ArtifactStore:
@@ -47,7 +34,7 @@ class ArtifactStore:
         return f"expires={expires}&signature={self.sign(action, artifact_id, expires)}"
 
     def verify(self, action: str, artifact_id: str, expires: int, signature: str) -> bool:
-        if expires < time.time():
+        if expires < time.time() or not signature.isascii():
             return False
         return hmac.compare_digest(self.sign(action, artifact_id, expires), signature)
 

@@ -54,16 +54,53 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("LIGHTLY_SERVER_PUBLIC_URL"),
         help="base URL of signed artifact URLs (default: the URL the request came in on)",
     )
+    s.add_argument(
+        "--secret-key-file",
+        type=Path,
+        default=_env("LIGHTLY_SERVER_SECRET_KEY_FILE"),
+        help="file with the secret key that seals datasource credentials and signs artifact URLs (one key a "
+        "line, current first; never stored in the database); or set LIGHTLY_SERVER_SECRET_KEY "
+        "[env LIGHTLY_SERVER_SECRET_KEY_FILE]",
+    )
+    s.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("LIGHTLY_SERVER_MAX_BODY_BYTES", str(8 * 1024**2)) or 0),
+        help="largest request body (413 beyond), except selections and artifact uploads "
+        "[env LIGHTLY_SERVER_MAX_BODY_BYTES]",
+    )
+    s.add_argument(
+        "--max-selection-bytes",
+        type=int,
+        default=int(_env("LIGHTLY_SERVER_MAX_SELECTION_BYTES", str(256 * 1024**2)) or 0),
+        help="largest body of PUT /v1/docker/runs/{id}/selection [env LIGHTLY_SERVER_MAX_SELECTION_BYTES]",
+    )
+    s.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=int(_env("LIGHTLY_SERVER_MAX_UPLOAD_BYTES", str(20 * 1024**3)) or 0),
+        help="largest artifact upload [env LIGHTLY_SERVER_MAX_UPLOAD_BYTES]",
+    )
     s.add_argument("--log-level", default=_env("LIGHTLY_SERVER_LOG_LEVEL", "info"))
 
     t = sub.add_parser("create-token", help="create a token for a user (printed alone on stdout, shown once)")
     t.add_argument("--database", default=default_db, help=db_help)
     t.add_argument("--user", required=True, help="user name (created if new)")
+
+    sub.add_parser(
+        "generate-secret-key",
+        help="print a new random secret key (for --secret-key-file or LIGHTLY_SERVER_SECRET_KEY)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "generate-secret-key":
+        from .crypto import generate_key
+
+        print(generate_key())
+        return 0
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, OperationalError
 
@@ -110,6 +147,16 @@ def _run(args: argparse.Namespace) -> int:
     if args.lease_seconds <= 0 or args.max_attempts < 1:
         print("error: --lease-seconds must be > 0 and --max-attempts >= 1", file=sys.stderr)
         return 2
+    if min(args.max_body_bytes, args.max_selection_bytes, args.max_upload_bytes) < 1024:
+        print("error: --max-body-bytes, --max-selection-bytes and --max-upload-bytes must be >= 1024", file=sys.stderr)
+        return 2
+    from .crypto import SecretKeyError, load_keys
+
+    try:
+        load_keys(args.secret_key_file)
+    except SecretKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ServerSettings(
         database_url=args.database,
@@ -118,6 +165,10 @@ def _run(args: argparse.Namespace) -> int:
         max_attempts=args.max_attempts,
         max_wait_seconds=args.max_wait_seconds,
         public_url=args.public_url,
+        max_body_bytes=args.max_body_bytes,
+        max_selection_bytes=args.max_selection_bytes,
+        max_upload_bytes=args.max_upload_bytes,
+        secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
     )
     app = create_app(settings)
     # access_log off: uvicorn's access log would print ?token=... query strings

@@ -16,7 +16,11 @@ class ServerSettings:
     max_attempts: int = 3  # a scheduled run lost this many times ends DONE with the failure recorded
     max_wait_seconds: float = 60.0  # cap of the long-poll extension's waitSeconds
     public_url: str | None = None  # base of signed artifact URLs; default: the request's own base URL
-    max_upload_bytes: int = 20 * 1024**3
+    max_upload_bytes: int = 20 * 1024**3  # one artifact upload (streamed to disk)
+    max_body_bytes: int = 8 * 1024**2  # any other request body (413 beyond)
+    max_selection_bytes: int = 256 * 1024**2  # PUT /v1/docker/runs/{id}/selection (800k filenames fit)
+    #: file with the secret key(s), one a line; None: LIGHTLY_SERVER_SECRET_KEY_FILE, LIGHTLY_SERVER_SECRET_KEY
+    secret_key_file: Path | None = None
 
     def resolved_artifacts_dir(self) -> Path:
         if self.artifacts_dir is not None:

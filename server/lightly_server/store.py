@@ -39,10 +39,12 @@ from lightly_protocol.models import (
     WorkerConfigV4,
     WorkerCreateRequest,
     WorkerData,
+    safe_artifact_name,
 )
 from sqlalchemy import Connection, Row, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
+from . import bitmask
 from .db import (
     artifacts,
     configs,
@@ -148,7 +150,8 @@ def runs_data(conn: Connection, rows: Sequence[Row]) -> list[RunData]:
                 ArtifactData(
                     id=a.id,
                     type=a.type,
-                    file_name=a.file_name,
+                    # names stored by older servers may hold '/' or '..': never hand those to a client
+                    file_name=safe_artifact_name(a.file_name, a.id),
                     storage_location=a.storage_location,
                     created_at=a.created_at,
                 )
@@ -274,8 +277,7 @@ def update_worker_state(
             reopened = release_worker_runs(
                 conn,
                 worker_id,
-                f"worker {worker_id} restarted (a new process reported with the same worker id) while it held "
-                "this run",
+                f"worker {worker_id} restarted (a new process reported with the same worker id) while it held this run",
                 count_attempt=True,
                 max_attempts=max_attempts,
             )
@@ -878,6 +880,8 @@ def update_run(conn: Connection, user_id: str, run_id: str, req: RunUpdateReques
 
 def append_logs(conn: Connection, user_id: str, run_id: str, entries: list[LogCreateEntry]) -> None:
     r = get_run(conn, user_id, run_id)
+    if r.state in TERMINAL_RUN_STATES:
+        raise conflict(f"run {run_id} already ended as {r.state}; its log is closed (send log lines before the end)")
     if entries:
         conn.execute(
             run_logs.insert(),
@@ -939,9 +943,7 @@ def materialize_selection_tag(conn: Connection, run: Row) -> str | None:
         return None
     filenames = json.loads(sel.filenames)
     index = ensure_samples(conn, run.dataset_id, filenames)
-    mask = 0
-    for name in filenames:
-        mask |= 1 << index[name]
+    mask = bitmask.encode((index[name] for name in filenames), len(index))
     name = sel.tag_name or f"selected-{run.id}"
     existing = conn.execute(select(tags.c.id).where(tags.c.dataset_id == run.dataset_id, tags.c.name == name)).first()
     if existing:
@@ -954,7 +956,7 @@ def materialize_selection_tag(conn: Connection, run: Row) -> str | None:
             name=name,
             prev_tag_id=None,
             run_id=run.id,
-            bit_mask=hex(mask),
+            bit_mask=mask,
             tot_size=len(index),
             created_at=now_ms(),
         )
@@ -972,11 +974,11 @@ def get_tag(conn: Connection, user_id: str, dataset_id: str, tag_id: str) -> Row
 
 
 def tag_filenames(conn: Connection, tag: Row) -> list[str]:
-    mask = int(tag.bit_mask, 16)
     rows = conn.execute(
         select(samples.c.idx, samples.c.file_name).where(samples.c.dataset_id == tag.dataset_id).order_by(samples.c.idx)
     ).all()
-    return [r.file_name for r in rows if mask >> r.idx & 1]
+    inside = bitmask.members(tag.bit_mask, (r.idx for r in rows))
+    return [r.file_name for r, yes in zip(rows, inside, strict=True) if yes]
 
 
 def dataset_filenames(conn: Connection, dataset_id: str) -> list[str]:
