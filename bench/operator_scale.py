@@ -360,6 +360,7 @@ class Bench:
             # no worker process runs: its API worker stays OFFLINE; keep that from turning fleets Degraded
             LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS=str(self.args.offline_grace),
         )
+        env.update(kv.split("=", 1) for kv in self.args.operator_env)
         if self.args.resync:
             env["LIGHTLY_OPERATOR_RESYNC_SECONDS"] = str(self.args.resync)
         if self.args.sweep:
@@ -759,6 +760,9 @@ def main() -> int:
     p.add_argument("--create-concurrency", type=int, default=8, help="concurrent resource creations")
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this (s)")
     p.add_argument("--operator-log-level", default="INFO")
+    p.add_argument(
+        "--operator-env", action="append", default=[], metavar="KEY=VALUE", help="extra operator environment"
+    )
     p.add_argument("--quick", action="store_true", help="smoke run: --resources 20 --idle 15 --settle 2")
     p.add_argument("--json", help="write all results to this file")
     p.add_argument("--py-spy", help="record the operator during the largest N's bring-up into DIR/operator-N.txt")
