@@ -34,6 +34,18 @@ class Kube:
     async def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return await asyncio.to_thread(fn, *args, _request_timeout=self.timeout, **kwargs)
 
+    async def _run_raw(self, fn: Any, *args: Any, **kwargs: Any) -> None:
+        """A call whose answer is not needed: not deserialized, but read, so that its connection goes back
+        to the pool (an unread ``_preload_content=False`` response keeps it: every such call would open a
+        new TLS connection to the apiserver)."""
+
+        def call() -> None:
+            resp = fn(*args, _request_timeout=self.timeout, _preload_content=False, **kwargs)
+            resp.drain_conn()
+            resp.release_conn()
+
+        await asyncio.to_thread(call)
+
     async def read_secret_value(self, namespace: str, name: str, key: str, field: str) -> tuple[str, str]:
         """(decoded value, raw base64 value) of one key; SecretProblem says what is missing."""
         try:
@@ -54,7 +66,7 @@ class Kube:
     async def create_pod(self, namespace: str, body: dict[str, Any]) -> bool:
         """False if it already exists (a retried create)."""
         try:
-            await self._run(self.core.create_namespaced_pod, namespace, body, _preload_content=False)
+            await self._run_raw(self.core.create_namespaced_pod, namespace, body)
             return True
         except ApiException as exc:
             if exc.status == 409:
@@ -63,7 +75,7 @@ class Kube:
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         try:
-            await self._run(self.core.delete_namespaced_pod, name, namespace, _preload_content=False)
+            await self._run_raw(self.core.delete_namespaced_pod, name, namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
@@ -87,7 +99,7 @@ class Kube:
         """Merge-patch a LightlyWorker's status subresource (outside kopf's handler patches)."""
         from .spec import GROUP, PLURAL, VERSION
 
-        await self._run(
+        await self._run_raw(
             self.custom.patch_namespaced_custom_object_status,
             GROUP,
             VERSION,
@@ -96,5 +108,4 @@ class Kube:
             name,
             {"status": status},
             _content_type="application/merge-patch+json",
-            _preload_content=False,
         )
