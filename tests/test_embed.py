@@ -200,15 +200,15 @@ def test_csv_round_trip(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("", "empty"),
-        ("name,embedding_0,labels\na,1,0\n", "first column must be 'filenames'"),
+        ("name,embedding_0,labels\na,1,0\n", "line 1: bad header: the first column must be 'filenames'"),
         ("filenames,embedding_0,embedding_2,labels\na,1,2,0\n", "'embedding_1'"),
         ("filenames,embedding_0,embedding_1\na,1,2\n", "last column must be 'labels'"),
         ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,0\n", "line 3: 3 columns, the header has 4"),
-        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,x,0\n", "line 3: embedding_1 = 'x'"),
+        ("filenames,embedding_0,embedding_1,labels\na,1,2,0\nb,1,x,0\n", "line 3: embedding_1 is not a finite number"),
         ("filenames,embedding_0,labels\na,nan,0\n", "not a finite number"),
-        ("filenames,embedding_0,labels\na,1,0\nb,2,0\na,3,0\n", "line 4: duplicate filename 'a' (first on line 2)"),
+        ("filenames,embedding_0,labels\na,1,0\nb,2,0\na,3,0\n", "line 4: duplicate filename (first on line 2)"),
         ("filenames,embedding_0,labels\n,1,0\n", "empty filename"),
-        ("filenames,embedding_0,labels\na,1,cat\n", "label 'cat' is not an integer"),
+        ("filenames,embedding_0,labels\na,1,cat\n", "line 2: the label is not an integer"),
     ],
 )
 def test_csv_errors(tmp_path: Path, content: str, message: str) -> None:
@@ -218,6 +218,56 @@ def test_csv_errors(tmp_path: Path, content: str, message: str) -> None:
         load_custom_embeddings(path)
     assert message in str(err.value)
     assert isinstance(err.value, ValueError)
+    for cell in ("'x'", "'a'", "'cat'", "'name'"):  # issue 9.3: parse errors never quote the file's content
+        assert cell not in str(err.value)
+
+
+def test_csv_errors_never_quote_the_file(tmp_path: Path) -> None:
+    """Issue 9.3: a file that is not an embeddings CSV (say /etc/passwd) yields no line of it in the error."""
+    path = tmp_path / "passwd"
+    path.write_text("root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin\n")
+    with pytest.raises(EmbeddingsError) as err:
+        load_custom_embeddings(path)
+    assert "root:x" not in str(err.value) and "line 1" in str(err.value)
+    path.write_bytes(b"filenames,embedding_0,labels\n\xff\xfe,1,0\n")
+    with pytest.raises(EmbeddingsError, match="not valid CSV"):
+        load_custom_embeddings(path)
+
+
+def test_symlink_loops_outside_links_and_configmap_layout(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 9.4: ``a -> .`` and ``b -> .`` hung the listing; links out of the input were followed."""
+    root, outside = tmp_path / "input", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    for p in (root / "x.jpg", root / "sub" / "y.jpg", outside / "secret.jpg"):
+        p.write_bytes(b"img")
+    (root / "a").symlink_to(".")
+    (root / "b").symlink_to(".")
+    (root / "loop").symlink_to("..")  # the parent of the input: outside
+    (root / "sub" / "up").symlink_to("..")
+    (root / "leak.jpg").symlink_to(outside / "secret.jpg")
+    (root / "outdir").symlink_to(outside)
+    (root / "broken.jpg").symlink_to("nowhere.jpg")
+    (root / "alias").symlink_to("sub")
+    (root / "bad\nname.jpg").write_bytes(b"img")
+    # a Kubernetes ConfigMap/Secret volume: hidden timestamped folder, ..data -> it, keys link through ..data
+    (root / "..2026_12_01_00_00_00.1" / "cm").mkdir(parents=True)
+    (root / "..2026_12_01_00_00_00.1" / "cm" / "z.jpg").write_bytes(b"img")
+    (root / "..2026_12_01_00_00_00.1" / "key.jpg").write_bytes(b"img")
+    (root / "..data").symlink_to("..2026_12_01_00_00_00.1")
+    (root / "key.jpg").symlink_to("..data/key.jpg")
+    (root / "cm").symlink_to("..data/cm")
+    with caplog.at_level(logging.WARNING):
+        names = list_samples(root)
+    assert names == ["cm/z.jpg", "key.jpg", "sub/y.jpg", "x.jpg"]
+    text = caplog.text
+    for link in ("a", "b", "alias", "sub/up"):
+        assert f"skipping symlink {link}: it points to a folder that is already listed" in text
+    for link in ("leak.jpg", "outdir", "loop"):
+        assert f"skipping symlink {link}: it points outside the input folder" in text
+    assert "skipping symlink broken.jpg: its target does not exist" in text
+    assert "file names with a line break are not supported" in text
+    assert str(outside) not in text
 
 
 def test_csv_missing_file(tmp_path: Path) -> None:

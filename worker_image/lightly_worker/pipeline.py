@@ -22,6 +22,7 @@ from lightly_protocol.models import WorkerConfigV4
 from lightly_protocol.validation import config_problems, local_path_problem
 
 from . import worker_version
+from .paths import PathOutsideRoot, inside
 from .report import make_plots, write_lines, write_report
 
 log = logging.getLogger("lightly_worker.run")
@@ -84,12 +85,31 @@ def resolve_paths(
                 f"datasource type {ds.get('type')} is not supported by this worker; use a LOCAL datasource "
                 "(client.set_local_config) with the files mounted at /input_mount"
             )
-    problem = local_path_problem(input_ds.get("fullPath", ""))
-    if problem:
-        raise JobError(problem)
-    input_root = input_mount / input_ds.get("fullPath", "")
-    lightly_root = lightly_mount / lightly_ds.get("fullPath", "") if lightly_ds else None
+    for ds in (input_ds, lightly_ds):
+        problem = local_path_problem(ds.get("fullPath", "")) if ds is not None else None
+        if problem:
+            raise JobError(problem)
+    try:
+        input_root = inside(
+            input_mount, input_ds.get("fullPath", ""), "the INPUT datasource's fullPath", "the input mount"
+        )
+        lightly_root = (
+            inside(
+                lightly_mount, lightly_ds.get("fullPath", ""), "the LIGHTLY datasource's fullPath", "the lightly mount"
+            )
+            if lightly_ds
+            else None
+        )
+    except PathOutsideRoot as exc:
+        raise JobError(str(exc)) from None
     return JobPaths(input_root, lightly_root, output_dir)
+
+
+def _confined(root: Path, rel: str, what: str, where: str) -> Path:
+    try:
+        return inside(root, rel, what, where)
+    except PathOutsideRoot as exc:
+        raise JobError(str(exc)) from None
 
 
 def _stage_timer(report: dict[str, Any]) -> Callable[[str], None]:
@@ -124,16 +144,40 @@ def _relevant_filenames(config: WorkerConfigV4, paths: JobPaths) -> list[str] | 
         raise JobError(
             "relevant_filenames_file needs a LIGHTLY datasource (client.set_local_config(purpose='LIGHTLY'))"
         )
-    path = paths.lightly_root / name
+    rel = str(name).replace("\\", "/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    if not rel.startswith(".lightly/"):
+        raise JobError(f"relevant_filenames_file {name!r} must lie under .lightly/ of the LIGHTLY datasource")
+    path = _confined(
+        paths.lightly_root / ".lightly",
+        rel[len(".lightly/") :],
+        "relevant_filenames_file",
+        ".lightly/ of the LIGHTLY datasource",
+    )
     try:
-        lines = path.read_text().splitlines()
+        data = path.read_bytes()
     except OSError as exc:
-        raise JobError(f"relevant_filenames_file {name!r} cannot be read at {path} ({exc.strerror})") from None
-    return [x.strip() for x in lines if x.strip() and not x.startswith("#")]
+        raise JobError(f"relevant_filenames_file {name!r} cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise JobError(
+            f"relevant_filenames_file {name!r}, line {line}: not UTF-8 text (expected one filename per line)"
+        ) from None
+    return [x.strip() for x in text.splitlines() if x.strip() and not x.startswith("#")]
 
 
 def _datapool_path(paths: JobPaths) -> Path | None:
-    return paths.lightly_root / ".lightly" / "datapool" / "datapool_latest.csv" if paths.lightly_root else None
+    if paths.lightly_root is None:
+        return None
+    return _confined(
+        paths.lightly_root / ".lightly",
+        "datapool/datapool_latest.csv",
+        "the datapool",
+        ".lightly/ of the LIGHTLY datasource",
+    )
 
 
 def run_job(
@@ -282,12 +326,17 @@ def run_job(
     if docker and docker.embeddings:
         if paths.lightly_root is None:
             raise JobError("custom embeddings need a LIGHTLY datasource (.lightly/embeddings/ in it)")
-        csv_path = paths.lightly_root / ".lightly" / "embeddings" / docker.embeddings
+        csv_path = _confined(
+            paths.lightly_root / ".lightly" / "embeddings",
+            docker.embeddings,
+            "embeddings",
+            ".lightly/embeddings/ of the LIGHTLY datasource",
+        )
         reporter.stage("EMBEDDING", f"reading custom embeddings {docker.embeddings}")
         try:
             emb_names, emb_all = load_custom_embeddings(csv_path)
         except (EmbeddingsError, OSError) as exc:
-            raise JobError(f"custom embeddings {csv_path}: {exc}") from None
+            raise JobError(f"custom embeddings {docker.embeddings!r}: {exc}") from None
         index = {n: i for i, n in enumerate(emb_names)}
         missing = [n for n in candidates if n not in index]
         if missing:
@@ -441,11 +490,15 @@ def _query_embeddings(tag: str, names: list[str], emb: np.ndarray, paths: JobPat
     """SIMILARITY queries: filenames listed in .lightly/tags/<tag>.txt of the LIGHTLY datasource."""
     if paths.lightly_root is None:
         raise JobError(f"SIMILARITY to tag {tag!r} needs a LIGHTLY datasource with .lightly/tags/{tag}.txt")
-    path = paths.lightly_root / ".lightly" / "tags" / f"{tag}.txt"
+    path = _confined(
+        paths.lightly_root / ".lightly" / "tags", f"{tag}.txt", "the SIMILARITY query tag", ".lightly/tags/"
+    )
     try:
-        wanted = [x.strip() for x in path.read_text().splitlines() if x.strip()]
-    except OSError:
-        raise JobError(f"SIMILARITY query tag {tag!r}: list its filenames in {path}") from None
+        wanted = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    except (OSError, UnicodeDecodeError):
+        raise JobError(
+            f"SIMILARITY query tag {tag!r}: list its filenames, one per line, in .lightly/tags/{tag}.txt"
+        ) from None
     index = {n: i for i, n in enumerate(names)}
     rows = [index[n] for n in wanted if n in index]
     if not rows:

@@ -17,12 +17,12 @@ def _header_problem(header: list[str]) -> str | None:
     if not header:
         return "the file is empty (expected a header 'filenames,embedding_0,...,labels')"
     if header[0].strip() != "filenames":
-        return f"the first column must be 'filenames', found {header[0]!r}"
+        return "the first column must be 'filenames'"
     if len(header) < 3 or header[-1].strip() != "labels":
-        return f"the last column must be 'labels', found {header[-1]!r}"
+        return f"the last column must be 'labels' (column {len(header)})"
     for i, col in enumerate(header[1:-1]):
         if col.strip() != f"embedding_{i}":
-            return f"column {i + 2} must be 'embedding_{i}', found {col!r}"
+            return f"column {i + 2} must be 'embedding_{i}'"
     return None
 
 
@@ -49,7 +49,7 @@ def load_embeddings_with_labels(csv_path: Path) -> tuple[list[str], np.ndarray, 
             header = next(reader, [])
             problem = _header_problem(header)
             if problem:
-                raise EmbeddingsError(f"{csv_path}: bad header: {problem}")
+                raise EmbeddingsError(f"{csv_path}, line 1: bad header: {problem}")
             width = len(header)
             names: list[str] = []
             values: list[list[str]] = []
@@ -66,14 +66,14 @@ def load_embeddings_with_labels(csv_path: Path) -> tuple[list[str], np.ndarray, 
                     raise EmbeddingsError(f"{csv_path}, line {line}: empty filename")
                 if name in first_line:
                     raise EmbeddingsError(
-                        f"{csv_path}, line {line}: duplicate filename {name!r} (first on line {first_line[name]})"
+                        f"{csv_path}, line {line}: duplicate filename (first on line {first_line[name]})"
                     )
                 first_line[name] = line
                 names.append(name)
                 values.append(row[1:-1])
                 labels.append(row[-1])
-        except csv.Error as exc:
-            raise EmbeddingsError(f"{csv_path}, line {reader.line_num}: {exc}") from exc
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise EmbeddingsError(f"{csv_path}, line {reader.line_num}: not valid CSV ({type(exc).__name__})") from exc
 
     d = width - 2
     try:
@@ -91,16 +91,14 @@ def load_embeddings_with_labels(csv_path: Path) -> tuple[list[str], np.ndarray, 
                     ok = False
                 if not ok:
                     raise EmbeddingsError(
-                        f"{csv_path}, line {first_line[names[i]]}: embedding_{j} = {cell!r} is not a finite number"
+                        f"{csv_path}, line {first_line[names[i]]}: embedding_{j} is not a finite number"
                     )
         raise EmbeddingsError(f"{csv_path}: embeddings are not numeric")  # pragma: no cover
     try:
         label_arr = np.array([int(x) for x in labels], dtype=np.int64)
     except ValueError:
         bad = next(i for i, x in enumerate(labels) if not x.strip().lstrip("-").isdigit())
-        raise EmbeddingsError(
-            f"{csv_path}, line {first_line[names[bad]]}: label {labels[bad]!r} is not an integer"
-        ) from None
+        raise EmbeddingsError(f"{csv_path}, line {first_line[names[bad]]}: the label is not an integer") from None
     return names, emb, label_arr
 
 

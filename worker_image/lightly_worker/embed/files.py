@@ -74,14 +74,74 @@ def frame_name(video_rel: str, frame: int, n_frames: int) -> str:
     return f"{stem}-{frame:0{len(str(n_frames))}d}-{ext}.png"
 
 
-def _walk(input_root: Path) -> Iterable[str]:
-    """Relative POSIX paths of all files under input_root, hidden files and directories skipped."""
-    for dirpath, dirnames, filenames in os.walk(input_root, followlinks=True):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        rel_dir = Path(dirpath).relative_to(input_root)
-        for fn in filenames:
-            if not fn.startswith("."):
-                yield (rel_dir / fn).as_posix()
+def _walk(input_root: Path, log: logging.Logger = LOG) -> Iterable[str]:
+    """Relative POSIX paths of all files under input_root, hidden files and directories skipped.
+
+    Symlinks are followed only while their real target stays inside the input folder (so the
+    ``..data`` links of Kubernetes ConfigMap and Secret volumes work); a link that leads outside,
+    a directory that was already listed (loops such as ``a -> .``) and a broken link are skipped
+    with one warning each. Names containing a line break are skipped with a warning: they cannot be
+    written to the one-name-per-line outputs and tag exports.
+    """
+    real_root = os.path.realpath(input_root)
+    prefix = real_root.rstrip(os.sep) + os.sep
+
+    def inside(real: str) -> bool:
+        return real == real_root or real.startswith(prefix)
+
+    visited = {real_root}
+    # (relative dir, absolute dir): real directories first (depth first, sorted), linked ones only
+    # after those, so a directory reachable both ways is listed under its own name
+    pending: list[tuple[str, str]] = [("", real_root)]
+    linked: list[tuple[str, str]] = []
+    while pending or linked:
+        if pending:
+            rel_dir, abs_dir = pending.pop()
+        else:
+            rel_dir, abs_dir = linked.pop(0)
+            if abs_dir in visited:
+                log.warning(
+                    "skipping symlink %s: it points to a folder that is already listed (a loop, or another name of it)",
+                    rel_dir,
+                )
+                continue
+            visited.add(abs_dir)
+        try:
+            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list %s: %s", rel_dir or ".", exc.strerror or exc)
+            continue
+        subdirs: list[tuple[str, str]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+            if "\n" in entry.name or "\r" in entry.name:
+                log.warning("skipping %r: file names with a line break are not supported", rel)
+                continue
+            try:
+                is_link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=True)
+            except OSError:
+                is_link, is_dir = True, False
+            if is_link:
+                real = os.path.realpath(entry.path)
+                if not os.path.exists(real):
+                    log.warning("skipping symlink %s: its target does not exist", rel)
+                elif not inside(real):
+                    log.warning("skipping symlink %s: it points outside the input folder", rel)
+                elif is_dir:
+                    linked.append((rel, real))
+                else:
+                    yield rel
+            elif is_dir:
+                real = os.path.realpath(entry.path)
+                if real not in visited:
+                    visited.add(real)
+                    subdirs.append((rel, entry.path))
+            else:
+                yield rel
+        pending.extend(reversed(subdirs))
 
 
 @lru_cache(maxsize=4096)
@@ -129,7 +189,7 @@ def list_samples(
         raise FileNotFoundError(f"input directory {input_root} does not exist")
     images: list[str] = []
     videos: list[str] = []
-    for rel in _walk(input_root):
+    for rel in _walk(input_root, log):
         ext = os.path.splitext(rel)[1].lower()
         if ext in IMAGE_EXTENSIONS:
             images.append(rel)

@@ -37,6 +37,7 @@ Class information and SCORES computed per task:
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
@@ -44,6 +45,7 @@ from typing import Any, TypedDict
 import numpy as np
 from lightly_protocol.models import SelectionConfigV4
 
+from ..paths import PathOutsideRoot, inside, is_inside
 from .types import PredictionTask, SelectionError
 
 __all__ = [
@@ -71,6 +73,10 @@ def _json_name(filename: str) -> PurePosixPath:
 
 
 def _read_json(path: Path, kind: type = object) -> Any:
+    """A JSON file of ``.lightly/``: refused (naming no content) when its real path leaves ``.lightly/``."""
+    lightly = next((p for p in Path(path).parents if p.name == ".lightly"), None)
+    if lightly is None or not is_inside(os.path.realpath(lightly), str(path)):
+        raise SelectionError(f"{path}: must stay inside .lightly/ of the LIGHTLY datasource (no '..', no symlinks out)")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -175,6 +181,10 @@ def load_predictions(lightly_root: Path, filenames: list[str], task: str) -> Pre
             f"prediction task {task!r} is not listed in {tasks_file} (found {tasks}); "
             "add it there and put its files in .lightly/predictions/<task>/"
         )
+    try:
+        inside(base, task, "prediction task", ".lightly/predictions/")
+    except PathOutsideRoot as exc:
+        raise SelectionError(str(exc)) from None
     schema_file = base / task / "schema.json"
     if not schema_file.is_file():
         raise SelectionError(f"prediction task {task!r} has no schema: {schema_file} is missing")
