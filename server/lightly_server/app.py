@@ -18,6 +18,7 @@ from lightly_protocol.enums import ApiErrorCode, ScheduledState
 from lightly_protocol.models import (
     FILENAME_PATTERN,
     MAX_INT64,
+    MAX_LOG_ENTRIES,
     OID_PATTERN,
     ArtifactCreatedData,
     ArtifactCreateRequest,
@@ -750,7 +751,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     @app.put("/v1/docker/runs/{runId}/logs", status_code=204, tags=["docker"])
     def put_logs(
         run_id: Annotated[str, Path(alias="runId", pattern=OID_PATTERN)],
-        body: list[LogCreateEntry],
+        body: Annotated[list[LogCreateEntry], Body(max_length=MAX_LOG_ENTRIES)],
         user_id: User,
     ) -> Response:
         with server.write() as tx:

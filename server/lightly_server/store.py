@@ -894,7 +894,8 @@ def read_logs(conn: Connection, user_id: str, run_id: str, cursor: int | None, l
     get_run(conn, user_id, run_id)
     rows = conn.execute(
         select(run_logs.c.seq, run_logs.c.entry)
-        .where(run_logs.c.run_id == run_id, run_logs.c.seq > (cursor or 0))
+        # seq is a 32-bit column on PostgreSQL: a larger cursor is past every line
+        .where(run_logs.c.run_id == run_id, run_logs.c.seq > min(cursor or 0, 2**31 - 1))
         .order_by(run_logs.c.seq)
         .limit(limit)
     ).all()
