@@ -324,14 +324,23 @@ def test_a_new_tag_rolls_out_when_idle_the_busy_worker_finishing_its_run_first(s
 
 def test_recreate_rolls_back_at_once_and_the_run_completes_on_the_version_rolled_to(setup: Setup) -> None:
     st = setup.stack
+    # Recreate fleets' workers hand a run back at once on SIGTERM: switching rolls the (idle) pods
+    before = set(_pods(setup, "private"))
+    patch = {"spec": {"updateStrategy": {"type": "Recreate"}}}
+    st.kube.run("-n", st.ns, "patch", "lw", "private", "--type=merge", "-p", json.dumps(patch))
+    st.wait_for(
+        lambda: not (set(_pods(setup, "private")) & before) and setup.lw("private")["status"].get("readyReplicas") == 2,
+        what="the pods to be replaced for the new strategy",
+        timeout=300,
+    )
     sid = st.schedule(st.dataset)
     busy = st.busy_worker("private", sid)
-    patch = {"spec": {"image": setup.v1, "updateStrategy": {"type": "Recreate"}}}  # rollback to the old tag
-    st.kube.run("-n", st.ns, "patch", "lw", "private", "--type=merge", "-p", json.dumps(patch))
+    st.kube.run("-n", st.ns, "patch", "lw", "private", "--type=merge", "-p", json.dumps({"spec": {"image": setup.v1}}))
     st.wait_for(lambda: busy["pod"] not in _pods(setup, "private"), what="the busy pod to be replaced at once")
     info = st.wait_completed(sid)
     runs = [r for r in st.client.get_compute_worker_runs() if r.scheduled_id == sid]
     completed = [r for r in runs if str(getattr(r.state, "value", r.state)) == "COMPLETED"]
     assert len(completed) == 1 and completed[0].docker_version == V1, (info, runs)
+    assert len(runs) == 2 and {r.docker_version for r in runs} == {V1, V2}, "handed back by v2, completed by v1"
     st.wait_for(lambda: _versions(setup, "private") == [V1, V1], what="both workers back on v1", timeout=300)
     st.kube.run("-n", st.ns, "delete", "lw", "private", "--timeout=180s", timeout=200)

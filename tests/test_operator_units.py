@@ -15,6 +15,7 @@ from lightly_operator.builders import (
     pod_name,
     spec_checksum,
     token_fingerprint,
+    worker_args,
 )
 from lightly_operator.plan import plan
 from lightly_operator.settings import OperatorSettings
@@ -349,3 +350,20 @@ def test_image_pull_failures_name_the_registry_and_what_to_check() -> None:
     remembered.note("b", "e2")
     remembered.note("c", "e3")
     assert remembered.note("a", None) is None and remembered.note("c", None) == "e3"
+
+
+def test_recreate_fleets_hand_runs_back_at_once_on_sigterm() -> None:
+    base = {"api": {"tokenSecretRef": {"name": "t"}}}
+    when_idle = worker_args("w1", parse_spec(base))
+    recreate = worker_args("w1", parse_spec({**base, "updateStrategy": {"type": "Recreate"}}))
+    assert "worker.shutdown_grace_seconds=0" in recreate and not any("shutdown_grace" in a for a in when_idle)
+    # workerConfig still wins
+    own = parse_spec(
+        {**base, "updateStrategy": {"type": "Recreate"}, "workerConfig": {"worker.shutdown_grace_seconds": 60}}
+    )
+    assert worker_args("w1", own)[-1] == "worker.shutdown_grace_seconds=60"
+    # the strategy is in the pods' args, so it is pod-relevant
+    fp = token_fingerprint({"token": "dG9rZW4x"}, "token")
+    assert spec_checksum(base, fp, SETTINGS, "u") != spec_checksum(
+        {**base, "updateStrategy": {"type": "Recreate"}}, fp, SETTINGS, "u"
+    )

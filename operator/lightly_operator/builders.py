@@ -24,7 +24,8 @@ INPUT_MOUNT = "/input_mount"
 LIGHTLY_MOUNT = "/lightly_mount"
 DEFAULT_RESOURCES = {"limits": {"nvidia.com/gpu": "1"}}
 #: fields of the spec that do not change what a pod looks like
-NON_POD_FIELDS = ("replicas", "autoscaling", "deregistration", "updateStrategy")
+# updateStrategy is pod-relevant: it sets how a worker shuts down (see worker_args)
+NON_POD_FIELDS = ("replicas", "autoscaling", "deregistration")
 
 
 def selector_labels(name: str) -> dict[str, str]:
@@ -100,14 +101,22 @@ WORKER_UID = 10001  # the user of Dockerfile.worker (USER 10001:10001); override
 
 
 def worker_args(worker_id: str, spec: LightlyWorkerSpec) -> list[str]:
-    """The worker's id, its metrics port, then ``workerConfig`` (later keys win, so it may override)."""
+    """The worker's id, its metrics port, then ``workerConfig`` (later keys win, so it may override).
+
+    ``Recreate`` fleets do not wait for runs: their workers hand a run back at once on SIGTERM
+    (``worker.shutdown_grace_seconds=0``), so a replaced busy worker's run goes to a new pod. Under
+    ``WhenIdle`` a busy worker whose pod is deleted anyway (drain, eviction) finishes within the
+    worker's grace first.
+    """
 
     def fmt(value: object) -> str:
         return ("True" if value else "False") if isinstance(value, bool) else str(value)
 
+    strategy = ["worker.shutdown_grace_seconds=0"] if spec.update_strategy.type == "Recreate" else []
     return [
         f"worker.worker_id={worker_id}",
         f"metrics.port={WORKER_METRICS_PORT}",
+        *strategy,
         *(f"{k}={fmt(v)}" for k, v in sorted(spec.worker_config.items())),
     ]
 
