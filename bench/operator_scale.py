@@ -511,9 +511,14 @@ class Bench:
         names = [f"fleet-{i:04d}" for i in range(self.n)]
         queue = list(reversed(names))
 
+        rate = self.args.create_rate
+        order = {name: i for i, name in enumerate(names)}
+
         async def creator() -> None:
             while queue:
                 name = queue.pop()
+                if rate:  # paced: resource i is created no earlier than i / rate seconds after the start
+                    await asyncio.sleep(max(0.0, self.t0 + order[name] / rate - now()))
                 body = {
                     "apiVersion": f"{GROUP}/{VERSION}",
                     "kind": "LightlyWorker",
@@ -758,6 +763,9 @@ def main() -> int:
         "operator's 120 s default marks every fleet Degraded on a slow bring-up)",
     )
     p.add_argument("--create-concurrency", type=int, default=8, help="concurrent resource creations")
+    p.add_argument(
+        "--create-rate", type=float, default=0.0, help="create at most this many resources/s (default: no limit)"
+    )
     p.add_argument("--timeout", type=float, default=600.0, help="give up waiting for Ready after this (s)")
     p.add_argument("--operator-log-level", default="INFO")
     p.add_argument(
