@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import os
 import signal
 import threading
 import time
@@ -38,6 +39,27 @@ _LEVELS = {
     logging.ERROR: LogLevel.ERROR,
     logging.CRITICAL: LogLevel.CRITICAL,
 }
+
+
+#: fault-injection tests only: a directory where a run stage with a ``<STAGE>.hold`` file waits for
+#: ``<STAGE>.go`` (or ``all.go``)
+FAILPOINT_ENV = "LIGHTLY_WORKER_FAILPOINT_DIR"
+
+
+def _failpoint(state: str, cancel: threading.Event) -> None:
+    """Hold the job at a run stage until the test lets it go (never active unless the variable is set).
+
+    Writes ``<STAGE>.reached`` when it gets there, so a test can kill or stop the worker at exactly
+    this point while the heartbeat goes on; a shutdown past its grace period still cancels the job.
+    """
+    folder = os.environ.get(FAILPOINT_ENV)
+    if not folder or not (Path(folder) / f"{state}.hold").exists():
+        return
+    gate = Path(folder)
+    (gate / f"{state}.reached").write_text(str(os.getpid()))
+    while not (gate / f"{state}.go").exists() and not (gate / "all.go").exists():
+        if cancel.wait(0.05):
+            raise Cancelled("the worker is shutting down")
 
 
 class Shutdown(Exception):
@@ -76,6 +98,7 @@ class RunReporter:
         run_log.info("%s: %s", state, message)
         self.flush()
         self.api.run_state(self.run_id, state, message)
+        _failpoint(state, self.cancel)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():

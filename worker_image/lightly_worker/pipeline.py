@@ -240,7 +240,7 @@ def run_job(
     reporter.check_cancel()
     reporter.stage("LOADING_DATASET", f"listing files under {paths.input_root}")
     relevant = _relevant_filenames(config, paths)
-    names = list_samples(paths.input_root, relevant)
+    names = list_samples(paths.input_root, relevant, log=log)
     if relevant is not None:
         missing = sorted(set(relevant) - set(names))
         if missing:
