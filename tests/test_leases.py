@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Api, Backend, ServerProcess, backend
+from conftest import Api, Backend, ServerProcess, backend, fresh_database
 from flows import (
     config,
     dataset,
@@ -176,3 +176,29 @@ def _outage(db_backend: Backend) -> None:
     start_run(api2, ds, sid2)
     wait_until(lambda: scheduled_state(api2, ds, sid2) == "OPEN", timeout=10)
     second.stop()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_schema_1_database_gains_the_worker_session_column(kind: str, tmp_path: Path) -> None:
+    from lightly_server.db import Database
+    from sqlalchemy import inspect, text
+
+    with fresh_database(kind, tmp_path) as url:
+        db = Database(url)
+        db.migrate()
+        with db.write() as conn:  # what a database of the previous schema looks like
+            conn.execute(text("ALTER TABLE workers DROP COLUMN session_id"))
+            conn.execute(text("UPDATE server_settings SET value = '1' WHERE key = 'schema_version'"))
+        db.dispose()
+        db = Database(url)
+        db.migrate()
+        assert "session_id" in {c["name"] for c in inspect(db.engine).get_columns("workers")}
+        db.dispose()
+
+
+def test_a_worker_marked_offline_that_polls_again_is_idle(lapi: Api) -> None:
+    wid = register(lapi)
+    set_state(lapi, wid, "IDLE")
+    wait_until(lambda: ok(lapi.get(f"/v1/docker/worker/{wid}"))["state"] == "OFFLINE", timeout=20)
+    queue(lapi, wid)  # e.g. after a long outage: it is polling, so it is alive and idle
+    assert ok(lapi.get(f"/v1/docker/worker/{wid}"))["state"] == "IDLE"

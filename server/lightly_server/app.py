@@ -14,7 +14,7 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from lightly_protocol import PROTOCOL_CLIENT_VERSION
-from lightly_protocol.enums import ApiErrorCode, ScheduledState
+from lightly_protocol.enums import ApiErrorCode, ScheduledState, WorkerState
 from lightly_protocol.models import (
     FILENAME_PATTERN,
     MAX_INT64,
@@ -463,7 +463,12 @@ def create_app(settings: ServerSettings) -> FastAPI:
         def worker_labels() -> set[str]:
             with server.db.read() as conn:
                 w = store.get_worker(conn, user_id, worker_id)
-            server.touch_if_stale(worker_id, seen=w.last_seen_at)
+            if w.state == WorkerState.OFFLINE:
+                # a worker polling its queue is alive and idle (e.g. marked OFFLINE during an outage)
+                with server.write() as tx:
+                    store.revive_polling_worker(tx.conn, worker_id)
+            else:
+                server.touch_if_stale(worker_id, seen=w.last_seen_at)
             return set(json.loads(w.labels))
 
         labels = await run_in_threadpool(worker_labels)

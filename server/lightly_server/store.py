@@ -247,6 +247,16 @@ def touch_worker(conn: Connection, worker_id: str | None) -> None:
         conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now_ms()))
 
 
+def revive_polling_worker(conn: Connection, worker_id: str) -> None:
+    """An OFFLINE worker polls its queue: it is IDLE again (a lease sweep during an outage marked it)."""
+    now = now_ms()
+    conn.execute(
+        update(workers)
+        .where(workers.c.id == worker_id, workers.c.state == WorkerState.OFFLINE)
+        .values(state=WorkerState.IDLE, last_seen_at=now, last_modified_at=now)
+    )
+
+
 def update_worker_state(
     conn: Connection,
     user_id: str,
