@@ -648,11 +648,8 @@ def test_chart_on_a_real_apiserver_runs_an_operator_that_reconciles_the_example(
 ) -> None:
     """helm render -> kubectl apply (the apiserver validates everything) -> the operator, with the Deployment's
     args and env and the chart's ServiceAccount token (so its RBAC is what is tested), reconciles the example."""
-    os.environ.setdefault("LIGHTLY_OPERATOR_RESYNC_SECONDS", "0.3")  # read by the timers at import
-    os.environ.setdefault("LIGHTLY_OPERATOR_SWEEP_SECONDS", "0.5")
     from lightly_operator import cli, handlers
     from lightly_operator.leader import LeaseLock
-    from lightly_operator.settings import OperatorSettings
 
     ns = kube.namespace  # the release's namespace, and the one namespace it watches
     token = api_backend.token()
@@ -694,7 +691,7 @@ def test_chart_on_a_real_apiserver_runs_an_operator_that_reconciles_the_example(
     env["POD_NAMESPACE"] = dep["metadata"]["namespace"]  # the downward API
     with mock.patch.dict(os.environ, env):
         args = cli.build_parser().parse_args(container["args"])
-        settings = OperatorSettings(namespaces=tuple(args.namespace))
+        settings = cli.operator_settings(args)
     assert args.namespace == [ns] and args.leader_election == "on" and args.lease_namespace == ns
     assert (settings.api_url, settings.cluster_name) == (api_server.url, cluster)
     assert settings.worker_image == "lightly-worker:chart-test" and settings.call_timeout_seconds == 2
@@ -710,8 +707,9 @@ def test_chart_on_a_real_apiserver_runs_an_operator_that_reconciles_the_example(
     assert LeaseLock(kube.cp.api_client(sa_kubeconfig), args.lease_namespace, identity="chart-test").try_acquire()
     assert kube.get("leases.coordination.k8s.io", "lightly-operator", args.lease_namespace)
 
-    handlers.configure(settings)
-    with kube.operator(namespaces=args.namespace, clusterwide=not args.namespace, login=True):
+    app = handlers.build_operator(settings)
+    scope = {"namespaces": args.namespace, "clusterwide": not args.namespace}
+    with kube.operator(**scope, login=True, registry=app.registry, memo=app.memo()):
         kube.kubectl("apply", "-n", ns, "-f", str(ROOT / "examples" / "lightlyworker-basic.yaml"))
         pods = kube.wait_for(
             lambda: len(p := kube.list("pods", labels="lightly.ai/fleet=gpu-fleet")) == 2 and p,

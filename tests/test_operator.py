@@ -21,11 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
-
-# the operator's timers read these when its handlers are imported
-os.environ["LIGHTLY_OPERATOR_RESYNC_SECONDS"] = "0.3"
-os.environ["LIGHTLY_OPERATOR_SWEEP_SECONDS"] = "0.5"
-
 from conftest import Api, Backend, ServerProcess, backend
 from flows import config, dataset, lock, ok, schedule
 from kube.harness import pod_running, pod_unschedulable, pod_waiting
@@ -58,6 +53,7 @@ class Env:
 
     def __init__(self, kube: Kube, server: ServerProcess, token: str, settings: OperatorSettings) -> None:
         self.kube, self.server, self.token, self.settings = kube, server, token, settings
+        self.app = handlers.build_operator(settings)  # its Kubernetes client reads $KUBECONFIG: the kube fixture's
         self.ns = kube.namespace
         self.api = Api(server.url, token)
 
@@ -141,7 +137,6 @@ def env(kube: Kube, lightly_crd: Path, api_server: ServerProcess, api_backend: B
         offline_grace_seconds=3600.0,
         namespaces=(kube.namespace,),
     )
-    handlers.configure(settings)  # its Kubernetes client reads $KUBECONFIG: the kube fixture's
     e = Env(kube, api_server, api_backend.token(), settings)
     e.token_secret()
     yield e
@@ -149,8 +144,8 @@ def env(kube: Kube, lightly_crd: Path, api_server: ServerProcess, api_backend: B
 
 @contextlib.contextmanager
 def running(env: Env) -> Iterator[None]:
-    """The operator as the CLI runs it: kopf's global registry, the operator's own login handler."""
-    with env.kube.operator(login=True):
+    """The operator as the CLI runs it: its registry and memo, the operator's own login handler."""
+    with env.kube.operator(login=True, registry=env.app.registry, memo=env.app.memo()):
         yield
 
 
@@ -484,7 +479,7 @@ def test_metrics_describe_the_fleets(env: Env) -> None:
 
     with running(env):
         _ready_fleet(env, 2)
-        text = generate_latest(handlers._r().metrics.registry).decode()
+        text = generate_latest(env.app.reconciler.metrics.registry).decode()
     assert 'lightly_operator_fleets{phase="Running"} 1.0' in text
     assert 'lightly_operator_workers{state="OFFLINE"} 2.0' in text
     assert 'lightly_operator_registrations_total{action="register",outcome="ok"} 2.0' in text
@@ -516,8 +511,9 @@ def test_cluster_wide_operator_reconciles_fleets_in_any_namespace(env: Env) -> N
     from lightly_operator.cli import build_parser, watch_scope
 
     settings = replace(env.settings, namespaces=())
-    handlers.configure(settings)
-    with env.kube.operator(login=True, **watch_scope(build_parser().parse_args([]).namespace)):
+    app = handlers.build_operator(settings)
+    scope = watch_scope(build_parser().parse_args([]).namespace)
+    with env.kube.operator(login=True, registry=app.registry, memo=app.memo(), **scope):
         _ready_fleet(env, 1)
         assert sorted(env.api_workers()) == [settings.worker_name(env.ns, "fleet", 0)]
 
@@ -533,6 +529,8 @@ def test_the_cli_process_runs_the_operator_with_leader_election(env: Env, tmp_pa
         "LIGHTLY_CLUSTER_NAME": env.settings.cluster_name,
         "LIGHTLY_WORKER_IMAGE": "lightly-worker:cli",
         "LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS": "0",
+        "LIGHTLY_OPERATOR_RESYNC_SECONDS": "0.3",
+        "LIGHTLY_OPERATOR_SWEEP_SECONDS": "0.5",
     }
     proc_env.pop("KUBERNETES_SERVICE_HOST", None)
     args = ["--namespace", env.ns, "--leader-election", "on", "--lease-namespace", env.ns]

@@ -198,7 +198,7 @@ def test_bad_cluster_names_fail_at_startup(cluster: str, monkeypatch: pytest.Mon
         OperatorSettings(cluster_name=cluster)
     monkeypatch.setenv("LIGHTLY_CLUSTER_NAME", cluster)
     with pytest.raises(SettingsError):
-        OperatorSettings()
+        OperatorSettings.from_env()
 
 
 @pytest.mark.parametrize("cluster", ["default", "a", "prod-eu-1", "a" * MAX_CLUSTER_NAME])
@@ -287,15 +287,18 @@ def _rename(api: FakeApi, registered: dict[int, str], busy: set[int], pods: dict
     import asyncio
     import logging
 
-    from lightly_operator.reconcile import ApiView, FleetMemo
+    from lightly_operator.actions import ActContext
+    from lightly_operator.api_access import ApiView
+    from lightly_operator.memo import FleetMemo
     from lightly_operator.spec import parse_spec
 
     kube, memo = FakeKube(), FleetMemo()
     view = ApiView(states=dict(api.by_id), holding={}, open_runs=0)
     spec = parse_spec({"api": {"tokenSecretRef": {"name": "t"}}})
     r = _reconciler(kube)
-    coro = r._rename_legacy("ml", "fleet.v2", spec, api, view, registered, busy, pods, memo, logging.getLogger("t"))
-    asyncio.run(coro)
+    body = {"metadata": {"namespace": "ml", "name": "fleet.v2"}}
+    ctx = ActContext(body, spec, memo, logging.getLogger("t"), registered, pods, api, S.api_url)  # type: ignore[arg-type]
+    asyncio.run(r.actions.rename_legacy(ctx, view, busy))
     return kube, memo
 
 
@@ -331,6 +334,7 @@ def _sweep(api: FakeApi, fleets: dict, fleet_pods: dict) -> None:  # type: ignor
     import asyncio
     import logging
 
+    import kopf
     from lightly_operator import handlers
 
     r = _reconciler(FakeKube())
@@ -338,24 +342,23 @@ def _sweep(api: FakeApi, fleets: dict, fleet_pods: dict) -> None:  # type: ignor
     async def token(namespace: str, spec, fresh: bool = False) -> tuple[str, str]:  # type: ignore[no-untyped-def]
         return "tok", "fp"
 
-    r.token = token  # type: ignore[method-assign]
-    r.api = lambda url, tok: api  # type: ignore[method-assign,assignment]
-    saved = dict(handlers._state)
-    handlers._state.update(settings=S, reconciler=r)
+    r.apis.token = token  # type: ignore[method-assign]
+    r.apis.client = lambda url, tok: api  # type: ignore[method-assign,assignment]
     body = {"metadata": {"name": "fleet.v2", "namespace": "ml"}, "spec": {"api": {"tokenSecretRef": {"name": "t"}}}}
-    try:
-        asyncio.run(
-            handlers.sweep_orphans(
-                body=body, meta=body["metadata"], logger=logging.getLogger("t"), fleets=fleets, fleet_pods=fleet_pods
-            )
+    asyncio.run(
+        handlers.sweep_orphans(
+            body=body,
+            meta=body["metadata"],
+            memo=kopf.Memo(reconciler=r),
+            logger=logging.getLogger("t"),
+            fleets=fleets,
+            fleet_pods=fleet_pods,
         )
-    finally:
-        handlers._state.clear()
-        handlers._state.update(saved)
+    )
 
 
 def test_sweep_removes_legacy_and_shortened_names_it_owns_and_nothing_else() -> None:
-    from lightly_operator.handlers import FleetEntry
+    from lightly_operator.indexes import FleetEntry
 
     long = "l" * 200
     ids = {k: f"{i + 1:024x}" for i, k in enumerate("abcdefghij")}

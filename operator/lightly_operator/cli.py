@@ -14,9 +14,12 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
+
+if TYPE_CHECKING:
+    from .settings import OperatorSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,16 +86,13 @@ async def run(args: argparse.Namespace) -> int:
     import kopf
     from prometheus_client import start_http_server
 
-    from . import handlers  # noqa: F401 - registers the handlers
-    from .handlers import configure
+    from .handlers import build_operator
     from .kube import load_client
     from .leader import LeaseLock
-    from .settings import OperatorSettings
 
-    settings = OperatorSettings(namespaces=tuple(args.namespace))
-    reconciler = configure(settings)
+    app = build_operator(operator_settings(args))
     if args.metrics_port:
-        start_http_server(args.metrics_port, registry=reconciler.metrics.registry)
+        start_http_server(args.metrics_port, registry=app.reconciler.metrics.registry)
     health = Health()
     runner = await health.serve(args.health_port) if args.health_port else None
     stop = asyncio.Event()
@@ -112,6 +112,8 @@ async def run(args: argparse.Namespace) -> int:
         operator = asyncio.create_task(
             kopf.operator(
                 **watch_scope(args.namespace),
+                registry=app.registry,
+                memo=app.memo(),
                 standalone=True,  # leader election above replaces kopf's peering
                 stop_flag=stop,
             )
@@ -132,6 +134,13 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.to_thread(lease.release)  # a successor need not wait for the Lease to expire
         if runner is not None:
             await runner.cleanup()
+
+
+def operator_settings(args: argparse.Namespace) -> OperatorSettings:
+    """The operator's settings: the environment's (see ``settings.ENV``), the watched namespaces from flags."""
+    from .settings import OperatorSettings
+
+    return OperatorSettings.from_env(namespaces=tuple(args.namespace))
 
 
 def watch_scope(namespaces: list[str] | None) -> dict[str, Any]:

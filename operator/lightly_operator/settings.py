@@ -1,10 +1,14 @@
-"""Operator settings: CLI flags and environment."""
+"""Operator settings: one frozen object, built once by the CLI (``from_env`` and flags) and passed in.
+
+Nothing is read from the environment at import time, nor by ``OperatorSettings()`` (its defaults).
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 from lightly_protocol.names import (
     PREFIX,
@@ -22,9 +26,18 @@ from . import __version__
 DEFAULT_IMAGE = f"ghcr.io/lightly-worker-fleet/worker:{__version__}"
 
 
-def _float(name: str, default: float) -> float:
-    raw = os.environ.get(name)
-    return float(raw) if raw else default
+#: the environment variable of each setting (``OperatorSettings.from_env``)
+ENV = {
+    "api_url": "LIGHTLY_SERVER_LOCATION",
+    "worker_image": "LIGHTLY_WORKER_IMAGE",
+    "cluster_name": "LIGHTLY_CLUSTER_NAME",
+    "resync_seconds": "LIGHTLY_OPERATOR_RESYNC_SECONDS",
+    "sweep_seconds": "LIGHTLY_OPERATOR_SWEEP_SECONDS",
+    "orphan_grace_seconds": "LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS",
+    "call_timeout_seconds": "LIGHTLY_OPERATOR_CALL_TIMEOUT_SECONDS",
+    "offline_grace_seconds": "LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS",
+}
+_STRINGS = {"api_url", "worker_image", "cluster_name"}
 
 
 class SettingsError(ValueError):
@@ -33,27 +46,38 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    api_url: str = field(
-        default_factory=lambda: os.environ.get("LIGHTLY_SERVER_LOCATION", "http://lightly-server:8080")
-    )
-    worker_image: str = field(default_factory=lambda: os.environ.get("LIGHTLY_WORKER_IMAGE", DEFAULT_IMAGE))
-    cluster_name: str = field(default_factory=lambda: os.environ.get("LIGHTLY_CLUSTER_NAME", "default"))
+    api_url: str = "http://lightly-server:8080"
+    worker_image: str = DEFAULT_IMAGE
+    cluster_name: str = "default"
     #: reconcile every fleet this often (level-triggered; pods and the API are re-read)
-    resync_seconds: float = field(default_factory=lambda: _float("LIGHTLY_OPERATOR_RESYNC_SECONDS", 10.0))
+    resync_seconds: float = 10.0
     #: look for orphaned API workers this often
-    sweep_seconds: float = field(default_factory=lambda: _float("LIGHTLY_OPERATOR_SWEEP_SECONDS", 300.0))
+    sweep_seconds: float = 300.0
     #: an API worker must be this old before the sweep may remove it (protects fleets being created)
-    orphan_grace_seconds: float = field(default_factory=lambda: _float("LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS", 600.0))
+    orphan_grace_seconds: float = 600.0
     #: timeout of every call to the Lightly API and to Kubernetes
-    call_timeout_seconds: float = field(default_factory=lambda: _float("LIGHTLY_OPERATOR_CALL_TIMEOUT_SECONDS", 10.0))
+    call_timeout_seconds: float = 10.0
     #: a worker OFFLINE this long while its pod is ready is reported as Degraded
-    offline_grace_seconds: float = field(
-        default_factory=lambda: _float("LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS", 120.0)
-    )
+    offline_grace_seconds: float = 120.0
     #: namespaces this operator watches (empty: all); the orphan sweep stays inside them
     namespaces: tuple[str, ...] = ()
     #: grace period of worker pods (a busy worker finishes or hands its run back within it)
     termination_grace_seconds: int = 300
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OperatorSettings:
+        """The settings the environment gives (see ``ENV``), with ``overrides`` (e.g. from flags) on top.
+
+        A number's variable that is set but empty means its default."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, var in ENV.items():
+            if name in _STRINGS:
+                if var in env:
+                    values[name] = env[var]
+            elif env.get(var):
+                values[name] = float(env[var])
+        return cls(**{**values, **overrides})
 
     def __post_init__(self) -> None:
         problem = cluster_name_problem(self.cluster_name)

@@ -1,0 +1,242 @@
+"""A fleet's status from what a reconcile saw and did: a pure function, like ``plan``.
+
+``compute_status`` turns the registered workers, their pods, the API's view and the plan into the
+status the resource shows: one entry per worker, the counts, the conditions (Registered, Ready,
+Progressing, Degraded) and the phase. It reads no clock and calls nothing: the caller passes the time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+from .api_access import ApiView
+from .builders import selector_string
+from .plan import Plan
+from .settings import OperatorSettings
+from .status import Condition, PodView, merge_conditions
+
+
+@dataclass(frozen=True)
+class StatusInput:
+    """Everything ``compute_status`` needs; ``view`` is None when the API (or its token) could not be read."""
+
+    namespace: str
+    name: str
+    generation: int | None
+    old_status: Mapping[str, Any]
+    settings: OperatorSettings
+    api_url: str
+    desired: int
+    registered: Mapping[int, str]  # replica index -> worker id, after this reconcile's actions
+    by_index: Mapping[int, Sequence[PodView]]
+    busy: Set[int]
+    view: ApiView | None
+    plan: Plan | None  # None: nothing was planned (no API, no token)
+    problems: Sequence[Condition] = ()  # found while observing and acting
+    registration_problem: Condition | None = None
+    offline_since: Mapping[int, float] = field(default_factory=dict)  # replica -> when first seen OFFLINE
+    now: float = 0.0  # time.monotonic() of this reconcile (offline_since is on the same clock)
+    timestamp: str = ""  # now as ISO 8601, for lastTransitionTime
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """The status to show, and what the operator keeps or reports besides."""
+
+    phase: str
+    problems: list[Condition]
+    status: dict[str, Any]  # the fields of .status this operator owns
+    worker_states: Counter[str] | None = None  # for the metrics (None: not known)
+    pending_reasons: Counter[str] | None = None
+    offline_since: dict[int, float] = field(default_factory=dict)
+
+    def patch(self, old_status: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The status to write, None when the old one says the same (one write per change)."""
+        if {k: old_status.get(k) for k in self.status} == self.status:
+            return None
+        return self.status
+
+
+def compute_status(s: StatusInput) -> FleetStatus:
+    workers = _workers(s)
+    problems = [*s.problems, *workers.problems]
+    live_pods = sum(1 for pods in s.by_index.values() for p in pods if not p.deleting)
+    registered_count = sum(1 for i in (s.plan.keep if s.plan else []) if i in s.registered)
+    registered = s.registration_problem or Condition(
+        "Registered",
+        registered_count >= s.desired,
+        "AllRegistered" if registered_count >= s.desired else "Registering",
+        f"{registered_count}/{s.desired} workers registered with {s.api_url}",
+    )
+    ready = ready_condition(workers.ready, s.desired)
+    progress = progressing_condition(s.plan, s.desired, live_pods)
+    fields: dict[str, Any] = {
+        "replicas": live_pods,
+        "readyReplicas": workers.ready,
+        "busyReplicas": workers.busy,
+        "desiredReplicas": s.desired,
+        "selector": selector_string(s.name),
+        "workers": workers.entries,
+    }
+    versions = _versions(s)
+    if versions:
+        fields["workerVersion"] = ",".join(versions)
+    phase = (
+        "Degraded"
+        if problems
+        else "ScaledToZero"
+        if s.desired == 0 and live_pods == 0
+        else "Updating"
+        if progress.status
+        else "Running"
+        if ready.status
+        else "Pending"
+    )
+    return FleetStatus(
+        phase=phase,
+        problems=problems,
+        status=_status(s, phase, problems, fields, [registered, ready, progress]),
+        worker_states=workers.states,
+        pending_reasons=workers.pending,
+        offline_since=workers.offline_since,
+    )
+
+
+def invalid_spec_status(s: StatusInput, problem: Condition) -> FleetStatus:
+    """The status of a fleet whose spec cannot be read: phase Error, the reason in Degraded."""
+    return FleetStatus(phase="Error", problems=[problem], status=_status(s, "Error", [problem], {}, []))
+
+
+def degraded_condition(problems: Sequence[Condition]) -> Condition:
+    if not problems:
+        return Condition("Degraded", False, "AsExpected", "no problems")
+    return Condition("Degraded", True, problems[0].reason, "; ".join(dict.fromkeys(p.message for p in problems)))
+
+
+def ready_condition(ready: int, desired: int) -> Condition:
+    if desired == 0:
+        return Condition("Ready", True, "ScaledToZero", "no workers wanted")
+    ok = ready >= desired
+    return Condition("Ready", ok, "AllReady" if ok else "PodsNotReady", f"{ready}/{desired} workers ready")
+
+
+def progressing_condition(p: Plan | None, desired: int, live_pods: int) -> Condition:
+    if p is None:
+        return Condition("Progressing", False, "Blocked", "waiting for the API or the token Secret")
+    if p.waiting_busy:
+        return Condition(
+            "Progressing",
+            True,
+            "WaitingForBusyWorkers",
+            f"replicas {sorted(set(p.waiting_busy))} are busy; they are replaced or removed when idle",
+        )
+    if p.backing_off:
+        return Condition(
+            "Progressing",
+            True,
+            "BackingOff",
+            f"replicas {p.backing_off} failed; recreating their pods after a backoff",
+        )
+    if p.register or p.create or p.delete or p.deregister or live_pods != desired:
+        return Condition("Progressing", True, "Reconciling", f"{live_pods} pods, {desired} wanted")
+    return Condition("Progressing", False, "Stable", f"{desired} workers as specified")
+
+
+# ---------------------------------------------------------------------------- pieces
+
+
+def _status(
+    s: StatusInput, phase: str, problems: Sequence[Condition], fields: dict[str, Any], conditions: list[Condition]
+) -> dict[str, Any]:
+    conds = [*conditions, degraded_condition(problems)]
+    return {
+        **fields,
+        "phase": phase,
+        "observedGeneration": s.generation,
+        "conditions": merge_conditions(s.old_status.get("conditions"), conds, s.generation, s.timestamp),
+    }
+
+
+@dataclass
+class _Workers:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    ready: int = 0
+    busy: int = 0
+    states: Counter[str] = field(default_factory=Counter)
+    pending: Counter[str] = field(default_factory=Counter)
+    problems: list[Condition] = field(default_factory=list)
+    offline_since: dict[int, float] = field(default_factory=dict)
+
+
+def _workers(s: StatusInput) -> _Workers:
+    """One status entry per registered replica, the counts, and the problems of its pod and worker."""
+    out = _Workers(offline_since=dict(s.offline_since))
+    keep = s.plan.keep if s.plan else sorted(set(s.registered) | set(s.by_index))
+    known = s.view is not None
+    for i in sorted(set(keep) | set(s.registered)):
+        if i not in s.registered:
+            continue
+        wid = s.registered[i]
+        live = [p for p in s.by_index.get(i, []) if not p.deleting]
+        pod = live[0] if live else None
+        w = s.view.states.get(wid) if s.view is not None else None
+        state = "BUSY" if i in s.busy and known else (w.state if w else "UNKNOWN")
+        out.states[state] += 1
+        entry: dict[str, Any] = {
+            "index": i,
+            "workerId": wid,
+            "name": s.settings.worker_name(s.namespace, s.name, i),
+            "state": state,
+        }
+        if pod:
+            entry["pod"] = pod.name
+            if pod.ready:
+                out.ready += 1
+            if pod.problem:
+                out.pending[pod.problem[0]] += 1
+                out.problems.append(
+                    Condition("Degraded", True, pod.problem[0], f"pod {pod.name}: {pod.problem[0]}: {pod.problem[1]}")
+                )
+            elif pod.phase == "Pending":
+                out.pending["Pending"] += 1
+        if s.view is not None and wid in s.view.holding:
+            entry["currentRun"] = s.view.holding[wid]
+        if w is not None:
+            entry["lastSeen"] = _iso(w.last_modified_at)
+            if w.docker_version:
+                entry["version"] = w.docker_version
+        if i in s.busy and known:
+            out.busy += 1
+        # a worker that stays OFFLINE although its pod is ready
+        if pod and pod.ready and w is not None and w.state == "OFFLINE":
+            since = out.offline_since.setdefault(i, s.now)
+            if s.now - since >= s.settings.offline_grace_seconds:
+                out.problems.append(
+                    Condition(
+                        "Degraded",
+                        True,
+                        "WorkerOffline",
+                        f"worker {wid} (pod {pod.name}) has reported nothing to {s.api_url} for "
+                        f"{int(s.now - since)} s although its pod is ready; check the pod's logs and its network "
+                        "path to the API",
+                    )
+                )
+        else:
+            out.offline_since.pop(i, None)
+        out.entries.append(entry)
+    return out
+
+
+def _versions(s: StatusInput) -> list[str]:
+    """The versions the fleet's registered workers report."""
+    ids = set(s.registered.values())
+    states = s.view.states.values() if s.view is not None else []
+    return sorted({w.docker_version for w in states if w.docker_version and w.id in ids})
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -1,0 +1,25 @@
+"""How many replicas a fleet wants: ``spec.replicas``, or the autoscaler's answer from the API's queue."""
+
+from __future__ import annotations
+
+from .api_access import ApiView
+from .memo import FleetMemo
+from .spec import LightlyWorkerSpec
+
+
+def desired_replicas(spec: LightlyWorkerSpec, view: ApiView | None, busy: set[int], memo: FleetMemo, now: float) -> int:
+    """Autoscaling: open runs plus busy workers, within the bounds; it grows at once and shrinks only after
+    ``scaleDownDelaySeconds`` of lower demand. ``now``: time.monotonic()."""
+    a = spec.autoscaling
+    if not a.enabled:
+        return spec.replicas
+    if view is None:  # cannot see the queue: hold the current size
+        return memo.autoscale_desired if memo.autoscale_desired is not None else a.min_replicas
+    need = max(a.min_replicas, min(a.max_replicas, view.open_runs + len(busy)))
+    current = memo.autoscale_desired
+    if current is None or need >= current:
+        memo.autoscale_high_since = now
+        memo.autoscale_desired = need
+    elif now - memo.autoscale_high_since >= a.scale_down_delay_seconds:
+        memo.autoscale_desired = need
+    return memo.autoscale_desired
