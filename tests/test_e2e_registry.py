@@ -226,39 +226,28 @@ def test_pods_pull_from_the_private_registry_with_the_operators_pull_secret(setu
     assert run.docker_version == V1
 
 
+def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+
+
+def _fix_and_recover(setup: Setup, fleet_name: str, secret: str) -> None:
+    """The right key file in the Secret: the fleet recovers without being deleted."""
+    st = setup.stack
+    st.kube.apply([_secret(secret, {KEY_FILE: setup.key})], ns=st.ns)
+    st.kube.wait_condition(st.ns, f"lightlyworker/{fleet_name}", "jsonpath={.status.readyReplicas}=1", 240)
+    st.wait_for(lambda: not _condition_saying(setup, fleet_name, "registryCredentials"), what="the condition to clear")
+    st.kube.run("-n", st.ns, "delete", "lw", fleet_name, "--timeout=120s", timeout=150)
+
+
 def test_wrong_key_is_explained_and_fixing_the_secret_recovers(setup: Setup) -> None:
     st = setup.stack
-    st.kube.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "wrong-key"},
-                "stringData": {KEY_FILE: service_account_key("someone-else")},
-            },
-            _private_fleet("wrongkey", setup.v1, key_secret="wrong-key"),
-        ],
-        ns=st.ns,
-    )
+    wrong = _secret("wrong-key", {KEY_FILE: service_account_key("someone-else")})
+    st.kube.apply([wrong, _private_fleet("wrongkey", setup.v1, key_secret="wrong-key")], ns=st.ns)
     want = f"401 Unauthorized from {setup.registry.address}: check registryCredentials"
     said = st.wait_for(lambda: _condition_saying(setup, "wrongkey", want), what=f"a condition saying {want!r}")
     assert said.startswith("Degraded") and ("ImagePullBackOff" in said or "ErrImagePull" in said), said
     st.wait_for(lambda: want in _events_of(setup, "wrongkey"), what="an Event saying it", timeout=60)
-    # the fix: the right key file in the Secret; the fleet recovers without being deleted
-    st.kube.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "wrong-key"},
-                "stringData": {KEY_FILE: setup.key},
-            }
-        ],
-        ns=st.ns,
-    )
-    st.kube.wait_condition(st.ns, "lightlyworker/wrongkey", "jsonpath={.status.readyReplicas}=1", 240)
-    st.wait_for(lambda: not _condition_saying(setup, "wrongkey", "401"), what="the 401 condition to clear")
-    st.kube.run("-n", st.ns, "delete", "lw", "wrongkey", "--timeout=120s", timeout=150)
+    _fix_and_recover(setup, "wrongkey", "wrong-key")
 
 
 def test_missing_secret_and_missing_key_file_are_explained_and_recover(setup: Setup) -> None:
@@ -269,27 +258,12 @@ def test_missing_secret_and_missing_key_file_are_explained_and_recover(setup: Se
     )
     assert "does not exist" in said and "spec.registryCredentials.secretRef" in said, said
     # a Secret without the key file (e.g. created --from-file with another file name)
-    st.kube.apply(
-        [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "absent-key"}, "stringData": {"key.json": "{}"}}],
-        ns=st.ns,
-    )
+    st.kube.apply([_secret("absent-key", {"key.json": "{}"})], ns=st.ns)
     said = st.wait_for(
         lambda: _condition_saying(setup, "nokey", f"no key '{KEY_FILE}'"), what="a missing-key condition"
     )
     assert "add it" in said, said
-    st.kube.apply(
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {"name": "absent-key"},
-                "stringData": {KEY_FILE: setup.key},
-            }
-        ],
-        ns=st.ns,
-    )
-    st.kube.wait_condition(st.ns, "lightlyworker/nokey", "jsonpath={.status.readyReplicas}=1", 240)
-    st.kube.run("-n", st.ns, "delete", "lw", "nokey", "--timeout=120s", timeout=150)
+    _fix_and_recover(setup, "nokey", "absent-key")
 
 
 def test_key_rotation_updates_the_pull_secret_and_restarts_no_pod(setup: Setup) -> None:
