@@ -27,7 +27,14 @@ from conftest import PROXY_VARS, Api, free_port
 from PIL import Image
 
 #: figures over the whole suite (printed in the terminal summary by fault_report)
-TOTALS: dict[str, Any] = {"runs_tried": 0, "runs_completed": 0, "runs_failed": 0, "runs_lost": 0, "5xx": 0}
+TOTALS: dict[str, Any] = {
+    "runs_tried": 0,
+    "runs_completed": 0,
+    "runs_failed": 0,
+    "runs_lost": 0,
+    "5xx": 0,
+    "wall_seconds": 0.0,
+}
 
 SELECTION = {"nSamples": 2, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
 

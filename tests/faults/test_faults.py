@@ -18,6 +18,7 @@ import pytest
 from conftest import Api, fresh_database
 
 from .fault_kit import (
+    TOTALS,
     Scene,
     Server,
     Worker,
@@ -42,8 +43,10 @@ pytest_plugins = ("faults.fault_report",)
 @pytest.fixture
 def scene() -> Iterator[Scene]:
     s = Scene()
+    started = time.monotonic()
     yield s
     s.stop()
+    TOTALS["wall_seconds"] += time.monotonic() - started
 
 
 def _setup(tmp_path: Path, scene: Scene, lease: float, max_attempts: int = 3, db: str | None = None) -> Api:
