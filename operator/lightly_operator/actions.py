@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import kopf
 from kubernetes.client import ApiException
 
 from .api_access import ApiView
@@ -36,7 +37,7 @@ class ActContext:
     body: dict[str, Any]
     spec: LightlyWorkerSpec
     memo: FleetMemo
-    logger: Any  # kopf.Logger or a logging.Logger
+    logger: kopf.Logger
     registered: dict[int, str]  # replica index -> worker id
     by_index: dict[int, list[PodView]]
     api: LightlyApi

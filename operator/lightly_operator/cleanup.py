@@ -31,7 +31,7 @@ class Deregistration:
     def __init__(self, settings: OperatorSettings, kube: Kube, apis: ApiAccess, metrics: OperatorMetrics) -> None:
         self.settings, self.kube, self.apis, self.metrics = settings, kube, apis, metrics
 
-    async def run(self, body: Mapping[str, Any], pods: Sequence[PodView], logger: Any) -> None:
+    async def run(self, body: Mapping[str, Any], pods: Sequence[PodView], logger: kopf.Logger) -> None:
         """Raises ``kopf.TemporaryError`` while the API fails and ``spec.deregistration.timeoutSeconds``
         has not passed since the deletion; then gives up with a warning Event naming the leaked ids."""
         meta = body["metadata"]
@@ -109,7 +109,7 @@ class OrphanSweep:
         self.settings, self.apis, self.metrics = settings, apis, metrics
         self.last: dict[tuple[str, str], float] = {}  # (API URL, token fingerprint) -> when swept
 
-    async def run(self, body: Mapping[str, Any], fleets: FleetIndex, fleet_pods: PodIndex, logger: Any) -> None:
+    async def run(self, body: Mapping[str, Any], fleets: FleetIndex, fleet_pods: PodIndex, logger: kopf.Logger) -> None:
         meta = body["metadata"]
         if meta.get("deletionTimestamp"):
             return

@@ -176,59 +176,67 @@ def _workers(s: StatusInput) -> _Workers:
     """One status entry per registered replica, the counts, and the problems of its pod and worker."""
     out = _Workers(offline_since=dict(s.offline_since))
     keep = s.plan.keep if s.plan else sorted(set(s.registered) | set(s.by_index))
-    known = s.view is not None
     for i in sorted(set(keep) | set(s.registered)):
-        if i not in s.registered:
-            continue
-        wid = s.registered[i]
-        live = [p for p in s.by_index.get(i, []) if not p.deleting]
-        pod = live[0] if live else None
-        w = s.view.states.get(wid) if s.view is not None else None
-        state = "BUSY" if i in s.busy and known else (w.state if w else "UNKNOWN")
-        out.states[state] += 1
-        entry: dict[str, Any] = {
-            "index": i,
-            "workerId": wid,
-            "name": s.settings.worker_name(s.namespace, s.name, i),
-            "state": state,
-        }
-        if pod:
-            entry["pod"] = pod.name
-            if pod.ready:
-                out.ready += 1
-            if pod.problem:
-                out.pending[pod.problem[0]] += 1
-                out.problems.append(
-                    Condition("Degraded", True, pod.problem[0], f"pod {pod.name}: {pod.problem[0]}: {pod.problem[1]}")
-                )
-            elif pod.phase == "Pending":
-                out.pending["Pending"] += 1
-        if s.view is not None and wid in s.view.holding:
-            entry["currentRun"] = s.view.holding[wid]
-        if w is not None:
-            entry["lastSeen"] = _iso(w.last_modified_at)
-            if w.docker_version:
-                entry["version"] = w.docker_version
-        if i in s.busy and known:
-            out.busy += 1
-        # a worker that stays OFFLINE although its pod is ready
-        if pod and pod.ready and w is not None and w.state == "OFFLINE":
-            since = out.offline_since.setdefault(i, s.now)
-            if s.now - since >= s.settings.offline_grace_seconds:
-                out.problems.append(
-                    Condition(
-                        "Degraded",
-                        True,
-                        "WorkerOffline",
-                        f"worker {wid} (pod {pod.name}) has reported nothing to {s.api_url} for "
-                        f"{int(s.now - since)} s although its pod is ready; check the pod's logs and its network "
-                        "path to the API",
-                    )
-                )
-        else:
-            out.offline_since.pop(i, None)
-        out.entries.append(entry)
+        if i in s.registered:
+            out.entries.append(_worker_entry(s, i, out))
     return out
+
+
+def _worker_entry(s: StatusInput, i: int, out: _Workers) -> dict[str, Any]:
+    """Replica ``i``'s status entry; its state, readiness and problems are counted into ``out``."""
+    wid = s.registered[i]
+    live = [p for p in s.by_index.get(i, []) if not p.deleting]
+    pod = live[0] if live else None
+    w = s.view.states.get(wid) if s.view is not None else None
+    busy = i in s.busy and s.view is not None  # without the API's view nobody is known to be busy
+    state = "BUSY" if busy else (w.state if w else "UNKNOWN")
+    out.states[state] += 1
+    out.busy += busy
+    entry: dict[str, Any] = {
+        "index": i,
+        "workerId": wid,
+        "name": s.settings.worker_name(s.namespace, s.name, i),
+        "state": state,
+    }
+    if pod:
+        entry["pod"] = pod.name
+        out.ready += pod.ready
+        if pod.problem:
+            out.pending[pod.problem[0]] += 1
+            out.problems.append(
+                Condition("Degraded", True, pod.problem[0], f"pod {pod.name}: {pod.problem[0]}: {pod.problem[1]}")
+            )
+        elif pod.phase == "Pending":
+            out.pending["Pending"] += 1
+    if s.view is not None and wid in s.view.holding:
+        entry["currentRun"] = s.view.holding[wid]
+    if w is not None:
+        entry["lastSeen"] = _iso(w.last_modified_at)
+        if w.docker_version:
+            entry["version"] = w.docker_version
+    if pod and pod.ready and w is not None and w.state == "OFFLINE":
+        problem = _offline_problem(s, i, wid, pod, out.offline_since)
+        if problem:
+            out.problems.append(problem)
+    else:
+        out.offline_since.pop(i, None)
+    return entry
+
+
+def _offline_problem(
+    s: StatusInput, i: int, wid: str, pod: PodView, offline_since: dict[int, float]
+) -> Condition | None:
+    """A worker that stays OFFLINE although its pod is ready, for longer than the grace."""
+    since = offline_since.setdefault(i, s.now)
+    if s.now - since < s.settings.offline_grace_seconds:
+        return None
+    return Condition(
+        "Degraded",
+        True,
+        "WorkerOffline",
+        f"worker {wid} (pod {pod.name}) has reported nothing to {s.api_url} for {int(s.now - since)} s although its "
+        "pod is ready; check the pod's logs and its network path to the API",
+    )
 
 
 def _versions(s: StatusInput) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any
 import kopf
 
 from .builders import MANAGED_BY
-from .indexes import FleetEntry, plain_body, pods_of
+from .indexes import FleetEntry, FleetIndex, PodIndex, plain_body, pods_of
 from .kube import Kube, load_client
 from .memo import FleetKey
 from .metrics import OperatorMetrics
@@ -23,8 +23,6 @@ from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION
 from .status import PodView, pod_view, pull_error_of
 
-PodIndex = kopf.Index[FleetKey, PodView]
-FleetIndex = kopf.Index[FleetKey, FleetEntry]
 POD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
 
 

@@ -6,14 +6,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+import kopf
 
 from .memo import FleetKey
 from .status import PodView
 
-PodIndex = Mapping[FleetKey, Collection[PodView]]
+#: kopf's index of every fleet's pods (tests may pass a plain dict of lists)
+PodIndex = kopf.Index[FleetKey, PodView]
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class FleetEntry:
         return None
 
 
-FleetIndex = Mapping[FleetKey, Collection[FleetEntry]]
+#: kopf's index of every fleet (one entry per key)
+FleetIndex = kopf.Index[FleetKey, FleetEntry]
 
 
 def plain_body(body: Mapping[str, Any]) -> dict[str, Any]:

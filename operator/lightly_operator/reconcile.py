@@ -76,7 +76,7 @@ class FleetReconciler:
     # ------------------------------------------------------------------ reconcile
 
     async def reconcile(
-        self, body: dict[str, Any], pods: Sequence[PodView], memo: FleetMemo, logger: Any
+        self, body: dict[str, Any], pods: Sequence[PodView], memo: FleetMemo, logger: kopf.Logger
     ) -> dict[str, Any] | None:
         """Reconcile one fleet; the status to write, None when it has not changed."""
         async with memo.lock:
@@ -87,7 +87,7 @@ class FleetReconciler:
                 self.metrics.reconcile_duration.observe(time.perf_counter() - started)
 
     async def _reconcile(
-        self, body: dict[str, Any], pods: Sequence[PodView], memo: FleetMemo, logger: Any
+        self, body: dict[str, Any], pods: Sequence[PodView], memo: FleetMemo, logger: kopf.Logger
     ) -> dict[str, Any] | None:
         try:
             spec = parse_spec(body.get("spec") or {})
@@ -198,12 +198,14 @@ class FleetReconciler:
 
     # ------------------------------------------------------------------ cleanup
 
-    async def deregister(self, body: Mapping[str, Any], pods: Sequence[PodView], logger: Any) -> None:
+    async def deregister(self, body: Mapping[str, Any], pods: Sequence[PodView], logger: kopf.Logger) -> None:
         """A fleet is being deleted: stop its pods and deregister its workers (see ``Deregistration``)."""
         meta = body["metadata"]
         self.memos.forget((meta["namespace"], meta["name"]))
         await self.deregistration.run(body, pods, logger)
 
-    async def sweep_orphans(self, body: Mapping[str, Any], fleets: FleetIndex, pods: PodIndex, logger: Any) -> None:
+    async def sweep_orphans(
+        self, body: Mapping[str, Any], fleets: FleetIndex, pods: PodIndex, logger: kopf.Logger
+    ) -> None:
         """Deregister API workers that no fleet replica owns (see ``OrphanSweep``)."""
         await self.sweep.run(body, fleets, pods, logger)
