@@ -367,3 +367,30 @@ def test_recreate_fleets_hand_runs_back_at_once_on_sigterm() -> None:
     assert spec_checksum(base, fp, SETTINGS, "u") != spec_checksum(
         {**base, "updateStrategy": {"type": "Recreate"}}, fp, SETTINGS, "u"
     )
+
+
+def test_settings_come_from_the_environment_only_through_from_env() -> None:
+    env = {
+        "LIGHTLY_SERVER_LOCATION": "http://api:9000",
+        "LIGHTLY_WORKER_IMAGE": "w:2",
+        "LIGHTLY_CLUSTER_NAME": "prod-eu",
+        "LIGHTLY_OPERATOR_RESYNC_SECONDS": "0.5",
+        "LIGHTLY_OPERATOR_SWEEP_SECONDS": "",  # set but empty: the default
+        "LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS": "30",
+    }
+    s = OperatorSettings.from_env(env, namespaces=("ml",))
+    assert (s.api_url, s.worker_image, s.cluster_name) == ("http://api:9000", "w:2", "prod-eu")
+    assert (s.resync_seconds, s.sweep_seconds, s.offline_grace_seconds) == (0.5, 300.0, 30.0)
+    assert s.namespaces == ("ml",)
+    assert OperatorSettings.from_env({}) == OperatorSettings()  # the defaults, whatever os.environ holds
+
+
+def test_handlers_are_registered_with_the_settings_intervals_not_at_import() -> None:
+    import kopf
+    from lightly_operator.handlers import register_handlers
+
+    default = {h.id for h in kopf.get_default_registry()._spawning.get_all_handlers()}
+    assert not default & {"reconcile_periodically", "sweep_orphans"}  # importing registered nothing
+    registry = register_handlers(kopf.OperatorRegistry(), OperatorSettings(resync_seconds=0.3, sweep_seconds=7))
+    timers = {h.id: h.interval for h in registry._spawning.get_all_handlers()}
+    assert timers == {"reconcile_periodically": 0.3, "sweep_orphans": 7}
