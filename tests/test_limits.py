@@ -150,7 +150,8 @@ NUL_BODIES = [
 @pytest.mark.parametrize(("method", "path", "body"), NUL_BODIES, ids=[str(i) for i in range(len(NUL_BODIES))])
 def test_nul_characters_anywhere_are_refused(api: Api, method: str, path: str, body: dict) -> None:
     before = {p: ok(api.get(p)) for p in ("/v1/datasets", "/v1/docker/worker", "/v1/docker/runs")}
-    assert "NUL" in _error(api.call(method, path, json=body), 400) or True
+    msg = _error(api.call(method, path, json=body), 400)
+    assert "NUL" in msg or "pattern" in msg, msg
     after = {p: ok(api.get(p)) for p in before}
     assert before == after
 
@@ -382,3 +383,36 @@ def test_the_openapi_document_has_the_servers_error_statuses(server: ServerProce
                 assert ref.endswith("/ApiErrorResponse"), (method, path)
     r = httpx.post(f"{server.url}/v1/datasets", params={"token": "x"}, content=b"{")
     assert r.status_code in (400, 401)
+
+
+def test_long_utf8_filenames_and_tag_names_at_the_column_limit(api: Api) -> None:
+    """Filenames are keys of a unique index (PostgreSQL holds ~2700 bytes an entry); a tag name that is
+    taken gets the run id appended, still within its 300-character column."""
+    ds, run_id = _run(api)
+    assert "bytes" in _error(api.put(f"/v1/docker/runs/{run_id}/selection", json={"filenames": ["日" * 1000]}), 400)
+    names = ["日" * 666 + ".j"]  # 2000 bytes
+    tag = "t" * 300
+    ok(api.put(f"/v1/docker/runs/{run_id}/selection", json={"filenames": names, "tagName": tag}), 204)
+    run_state(api, run_id, "COMPLETED")
+    wid = register(api)
+    sid = schedule(api, ds, config(api))
+    ok(lock(api, ds, wid, sid), 204)
+    second = start_run(api, ds, sid)
+    ok(api.put(f"/v1/docker/runs/{second}/selection", json={"filenames": names, "tagName": tag}), 204)
+    run_state(api, second, "COMPLETED")
+    got = sorted(t["name"] for t in ok(api.get(f"/v1/datasets/{ds}/tags")))
+    assert got[-1] == tag and len(got[0]) == 300 and got[0].endswith(second)
+    for t in ok(api.get(f"/v1/datasets/{ds}/tags")):
+        assert ok(api.get(f"/v1/datasets/{ds}/tags/{t['id']}/filenames")) == names
+
+
+def test_create_token_refuses_user_names_longer_than_the_column(db_backend: Backend, server: ServerProcess) -> None:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "lightly_server.cli", "create-token", "--database", db_backend.database_url,
+         "--user", "u" * 201],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 2 and "200 characters" in out.stderr

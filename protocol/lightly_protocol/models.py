@@ -68,8 +68,10 @@ MAX_VERSION_LENGTH = 200
 #: one worker label or runsOn entry, and how many a list may hold
 MAX_LABEL_LENGTH = 200
 MAX_LABELS = 100
-#: artifact fileName (String(1000)) and each filename of a selection
+#: artifact fileName (String(1000)) and each filename of a selection; in UTF-8 bytes too (a selection's
+#: filenames are keys of a unique index, and a PostgreSQL index entry holds at most ~2700 bytes)
 MAX_FILENAME_LENGTH = 1000
+MAX_FILENAME_BYTES = 2000
 #: a log line's msg; group and origin
 MAX_LOG_MESSAGE_LENGTH = 16384
 MAX_LOG_FIELD_LENGTH = 200
@@ -101,7 +103,20 @@ Version = Annotated[str, Strict(), Field(max_length=MAX_VERSION_LENGTH)]
 Label = Annotated[str, Strict(), Field(max_length=MAX_LABEL_LENGTH)]
 Labels = Annotated[list[Label], Field(max_length=MAX_LABELS)]
 DsStr = Annotated[str, Strict(), Field(max_length=MAX_DATASOURCE_FIELD_LENGTH)]
-Filename = Annotated[str, Strict(), Field(min_length=1, max_length=MAX_FILENAME_LENGTH, pattern=FILENAME_PATTERN)]
+
+
+def _filename_bytes(value: str) -> str:
+    if len(value) > MAX_FILENAME_BYTES // 4 and len(value.encode()) > MAX_FILENAME_BYTES:
+        raise ValueError(f"filenames must be at most {MAX_FILENAME_BYTES} bytes in UTF-8 (got {len(value.encode())})")
+    return value
+
+
+Filename = Annotated[
+    str,
+    Strict(),
+    Field(min_length=1, max_length=MAX_FILENAME_LENGTH, pattern=FILENAME_PATTERN),
+    AfterValidator(_filename_bytes),
+]
 
 
 def filename_problem(name: str) -> str | None:
@@ -110,6 +125,8 @@ def filename_problem(name: str) -> str | None:
         return "must not be empty"
     if len(name) > MAX_FILENAME_LENGTH:
         return f"must be at most {MAX_FILENAME_LENGTH} characters"
+    if len(name.encode()) > MAX_FILENAME_BYTES:
+        return f"must be at most {MAX_FILENAME_BYTES} bytes in UTF-8"
     if not _FILENAME_RE.match(name):
         return "must not contain control characters or line breaks (newline, tab, NUL, U+2028, ...)"
     return None

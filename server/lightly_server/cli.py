@@ -131,12 +131,13 @@ def _run(args: argparse.Namespace) -> int:
         from .auth import create_token
         from .db import Database
 
-        if len(args.user.strip()) < 1:
-            print("error: --user must not be empty", file=sys.stderr)
+        user = args.user.strip()
+        if not 1 <= len(user) <= 200 or "\x00" in user:
+            print("error: --user must be 1 to 200 characters without NUL", file=sys.stderr)
             return 2
         db = Database(args.database)
         db.migrate()
-        print(create_token(db, args.user.strip()))
+        print(create_token(db, user))
         db.dispose()
         return 0
 

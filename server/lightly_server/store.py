@@ -22,6 +22,7 @@ from lightly_protocol.enums import (
     WorkerState,
 )
 from lightly_protocol.models import (
+    MAX_NAME_LENGTH,
     ArtifactData,
     DatasetCreateRequest,
     DatasetData,
@@ -958,7 +959,7 @@ def materialize_selection_tag(conn: Connection, run: Row) -> str | None:
     name = sel.tag_name or f"selected-{run.id}"
     existing = conn.execute(select(tags.c.id).where(tags.c.dataset_id == run.dataset_id, tags.c.name == name)).first()
     if existing:
-        name = f"{name}-{run.id}"
+        name = f"{name[: MAX_NAME_LENGTH - len(run.id) - 1]}-{run.id}"  # within the column
     tid = new_id()
     conn.execute(
         tags.insert().values(
