@@ -161,7 +161,10 @@ def test_a_worker_offline_with_a_ready_pod_is_degraded_after_the_grace() -> None
     assert first.offline_since == {0: 1000.0} and first.phase == "Running"  # within the grace
     later = compute_status(replace(s, view=view, offline_since=first.offline_since, now=1061.0))
     assert later.phase == "Degraded" and [p.reason for p in later.problems] == ["WorkerOffline"]
-    assert "for 61 s although its pod is ready" in later.problems[0].message
+    assert "for more than 60 s although its pod is ready" in later.problems[0].message
+    # the message stays the same while the worker stays offline: no status write per resync
+    much_later = compute_status(replace(s, view=view, offline_since=later.offline_since, now=1500.0))
+    assert much_later.problems == later.problems
     back = compute_status(replace(s, offline_since=later.offline_since, now=1062.0))
     assert back.offline_since == {} and back.phase == "Running"
 

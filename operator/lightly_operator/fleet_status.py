@@ -234,8 +234,10 @@ def _offline_problem(
         "Degraded",
         True,
         "WorkerOffline",
-        f"worker {wid} (pod {pod.name}) has reported nothing to {s.api_url} for {int(s.now - since)} s although its "
-        "pod is ready; check the pod's logs and its network path to the API",
+        # a stable message (no growing age in it): the status is written only when it changes
+        f"worker {wid} (pod {pod.name}) has reported nothing to {s.api_url} for more than "
+        f"{int(s.settings.offline_grace_seconds)} s although its pod is ready; check the pod's logs and its network "
+        "path to the API",
     )
 
 
