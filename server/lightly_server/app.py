@@ -112,6 +112,7 @@ class Server:
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = 64
         await self.broker.start()
+        self.judge_after = time.monotonic() + self.settings.lease_seconds  # from when this process serves
         self._tasks.append(asyncio.create_task(self._lease_loop()))
 
     async def stop(self) -> None:

@@ -131,9 +131,9 @@ def test_sigterm_hands_the_run_back(tmp_path: Path, scene: Scene) -> None:
 
 def test_server_outages_longer_than_the_lease_lose_nothing(tmp_path: Path, scene: Scene) -> None:
     """Issue 9.5: two outages longer than the lease with --max-attempts 2: the held run still completes once."""
-    api = _setup(tmp_path, scene, lease=3, max_attempts=2)
+    api = _setup(tmp_path, scene, lease=4, max_attempts=2)
     server = scene.servers[0]
-    w = _worker(tmp_path, scene, api, "patient", "worker.heartbeat_seconds=2")
+    w = _worker(tmp_path, scene, api, "patient")
     w.hold("EMBEDDING")
     w.start()
     ds, ds2, cid = dataset(api), dataset(api), config(api)
@@ -142,7 +142,7 @@ def test_server_outages_longer_than_the_lease_lose_nothing(tmp_path: Path, scene
     sid2 = schedule(api, ds2, cid)  # queued behind the busy worker
     for _ in range(2):
         server.kill()
-        time.sleep(4.5)  # longer than the 3 s lease
+        time.sleep(5.5)  # longer than the 4 s lease
         server.start()  # same database, same port
         time.sleep(2.0)  # past the first sweeps after the start
         assert scheduled(api, ds)[sid]["state"] == "LOCKED", scene.logs()
