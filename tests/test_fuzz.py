@@ -16,16 +16,14 @@ from pathlib import Path
 import httpx
 import pytest
 import requests
+import schemathesis  # the [test] extra; a missing one is an error, not a skip
 from conftest import Api, Backend, ServerProcess
 from flows import config, dataset, lock, ok, register, run_state, schedule, start_run
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
     status_code_conformance,
