@@ -201,3 +201,22 @@ def test_a_too_short_key_stops_the_server_with_a_clear_error(tmp_path: Path, db_
         [sys.executable, "-m", "lightly_server.cli", "generate-secret-key"], capture_output=True, text=True, timeout=60
     )
     assert gen.returncode == 0 and len(gen.stdout.strip()) >= 32
+
+
+def test_key_rotation_and_sources(tmp_path: Path) -> None:
+    old, new = secrets.token_urlsafe(40), secrets.token_urlsafe(40)
+    sealed = Keyring([old.encode()]).seal({"s3SecretAccessKey": "x"})
+    rotated = tmp_path / "rotated.key"
+    rotated.write_text(f"# current first\n{new}\n{old}\n")
+    ring = Keyring(load_keys(rotated, env={}))
+    assert ring.open(sealed) == {"s3SecretAccessKey": "x"}  # the old key still opens what it sealed
+    assert ring.url_key == Keyring([new.encode()]).url_key != Keyring([old.encode()]).url_key
+    assert load_keys(None, env={"LIGHTLY_SERVER_SECRET_KEY": new}) == [new.encode()]
+    assert load_keys(None, env={"LIGHTLY_SERVER_SECRET_KEY_FILE": str(rotated)}) == [new.encode(), old.encode()]
+    assert load_keys(None, env={}) == []
+    with pytest.raises(ValueError, match="cannot read"):
+        load_keys(tmp_path / "missing.key", env={})
+    from lightly_server.errors import ApiError
+
+    with pytest.raises(ApiError, match="sealed with a key this server does not have"):
+        Keyring([new.encode()]).open(sealed)
