@@ -81,14 +81,14 @@ def test_kill_9_and_restart_with_the_same_id(tmp_path: Path, scene: Scene) -> No
     w.start()  # at once, with the same worker id
     scene.wait("s1's run released by the new process", lambda: run_states(api, ds, s1)[:1] == ["CRASHED"], 60)
     first = runs_of(api, ds)[0]
-    assert "restarted" in first["message"], first
+    assert "restarted" in first["message"], f"{first}\n{scene.logs()}"
     scene.wait("the new process at EMBEDDING of s1", lambda: w.reached("EMBEDDING"), 90)
     w.open_gate()
     scene.wait("s1 and s2 DONE", lambda: all_done(api, [(ds, s1), (ds, s2)]), 120)
-    assert run_states(api, ds, s1) == ["CRASHED", "COMPLETED"]
-    assert run_states(api, ds, s2) == ["COMPLETED"]
+    assert run_states(api, ds, s1) == ["CRASHED", "COMPLETED"], scene.logs()
+    assert run_states(api, ds, s2) == ["COMPLETED"], scene.logs()
     check_outcomes(api, [(ds, s1), (ds, s2)], scene)
-    assert ok(api.get(f"/v1/docker/worker/{wid}"))["state"] == "IDLE"
+    assert ok(api.get(f"/v1/docker/worker/{wid}"))["state"] == "IDLE", scene.logs()
 
 
 def test_kill_9_and_takeover_by_another_worker(tmp_path: Path, scene: Scene) -> None:
@@ -102,12 +102,12 @@ def test_kill_9_and_takeover_by_another_worker(tmp_path: Path, scene: Scene) -> 
     lost.kill()
     healthy = _worker(tmp_path, scene, api, "healthy").start()
     scene.wait("the run DONE by the other worker", lambda: all_done(api, [(ds, sid)]), 120)
-    assert run_states(api, ds, sid) == ["CRASHED", "COMPLETED"]
-    assert "lease expired" in runs_of(api, ds)[0]["message"]
+    assert run_states(api, ds, sid) == ["CRASHED", "COMPLETED"], scene.logs()
+    assert "lease expired" in runs_of(api, ds)[0]["message"], scene.logs()
     check_outcomes(api, [(ds, sid)], scene)
     states = {w["name"]: w["state"] for w in ok(api.get("/v1/docker/worker"))}
-    assert states["lost"] == "OFFLINE" and states["healthy"] == "IDLE"
-    assert healthy.proc is not None and healthy.proc.poll() is None
+    assert states["lost"] == "OFFLINE" and states["healthy"] == "IDLE", scene.logs()
+    assert healthy.proc is not None and healthy.proc.poll() is None, scene.logs()
 
 
 def test_sigterm_hands_the_run_back(tmp_path: Path, scene: Scene) -> None:
@@ -121,11 +121,11 @@ def test_sigterm_hands_the_run_back(tmp_path: Path, scene: Scene) -> None:
     assert first.proc is not None
     first.proc.send_signal(signal.SIGTERM)
     assert first.proc.wait(30) == 0, scene.logs()
-    assert run_states(api, ds, sid) == ["ABORTED"]
-    assert scheduled(api, ds)[sid]["state"] == "OPEN"  # back in the queue at once, no lease to wait for
+    assert run_states(api, ds, sid) == ["ABORTED"], scene.logs()
+    assert scheduled(api, ds)[sid]["state"] == "OPEN", scene.logs()  # back in the queue at once, no lease to wait for
     _worker(tmp_path, scene, api, "next").start()
     scene.wait("the run DONE by the next worker", lambda: all_done(api, [(ds, sid)]), 120)
-    assert run_states(api, ds, sid) == ["ABORTED", "COMPLETED"]
+    assert run_states(api, ds, sid) == ["ABORTED", "COMPLETED"], scene.logs()
     check_outcomes(api, [(ds, sid)], scene)
 
 
@@ -149,7 +149,7 @@ def test_server_outages_longer_than_the_lease_lose_nothing(tmp_path: Path, scene
         assert run_states(api, ds, sid) == ["EMBEDDING"], scene.logs()
     w.open_gate()
     scene.wait("both runs DONE", lambda: all_done(api, [(ds, sid), (ds2, sid2)]), 120)
-    assert run_states(api, ds, sid) == ["COMPLETED"] and run_states(api, ds2, sid2) == ["COMPLETED"]
+    assert run_states(api, ds, sid) == ["COMPLETED"] and run_states(api, ds2, sid2) == ["COMPLETED"], scene.logs()
     check_outcomes(api, [(ds, sid), (ds2, sid2)], scene)
 
 
@@ -208,9 +208,9 @@ def test_probe_config_cannot_read_files_outside_dot_lightly(tmp_path: Path, scen
     scene.wait("the probes DONE", lambda: all_done(api, pairs), 120)
     for ds, _sid in pairs:
         run = runs_of(api, ds)[0]
-        assert run["state"] == "FAILED" and "must" in run["message"], run
-        assert "root:" not in run["message"] and "root:" not in logs_text(api, run["id"])
-    assert "root:" not in w.log_path.read_text(errors="replace")
+        assert run["state"] == "FAILED" and "must" in run["message"], f"{run}\n{scene.logs()}"
+        assert "root:" not in run["message"] and "root:" not in logs_text(api, run["id"]), scene.logs()
+    assert "root:" not in w.log_path.read_text(errors="replace"), scene.logs()
     check_outcomes(api, pairs, scene)
 
 
@@ -228,9 +228,9 @@ def test_probe_symlink_loops_and_links_out_of_the_input(tmp_path: Path, scene: S
     sid = schedule(api, ds, cid)
     scene.wait("the run DONE", lambda: all_done(api, [(ds, sid)]), 120)
     run = runs_of(api, ds)[0]
-    assert run["state"] == "COMPLETED" and "of 6 samples" in run["message"], run
+    assert run["state"] == "COMPLETED" and "of 6 samples" in run["message"], f"{run}\n{scene.logs()}"
     logs = logs_text(api, run["id"])
-    assert "skipping symlink a" in logs and "skipping symlink leak.png: it points outside" in logs
+    assert "skipping symlink a" in logs and "skipping symlink leak.png: it points outside" in logs, scene.logs()
     check_outcomes(api, [(ds, sid)], scene)
 
 
