@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .scores import SCORE_NAMES, classification_scores
+
 __all__ = ["PredictionTask", "SelectionError", "SelectionInputs", "SelectionResult"]
 
 
@@ -47,19 +49,10 @@ class PredictionTask:
         if name in self.scores:
             return np.asarray(self.scores[name], dtype=np.float64)
         if self.task_type == "classification":
-            from .lightly_io import classification_scores
-
             computed = classification_scores(np.asarray(self.probabilities, dtype=np.float64))
             if name in computed:
                 return computed[name]
-        available = sorted(
-            set(self.scores)
-            | (
-                {"uncertainty_least_confidence", "uncertainty_margin", "uncertainty_entropy"}
-                if self.task_type == "classification"
-                else set()
-            )
-        )
+        available = sorted(set(self.scores) | (set(SCORE_NAMES) if self.task_type == "classification" else set()))
         raise SelectionError(f"score {name!r} is not available for this task; available: {available}")
 
 
