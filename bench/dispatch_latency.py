@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightly_protocol import paths
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONFIG = {
     "version": "V4",
@@ -179,10 +181,10 @@ def client_main(
         http = Http(host, port, token)
         rng = random.Random(i)
         reg = {"name": f"bench-worker-{i}", "workerType": "FULL", "labels": []}
-        wid = (await http.json("POST", "/v1/docker/worker", reg, 201))["id"]
-        await http.json("PUT", f"/v1/docker/worker/{wid}", {"state": "IDLE"}, 204)
+        wid = (await http.json("POST", paths.WORKERS, reg, 201))["id"]
+        await http.json("PUT", paths.worker(wid), {"state": "IDLE"}, 204)
         await ready.put(wid)
-        poll = f"/v1/docker/worker/{wid}/schedule?state=OPEN&waitSeconds=25"
+        poll = f"{paths.worker_schedule(wid)}?state=OPEN&waitSeconds=25"
         while True:
             counters[base + C_POLLING] += 1
             counters[base + C_POLLS] += 1
@@ -203,9 +205,7 @@ def client_main(
                 rows = rows[k:] + rows[:k]
             for row in rows:
                 sid, did = row["id"], row["datasetId"]
-                status, _ = await http.request(
-                    "PUT", f"/v1/datasets/{did}/docker/worker/{wid}/schedule/{sid}", {"state": "LOCKED"}
-                )
+                status, _ = await http.request("PUT", paths.scheduled_run(did, wid, sid), {"state": "LOCKED"})
                 t_lock = now()
                 if status == 409:
                     counters[base + C_CONFLICTS] += 1
@@ -214,10 +214,8 @@ def client_main(
                     counters[base + C_ERRORS] += 1
                     continue
                 send(("claim", sid, t_lock))
-                rid = (await http.json("POST", "/v1/docker/runs", {"dockerVersion": "bench", "scheduledId": sid}, 201))[
-                    "id"
-                ]
-                await http.json("PUT", f"/v1/docker/runs/{rid}", {"state": "COMPLETED"}, 204)
+                rid = (await http.json("POST", paths.RUNS, {"dockerVersion": "bench", "scheduledId": sid}, 201))["id"]
+                await http.json("PUT", paths.run(rid), {"state": "COMPLETED"}, 204)
                 send(("done", sid, now()))
                 break
 
@@ -495,15 +493,15 @@ class Bench:
 
     async def setup_datasets(self, count: int) -> tuple[str, list[str]]:
         conns = [Http("127.0.0.1", self.server.port, self.server.token) for _ in range(8)]
-        cid = (await conns[0].json("POST", "/v1/docker/worker/config/vX", CONFIG, 201))["id"]
+        cid = (await conns[0].json("POST", paths.CONFIGS, CONFIG, 201))["id"]
         ids: list[str] = [""] * count
 
         async def make(c: Http, idxs: range) -> None:
             for i in idxs:
-                did = (await c.json("POST", "/v1/datasets", {"name": f"bench-ds-{i + 1}"}, 201))["id"]
+                did = (await c.json("POST", paths.DATASETS, {"name": f"bench-ds-{i + 1}"}, 201))["id"]
                 await c.json(
                     "PUT",
-                    f"/v1/datasets/{did}/datasource",
+                    paths.datasource(did),
                     {"purpose": "INPUT", "type": "LOCAL", "fullPath": ""},
                     204,
                 )
@@ -519,7 +517,7 @@ class Bench:
         sid = (
             await http.json(
                 "POST",
-                f"/v1/datasets/{did}/docker/worker/schedule",
+                paths.dataset_schedule(did),
                 {"configId": cid, "priority": "MID", "runsOn": []},
                 201,
             )

@@ -6,6 +6,7 @@ import secrets
 import time
 
 from conftest import Api
+from lightly_protocol import paths
 
 SELECTION = {"nSamples": 2, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
 
@@ -19,54 +20,52 @@ def ok(response, status: int = 200):  # type: ignore[no-untyped-def]
 
 def register(api: Api, name: str | None = None, labels: list[str] | None = None) -> str:
     body = {"name": name or f"worker-{secrets.token_hex(4)}", "workerType": "FULL", "labels": labels or []}
-    return ok(api.post("/v1/docker/worker", json=body), 201)["id"]
+    return ok(api.post(paths.WORKERS, json=body), 201)["id"]
 
 
 def set_state(api: Api, worker_id: str, state: str) -> None:
-    ok(api.put(f"/v1/docker/worker/{worker_id}", json={"state": state, "dockerVersion": "test"}), 204)
+    ok(api.put(paths.worker(worker_id), json={"state": state, "dockerVersion": "test"}), 204)
 
 
 def dataset(api: Api, name: str | None = None) -> str:
-    ds = ok(api.post("/v1/datasets", json={"name": name or f"ds-{secrets.token_hex(4)}"}), 201)["id"]
-    ok(api.put(f"/v1/datasets/{ds}/datasource", json={"purpose": "INPUT", "type": "LOCAL", "fullPath": ""}), 204)
+    ds = ok(api.post(paths.DATASETS, json={"name": name or f"ds-{secrets.token_hex(4)}"}), 201)["id"]
+    ok(api.put(paths.datasource(ds), json={"purpose": "INPUT", "type": "LOCAL", "fullPath": ""}), 204)
     return ds
 
 
 def config(api: Api, selection: dict | None = None) -> str:
     body = {"version": "V4", "config": {"workerType": "FULL", "selection": selection or SELECTION}}
-    return ok(api.post("/v1/docker/worker/config/vX", json=body), 201)["id"]
+    return ok(api.post(paths.CONFIGS, json=body), 201)["id"]
 
 
 def schedule(api: Api, ds: str, cid: str, priority: str = "MID", runs_on: list[str] | None = None) -> str:
     body = {"configId": cid, "priority": priority, "runsOn": runs_on or []}
-    return ok(api.post(f"/v1/datasets/{ds}/docker/worker/schedule", json=body), 201)["id"]
+    return ok(api.post(paths.dataset_schedule(ds), json=body), 201)["id"]
 
 
 def queue(api: Api, worker_id: str, wait: float = 0) -> list[dict]:
     params = {"state": "OPEN"}
     if wait:
         params["waitSeconds"] = str(wait)
-    return ok(api.get(f"/v1/docker/worker/{worker_id}/schedule", params=params))
+    return ok(api.get(paths.worker_schedule(worker_id), params=params))
 
 
 def lock(api: Api, ds: str, worker_id: str, sid: str):  # type: ignore[no-untyped-def]
-    return api.put(f"/v1/datasets/{ds}/docker/worker/{worker_id}/schedule/{sid}", json={"state": "LOCKED"})
+    return api.put(paths.scheduled_run(ds, worker_id, sid), json={"state": "LOCKED"})
 
 
 def start_run(api: Api, ds: str, sid: str) -> str:
     body = {"dockerVersion": "test", "datasetId": ds, "scheduledId": sid, "creator": "USER_WORKER"}
-    return ok(api.post("/v1/docker/runs", json=body), 201)["id"]
+    return ok(api.post(paths.RUNS, json=body), 201)["id"]
 
 
 def run_state(api: Api, run_id: str, state: str, message: str | None = None) -> None:
     body = {"state": state} | ({"message": message} if message else {})
-    ok(api.put(f"/v1/docker/runs/{run_id}", json=body), 204)
+    ok(api.put(paths.run(run_id), json=body), 204)
 
 
 def scheduled_state(api: Api, ds: str, sid: str) -> str:
-    rows = ok(
-        api.get(f"/v1/datasets/{ds}/docker/worker/schedule", params={"states": ["OPEN", "LOCKED", "DONE", "CANCELED"]})
-    )
+    rows = ok(api.get(paths.dataset_schedule(ds), params={"states": ["OPEN", "LOCKED", "DONE", "CANCELED"]}))
     return {r["id"]: r["state"] for r in rows}[sid]
 
 

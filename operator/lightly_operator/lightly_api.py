@@ -7,13 +7,20 @@ import time
 from typing import Any
 
 import httpx
+from lightly_protocol import paths
+from lightly_protocol.client import NO_ANSWER, ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
 from lightly_protocol.models import ScheduledRunData, WorkerCreateRequest, WorkerData
 
 
-class ApiProblem(Exception):
-    """A failed API call; ``reason`` is a condition reason, the message says what to do."""
+class ApiProblem(ApiCallError):
+    """A failed API call; ``reason`` is a condition reason, the message says what to do, ``status``
+    is the HTTP status (``NO_ANSWER``: none came)."""
 
     reason = "ApiError"
+
+    def __init__(self, *args: Any, status: int = NO_ANSWER) -> None:
+        Exception.__init__(self, *args)
+        self.status = status
 
 
 class ApiUnreachable(ApiProblem):
@@ -24,20 +31,17 @@ class TokenRejected(ApiProblem):
     reason = "TokenRejected"
 
 
-class LightlyApi:
+class LightlyApi(ClientCore):
     def __init__(self, url: str, token: str, timeout: float, client: httpx.AsyncClient) -> None:
-        self.url = url.rstrip("/")
-        self._token = token
+        super().__init__(url, token)
         self.timeout = timeout
         self.http = client
 
-    def __repr__(self) -> str:  # never show the token
-        return f"LightlyApi({self.url})"
-
     async def _call(self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None) -> Any:
-        query = {**(params or {}), "token": self._token}
         try:
-            r = await self.http.request(method, f"{self.url}{path}", params=query, json=json, timeout=self.timeout)
+            r = await self.http.request(
+                method, self.url_of(path), params=self.query(params), json=json, timeout=self.timeout
+            )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
             raise ApiUnreachable(
                 f"cannot reach the Lightly API at {self.url} ({type(exc).__name__}); check spec.api.url / "
@@ -46,33 +50,31 @@ class LightlyApi:
         if r.status_code == 401:
             raise TokenRejected(
                 f"the Lightly API at {self.url} rejected the token; put a valid token in the Secret named by "
-                "spec.api.tokenSecretRef"
+                "spec.api.tokenSecretRef",
+                status=401,
             )
         if r.status_code >= 400:
-            try:
-                detail = r.json().get("error", r.text)
-            except ValueError:
-                detail = r.text[:200]
-            problem = ApiUnreachable if r.status_code >= 500 else ApiProblem
-            raise problem(f"{method} {path.split('?')[0]} answered {r.status_code}: {detail}")
-        return r.json() if r.content else None
+            problem = ApiUnreachable if is_server_error(r.status_code) else ApiProblem
+            detail = error_detail(r.text, limit=200)
+            raise problem(f"{method} {bare(path)} answered {r.status_code}: {detail}", status=r.status_code)
+        return decode(r.content)
 
     async def register(self, name: str, labels: list[str], version: str) -> str:
         body = WorkerCreateRequest(name=name, labels=labels, creator="USER_PIP", docker_version=version).wire()
-        return (await self._call("POST", "/v1/docker/worker", json=body))["id"]
+        return (await self._call("POST", paths.WORKERS, json=body))["id"]
 
     async def workers(self) -> list[WorkerData]:
-        return [WorkerData.model_validate(w) for w in await self._call("GET", "/v1/docker/worker")]
+        return [WorkerData.model_validate(w) for w in await self._call("GET", paths.WORKERS)]
 
     async def delete_worker(self, worker_id: str) -> None:
         try:
-            await self._call("DELETE", f"/v1/docker/worker/{worker_id}")
+            await self._call("DELETE", paths.worker(worker_id))
         except ApiProblem as exc:
-            if " answered 404" not in str(exc):
+            if exc.status != 404:
                 raise
 
     async def scheduled(self, state: str, labels: list[str]) -> list[ScheduledRunData]:
-        rows = await self._call("GET", "/v1/docker/worker/schedule", params={"state": state, "labels": labels})
+        rows = await self._call("GET", paths.SCHEDULE, params={"state": state, "labels": labels})
         return [ScheduledRunData.model_validate(r) for r in rows]
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import numpy as np
 from conftest import PROXY_VARS, Api, free_port
+from lightly_protocol import paths
 from PIL import Image
 
 #: figures over the whole suite (printed in the terminal summary by fault_report)
@@ -294,14 +295,14 @@ def ok(response: httpx.Response, status: int = 200) -> Any:
 
 def register(api: Api, name: str) -> str:
     body = {"name": name, "workerType": "FULL", "labels": []}
-    return ok(api.post("/v1/docker/worker", json=body), 201)["id"]
+    return ok(api.post(paths.WORKERS, json=body), 201)["id"]
 
 
 def dataset(api: Api, config: dict | None = None) -> str:
-    ds = ok(api.post("/v1/datasets", json={"name": f"faults-{secrets.token_hex(4)}"}), 201)["id"]
+    ds = ok(api.post(paths.DATASETS, json={"name": f"faults-{secrets.token_hex(4)}"}), 201)["id"]
     for purpose in ("INPUT", "LIGHTLY"):
         body = {"purpose": purpose, "type": "LOCAL", "fullPath": ""}
-        ok(api.put(f"/v1/datasets/{ds}/datasource", json=body), 204)
+        ok(api.put(paths.datasource(ds), json=body), 204)
     return ds
 
 
@@ -309,21 +310,21 @@ def config(api: Api, docker: dict | None = None) -> str:
     body: dict[str, Any] = {"version": "V4", "config": {"workerType": "FULL", "selection": SELECTION}}
     if docker:
         body["config"]["docker"] = docker
-    return ok(api.post("/v1/docker/worker/config/vX", json=body), 201)["id"]
+    return ok(api.post(paths.CONFIGS, json=body), 201)["id"]
 
 
 def schedule(api: Api, ds: str, cid: str) -> str:
     body = {"configId": cid, "priority": "MID", "runsOn": []}
-    return ok(api.post(f"/v1/datasets/{ds}/docker/worker/schedule", json=body), 201)["id"]
+    return ok(api.post(paths.dataset_schedule(ds), json=body), 201)["id"]
 
 
 def scheduled(api: Api, ds: str) -> dict[str, dict]:
     states = ["OPEN", "LOCKED", "DONE", "CANCELED"]
-    return {r["id"]: r for r in ok(api.get(f"/v1/datasets/{ds}/docker/worker/schedule", params={"states": states}))}
+    return {r["id"]: r for r in ok(api.get(paths.dataset_schedule(ds), params={"states": states}))}
 
 
 def runs_of(api: Api, ds: str) -> list[dict]:
-    return ok(api.get(f"/v1/docker/runs/query/datasetId/{ds}"))
+    return ok(api.get(paths.runs_of_dataset(ds)))
 
 
 def run_states(api: Api, ds: str, sid: str) -> list[str]:
@@ -373,4 +374,4 @@ def check_outcomes(api: Api, pairs: list[tuple[str, str]], scene: Scene) -> dict
 
 
 def logs_text(api: Api, run_id: str) -> str:
-    return json.dumps(ok(api.get(f"/v1/docker/runs/{run_id}/logs")))
+    return json.dumps(ok(api.get(paths.run_logs(run_id))))

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from lightly_protocol import paths
+from lightly_protocol.client import ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
 from lightly_protocol.models import (
     ArtifactCreatedData,
     ArtifactCreateRequest,
@@ -37,13 +39,11 @@ log = logging.getLogger("lightly_worker.api")
 SESSION_HEADER = "X-Lightly-Worker-Session"
 
 
-class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+#: the protocol's one error type; ``status`` is the HTTP status (503 when the API did not answer)
+ApiError = ApiCallError
 
 
-class WorkerApi:
+class WorkerApi(ClientCore):
     def __init__(
         self,
         url: str,
@@ -52,17 +52,13 @@ class WorkerApi:
         stop: threading.Event | None = None,
         max_backoff: float = 30.0,
     ) -> None:
-        self.url = url.rstrip("/")
-        self._token = token
+        super().__init__(url, token)
         self.http = httpx.Client(timeout=timeout)
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
         # extension: this process's session id, sent with every worker-state report, so the server
         # can tell a restarted process (same worker id, new session) from the one that held a run
         self.session = secrets.token_hex(16)
-
-    def __repr__(self) -> str:
-        return f"WorkerApi({self.url})"
 
     def close(self) -> None:
         self.http.close()
@@ -83,13 +79,13 @@ class WorkerApi:
             try:
                 r = self.http.request(
                     method,
-                    f"{self.url}{path}",
-                    params={**(params or {}), "token": self._token},
+                    self.url_of(path),
+                    params=self.query(params),
                     json=json,
                     headers=headers,
                     timeout=timeout if timeout is not None else self.http.timeout,
                 )
-                if r.status_code < 500:
+                if not is_server_error(r.status_code):
                     break
                 problem = f"{r.status_code} {r.text[:200]}"
             except httpx.TransportError as exc:
@@ -101,30 +97,26 @@ class WorkerApi:
                 raise ApiError(503, f"{method} {path}: stopped while the API was not answering")
             delay = min(self.max_backoff, delay * 2)
         if r.status_code >= 400:
-            try:
-                msg = r.json().get("error") or r.text
-            except ValueError:
-                msg = r.text
-            raise ApiError(r.status_code, f"{method} {path.split('?')[0]} -> {r.status_code}: {msg}")
-        return r.json() if r.content else None
+            raise ApiError(r.status_code, f"{method} {bare(path)} -> {r.status_code}: {error_detail(r.text)}")
+        return decode(r.content)
 
     # ------------------------------------------------------------ workers
 
     def register(self, name: str, labels: list[str], version: str) -> str:
         body = WorkerCreateRequest(name=name, labels=labels, creator="USER_WORKER", docker_version=version)
-        return self._call("POST", "/v1/docker/worker", json=body.wire())["id"]
+        return self._call("POST", paths.WORKERS, json=body.wire())["id"]
 
     def default_worker(self) -> WorkerData:
-        return WorkerData.model_validate(self._call("GET", "/v1/docker/worker/default"))
+        return WorkerData.model_validate(self._call("GET", paths.DEFAULT_WORKER))
 
     def worker(self, worker_id: str) -> WorkerData:
-        return WorkerData.model_validate(self._call("GET", f"/v1/docker/worker/{worker_id}"))
+        return WorkerData.model_validate(self._call("GET", paths.worker(worker_id)))
 
     def set_state(self, worker_id: str, state: str, version: str, retry: bool = True) -> None:
         body = WorkerUpdateRequest(state=state, docker_version=version)
         self._call(
             "PUT",
-            f"/v1/docker/worker/{worker_id}",
+            paths.worker(worker_id),
             json=body.wire(),
             retry=retry,
             headers={SESSION_HEADER: self.session},
@@ -132,14 +124,14 @@ class WorkerApi:
 
     def held_runs(self, worker_id: str) -> list[ScheduledRunData]:
         """LOCKED scheduled runs whose ``owner`` is this worker id."""
-        rows = self._call("GET", "/v1/docker/worker/schedule", params={"state": "LOCKED"})
+        rows = self._call("GET", paths.SCHEDULE, params={"state": "LOCKED"})
         return [r for r in (ScheduledRunData.model_validate(x) for x in rows) if r.owner == worker_id]
 
     def queue(self, worker_id: str, wait: float) -> list[ScheduledRunData]:
         params: dict[str, Any] = {"state": "OPEN"}
         if wait > 0:
             params["waitSeconds"] = wait
-        rows = self._call("GET", f"/v1/docker/worker/{worker_id}/schedule", params=params, timeout=wait + 30)
+        rows = self._call("GET", paths.worker_schedule(worker_id), params=params, timeout=wait + 30)
         return [ScheduledRunData.model_validate(r) for r in rows]
 
     def lock(self, dataset_id: str, worker_id: str, scheduled_id: str) -> bool:
@@ -147,7 +139,7 @@ class WorkerApi:
         try:
             self._call(
                 "PUT",
-                f"/v1/datasets/{dataset_id}/docker/worker/{worker_id}/schedule/{scheduled_id}",
+                paths.scheduled_run(dataset_id, worker_id, scheduled_id),
                 json={"state": "LOCKED"},
             )
             return True
@@ -159,17 +151,17 @@ class WorkerApi:
     def hand_back(self, dataset_id: str, worker_id: str, scheduled_id: str) -> None:
         self._call(
             "PUT",
-            f"/v1/datasets/{dataset_id}/docker/worker/{worker_id}/schedule/{scheduled_id}",
+            paths.scheduled_run(dataset_id, worker_id, scheduled_id),
             json={"state": "OPEN"},
             retry=False,
         )
 
     def config(self, config_id: str) -> WorkerConfigData:
-        return WorkerConfigData.model_validate(self._call("GET", f"/v1/docker/worker/config/vX/{config_id}"))
+        return WorkerConfigData.model_validate(self._call("GET", paths.config(config_id)))
 
     def datasource(self, dataset_id: str, purpose: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", f"/v1/datasets/{dataset_id}/datasource", params={"purpose": purpose})
+            return self._call("GET", paths.datasource(dataset_id), params={"purpose": purpose})
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -186,26 +178,24 @@ class WorkerApi:
             message="picked up",
             creator="USER_WORKER",
         )
-        return self._call("POST", "/v1/docker/runs", json=body.wire())["id"]
+        return self._call("POST", paths.RUNS, json=body.wire())["id"]
 
     def run_state(self, run_id: str, state: str, message: str | None = None) -> None:
-        self._call("PUT", f"/v1/docker/runs/{run_id}", json=RunUpdateRequest(state=state, message=message).wire())
+        self._call("PUT", paths.run(run_id), json=RunUpdateRequest(state=state, message=message).wire())
 
     def logs(self, run_id: str, entries: list[LogCreateEntry], retry: bool = True) -> None:
         if entries:
-            self._call("PUT", f"/v1/docker/runs/{run_id}/logs", json=[e.wire() for e in entries], retry=retry)
+            self._call("PUT", paths.run_logs(run_id), json=[e.wire() for e in entries], retry=retry)
 
     def selection(self, run_id: str, filenames: list[str], tag_name: str | None = None) -> None:
         body = RunSelectionRequest(filenames=filenames, tag_name=tag_name)
-        self._call("PUT", f"/v1/docker/runs/{run_id}/selection", json=body.wire())
+        self._call("PUT", paths.run_selection(run_id), json=body.wire())
 
     def upload_artifact(self, run_id: str, path: Path, file_name: str, artifact_type: str) -> None:
         body = ArtifactCreateRequest(file_name=file_name, type=artifact_type)
-        created = ArtifactCreatedData.model_validate(
-            self._call("POST", f"/v1/docker/runs/{run_id}/artifacts", json=body.wire())
-        )
+        created = ArtifactCreatedData.model_validate(self._call("POST", paths.run_artifacts(run_id), json=body.wire()))
         with open(path, "rb") as fh:
             r = self.http.put(created.signed_write_url, content=fh, timeout=max(60.0, path.stat().st_size / 5e6))
         if r.status_code >= 300:
             raise ApiError(r.status_code, f"upload of {file_name} failed: {r.status_code} {r.text[:200]}")
-        self._call("PUT", f"/v1/docker/runs/{run_id}/artifacts/{created.artifact_id}/confirmUpload")
+        self._call("PUT", paths.artifact_confirm(run_id, created.artifact_id))
