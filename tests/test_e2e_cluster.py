@@ -56,6 +56,8 @@ def test_operator_runs_cluster_wide_from_its_image_under_the_chart_service_accou
     assert not any(a.startswith("--namespace") for a in args), args  # the chart's default: all namespaces
     log = stack.kube.run("-n", stack.ns, "logs", pod["metadata"]["name"]).stdout
     assert "Traceback" not in log, log[-3000:]
+    # the bundled server's secret key (datasource credentials at rest), made once by the bootstrap
+    assert stack.kube.get(stack.ns, "secret", f"{FULLNAME}-server-secret-key")
 
 
 def test_fleet_of_two_completes_a_diversity_run_from_the_real_client(stack: Stack) -> None:

@@ -629,6 +629,49 @@ def test_token_bootstrap_creates_once_reuses_and_never_prints_the_token(
     assert check.stdout.strip() == "1"
 
 
+def test_token_bootstrap_creates_the_server_secret_key_once_and_never_replaces_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mod = _load_bootstrap()
+    store: dict[str, dict[str, Any]] = {}
+
+    def api(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        name = path.strip("/").split("/")[5] if method == "GET" else body["metadata"]["name"]
+        if method == "GET":
+            return (200, store[name]) if name in store else (404, {})
+        if name in store:
+            return 409, {}
+        store[name] = body
+        return 201, body
+
+    env = {
+        "SECRET_KEY_SECRET_NAME": "srv-secret-key",
+        "SECRET_KEY_SECRET_KEY": "secret-key",
+        "SECRET_KEY_NAMESPACE": "ns",
+    }
+    with mock.patch.dict(os.environ, env), mock.patch.object(mod, "api", api):
+        assert mod.ensure_secret_key() == 0
+        first = store["srv-secret-key"]["data"]["secret-key"]
+        assert len(base64.b64decode(first)) >= 32  # the server wants at least 32 characters
+        assert mod.ensure_secret_key() == 0 and store["srv-secret-key"]["data"]["secret-key"] == first
+        store["srv-secret-key"] = {"data": {"other": "eA=="}}
+        assert mod.ensure_secret_key() == 1  # a foreign Secret is never overwritten
+    out = capsys.readouterr()
+    assert base64.b64decode(first).decode() not in out.out + out.err
+
+
+def test_the_bundled_server_gets_its_secret_key_from_a_secret() -> None:
+    docs = render("server")
+    server = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in server["containers"][0]["env"]}
+    ref = env["LIGHTLY_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": f"{FULLNAME}-server-secret-key", "key": "secret-key"}
+    boot = {e["name"]: e.get("value") for e in server["initContainers"][0]["env"]}
+    assert boot["SECRET_KEY_SECRET_NAME"] == ref["name"] and boot["SECRET_KEY_NAMESPACE"] == NAMESPACE
+    role = one(docs, "Role", f"{FULLNAME}-server-secret-key", NAMESPACE)
+    assert {"get"} == set(role["rules"][1]["verbs"]) and role["rules"][1]["resourceNames"] == [ref["name"]]
+
+
 # ---------------------------------------------------------------------------- on a real apiserver
 
 

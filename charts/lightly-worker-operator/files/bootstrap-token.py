@@ -6,6 +6,10 @@ projected service-account token (standard library only: the server image has no 
 
 Idempotent: when one of the Secrets exists, its token is reused for the missing ones and nothing is
 created; an existing Secret is never overwritten. The token is never printed or logged.
+
+With SECRET_KEY_SECRET_NAME set it also makes sure the server's secret key (LIGHTLY_SERVER_SECRET_KEY:
+it encrypts datasource credentials at rest and signs artifact URLs) exists: a random key is stored
+once in that Secret in SECRET_KEY_NAMESPACE, and an existing one is never replaced.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import secrets
 import ssl
 import subprocess
 import sys
@@ -41,7 +46,46 @@ def api(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         return exc.code, {}
 
 
+def ensure_secret_key() -> int:
+    name = os.environ.get("SECRET_KEY_SECRET_NAME")
+    if not name:
+        return 0
+    key, ns = os.environ.get("SECRET_KEY_SECRET_KEY", "secret-key"), os.environ["SECRET_KEY_NAMESPACE"]
+    status, secret = api("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
+    if status == 200:
+        if not (secret.get("data") or {}).get(key):
+            print(f"Secret {ns}/{name} exists without key {key!r}; add it or delete the Secret", file=sys.stderr)
+            return 1
+        print(f"secret key Secret {ns}/{name} exists; nothing to do")
+        return 0
+    if status != 404:
+        print(f"cannot read Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
+        return 1
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap"},
+        },
+        "data": {key: base64.b64encode(secrets.token_urlsafe(48).encode()).decode()},
+    }
+    status, _ = api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
+    if status == 409:
+        print(f"Secret {ns}/{name} was created meanwhile; kept it")
+    elif status not in (200, 201):
+        print(f"cannot create Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
+        return 1
+    else:
+        print(f"stored a new server secret key in Secret {ns}/{name} (key {key})")
+    return 0
+
+
 def main() -> int:
+    if ensure_secret_key() != 0:
+        return 1
     name, key = os.environ["TOKEN_SECRET_NAME"], os.environ["TOKEN_SECRET_KEY"]
     namespaces = [ns for ns in os.environ["TOKEN_NAMESPACES"].split(",") if ns]
     user = os.environ.get("TOKEN_USER", "lightly")

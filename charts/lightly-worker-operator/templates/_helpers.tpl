@@ -144,3 +144,12 @@ app.kubernetes.io/component: server
   value: sqlite:////data/lightly-server.sqlite3
 {{- end }}
 {{- end }}
+
+{{/* The Secret with the server's secret key: the given one, else the one the token bootstrap creates; empty: none. */}}
+{{- define "lwo.serverSecretKeySecret" -}}
+{{- if .Values.server.secretKey.existingSecret }}
+{{- .Values.server.secretKey.existingSecret }}
+{{- else if .Values.server.tokenBootstrap.enabled }}
+{{- printf "%s-secret-key" (include "lwo.serverName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
