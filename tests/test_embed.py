@@ -250,6 +250,7 @@ def test_symlink_loops_outside_links_and_configmap_layout(tmp_path: Path, caplog
     (root / "broken.jpg").symlink_to("nowhere.jpg")
     (root / "alias").symlink_to("sub")
     (root / "bad\nname.jpg").write_bytes(b"img")
+    (root / "tab\tname.jpg").write_bytes(b"img")  # any control character: the server refuses them too
     # a Kubernetes ConfigMap/Secret volume: hidden timestamped folder, ..data -> it, keys link through ..data
     (root / "..2026_12_01_00_00_00.1" / "cm").mkdir(parents=True)
     (root / "..2026_12_01_00_00_00.1" / "cm" / "z.jpg").write_bytes(b"img")
@@ -266,7 +267,7 @@ def test_symlink_loops_outside_links_and_configmap_layout(tmp_path: Path, caplog
     for link in ("leak.jpg", "outdir", "loop"):
         assert f"skipping symlink {link}: it points outside the input folder" in text
     assert "skipping symlink broken.jpg: its target does not exist" in text
-    assert "file names with a line break are not supported" in text
+    assert "file names with a line break are not supported" in text and "tab\\tname.jpg" in text
     assert str(outside) not in text
 
 

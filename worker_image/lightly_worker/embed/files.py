@@ -74,14 +74,18 @@ def frame_name(video_rel: str, frame: int, n_frames: int) -> str:
     return f"{stem}-{frame:0{len(str(n_frames))}d}-{ext}.png"
 
 
+# what the server refuses in filenames (its selection and tag rules): C0/C1 controls, U+2028/U+2029
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
 def _walk(input_root: Path, log: logging.Logger = LOG) -> Iterable[str]:
     """Relative POSIX paths of all files under input_root, hidden files and directories skipped.
 
     Symlinks are followed only while their real target stays inside the input folder (so the
     ``..data`` links of Kubernetes ConfigMap and Secret volumes work); a link that leads outside,
     a directory that was already listed (loops such as ``a -> .``) and a broken link are skipped
-    with one warning each. Names containing a line break are skipped with a warning: they cannot be
-    written to the one-name-per-line outputs and tag exports.
+    with one warning each. Names containing a line break or another control character are skipped
+    with a warning: they cannot be written to the one-name-per-line outputs and tag exports.
     """
     real_root = os.path.realpath(input_root)
     prefix = real_root.rstrip(os.sep) + os.sep
@@ -116,8 +120,8 @@ def _walk(input_root: Path, log: logging.Logger = LOG) -> Iterable[str]:
             if entry.name.startswith("."):
                 continue
             rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if "\n" in entry.name or "\r" in entry.name:
-                log.warning("skipping %r: file names with a line break are not supported", rel)
+            if _CONTROL.search(entry.name):
+                log.warning("skipping %r: file names with a line break are not supported (nor control characters)", rel)
                 continue
             try:
                 is_link = entry.is_symlink()
