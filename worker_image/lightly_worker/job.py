@@ -1,0 +1,121 @@
+"""The state of one selection job, shared by the stages of ``stages.py`` and the loop of ``pipeline.py``.
+
+``Job`` starts with what the caller passes (config, paths, reporter, options) and gathers what each
+stage produces for the ones after it: the listed names, the datapool, the checked files, the
+embeddings, the selection. Nothing here does work; the stages do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from lightly_protocol.models import WorkerConfigV4
+
+
+class JobError(Exception):
+    """The job cannot succeed as configured; the message is shown to the user as the run's message."""
+
+
+class Cancelled(Exception):
+    """The worker is shutting down; the job stops between steps."""
+
+
+class Reporter(Protocol):
+    def stage(self, state: str, message: str) -> None: ...
+
+    def check_cancel(self) -> None: ...
+
+
+class NullReporter:
+    def __init__(self, echo: Callable[[str], None] | None = None) -> None:
+        self.echo = echo
+
+    def stage(self, state: str, message: str) -> None:
+        if self.echo:
+            self.echo(f"[{state}] {message}")
+
+    def check_cancel(self) -> None:
+        return None
+
+
+@dataclass
+class JobPaths:
+    input_root: Path  # where the INPUT datasource's files are
+    lightly_root: Path | None  # where the LIGHTLY datasource's .lightly/ is (None: no LIGHTLY datasource)
+    output_dir: Path
+
+
+@dataclass
+class JobResult:
+    output_dir: Path
+    selected: list[str]
+    report: dict[str, Any]
+    files: list[Path] = field(default_factory=list)
+
+
+@dataclass
+class JobOptions:
+    """The worker's own settings for a job (not part of the run's config)."""
+
+    device: str = "auto"
+    embedding_model: str = "efficientnet-lite0"
+    embedding_input_size: int | None = None
+
+
+@dataclass
+class Job:
+    config: WorkerConfigV4
+    paths: JobPaths
+    reporter: Reporter
+    options: JobOptions
+    report: dict[str, Any]
+    started: float = field(default_factory=time.perf_counter)
+    state: str = ""  # the stage running now (the run state the reporter shows)
+    # filled in by the stages, in order
+    device: str = "cpu"
+    names: list[str] = field(default_factory=list)  # listed inputs, datapool files left out
+    datapool_names: list[str] = field(default_factory=list)
+    datapool_emb: np.ndarray | None = None
+    datapool_path: Path | None = None
+    checked: Any = None  # embed.CheckResult: ok, corrupt, duplicates
+    candidates: list[str] = field(default_factory=list)
+    model: Any = None  # the SimCLR model when training ran
+    emb: np.ndarray | None = None  # candidates x D
+    model_name: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # METADATA / PREDICTIONS inputs
+    query: dict[str, np.ndarray] = field(default_factory=dict)  # SIMILARITY tag -> embeddings
+    result: Any = None  # selection.SelectionResult
+    selected: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    plots: Any = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return self.paths.output_dir
+
+    @property
+    def docker(self) -> Any:
+        return self.config.docker
+
+    @property
+    def use_datapool(self) -> bool:
+        return bool(self.docker and self.docker.use_datapool)
+
+    @property
+    def process_all(self) -> bool:
+        docker = self.docker
+        return bool(docker and docker.datasource and docker.datasource.process_all)
+
+    @property
+    def lightly_dump(self) -> dict[str, Any]:
+        return self.config.lightly.wire() if self.config.lightly else {}
+
+    def say(self, message: str) -> None:
+        """Report the running stage with ``message``."""
+        self.reporter.stage(self.state, message)

@@ -1,0 +1,431 @@
+"""The stages of one selection job, each a function of the ``Job`` state (see ``pipeline.STAGES``).
+
+A stage reads what earlier stages left in the job, does one thing, and leaves its product for the
+next ones. Cancellation, timing and the order are the loop's (``pipeline.run_job``), not theirs;
+a stage reports its message with ``job.say`` and raises ``JobError`` for what the user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightly_protocol.models import WorkerConfigV4
+from lightly_protocol.validation import config_problems
+
+from .embed import (
+    EmbedConfig,
+    EmbeddingsError,
+    TrainConfig,
+    check_samples,
+    embed_samples,
+    list_samples,
+    load_custom_embeddings,
+    save_embeddings,
+    train_simclr,
+)
+from .job import Job, JobError, JobPaths, Reporter
+from .paths import PathOutsideRoot, inside
+from .report import make_plots, write_lines
+from .selection import SelectionError, SelectionInputs, load_lightly_inputs, select
+
+log = logging.getLogger("lightly_worker.run")
+
+
+# ---------------------------------------------------------------- stages
+
+
+def initialize(job: Job) -> None:
+    config, paths = job.config, job.paths
+    job.say("checking the configuration")
+    problems = config_problems(config)
+    if config.selection is None:
+        problems.append("the run has no selection config; pass selection_config to schedule_compute_worker_run")
+    if problems:
+        raise JobError("invalid configuration: " + "; ".join(problems))
+    if not paths.input_root.is_dir():
+        raise JobError(
+            f"the input directory {paths.input_root} does not exist; mount your images at the worker's "
+            "input_mount and set the INPUT datasource's relative path accordingly"
+        )
+    job.device = _device(job.options.device)
+    (job.out / "config").mkdir(exist_ok=True)
+    dump = json.dumps(job.report["config"], indent=2, sort_keys=True, default=str)
+    (job.out / "config" / "config.json").write_text(dump)
+
+
+def load_dataset(job: Job) -> None:
+    config, paths = job.config, job.paths
+    job.say(f"listing files under {paths.input_root}")
+    relevant = _relevant_filenames(config, paths)
+    names = list_samples(paths.input_root, relevant, log=log)
+    if relevant is not None:
+        missing = sorted(set(relevant) - set(names))
+        if missing:
+            log.warning("%d files of relevant_filenames_file do not exist in the input and are skipped", len(missing))
+    if config.selection and config.selection.lightly_path_regex:
+        rx = re.compile(config.selection.lightly_path_regex)
+        names = [n for n in names if rx.search(n)]
+    if not names:
+        raise JobError(f"no input files found under {paths.input_root} (images: jpg, png, webp, bmp, tiff)")
+    log.info("found %d input files", len(names))
+    job.names = names
+    _load_datapool(job)
+
+
+def _load_datapool(job: Job) -> None:
+    docker = job.docker
+    job.datapool_path = dp_path = _datapool_path(job.paths)
+    if job.use_datapool:
+        if dp_path is None:
+            raise JobError("use_datapool needs a LIGHTLY datasource to keep the datapool in")
+        if docker and docker.enable_training:
+            raise JobError("use_datapool cannot be combined with enable_training (the embeddings would change)")
+        if dp_path.exists():
+            try:
+                job.datapool_names, job.datapool_emb = load_custom_embeddings(dp_path)
+            except EmbeddingsError as exc:
+                raise JobError(f"the datapool {dp_path} is unreadable: {exc}") from None
+            log.info("datapool: %d samples selected in earlier runs", len(job.datapool_names))
+    if job.datapool_names and not job.process_all:
+        seen = set(job.datapool_names)
+        job.names = [n for n in job.names if n not in seen]
+        if not job.names:
+            raise JobError(
+                "no new input files since the last run (all are in the datapool); add files or set "
+                "datasource.process_all"
+            )
+
+
+def check_corruptness(job: Job) -> None:
+    docker, out, names = job.docker, job.out, job.names
+    job.say(f"checking {len(names)} files for corruption and exact duplicates")
+    threshold = docker.corruptness_check.corruption_threshold if docker and docker.corruptness_check else None
+    checked = check_samples(
+        job.paths.input_root,
+        names,
+        num_workers=-1,
+        corruption_threshold=threshold,
+        progress=_progress(job.reporter, "checked"),
+    )
+    write_lines(out / "filenames" / "corrupt_filenames.txt", sorted(checked.corrupt))
+    write_lines(out / "filenames" / "duplicate_filenames.txt", sorted(checked.duplicates))
+    (out / "data").mkdir(exist_ok=True)
+    (out / "data" / "corruptness_check_information.json").write_text(
+        json.dumps({"corrupt_samples": checked.corrupt, "duplicate_samples": checked.duplicates}, indent=2)
+    )
+    if checked.corrupt:
+        log.warning("%d corrupt files are left out: %s", len(checked.corrupt), ", ".join(sorted(checked.corrupt)[:10]))
+    if checked.duplicates:
+        log.info("%d exact duplicates are left out", len(checked.duplicates))
+    job.checked, job.candidates = checked, checked.ok
+    if not job.candidates:
+        raise JobError("every input file is corrupt or a duplicate; nothing to select from")
+
+
+def wants_training(job: Job) -> bool:
+    return bool(job.docker and job.docker.enable_training)
+
+
+def train(job: Job) -> None:
+    lightly_dump = job.lightly_dump
+    trainer = lightly_dump.get("trainer", {})
+    job.say(
+        f"self-supervised training (SimCLR) on {len(job.candidates)} images, "
+        f"{trainer.get('maxEpochs', 'default')} epochs",
+    )
+    job.model = train_simclr(
+        job.paths.input_root,
+        job.candidates,
+        TrainConfig.from_lightly(lightly_dump),
+        device=job.device,
+        checkpoint_path=job.out / "lightly_epoch_last.ckpt",
+        progress=_progress(job.reporter, "trained"),
+    )
+
+
+def embed(job: Job) -> None:
+    docker = job.docker
+    normalize = True if docker is None or docker.normalize_embeddings is None else docker.normalize_embeddings
+    if docker and docker.embeddings:
+        _custom_embeddings(job, docker.embeddings, normalize)
+    else:
+        _model_embeddings(job, normalize)
+    dp, emb = job.datapool_emb, job.emb
+    assert emb is not None
+    if dp is not None and dp.shape[1] != emb.shape[1]:
+        raise JobError(
+            f"the datapool has {dp.shape[1]}-d embeddings but this run makes {emb.shape[1]}-d ones; "
+            "use the same embedding settings as the earlier runs or start a new datapool"
+        )
+
+
+def _custom_embeddings(job: Job, name: str, normalize: bool) -> None:
+    if job.paths.lightly_root is None:
+        raise JobError("custom embeddings need a LIGHTLY datasource (.lightly/embeddings/ in it)")
+    csv_path = _confined(
+        job.paths.lightly_root / ".lightly" / "embeddings",
+        name,
+        "embeddings",
+        ".lightly/embeddings/ of the LIGHTLY datasource",
+    )
+    job.say(f"reading custom embeddings {name}")
+    try:
+        emb_names, emb_all = load_custom_embeddings(csv_path)
+    except (EmbeddingsError, OSError) as exc:
+        raise JobError(f"custom embeddings {name!r}: {exc}") from None
+    index = {n: i for i, n in enumerate(emb_names)}
+    missing = [n for n in job.candidates if n not in index]
+    if missing:
+        raise JobError(
+            f"custom embeddings {name} have no row for {len(missing)} input files "
+            f"(e.g. {missing[0]!r}); add them or restrict the input with relevant_filenames_file"
+        )
+    emb = emb_all[[index[n] for n in job.candidates]].astype(np.float32)
+    if normalize:
+        emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    job.emb, job.model_name = emb, "custom"
+
+
+def _model_embeddings(job: Job, normalize: bool) -> None:
+    lightly_dump, opts, candidates = job.lightly_dump, job.options, job.candidates
+    loader = lightly_dump.get("loader", {})
+    collate = lightly_dump.get("collate", {})
+    size = opts.embedding_input_size or collate.get("inputSize") or (224 if job.device == "cuda" else 128)
+    cfg = EmbedConfig(
+        model="simclr" if job.model is not None else opts.embedding_model,
+        input_size=int(size),
+        batch_size=int(loader.get("batchSize") or 32),
+        num_workers=int(loader.get("numWorkers", -1)),
+        device=job.device,
+        normalize=normalize,
+        seed=int(lightly_dump.get("seed") or 0),
+    )
+    job.say(f"embedding {len(candidates)} images with {cfg.model} at {cfg.input_size} px")
+    failed: list[str] = []
+    emb = embed_samples(
+        job.paths.input_root,
+        candidates,
+        cfg,
+        model=job.model,
+        failed=failed,
+        progress=_progress(job.reporter, "embedded"),
+    )
+    if failed:  # unreadable after all (e.g. vanished): left out like corrupt files
+        log.warning("%d files could not be read while embedding; left out: %s", len(failed), failed[:5])
+        bad = set(failed)
+        keep = [i for i, n in enumerate(candidates) if n not in bad]
+        candidates = [candidates[i] for i in keep]
+        emb = emb[keep]
+        job.checked.corrupt.update({n: "unreadable while embedding" for n in bad})
+        write_lines(job.out / "filenames" / "corrupt_filenames.txt", sorted(job.checked.corrupt))
+        if not candidates:
+            raise JobError("no input file could be read; nothing to select from")
+    job.candidates, job.emb, job.model_name = candidates, emb, cfg.model
+
+
+def wants_metadata(job: Job) -> bool:
+    assert job.config.selection is not None
+    return bool({e.input.type for e in job.config.selection.strategies} & {"METADATA", "SCORES", "PREDICTIONS"})
+
+
+def load_metadata(job: Job) -> None:
+    job.say("reading metadata and predictions from .lightly/")
+    if job.paths.lightly_root is None:
+        raise JobError("METADATA, SCORES and PREDICTIONS inputs need a LIGHTLY datasource with .lightly/ files")
+    assert job.config.selection is not None
+    try:
+        job.extra = load_lightly_inputs(job.paths.lightly_root, job.candidates, job.config.selection)
+    except SelectionError as exc:
+        raise JobError(str(exc)) from None
+
+
+def load_queries(job: Job) -> None:
+    """SIMILARITY queries (no run state of their own: their time counts to the stage before)."""
+    assert job.config.selection is not None and job.emb is not None
+    for entry in job.config.selection.strategies:
+        if entry.strategy.type == "SIMILARITY" and entry.input.tag_name:
+            tag = entry.input.tag_name
+            job.query[tag] = _query_embeddings(tag, job.candidates, job.emb, job.paths)
+
+
+def sample(job: Job) -> None:
+    candidates = job.candidates
+    job.say(f"selecting from {len(candidates)} candidates")
+    inputs = SelectionInputs(
+        filenames=candidates,
+        embeddings=job.emb,
+        datapool_embeddings=job.datapool_emb,
+        query_embeddings=job.query,
+        **job.extra,
+    )
+    assert job.config.selection is not None
+    try:
+        job.result = select(job.config.selection, inputs, device=job.device)
+    except SelectionError as exc:
+        raise JobError(str(exc)) from None
+    job.selected = [candidates[i] for i in job.result.selected]
+    log.info("selected %d of %d candidates (%s)", len(job.selected), len(candidates), job.result.stop_reason)
+
+
+def save_results(job: Job) -> None:
+    out, candidates, result, selected, emb = job.out, job.candidates, job.result, job.selected, job.emb
+    assert emb is not None
+    job.say(f"writing results to {out}")
+    write_lines(out / "filenames" / "selected_filenames.txt", selected)
+    write_lines(out / "filenames" / "sampled_filenames_excluding_datapool.txt", selected)
+    job.removed = [candidates[i] for i in result.removed_by_threshold]
+    chosen = set(result.selected)
+    not_selected = [n for i, n in enumerate(candidates) if i not in chosen]
+    write_lines(out / "filenames" / "removed_filenames.txt", not_selected)
+    write_lines(out / "filenames" / "threshold_removed_filenames.txt", job.removed)
+    save_embeddings(out / "data" / "embeddings.csv", candidates, emb)
+    dp_emb = job.datapool_emb
+    sel_names = job.datapool_names + selected
+    sel_emb = emb[result.selected] if dp_emb is None else np.concatenate([dp_emb, emb[result.selected]])
+    save_embeddings(out / "data" / "selected_embeddings_including_datapool.csv", sel_names, sel_emb)
+    docker, dp_path = job.docker, job.datapool_path
+    update_pool = job.use_datapool and (
+        docker is None or docker.datasource is None or docker.datasource.enable_datapool_update is not False
+    )
+    if update_pool and dp_path is not None:
+        dp_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dp_path.with_suffix(".tmp")
+        save_embeddings(tmp, sel_names, sel_emb)
+        tmp.replace(dp_path)
+        log.info("datapool updated: %d samples", len(sel_names))
+
+
+def generate_report(job: Job) -> None:
+    emb, result, checked = job.emb, job.result, job.checked
+    assert emb is not None
+    job.say("plots and report")
+    job.plots, stats = make_plots(job.out, emb, result.selected)
+    job.report["summary"] = {
+        "n_input_files": len(job.names) + len(job.datapool_names if not job.process_all else []),
+        "n_corrupt": len(checked.corrupt),
+        "n_duplicates": len(checked.duplicates),
+        "n_datapool": len(job.datapool_names),
+        "n_candidates": len(job.candidates),
+        "n_removed_by_threshold": len(job.removed),
+        "n_selected": len(job.selected),
+        "stop_reason": result.stop_reason,
+        "embedding_model": job.model_name,
+        "embedding_dim": int(emb.shape[1]),
+        "device": job.device,
+    }
+    job.report["distance_statistics"] = stats
+    job.report["selected_filenames_preview"] = job.selected[:200]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _confined(root: Path, rel: str, what: str, where: str) -> Path:
+    try:
+        return inside(root, rel, what, where)
+    except PathOutsideRoot as exc:
+        raise JobError(str(exc)) from None
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise JobError("device=cuda was requested but no CUDA GPU is visible in this container")
+    return requested
+
+
+def _relevant_filenames(config: WorkerConfigV4, paths: JobPaths) -> list[str] | None:
+    name = config.docker.relevant_filenames_file if config.docker else None
+    if not name:
+        return None
+    if paths.lightly_root is None:
+        raise JobError(
+            "relevant_filenames_file needs a LIGHTLY datasource (client.set_local_config(purpose='LIGHTLY'))"
+        )
+    rel = str(name).replace("\\", "/")
+    while rel.startswith("./"):
+        rel = rel[2:]
+    if not rel.startswith(".lightly/"):
+        raise JobError(f"relevant_filenames_file {name!r} must lie under .lightly/ of the LIGHTLY datasource")
+    path = _confined(
+        paths.lightly_root / ".lightly",
+        rel[len(".lightly/") :],
+        "relevant_filenames_file",
+        ".lightly/ of the LIGHTLY datasource",
+    )
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise JobError(f"relevant_filenames_file {name!r} cannot be read ({exc.strerror})") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise JobError(
+            f"relevant_filenames_file {name!r}, line {line}: not UTF-8 text (expected one filename per line)"
+        ) from None
+    return [x.strip() for x in text.splitlines() if x.strip() and not x.startswith("#")]
+
+
+def _datapool_path(paths: JobPaths) -> Path | None:
+    if paths.lightly_root is None:
+        return None
+    return _confined(
+        paths.lightly_root / ".lightly",
+        "datapool/datapool_latest.csv",
+        "the datapool",
+        ".lightly/ of the LIGHTLY datasource",
+    )
+
+
+def _progress(reporter: Reporter, verb: str) -> Callable[[int, int], None]:
+    """Progress callback: stop between batches when the worker shuts down; a tqdm bar on stderr (the
+    container log) and a log line every ~10 % (the run's log in the API and log.txt)."""
+    from tqdm import tqdm
+
+    last = [-1]
+    bar: list[Any] = []
+
+    def report(done: int, total: int) -> None:
+        reporter.check_cancel()
+        if not bar:
+            bar.append(tqdm(total=total, desc=verb, unit="img", mininterval=2.0, file=sys.stderr, leave=False))
+        bar[0].update(done - bar[0].n)
+        if done >= total:
+            bar[0].close()
+        step = int(10 * done / total) if total else 10
+        if step != last[0]:
+            last[0] = step
+            log.info("%s %d/%d", verb, done, total)
+
+    return report
+
+
+def _query_embeddings(tag: str, names: list[str], emb: np.ndarray, paths: JobPaths) -> np.ndarray:
+    """SIMILARITY queries: filenames listed in .lightly/tags/<tag>.txt of the LIGHTLY datasource."""
+    if paths.lightly_root is None:
+        raise JobError(f"SIMILARITY to tag {tag!r} needs a LIGHTLY datasource with .lightly/tags/{tag}.txt")
+    path = _confined(
+        paths.lightly_root / ".lightly" / "tags", f"{tag}.txt", "the SIMILARITY query tag", ".lightly/tags/"
+    )
+    try:
+        wanted = [x.strip() for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    except (OSError, UnicodeDecodeError):
+        raise JobError(
+            f"SIMILARITY query tag {tag!r}: list its filenames, one per line, in .lightly/tags/{tag}.txt"
+        ) from None
+    index = {n: i for i, n in enumerate(names)}
+    rows = [index[n] for n in wanted if n in index]
+    if not rows:
+        raise JobError(f"none of the {len(wanted)} files of query tag {tag!r} is among the input files")
+    return emb[rows]
