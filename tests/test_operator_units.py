@@ -394,3 +394,36 @@ def test_handlers_are_registered_with_the_settings_intervals_not_at_import() -> 
     registry = register_handlers(kopf.OperatorRegistry(), OperatorSettings(resync_seconds=0.3, sweep_seconds=7))
     timers = {h.id: h.interval for h in registry._spawning.get_all_handlers()}
     assert timers == {"reconcile_periodically": 0.3, "sweep_orphans": 7}
+
+
+# ------------------------------------------------------------------ kopf state in memory
+
+
+def test_kopf_state_lives_in_memory_and_writes_nothing() -> None:
+    import kopf
+    from lightly_operator.kopf_state import MemoryDiffBaseStorage, MemoryProgressStorage
+
+    raw = {
+        "metadata": {"name": "f", "namespace": "ml", "uid": "u-1", "annotations": {"lightly.ai/old": "x", "a": "b"}},
+        "spec": {"replicas": 1},
+        "status": {"phase": "Running"},
+    }
+    body, patch = kopf.Body(raw), kopf.Patch()
+    diffbase = MemoryDiffBaseStorage()
+    essence = diffbase.build(body=body)
+    assert essence == {"metadata": {"annotations": {"a": "b"}}, "spec": {"replicas": 1}}
+    assert diffbase.fetch(body=body) is None
+    diffbase.store(body=body, patch=patch, essence=essence)
+    assert diffbase.fetch(body=body) == essence
+    progress = MemoryProgressStorage()
+    progress.store(key=kopf.HandlerId("h"), record={"retries": 1}, body=body, patch=patch)
+    assert progress.fetch(key=kopf.HandlerId("h"), body=body) == {"retries": 1}
+    progress.purge(key=kopf.HandlerId("h"), body=body, patch=patch)
+    assert progress.fetch(key=kopf.HandlerId("h"), body=body) is None
+    assert not patch  # no annotations written
+    # a retry still touches the object, so that the watch brings the event that retries the handler
+    progress.touch(body=body, patch=patch, value="now")
+    assert patch["metadata"]["annotations"]["lightly.ai/touch-dummy"] == "now"
+    deleting = kopf.Body({**raw, "metadata": {**raw["metadata"], "deletionTimestamp": "2026-01-01T00:00:00Z"}})
+    diffbase.store(body=deleting, patch=kopf.Patch(), essence=essence)
+    assert len(diffbase) == 0

@@ -15,6 +15,7 @@ import kopf
 
 from .builders import MANAGED_BY
 from .indexes import FleetEntry, FleetIndex, PodIndex, plain_body, pods_of
+from .kopf_state import MemoryDiffBaseStorage, MemoryProgressStorage
 from .kube import Kube, load_client
 from .memo import FleetKey
 from .metrics import OperatorMetrics
@@ -55,9 +56,16 @@ def register_handlers(registry: kopf.OperatorRegistry, settings: OperatorSetting
     kopf.on.event("pods", labels=POD_LABELS, registry=registry)(pod_changed)
     for on in (kopf.on.resume, kopf.on.update, kopf.on.create):
         on(GROUP, VERSION, PLURAL, registry=registry)(reconcile_on_change)
-    kopf.timer(GROUP, VERSION, PLURAL, interval=settings.resync_seconds, sharp=False, registry=registry)(
-        reconcile_periodically
-    )
+    # the first tick after one interval: the create/resume handler has just reconciled the fleet
+    kopf.timer(
+        GROUP,
+        VERSION,
+        PLURAL,
+        interval=settings.resync_seconds,
+        initial_delay=settings.resync_seconds,
+        sharp=False,
+        registry=registry,
+    )(reconcile_periodically)
     kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(deregister_fleet)
     kopf.timer(
         GROUP, VERSION, PLURAL, interval=settings.sweep_seconds, initial_delay=5, sharp=False, registry=registry
@@ -85,10 +93,9 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.networking.request_timeout = 60
     settings.posting.level = 30  # post WARNING and above from kopf's own logs as Events
     settings.persistence.finalizer = "lightly.ai/deregister-workers"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="lightly.ai")
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="lightly.ai", key="last-handled-configuration"
-    )
+    # in memory, not in annotations: one write less per handled change (see kopf_state)
+    settings.persistence.progress_storage = MemoryProgressStorage()
+    settings.persistence.diffbase_storage = MemoryDiffBaseStorage()
     settings.background.cancellation_polling = 2
     settings.queueing.error_delays = [1, 2, 5, 10, 30, 60]
 
