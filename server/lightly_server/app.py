@@ -407,11 +407,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Without ``waitSeconds``: the protocol's plain listing. With it (our extension): one run for
         this worker as soon as there is one, handed out so that concurrent pollers get different runs."""
         if wait > 0 and states in ([], [ScheduledState.OPEN]):
-
-            def match(open_rows: list[Any], locked: set[str]) -> list[Any]:
-                return store.filter_schedule(open_rows, locked, labels, include_unlockable)
-
-            rows = await server.broker.wait(user_id, match, min(wait, server.settings.max_wait_seconds))
+            rows = await server.broker.wait(
+                user_id, labels, include_unlockable, min(wait, server.settings.max_wait_seconds)
+            )
         else:
             rows = await run_in_threadpool(query)
         return _json([store.scheduled_data(r) for r in rows])
@@ -506,6 +504,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         except ApiError as exc:
             if body.state == ScheduledState.LOCKED:
                 server.metrics.claims.labels("conflict" if exc.status == 409 else "error").inc()
+                server.broker.release(scheduled_id)  # still OPEN (e.g. its dataset was locked)? next waiter
             raise
         if body.state == ScheduledState.LOCKED:
             server.metrics.claims.labels("locked").inc()

@@ -1,54 +1,76 @@
 """Wake-ups for long-polling workers.
 
-Every change of a scheduled run's state pokes the ``ScheduleBroker``. The broker answers all
-waiting requests of this replica with ONE database query per wake-up (not one per waiter), then
-filters the rows per waiter in memory, so 500 waiting workers cost one query when a run is
-scheduled. Across replicas: PostgreSQL LISTEN/NOTIFY carries the pokes; with SQLite (one file,
-possibly several processes) a waiting replica also re-checks once per ``sqlite_poll_s``.
+Every change of a scheduled run's state pokes the ``ScheduleBroker``. The broker keeps this
+replica's waiting requests in an index: one FIFO queue per *waiter class* (user, label set,
+includeUnlockableRuns), ordered by arrival. A wake-up runs ONE database query (the user's OPEN runs
+and locked datasets), then walks the open runs in dispatch order and, for each run, looks only at
+the head of every class queue whose label set fits it: the oldest fitting waiter gets the run. The
+matching work of a wake-up is O(open runs x waiter classes), independent of the number of waiting
+workers (a fleet has a handful of label sets, not thousands); handing a run, cancelling a waiter and
+a waiter's arrival are O(1). Each run (and each dataset) is handed to one waiter only: no thundering
+herd.
+
+No lost wake-up: a poke that finds no waiter marks the broker stale, so the next arriving waiter
+refreshes; a waiter whose request ends after it was handed a run (client gone) hands the run back at
+once; a worker whose claim fails calls ``release`` so the run goes to the next waiter; a handed run
+never claimed is offered again after ``rehand_after_s`` by the periodic re-check.
+
+Across replicas: PostgreSQL LISTEN/NOTIFY carries the pokes (one refresh per NOTIFY burst per
+replica, O(open runs x classes), not O(waiters)); with SQLite (one file, possibly several processes)
+a waiting replica also re-checks once per ``sqlite_poll_s``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Row
 
 from .db import Database
-from .store import open_candidates
+from .store import dispatchable, open_candidates
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "lightly_schedule"
 
-Matcher = Callable[[list[Row], set[str]], list[Row]]
+#: (user id, labels (None: any), includeUnlockableRuns): waiters of one class want the same runs
+ClassKey = tuple[str, frozenset[str] | None, bool]
+
+_seq = itertools.count()
 
 
 @dataclass(eq=False)
 class Waiter:
-    user_id: str
-    match: Matcher  # (OPEN rows of this user in dispatch order, locked datasets) -> answer rows
+    key: ClassKey
+    seq: int = field(default_factory=lambda: next(_seq))  # arrival order across classes
     future: asyncio.Future[list[Row]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class ScheduleBroker:
     def __init__(self, db: Database, sqlite_poll_s: float = 1.0, safety_poll_s: float = 5.0) -> None:
         self.db = db
-        self.waiters: dict[Waiter, None] = {}  # an ordered set: first come, first served
-        self._handed: dict[str, float] = {}
+        # the index: class -> its waiters in arrival order (OrderedDict: O(1) head, append, removal)
+        self.classes: dict[ClassKey, OrderedDict[Waiter, None]] = {}
+        self.n_waiting = 0
+        self._handed: dict[str, float] = {}  # scheduled run id -> when it was handed to a waiter
         self.rehand_after_s = 2.0
         self.loop: asyncio.AbstractEventLoop | None = None
         self._dirty = False
+        self._stale = True  # something may have changed since the last refresh: the next waiter refreshes
         self._refreshing = False
         self._poll_s = sqlite_poll_s if db.sqlite else safety_poll_s
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self.refreshes = 0  # counters for tests and the benchmark
+        self.woken = 0
 
     # -------------------------------------------------------------- lifecycle
 
@@ -63,10 +85,12 @@ class ScheduleBroker:
         self._stop.set()
         for t in self._tasks:
             t.cancel()
-        for w in list(self.waiters):
-            if not w.future.done():
-                w.future.set_result([])
-        self.waiters.clear()
+        for queue in self.classes.values():
+            for w in queue:
+                if not w.future.done():
+                    w.future.set_result([])
+        self.classes.clear()
+        self.n_waiting = 0
 
     # -------------------------------------------------------------- pokes
 
@@ -86,8 +110,22 @@ class ScheduleBroker:
             loop.call_soon_threadsafe(self._on_poke)
 
     def _on_poke(self) -> None:
-        if self.waiters:
+        self._stale = True
+        if self.n_waiting:
             self._schedule_refresh()
+
+    def release(self, scheduled_id: str) -> None:
+        """Thread-safe: the waiter handed this run did not claim it; hand it to the next one now."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+
+        def on_loop() -> None:
+            self._handed.pop(scheduled_id, None)
+            self._on_poke()
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(on_loop)
 
     def _schedule_refresh(self) -> None:
         if self._refreshing:
@@ -107,44 +145,60 @@ class ScheduleBroker:
         try:
             while True:
                 self._dirty = False
-                waiters = [w for w in self.waiters if not w.future.done()]
-                if not waiters:
+                if not self.n_waiting:
                     return
-                user_ids = {w.user_id for w in waiters}
+                self._stale = False
+                user_ids = {k[0] for k, q in self.classes.items() if q}
                 try:
                     rows, locked = await asyncio.to_thread(self._query, user_ids)
                 except Exception:  # the database hiccuped: waiters keep waiting, the poll retries
                     log.exception("schedule refresh failed")
+                    self._stale = True
                     return
-                now = time.monotonic()
-                open_ids = {r.id for r in rows}
-                self._handed = {
-                    k: t for k, t in self._handed.items() if k in open_ids and now - t < self.rehand_after_s
-                }
-                handed_datasets = {r.dataset_id for r in rows if r.id in self._handed}
-                by_user: dict[str, list[Row]] = {}
-                for r in rows:
-                    by_user.setdefault(r.user_id, []).append(r)
-                for w in waiters:  # first come, first served
-                    if w.future.done():
-                        continue
-                    pick = next(
-                        (
-                            r
-                            for r in w.match(by_user.get(w.user_id, []), locked)
-                            if r.id not in self._handed and r.dataset_id not in handed_datasets
-                        ),
-                        None,
-                    )
-                    if pick is not None:
-                        self._handed[pick.id] = now
-                        handed_datasets.add(pick.dataset_id)
-                        w.future.set_result([pick])
-                        self.waiters.pop(w, None)
+                self.refreshes += 1
+                self._hand_out(rows, locked)
                 if not self._dirty:
                     return
         finally:
             self._refreshing = False
+
+    def _hand_out(self, rows: list[Row], locked: set[str]) -> None:
+        """For each open run in dispatch order, the oldest waiter whose class fits it gets it.
+
+        Work: O(open runs x waiter classes of its user); never a scan of the waiters.
+        """
+        now = time.monotonic()
+        open_ids = {r.id for r in rows}
+        self._handed = {k: t for k, t in self._handed.items() if k in open_ids and now - t < self.rehand_after_s}
+        handed_datasets = {r.dataset_id for r in rows if r.id in self._handed}
+        by_user: dict[str, list[tuple[ClassKey, OrderedDict[Waiter, None]]]] = {}
+        for key, queue in self.classes.items():
+            if queue:
+                by_user.setdefault(key[0], []).append((key, queue))
+        left_over = False
+        for r in rows:
+            if r.id in self._handed or r.dataset_id in handed_datasets:
+                left_over = True  # handed and not claimed yet: may come back
+                continue
+            best: Waiter | None = None
+            for (_, labels, include_unlockable), queue in by_user.get(r.user_id, ()):
+                if queue and dispatchable(r, labels, locked, include_unlockable):
+                    head = next(iter(queue))
+                    if best is None or head.seq < best.seq:
+                        best = head
+            if best is None:
+                left_over = True
+                continue
+            self._remove(best)
+            self._handed[r.id] = now
+            handed_datasets.add(r.dataset_id)
+            self.woken += 1
+            best.future.set_result([r])
+            if not self.n_waiting:
+                left_over = left_over or r is not rows[-1]
+                break
+        # runs nobody took may suit the next waiter to arrive; without them it needs no query
+        self._stale = self._stale or left_over
 
     def _query(self, user_ids: set[str]) -> tuple[list[Row], set[str]]:
         with self.db.read() as conn:
@@ -153,7 +207,9 @@ class ScheduleBroker:
     async def _poll_loop(self) -> None:
         while True:
             await asyncio.sleep(self._poll_s)
-            if self.waiters:
+            if self.db.sqlite:
+                self._stale = True  # another process may share the file: it pokes nobody here
+            if self.n_waiting:
                 self._schedule_refresh()
 
     def _listen_pg(self) -> None:
@@ -167,21 +223,41 @@ class ScheduleBroker:
                     self.poke()  # we may have missed something while (re)connecting
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
-                            self.poke()
+                            self.poke()  # pokes coalesce: a burst of NOTIFYs costs a refresh or two
             except Exception as exc:
                 log.warning("LISTEN connection to PostgreSQL lost (%s); reconnecting in 1 s", exc)
+                self._stale = True
                 time.sleep(1.0)
 
     # -------------------------------------------------------------- waiting
 
-    async def wait(self, user_id: str, match: Matcher, timeout: float) -> list[Row]:
-        """One matching run (as a list) as soon as there is one for this waiter; [] after ``timeout`` s."""
-        waiter = Waiter(user_id, match)
-        self.waiters[waiter] = None
-        self._schedule_refresh()
+    def _add(self, w: Waiter) -> None:
+        self.classes.setdefault(w.key, OrderedDict())[w] = None
+        self.n_waiting += 1
+
+    def _remove(self, w: Waiter) -> None:
+        queue = self.classes.get(w.key)
+        if queue is not None and queue.pop(w, 0) is None:
+            self.n_waiting -= 1
+            if not queue:
+                del self.classes[w.key]
+
+    async def wait(
+        self, user_id: str, labels: set[str] | frozenset[str] | None, include_unlockable: bool, timeout: float
+    ) -> list[Row]:
+        """One run fitting ``labels`` (as a list) as soon as there is one for this waiter; [] after ``timeout`` s."""
+        waiter = Waiter((user_id, None if labels is None else frozenset(labels), include_unlockable))
+        self._add(waiter)
+        if self._stale:
+            self._schedule_refresh()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except TimeoutError:
             return []
+        except asyncio.CancelledError:
+            # the request ended (client gone) right after we handed it a run: pass the run on
+            if waiter.future.done() and waiter.future.result():
+                self.release(waiter.future.result()[0].id)
+            raise
         finally:
-            self.waiters.pop(waiter, None)
+            self._remove(waiter)

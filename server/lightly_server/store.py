@@ -7,6 +7,7 @@ raise ``ApiError`` with a message that says what to fix. Rows are turned into wi
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -509,19 +510,34 @@ def open_candidates(conn: Connection, user_ids: Iterable[str]) -> tuple[list[Row
     return rows, locked
 
 
-def runs_on_fits(row: Row, labels: set[str]) -> bool:
-    return set(json.loads(row.runs_on)) <= labels
+@functools.lru_cache(maxsize=4096)
+def parse_runs_on(raw: str) -> frozenset[str]:
+    """A stored runsOn (sorted JSON list) as a set; a fleet has few distinct ones, so this is cached."""
+    return frozenset(json.loads(raw))
+
+
+def runs_on_fits(row: Row, labels: set[str] | frozenset[str]) -> bool:
+    return parse_runs_on(row.runs_on) <= labels
+
+
+def dispatchable(
+    row: Row, labels: set[str] | frozenset[str] | None, locked_datasets: set[str], include_unlockable: bool
+) -> bool:
+    """THE dispatch rule, used by both poll paths (plain listing and long-poll wake-ups).
+
+    runsOn ⊆ labels (labels None = any), and by default an OPEN run only when its dataset holds no
+    lock (a LOCKED run is never "unlockable" from its own listing's point of view).
+    """
+    return (labels is None or runs_on_fits(row, labels)) and (
+        include_unlockable or row.state != ScheduledState.OPEN or row.dataset_id not in locked_datasets
+    )
 
 
 def filter_schedule(
     rows: Iterable[Row], locked_datasets: set[str], labels: set[str] | None, include_unlockable: bool
 ) -> list[Row]:
-    """runsOn ⊆ labels (labels None = any), and by default only runs whose dataset is not locked."""
-    return [
-        r
-        for r in rows
-        if (labels is None or runs_on_fits(r, labels)) and (include_unlockable or r.dataset_id not in locked_datasets)
-    ]
+    """The rows the dispatch rule (``dispatchable``) lets through."""
+    return [r for r in rows if dispatchable(r, labels, locked_datasets, include_unlockable)]
 
 
 def schedule_query(
@@ -542,13 +558,7 @@ def schedule_query(
                 )
             ).scalars()
         )
-    # a LOCKED run is never "unlockable" from its own listing's point of view
-    return [
-        r
-        for r in rows
-        if (labels is None or runs_on_fits(r, labels))
-        and (include_unlockable or r.state != ScheduledState.OPEN or r.dataset_id not in locked)
-    ]
+    return filter_schedule(rows, locked, labels, include_unlockable)
 
 
 def lock_scheduled(conn: Connection, user_id: str, dataset_id: str, worker_id: str, scheduled_id: str) -> None:
