@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightly_devkit import servers
 from lightly_protocol import paths
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -252,12 +253,6 @@ def client_main(
 # ---------------------------------------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @dataclass
 class ServerProc:
     proc: subprocess.Popen[bytes]
@@ -271,28 +266,13 @@ def start_server(workdir: Path, extra_pythonpath: str | None) -> ServerProc:
     env = dict(os.environ)
     if extra_pythonpath:
         env["PYTHONPATH"] = extra_pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cli = [sys.executable, "-m", "lightly_server.cli"]
-    token = subprocess.run(
-        [*cli, "create-token", "--database", db, "--user", "bench"], env=env, check=True, capture_output=True, text=True
-    ).stdout.strip()
-    port = free_port()
+    token = servers.create_token(db, "bench", env=env, timeout=None)
     log = workdir / "server.log"
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            [*cli, "serve", "--port", str(port), "--database", db, "--log-level", "warning"],
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return ServerProc(proc, port, token, log)
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("server did not start within 30 s")
+    try:
+        server = servers.start_server(db, log, env=env)
+    except RuntimeError as exc:
+        raise RuntimeError(f"server did not start: {str(exc)[-2000:]}") from None
+    return ServerProc(server.proc, server.port, token, log)
 
 
 def stop_server(server: ServerProc) -> None:

@@ -43,8 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lightly_devkit import servers
 from lightly_devkit.envtest import ControlPlane, assets_missing_reason
 from lightly_devkit.net import PROXY_VARS, free_port
+from lightly_devkit.pods import pod_running
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "crds" / "lightlyworkers.lightly.ai.yaml"
@@ -331,19 +333,17 @@ class Bench:
                 await asyncio.sleep(0.2)
 
         db = f"sqlite:///{w.tmp / 'lightly.sqlite3'}"
-        token = subprocess.run(
-            [sys.executable, "-m", "lightly_server.cli", "create-token", "--database", db, "--user", "bench"],
-            check=True,
-            capture_output=True,
-            text=True,
+        token = servers.create_token(db, "bench", env=clean_env(), timeout=None)
+        srv = await asyncio.to_thread(
+            servers.start_server,
+            db,
+            w.tmp / "server.log",
+            artifacts_dir=w.tmp / "artifacts",
             env=clean_env(),
-        ).stdout.strip()
-        port = free_port()
-        server_cmd = [sys.executable, "-m", "lightly_server.cli", "serve", "--port", str(port), "--database", db]
-        server_cmd += ["--artifacts-dir", str(w.tmp / "artifacts"), "--log-level", "warning"]
-        srv = start(w, "server", server_cmd)
-        w.api_url = f"http://127.0.0.1:{port}"
-        await wait_http(self.http, f"{w.api_url}/healthz", srv, "lightly-server")
+            timeout=60,
+        )
+        w.procs["server"], w.logs["server"] = srv.proc, srv.log_path
+        w.api_url = srv.url
 
         secret = {"metadata": {"name": "lightly-token"}, "data": {"token": base64.b64encode(token.encode()).decode()}}
         await self.k8s("POST", f"/api/v1/namespaces/{NS}/secrets", secret)
@@ -459,20 +459,7 @@ class Bench:
         t = now()
         async with self.mark_sem:
             started = now()
-            status = {
-                "phase": "Running",
-                "conditions": [{"type": "Ready", "status": "True"}],
-                "containerStatuses": [
-                    {
-                        "name": "worker",
-                        "ready": True,
-                        "state": {"running": {}},
-                        "image": "lightly-worker:bench",
-                        "imageID": "x",
-                        "restartCount": 0,
-                    }
-                ],
-            }
+            status = pod_running(image="lightly-worker:bench", image_id="x")
             await self.k8s(
                 "PATCH",
                 f"/api/v1/namespaces/{NS}/pods/{name}/status",

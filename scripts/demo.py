@@ -20,25 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 from lightly_devkit.data import make_dataset
-from lightly_devkit.net import PROXY_VARS, free_port
+from lightly_devkit.net import PROXY_VARS
+from lightly_devkit.servers import create_token, loopback_env, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
-
-
-def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
-    for _ in range(300):
-        if proc.poll() is not None:
-            print(log.read_text()[-3000:])
-            raise SystemExit(1)
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"the server did not start; see {log}")
 
 
 def main() -> int:
@@ -52,32 +39,25 @@ def main() -> int:
     data = WORK / "runs" / run_id  # a fresh server database, dataset and worker per demo run
     data.mkdir(parents=True, exist_ok=True)
     db_url = f"sqlite:///{data / 'lightly-server.sqlite3'}"
-    port = args.port or free_port()
-    url = f"http://127.0.0.1:{port}"
     bin_dir = Path(sys.executable).parent
-    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    env = loopback_env()
+    server_cli = [str(bin_dir / "lightly-server")]
 
-    token = subprocess.run(
-        [str(bin_dir / "lightly-server"), "create-token", "--database", db_url, "--user", "demo"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    token = create_token(db_url, "demo", cli=server_cli, timeout=None)
     print(f"1. created a token for user 'demo' (stored only as a hash in {data / 'lightly-server.sqlite3'})")
 
     server_log = data / "server.log"
     procs: list[subprocess.Popen] = []
-    with open(server_log, "ab") as fh:
-        procs.append(
-            subprocess.Popen(
-                [str(bin_dir / "lightly-server"), "serve", "--port", str(port), "--database", db_url],
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        )
     try:
-        wait_healthy(url, procs[0], server_log)
+        try:
+            server = start_server(
+                db_url, server_log, port=args.port or None, log_level=None, env=env, cli=server_cli, append_log=True
+            )
+        except RuntimeError as exc:
+            print(str(exc)[-3000:])
+            raise SystemExit(f"the server did not start; see {server_log}") from None
+        procs.append(server.proc)
+        url = server.url
         print(f"2. lightly-server is serving on {url} (OpenAPI: {url}/docs)")
 
         make_dataset(data / "input")

@@ -10,25 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+from lightly_devkit.net import PROXY_VARS, free_port
+from lightly_devkit.servers import ServerProcess, create_token, start_server
 
 PG_ADMIN_URL = os.environ.get("LIGHTLY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-PROXY_VARS = ("ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY", "all_proxy", "https_proxy", "http_proxy")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _pg_available() -> str | None:
@@ -71,25 +62,6 @@ def fresh_database(kind: str, tmp: Path) -> Iterator[str]:
 
 
 @dataclass
-class ServerProcess:
-    url: str
-    proc: subprocess.Popen
-    log_path: Path
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@dataclass
 class Backend:
     """A database plus the server processes started on it."""
 
@@ -101,63 +73,20 @@ class Backend:
 
     def start_server(self, *extra: str, lease_seconds: float = 120.0) -> ServerProcess:
         port = free_port()
-        log_path = self.tmp / f"server-{port}.log"
-        env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
-        cmd = [
-            sys.executable,
-            "-m",
-            "lightly_server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--database",
+        server = start_server(
             self.database_url,
-            "--artifacts-dir",
-            str(self.artifacts_dir),
-            "--lease-seconds",
-            str(lease_seconds),
-            "--log-level",
-            "warning",
+            self.tmp / f"server-{port}.log",
             *extra,
-        ]
-        with open(log_path, "wb") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
-        server = ServerProcess(f"http://127.0.0.1:{port}", proc, log_path)
+            port=port,
+            artifacts_dir=self.artifacts_dir,
+            lease_seconds=lease_seconds,
+        )
         self.servers.append(server)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
-            try:
-                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
-                    return server
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        server.stop()
-        raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+        return server
 
     def token(self, user: str | None = None) -> str:
         """A token for a new (or named) user, created the way an admin does: the CLI."""
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "lightly_server.cli",
-                "create-token",
-                "--database",
-                self.database_url,
-                "--user",
-                user or f"user-{secrets.token_hex(4)}",
-            ],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        return out.stdout.strip()
+        return create_token(self.database_url, user or f"user-{secrets.token_hex(4)}")
 
     def stop(self) -> None:
         for s in self.servers:

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from conftest import PROXY_VARS, Api, backend
+from conftest import Api, backend
 from flows import SELECTION, config, dataset, ok, register
+from lightly_devkit.net import PROXY_VARS
 from lightly_operator.settings import OperatorSettings
 from lightly_protocol.models import NAME_PATTERN
 

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PROXY_VARS, Backend, ServerProcess, backend
+from conftest import Backend, ServerProcess, backend
+from lightly_devkit.net import PROXY_VARS
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())

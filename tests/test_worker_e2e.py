@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import PROXY_VARS, Backend, ServerProcess, backend
+from conftest import Backend, ServerProcess, backend
 from flows import wait_until
+from lightly_devkit.net import PROXY_VARS
 from PIL import Image
 
 SELECTION = {"n_samples": 5, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}

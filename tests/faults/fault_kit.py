@@ -9,7 +9,6 @@ test lets them go. Every bounded wait prints the server and worker log tails whe
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 import signal
@@ -23,7 +22,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-from conftest import PROXY_VARS, Api, free_port
+from conftest import Api
+from lightly_devkit.net import free_port
+from lightly_devkit.servers import create_token, loopback_env, start_server
 from lightly_protocol import paths
 from PIL import Image
 
@@ -41,7 +42,7 @@ SELECTION = {"nSamples": 2, "strategies": [{"input": {"type": "EMBEDDINGS"}, "st
 
 
 def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
+    return loopback_env()
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -73,41 +74,24 @@ class Server:
 
     def start(self) -> Server:
         self.starts += 1
-        cmd = [
-            sys.executable,
-            "-m",
-            "lightly_server.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--database",
-            self.database_url,
-            "--artifacts-dir",
-            str(self.tmp / "artifacts"),
-            "--lease-seconds",
-            str(self.lease_seconds),
-            "--max-attempts",
-            str(self.max_attempts),
-            "--log-level",
-            "warning",
-        ]
         with open(self.log_path, "ab") as fh:
             fh.write(f"---- start {self.starts}\n".encode())
-            fh.flush()
-            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_env())
-        deadline = time.monotonic() + 40
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise AssertionError(f"server did not become healthy:\n{tail(self.log_path)}")
+        try:
+            started = start_server(
+                self.database_url,
+                self.log_path,
+                "--max-attempts",
+                str(self.max_attempts),
+                port=self.port,
+                artifacts_dir=self.tmp / "artifacts",
+                lease_seconds=self.lease_seconds,
+                timeout=40,
+                append_log=True,
+            )
+        except RuntimeError as exc:
+            raise AssertionError(f"{str(exc).splitlines()[0]}\n{tail(self.log_path)}") from None
+        self.proc = started.proc
+        return self
 
     def server_errors(self) -> int:
         """5xx answers of this process so far (its request metrics), 0 when it is not running."""
@@ -136,23 +120,7 @@ class Server:
 
 
 def token(database_url: str) -> str:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lightly_server.cli",
-            "create-token",
-            "--database",
-            database_url,
-            "--user",
-            f"faults-{secrets.token_hex(4)}",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    return out.stdout.strip()
+    return create_token(database_url, f"faults-{secrets.token_hex(4)}")
 
 
 def make_images(root: Path, n: int = 6, seed: int = 0) -> list[str]:

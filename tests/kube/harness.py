@@ -29,6 +29,7 @@ from typing import Any, Self, TypeVar
 import httpx
 import yaml
 from lightly_devkit.envtest import ControlPlane
+from lightly_devkit.pods import pod_running as pod_running  # re-exported: tests play the kubelet with it
 
 T = TypeVar("T")
 MERGE = {"Content-Type": "application/merge-patch+json"}
@@ -153,32 +154,6 @@ class OperatorThread:
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def pod_running(container: str = "worker", *, ready: bool = True) -> dict[str, Any]:
-    """``pods/status`` of a started pod: phase Running, PodScheduled/Ready conditions, a running container."""
-    now, flag = _now(), "True" if ready else "False"
-    return {
-        "phase": "Running",
-        "conditions": [
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-            {"type": "Initialized", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": flag, "lastTransitionTime": now},
-            {"type": "Ready", "status": flag, "lastTransitionTime": now},
-        ],
-        "containerStatuses": [
-            {
-                "name": container,
-                "ready": ready,
-                "started": True,
-                "restartCount": 0,
-                "image": "worker",
-                "imageID": "docker-pullable://worker@sha256:" + "0" * 64,
-                "state": {"running": {"startedAt": now}},
-            }
-        ],
-        "startTime": now,
-    }
 
 
 def pod_unschedulable(message: str = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.") -> dict[str, Any]:
