@@ -9,15 +9,24 @@ loopback port) for every worker count, then:
   the ``204`` of its ``LOCKED`` claim (also reported from the POST's *return*). Before each schedule the
   benchmark waits until every worker has a long-poll outstanding and the server process is idle, so
   each sample measures the wake-up of N waiting workers, not a backlog.
+* idle phase (``--idle-s``): all N workers long-poll and nothing is scheduled; the server CPU over
+  that window, as % of a core per 1,000 workers, is the fleet's idle cost.
 * burst phase: schedules K runs on K datasets as fast as the scheduler can (``--scheduler-conns``
   concurrent POSTs) while N workers wait; claims/s = K / (last claim - first POST sent). Every winner
   creates its run and completes it (which frees the dataset lock and marks the scheduled run DONE).
+
+``--postgres URL`` (an admin URL: a fresh database is created and dropped per worker count) runs the
+server on PostgreSQL instead, ``--replicas R`` starts R server processes on the same database (the
+client processes are spread round-robin over them, the scheduler POSTs to the first). Every run
+counts *lost* runs (scheduled, never claimed within ``--timeout``) and *duplicate* claims (two 204s
+for one scheduled run).
 
 The workers run in ``--client-procs`` separate processes and speak HTTP/1.1 through a minimal
 asyncio client (keep-alive, one connection per worker) so the client side costs little CPU. CPU
 seconds of the server and of the client processes are measured from /proc for every phase.
 
-Run: ``.venv/bin/python bench/dispatch_latency.py --workers 1 50 500`` (``--quick`` for a smoke run).
+Run: ``.venv/bin/python bench/dispatch_latency.py --workers 1 50 500`` (``--quick`` for a smoke run);
+10,000 waiters: ``--workers 1 10000 --client-procs 4 --idle-s 60`` (see bench/README.md).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -167,6 +177,7 @@ def client_main(
     port: int,
     token: str,
     pick: str,
+    wait_s: float,
     counters: Any,
     events: Any,
     stop: Any,
@@ -185,7 +196,7 @@ def client_main(
         wid = (await http.json("POST", paths.WORKERS, reg, 201))["id"]
         await http.json("PUT", paths.worker(wid), {"state": "IDLE"}, 204)
         await ready.put(wid)
-        poll = f"{paths.worker_schedule(wid)}?state=OPEN&waitSeconds=25"
+        poll = f"{paths.worker_schedule(wid)}?state=OPEN&waitSeconds={wait_s:g}"
         while True:
             counters[base + C_POLLING] += 1
             counters[base + C_POLLS] += 1
@@ -261,9 +272,10 @@ class ServerProc:
     log: Path
 
 
-def start_server(workdir: Path, extra_pythonpath: str | None) -> ServerProc:
-    db = f"sqlite:///{workdir / 'bench.sqlite3'}"
+def start_server(workdir: Path, extra_pythonpath: str | None, db: str | None = None) -> ServerProc:
+    db = db or f"sqlite:///{workdir / 'bench.sqlite3'}"
     env = dict(os.environ)
+    env["LIGHTLY_SERVER_ARTIFACTS_DIR"] = str(workdir / "artifacts")
     if extra_pythonpath:
         env["PYTHONPATH"] = extra_pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     token = servers.create_token(db, "bench", env=env, timeout=None)
@@ -330,6 +342,11 @@ class Result:
     burst_latency_ms: list[float] = field(default_factory=list)
     burst_cpu: PhaseCpu = field(default_factory=PhaseCpu)
     burst_counters: list[int] = field(default_factory=list)
+    idle_s: float = 0.0
+    idle_server_cpu_s: float = math.nan
+    idle_polls: int = 0
+    lost: int = 0
+    duplicates: int = 0
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -354,15 +371,26 @@ class Result:
             "burst_p99_ms": pct(self.burst_latency_ms, 99),
             "burst_counters": dict(zip(COUNTER_NAMES, self.burst_counters, strict=False)),
             "burst_cpu": self.burst_cpu.__dict__,
+            "idle_s": self.idle_s,
+            "idle_server_cpu_s": self.idle_server_cpu_s,
+            "idle_polls": self.idle_polls,
+            # % of one core per 1,000 idle long-polling workers
+            "idle_cpu_pct_per_1000": (
+                100 * self.idle_server_cpu_s / self.idle_s * 1000 / self.workers if self.idle_s else math.nan
+            ),
+            "lost": self.lost,
+            "duplicates": self.duplicates,
         }
 
 
 class Bench:
-    def __init__(self, args: argparse.Namespace, n_workers: int, server: ServerProc) -> None:
+    def __init__(self, args: argparse.Namespace, n_workers: int, servers: list[ServerProc]) -> None:
         self.args = args
         self.n = n_workers
-        self.server = server
+        self.servers = servers
+        self.server = servers[0]  # the scheduler's replica
         self.claims: dict[str, float] = {}
+        self.claim_count: Counter[str] = Counter()
         self.dones: dict[str, float] = {}
         self.waiting: dict[str, asyncio.Future[None]] = {}
         self.registered = 0
@@ -382,7 +410,8 @@ class Bench:
                 return
             kind = msg[0]
             if kind == "claim":
-                self.claims[msg[1]] = msg[2]
+                self.claim_count[msg[1]] += 1
+                self.claims.setdefault(msg[1], msg[2])
                 fut = self.waiting.get(msg[1])
                 if fut is not None and not fut.done():
                     fut.set_result(None)
@@ -404,9 +433,10 @@ class Bench:
         first = 0
         for p in range(nproc):
             ev_r, ev_w = ctx.Pipe(duplex=False)
+            srv = self.servers[p % len(self.servers)]
             proc = ctx.Process(
                 target=client_main,
-                args=(p, first, share[p], "127.0.0.1", self.server.port, self.server.token, self.args.pick),
+                args=(p, first, share[p], "127.0.0.1", srv.port, srv.token, self.args.pick, self.args.wait_seconds),
                 kwargs={"counters": self.counters, "events": ev_w, "stop": stop_r},
                 daemon=True,
             )
@@ -444,10 +474,13 @@ class Bench:
     def cpu_snapshot(self) -> tuple[float, float, float, float]:
         return (
             now(),
-            proc_cpu_s(self.server.proc.pid),
+            self.server_cpu_s(),
             sum(proc_cpu_s(p.pid) for p in self.procs if p.pid),
             time.process_time(),
         )
+
+    def server_cpu_s(self) -> float:
+        return sum(proc_cpu_s(s.proc.pid) for s in self.servers)
 
     @staticmethod
     def cpu_delta(a: tuple[float, ...], b: tuple[float, ...]) -> PhaseCpu:
@@ -460,9 +493,9 @@ class Bench:
         while now() < deadline:
             polling = self.counter_totals()[C_POLLING]
             if polling >= self.n:
-                t0, c0 = now(), proc_cpu_s(self.server.proc.pid)
+                t0, c0 = now(), self.server_cpu_s()
                 await asyncio.sleep(window)
-                busy = (proc_cpu_s(self.server.proc.pid) - c0) / (now() - t0)
+                busy = (self.server_cpu_s() - c0) / (now() - t0)
                 if busy < 0.15 and self.counter_totals()[C_POLLING] >= self.n:
                     return
             else:
@@ -511,6 +544,18 @@ class Bench:
         sched = Http("127.0.0.1", self.server.port, self.server.token)
         loop = asyncio.get_running_loop()
         try:
+            # -------------------------------------------------------- idle: N long-polls, nothing to do
+            await self.quiesce(timeout=max(30.0, self.n / 100))
+            if self.args.idle_s:
+                c0, cpu0 = self.counter_totals(), self.cpu_snapshot()
+                await asyncio.sleep(self.args.idle_s)
+                cpu1 = self.cpu_snapshot()
+                res.idle_s, res.idle_server_cpu_s = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+                res.idle_polls = self.counter_totals()[C_POLLS] - c0[C_POLLS]
+                print(
+                    f"  idle:    {res.idle_s:.0f} s, server CPU {res.idle_server_cpu_s:.1f} s, "
+                    f"{res.idle_polls} polls renewed"
+                )
             # -------------------------------------------------------- latency: one schedule at a time
             await self.quiesce()
             c0, cpu0 = self.counter_totals(), self.cpu_snapshot()
@@ -570,6 +615,9 @@ class Bench:
                 last = max(done or claimed or [now()])
                 res.burst_cpu = self.cpu_delta(cpu0, (last, *cpu1[1:]))
                 res.burst_counters = [b - a for a, b in zip(c0, self.counter_totals(), strict=True)]
+                res.lost += sum(1 for s in sent if s not in self.claims)
+            res.lost += res.latency_missing
+            res.duplicates = sum(c - 1 for c in self.claim_count.values() if c > 1)
         finally:
             await sched.close()
             self.stop_clients()
@@ -606,15 +654,16 @@ def fmt(v: float) -> str:
 def report(results: list[dict[str, Any]]) -> str:
     lines = [
         "| workers | schedules | p50 ms | p99 ms | max ms | p50/p99 from POST return ms | burst K | claims/s "
-        "| completed/s | burst p50/p99 ms | 409s in burst |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| completed/s | burst p50/p99 ms | 409s in burst | lost | dup | idle CPU %/1000 workers |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         lines.append(
             f"| {r['workers']} | {r['schedules']} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['max_ms'])} "
             f"| {fmt(r['p50_from_return_ms'])} / {fmt(r['p99_from_return_ms'])} | {r['burst_k']} "
             f"| {fmt(r['claims_per_s'])} | {fmt(r['completed_per_s'])} "
-            f"| {fmt(r['burst_p50_ms'])} / {fmt(r['burst_p99_ms'])} | {r['burst_counters'].get('conflicts', 0)} |"
+            f"| {fmt(r['burst_p50_ms'])} / {fmt(r['burst_p99_ms'])} | {r['burst_counters'].get('conflicts', 0)} "
+            f"| {r['lost']} | {r['duplicates']} | {fmt(r['idle_cpu_pct_per_1000'])} |"
         )
     return "\n".join(lines)
 
@@ -646,6 +695,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="prepend to the server's PYTHONPATH, e.g. a patched copy of lightly_server or a --target dir with "
         "uvloop/httptools (uvicorn picks them up when importable)",
     )
+    p.add_argument(
+        "--postgres", help="admin URL of a PostgreSQL server, e.g. postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+    p.add_argument("--replicas", type=int, default=1, help="server processes on the same database (default 1)")
+    p.add_argument("--wait-seconds", type=float, default=25, help="the workers' long-poll waitSeconds (default 25)")
+    p.add_argument("--idle-s", type=float, default=0, help="idle phase: seconds of server CPU measured, 0: skip")
     p.add_argument("--py-spy", help="path of py-spy: profile the server during each run (raw stacks beside --json)")
     p.add_argument("--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder (CPU profile)")
     args = p.parse_args(argv)
@@ -658,19 +713,45 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-async def bench_one(args: argparse.Namespace, n: int, workdir: Path, profile_dir: Path | None) -> dict[str, Any]:
-    server = start_server(workdir, args.server_pythonpath)
-    prof = None
+@contextlib.contextmanager
+def bench_database(args: argparse.Namespace, n: int, workdir: Path) -> Any:
+    """The database URL of one worker count: a SQLite file, or a fresh PostgreSQL database (dropped after)."""
+    if not args.postgres:
+        yield f"sqlite:///{workdir / 'bench.sqlite3'}"
+        return
+    import psycopg
+
+    name = f"lightly_bench_{os.getpid()}_{n}"
+    with psycopg.connect(args.postgres, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    base = args.postgres.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
     try:
-        if profile_dir is not None and args.py_spy:
-            out = profile_dir / f"server-{n}-workers{'-gil' if args.py_spy_gil else ''}.txt"
-            prof = start_profiler(server.proc.pid, out, args.py_spy, args.py_spy_gil)
-        n_sched = args.schedules if n < 200 else args.schedules_large
-        res = await Bench(args, n, server).run(n_sched, args.burst)
+        yield f"{base}/{name}"
     finally:
-        if prof is not None:
-            stop_profiler(prof)
-        stop_server(server)
+        with psycopg.connect(args.postgres, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def bench_one(args: argparse.Namespace, n: int, workdir: Path, profile_dir: Path | None) -> dict[str, Any]:
+    with bench_database(args, n, workdir) as db:
+        servers: list[ServerProc] = []
+        prof = None
+        try:
+            for i in range(args.replicas):
+                rdir = workdir / f"replica{i}"
+                rdir.mkdir(exist_ok=True)
+                servers.append(start_server(rdir, args.server_pythonpath, db))
+            if profile_dir is not None and args.py_spy:
+                out = profile_dir / f"server-{n}-workers{'-gil' if args.py_spy_gil else ''}.txt"
+                prof = start_profiler(servers[0].proc.pid, out, args.py_spy, args.py_spy_gil)
+            n_sched = args.schedules if n < 200 else args.schedules_large
+            res = await Bench(args, n, servers).run(n_sched, args.burst)
+        finally:
+            if prof is not None:
+                stop_profiler(prof)
+            for server in servers:
+                stop_server(server)
     out = res.summary()
     out["raw_latency_sent_ms"] = res.latency_sent_ms
     out["raw_burst_latency_ms"] = res.burst_latency_ms
@@ -689,6 +770,7 @@ async def bench_one(args: argparse.Namespace, n: int, workdir: Path, profile_dir
             f"p99 {fmt(out['burst_p99_ms'])} ms"
         )
         print(f"           {res.burst_cpu.line()}; worker counters {out['burst_counters']}")
+    print(f"  lost {out['lost']}, duplicate claims {out['duplicates']}")
     return out
 
 
@@ -696,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(
         f"lightly-server dispatch benchmark: workers {args.workers}, {os.cpu_count()} CPUs, "
-        f"python {sys.version.split()[0]}"
+        f"python {sys.version.split()[0]}, {'PostgreSQL' if args.postgres else 'SQLite'} x{args.replicas}"
     )
     results = []
     profile_dir = args.json.parent if args.json else None
