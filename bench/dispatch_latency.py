@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 from lightly_devkit import servers
+from lightly_devkit.processes import proc_cpu_s
 from lightly_protocol import paths
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 CONFIG = {
     "version": "V4",
     "config": {
@@ -74,16 +74,6 @@ COUNTER_NAMES = ["polling", "polls", "empty", "conflicts", "errors"]
 def now() -> float:
     """CLOCK_MONOTONIC in seconds: one clock for all processes of this machine."""
     return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (all its threads) from /proc."""
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 # ---------------------------------------------------------------------------------------------- HTTP

@@ -47,11 +47,11 @@ from lightly_devkit import servers
 from lightly_devkit.envtest import ControlPlane, assets_missing_reason
 from lightly_devkit.net import PROXY_VARS, free_port
 from lightly_devkit.pods import pod_running
+from lightly_devkit.processes import proc_cpu_s, proc_mem_mb
 
 ROOT = Path(__file__).resolve().parent.parent
 CRD = ROOT / "crds" / "lightlyworkers.lightly.ai.yaml"
 VENV_BIN = Path(sys.executable).parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 NS = "bench"
 GROUP, VERSION, PLURAL = "lightly.ai", "v1alpha1", "lightlyworkers"
 DRIVER_UA = "bench-driver"
@@ -67,32 +67,6 @@ rules:
 
 def now() -> float:
     return time.monotonic()
-
-
-def proc_cpu_s(pid: int | None) -> float:
-    """User + system CPU seconds of a process (all its threads)."""
-    if pid is None:
-        return 0.0
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def proc_mem_mb(pid: int) -> dict[str, float]:
-    """VmRSS and VmHWM (peak RSS) in MB."""
-    out = {}
-    try:
-        with open(f"/proc/{pid}/status") as fh:
-            for line in fh:
-                key, _, rest = line.partition(":")
-                if key in ("VmRSS", "VmHWM"):
-                    out[key] = int(rest.split()[0]) / 1024
-    except OSError:
-        pass
-    return out
 
 
 def clean_env() -> dict[str, str]:

@@ -15,6 +15,7 @@ import pytest
 from conftest import Backend, ServerProcess, backend
 from flows import wait_until
 from lightly_devkit.net import PROXY_VARS
+from lightly_devkit.processes import stop_process
 from PIL import Image
 
 SELECTION = {"n_samples": 5, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
@@ -57,12 +58,7 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc, timeout=30, kill_wait=None)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from .net import PROXY_VARS, free_port
+from .processes import stop_process
 
 __all__ = ["SERVER_CLI", "ServerProcess", "create_token", "loopback_env", "start_server", "wait_healthy"]
 
@@ -62,13 +63,7 @@ class ServerProcess:
         return int(self.url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

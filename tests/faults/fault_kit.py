@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 from conftest import Api
 from lightly_devkit.net import free_port
+from lightly_devkit.processes import stop_process
 from lightly_devkit.servers import create_token, loopback_env, start_server
 from lightly_protocol import paths
 from PIL import Image
@@ -111,12 +112,7 @@ class Server:
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             TOTALS["5xx"] += self.server_errors()
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_process(self.proc)
 
 
 def token(database_url: str) -> str:
@@ -196,13 +192,8 @@ class Worker:
             self.proc.wait(10)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc, timeout=30)
 
     def hold(self, stage: str) -> None:
         """The next runs wait at ``stage`` until ``open_gate``."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Api, fresh_database
+from lightly_protocol import paths
 
 from .fault_kit import (
     TOTALS,
@@ -88,7 +89,7 @@ def test_kill_9_and_restart_with_the_same_id(tmp_path: Path, scene: Scene) -> No
     assert run_states(api, ds, s1) == ["CRASHED", "COMPLETED"], scene.logs()
     assert run_states(api, ds, s2) == ["COMPLETED"], scene.logs()
     check_outcomes(api, [(ds, s1), (ds, s2)], scene)
-    assert ok(api.get(f"/v1/docker/worker/{wid}"))["state"] == "IDLE", scene.logs()
+    assert ok(api.get(paths.worker(wid)))["state"] == "IDLE", scene.logs()
 
 
 def test_kill_9_and_takeover_by_another_worker(tmp_path: Path, scene: Scene) -> None:
@@ -105,7 +106,7 @@ def test_kill_9_and_takeover_by_another_worker(tmp_path: Path, scene: Scene) -> 
     assert run_states(api, ds, sid) == ["CRASHED", "COMPLETED"], scene.logs()
     assert "lease expired" in runs_of(api, ds)[0]["message"], scene.logs()
     check_outcomes(api, [(ds, sid)], scene)
-    states = {w["name"]: w["state"] for w in ok(api.get("/v1/docker/worker"))}
+    states = {w["name"]: w["state"] for w in ok(api.get(paths.WORKERS))}
     assert states["lost"] == "OFFLINE" and states["healthy"] == "IDLE", scene.logs()
     assert healthy.proc is not None and healthy.proc.poll() is None, scene.logs()
 
@@ -195,7 +196,7 @@ def test_probe_config_cannot_read_files_outside_dot_lightly(tmp_path: Path, scen
     ):
         ds = dataset(api)
         body = {"version": "V4", "config": {"workerType": "FULL", "docker": docker, "selection": _selection()}}
-        created = api.post("/v1/docker/worker/config/vX", json=body)
+        created = api.post(paths.CONFIGS, json=body)
         if created.status_code == 400:
             continue  # refused at the API already: also fine
         cid = ok(created, 201)["id"]
