@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 from lightly_protocol import paths
 from lightly_protocol.client import NO_ANSWER, ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
-from lightly_protocol.models import ScheduledRunData, WorkerCreateRequest, WorkerData
+from lightly_protocol.models import CreateEntityResponse, ScheduledRunData, WorkerCreateRequest, WorkerData
 
 
 class ApiProblem(ApiCallError):
@@ -61,7 +61,7 @@ class LightlyApi(ClientCore):
 
     async def register(self, name: str, labels: list[str], version: str) -> str:
         body = WorkerCreateRequest(name=name, labels=labels, creator="USER_PIP", docker_version=version).wire()
-        return (await self._call("POST", paths.WORKERS, json=body))["id"]
+        return CreateEntityResponse.model_validate(await self._call("POST", paths.WORKERS, json=body)).id
 
     async def workers(self) -> list[WorkerData]:
         return [WorkerData.model_validate(w) for w in await self._call("GET", paths.WORKERS)]

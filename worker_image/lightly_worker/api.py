@@ -20,6 +20,7 @@ from lightly_protocol.client import ApiCallError, ClientCore, bare, decode, erro
 from lightly_protocol.models import (
     ArtifactCreatedData,
     ArtifactCreateRequest,
+    CreateEntityResponse,
     LogCreateEntry,
     RunCreateRequest,
     RunSelectionRequest,
@@ -104,7 +105,7 @@ class WorkerApi(ClientCore):
 
     def register(self, name: str, labels: list[str], version: str) -> str:
         body = WorkerCreateRequest(name=name, labels=labels, creator="USER_WORKER", docker_version=version)
-        return self._call("POST", paths.WORKERS, json=body.wire())["id"]
+        return CreateEntityResponse.model_validate(self._call("POST", paths.WORKERS, json=body.wire())).id
 
     def default_worker(self) -> WorkerData:
         return WorkerData.model_validate(self._call("GET", paths.DEFAULT_WORKER))
@@ -178,7 +179,7 @@ class WorkerApi(ClientCore):
             message="picked up",
             creator="USER_WORKER",
         )
-        return self._call("POST", paths.RUNS, json=body.wire())["id"]
+        return CreateEntityResponse.model_validate(self._call("POST", paths.RUNS, json=body.wire())).id
 
     def run_state(self, run_id: str, state: str, message: str | None = None) -> None:
         self._call("PUT", paths.run(run_id), json=RunUpdateRequest(state=state, message=message).wire())
