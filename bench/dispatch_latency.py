@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightly_devkit import servers
+from lightly_devkit import servers as devkit_servers
 from lightly_devkit.processes import proc_cpu_s
 from lightly_protocol import paths
 
@@ -268,10 +268,10 @@ def start_server(workdir: Path, extra_pythonpath: str | None, db: str | None = N
     env["LIGHTLY_SERVER_ARTIFACTS_DIR"] = str(workdir / "artifacts")
     if extra_pythonpath:
         env["PYTHONPATH"] = extra_pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    token = servers.create_token(db, "bench", env=env, timeout=None)
+    token = devkit_servers.create_token(db, "bench", env=env, timeout=None)
     log = workdir / "server.log"
     try:
-        server = servers.start_server(db, log, env=env)
+        server = devkit_servers.start_server(db, log, env=env)
     except RuntimeError as exc:
         raise RuntimeError(f"server did not start: {str(exc)[-2000:]}") from None
     return ServerProc(server.proc, server.port, token, log)
