@@ -256,3 +256,55 @@ def test_a_run_handed_but_never_claimed_goes_to_the_next_worker(api: Api) -> Non
     assert [r["id"] for r in queue(api, first, wait=5)] == [sid]  # handed; this worker never claims
     assert [r["id"] for r in queue(api, second, wait=20)] == [sid]  # offered again after rehand_after_s
     ok(api.get("/v1/docker/worker/schedule", params={"state": "OPEN"}))
+
+
+def test_postgresql_replicas_agree_on_one_offer_per_run() -> None:
+    """A run whose offer lock another replica holds is skipped; the waiter gets the next run."""
+
+    class FakePg:
+        sqlite = False
+
+    async def main() -> None:
+        rows = [run_row("theirs"), run_row("mine")]
+        b = broker_with(rows)
+        b.db = FakePg()  # type: ignore[assignment]
+        lock_calls: list[tuple[list[str], list[str]]] = []
+
+        def sync_offers(wanted: list[str], drop: list[str]) -> list[str]:
+            lock_calls.append((list(wanted), list(drop)))
+            return [w for w in wanted if w != "theirs"]  # the other replica holds "theirs"
+
+        b._sync_offers = sync_offers  # type: ignore[method-assign]
+        first, second = spawn(b, set()), spawn(b, set())
+        await settle()
+        assert [r.id for r in first.result()] == ["mine"]
+        assert not second.done()  # "theirs" is the other replica's to hand
+        assert lock_calls[0] == (["theirs", "mine"], [])  # one round trip for all runs of a refresh
+        rows.remove(rows[1])  # "mine" was claimed: no longer OPEN
+        b.poke()
+        await settle()
+        assert any("mine" in drop for _, drop in lock_calls)  # its offer lock is released
+        await cancel_all([second])
+
+    asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def second_replica(db_backend: Any, server: Any) -> Any:
+    """A second server process on the same database."""
+    return db_backend.start_server()
+
+
+def test_two_replicas_hand_a_run_to_one_worker_only(api: Api, second_replica: Any) -> None:
+    other = Api(second_replica.url, api.token)
+    here = [register(api) for _ in range(3)]
+    there = [register(api) for _ in range(3)]
+    cid = config(api)
+    t1, got1 = _polls(api, here, wait=4)
+    t2, got2 = _polls(other, there, wait=4)
+    time.sleep(1.0)  # the polls reach both replicas; the assertions do not depend on it
+    sid = schedule(api, dataset(api), cid)
+    for t in t1 + t2:
+        t.join(30)
+    handed = [rows for rows in (*got1.values(), *got2.values()) if rows]
+    assert [[r["id"] for r in rows] for rows in handed] == [[sid]]  # one worker woken, its claim won

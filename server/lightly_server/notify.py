@@ -17,7 +17,11 @@ never claimed is offered again after ``rehand_after_s`` by the periodic re-check
 
 Across replicas: PostgreSQL LISTEN/NOTIFY carries the pokes (one refresh per NOTIFY burst per
 replica, O(open runs x classes), not O(waiters)); with SQLite (one file, possibly several processes)
-a waiting replica also re-checks once per ``sqlite_poll_s``.
+a waiting replica also re-checks once per ``sqlite_poll_s``. On PostgreSQL every replica would hand
+a new run to its own oldest waiter, so the replicas agree on one *offer* per run: before handing runs
+a replica takes a session advisory lock per run (one round trip for all runs of a refresh); a run
+whose lock another replica holds is skipped like a handed one. Offers are unlocked when the run is
+no longer OPEN or its hand-out expires (``rehand_after_s``).
 """
 
 from __future__ import annotations
@@ -69,6 +73,10 @@ class ScheduleBroker:
         self._tasks: list[asyncio.Task[None]] = []
         self._listener: threading.Thread | None = None
         self._stop = threading.Event()
+        self._offers: set[str] = set()  # PostgreSQL: runs whose offer lock this replica holds
+        self._foreign: dict[str, float] = {}  # PostgreSQL: runs another replica offered -> when we saw it
+        self._offer_conn: object | None = None
+        self.max_offers = 1000  # beyond this many held offer locks, hand runs without one
         self.refreshes = 0  # counters for tests and the benchmark
         self.woken = 0
 
@@ -146,6 +154,8 @@ class ScheduleBroker:
             while True:
                 self._dirty = False
                 if not self.n_waiting:
+                    if self._offers:
+                        await asyncio.to_thread(self._sync_offers, [], self._drop_offers(set()))
                     return
                 self._stale = False
                 user_ids = {k[0] for k, q in self.classes.items() if q}
@@ -156,37 +166,92 @@ class ScheduleBroker:
                     self._stale = True
                     return
                 self.refreshes += 1
-                self._hand_out(rows, locked)
+                wanted = self._hand_out(rows, locked)
+                if wanted or self._offers:
+                    # PostgreSQL: agree with the other replicas on one offer per run, then hand those
+                    open_ids = {r.id for r in rows}
+                    try:
+                        got = await asyncio.to_thread(self._sync_offers, wanted, self._drop_offers(open_ids))
+                    except Exception:
+                        log.exception("offer locks failed; handing runs without them")
+                        got = list(wanted)
+                    now = time.monotonic()
+                    self._offers.update(got)
+                    for rid in set(wanted) - set(got):
+                        self._foreign[rid] = now
+                    if self._hand_out(rows, locked):
+                        self._dirty = True  # waiters freed by foreign runs may fit other runs
                 if not self._dirty:
                     return
         finally:
             self._refreshing = False
 
-    def _hand_out(self, rows: list[Row], locked: set[str]) -> None:
+    def _drop_offers(self, open_ids: set[str]) -> list[str]:
+        """Offer locks to release: the run left OPEN, or its hand-out expired without a claim."""
+        drop = [rid for rid in self._offers if rid not in open_ids or rid not in self._handed]
+        self._offers.difference_update(drop)
+        return drop
+
+    def _sync_offers(self, wanted: list[str], drop: list[str]) -> list[str]:
+        """One round trip: release ``drop``, try-lock ``wanted``; the ids whose offer this replica now holds."""
+        import psycopg
+
+        conn = self._offer_conn
+        if conn is None or conn.closed:  # type: ignore[attr-defined]
+            url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            conn = self._offer_conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._offers.clear()  # a new session holds no locks
+        try:
+            rows = conn.execute(  # type: ignore[attr-defined]
+                "SELECT w FROM (SELECT count(pg_advisory_unlock(4242002, hashtext(d))) FROM unnest(%s::text[]) d) u,"
+                " unnest(%s::text[]) w WHERE pg_try_advisory_lock(4242002, hashtext(w))",
+                (drop, wanted),
+            ).fetchall()
+        except Exception:
+            with contextlib.suppress(Exception):
+                conn.close()  # type: ignore[attr-defined]
+            self._offer_conn = None
+            raise
+        return [r[0] for r in rows]
+
+    def _hand_out(self, rows: list[Row], locked: set[str]) -> list[str]:
         """For each open run in dispatch order, the oldest waiter whose class fits it gets it.
 
-        Work: O(open runs x waiter classes of its user); never a scan of the waiters.
+        Work: O(open runs x waiter classes of its user); never a scan of the waiters. On PostgreSQL a
+        run is handed only under this replica's offer lock; the runs that would be handed without one
+        are returned (to be locked, then handed by a second call).
         """
         now = time.monotonic()
         open_ids = {r.id for r in rows}
         self._handed = {k: t for k, t in self._handed.items() if k in open_ids and now - t < self.rehand_after_s}
-        handed_datasets = {r.dataset_id for r in rows if r.id in self._handed}
+        self._foreign = {k: t for k, t in self._foreign.items() if k in open_ids and now - t < self.rehand_after_s}
+        need_offer = not self.db.sqlite
+        wanted: list[str] = []
+        reserved: dict[ClassKey, int] = {}  # per class: heads set aside for runs in ``wanted``
+        handed_datasets = {r.dataset_id for r in rows if r.id in self._handed or r.id in self._foreign}
         by_user: dict[str, list[tuple[ClassKey, OrderedDict[Waiter, None]]]] = {}
         for key, queue in self.classes.items():
             if queue:
                 by_user.setdefault(key[0], []).append((key, queue))
         left_over = False
         for r in rows:
-            if r.id in self._handed or r.dataset_id in handed_datasets:
+            if r.id in self._handed or r.id in self._foreign or r.dataset_id in handed_datasets:
                 left_over = True  # handed and not claimed yet: may come back
                 continue
             best: Waiter | None = None
-            for (_, labels, include_unlockable), queue in by_user.get(r.user_id, ()):
-                if queue and dispatchable(r, labels, locked, include_unlockable):
-                    head = next(iter(queue))
+            for key, queue in by_user.get(r.user_id, ()):
+                skip = reserved.get(key, 0)
+                if len(queue) > skip and dispatchable(r, key[1], locked, key[2]):
+                    head = next(itertools.islice(queue, skip, None))  # O(runs reserved), not O(waiters)
                     if best is None or head.seq < best.seq:
                         best = head
             if best is None:
+                left_over = True
+                continue
+            if need_offer and r.id not in self._offers and len(self._offers) < self.max_offers:
+                wanted.append(r.id)  # lock first; the waiter stays queued (reserved) for the second call
+                reserved[best.key] = reserved.get(best.key, 0) + 1
+                handed_datasets.add(r.dataset_id)
                 left_over = True
                 continue
             self._remove(best)
@@ -199,6 +264,7 @@ class ScheduleBroker:
                 break
         # runs nobody took may suit the next waiter to arrive; without them it needs no query
         self._stale = self._stale or left_over
+        return wanted
 
     def _query(self, user_ids: set[str]) -> tuple[list[Row], set[str]]:
         with self.db.read() as conn:
@@ -209,7 +275,7 @@ class ScheduleBroker:
             await asyncio.sleep(self._poll_s)
             if self.db.sqlite:
                 self._stale = True  # another process may share the file: it pokes nobody here
-            if self.n_waiting:
+            if self.n_waiting or self._offers:
                 self._schedule_refresh()
 
     def _listen_pg(self) -> None:
