@@ -18,6 +18,8 @@ import httpx
 from lightly_protocol import paths
 from lightly_protocol.client import ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
 from lightly_protocol.models import (
+    MAX_LOG_ENTRIES,
+    MAX_MESSAGE_LENGTH,
     ArtifactCreatedData,
     ArtifactCreateRequest,
     CreateEntityResponse,
@@ -31,6 +33,9 @@ from lightly_protocol.models import (
     WorkerData,
     WorkerUpdateRequest,
 )
+
+# 1000 lines of at most 4000 characters stay well under the server's 8 MiB body limit
+LOG_BATCH_LINES = min(1000, MAX_LOG_ENTRIES)
 
 logging.getLogger("httpx").setLevel(logging.WARNING)  # it would log URLs, i.e. ?token=...
 logging.getLogger("httpcore").setLevel(logging.WARNING)
@@ -182,11 +187,15 @@ class WorkerApi(ClientCore):
         return CreateEntityResponse.model_validate(self._call("POST", paths.RUNS, json=body.wire())).id
 
     def run_state(self, run_id: str, state: str, message: str | None = None) -> None:
+        if message is not None and len(message) > MAX_MESSAGE_LENGTH:  # the server's limit: never lose the state
+            message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
         self._call("PUT", paths.run(run_id), json=RunUpdateRequest(state=state, message=message).wire())
 
     def logs(self, run_id: str, entries: list[LogCreateEntry], retry: bool = True) -> None:
-        if entries:
-            self._call("PUT", paths.run_logs(run_id), json=[e.wire() for e in entries], retry=retry)
+        # in batches well inside the server's limits (lines per PUT, request body size)
+        for start in range(0, len(entries), LOG_BATCH_LINES):
+            batch = entries[start : start + LOG_BATCH_LINES]
+            self._call("PUT", paths.run_logs(run_id), json=[e.wire() for e in batch], retry=retry)
 
     def selection(self, run_id: str, filenames: list[str], tag_name: str | None = None) -> None:
         body = RunSelectionRequest(filenames=filenames, tag_name=tag_name)
