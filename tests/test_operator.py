@@ -420,6 +420,21 @@ def test_deregistration_times_out_with_an_event(env: Env) -> None:
         assert wid in warn[0]["message"]
 
 
+def test_a_failed_deregistration_is_retried_until_the_timeout(env: Env) -> None:
+    """kopf keeps handler progress in memory: the retry after a TemporaryError still comes (its touch)."""
+    with running(env):
+        _ready_fleet(env, 1, deregistration={"timeoutSeconds": 4})
+        env.fleet(
+            replicas=1,
+            deregistration={"timeoutSeconds": 4},
+            api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}},
+        )
+        env.kube.kubectl("delete", "lw", "fleet", "--wait=false")
+        # the first attempt fails within the timeout (TemporaryError, retried after 4 s); the retry gives up
+        env.wait(lambda: not env.lw(), "released after the retry", timeout=40)
+        env.wait(lambda: env.events("DeregistrationTimedOut"), "DeregistrationTimedOut event")
+
+
 def test_orphan_sweep_deregisters_unowned_workers(env: Env) -> None:
     ghost = ok(
         env.api.post("/v1/docker/worker", json={"name": env.worker_name(0, "deleted-fleet"), "workerType": "FULL"}),
