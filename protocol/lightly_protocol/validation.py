@@ -72,7 +72,36 @@ def config_problems(config: WorkerConfigV4) -> list[str]:
     docker = config.docker
     if docker and docker.relevant_filenames_file and not docker.relevant_filenames_file.startswith(".lightly/"):
         out.append("docker.relevant_filenames_file must be a path under '.lightly/' in the Lightly datasource")
+    if docker:
+        for key in ("relevant_filenames_file", "embeddings", "checkpoint"):
+            problem = datasource_path_problem(f"docker.{key}", getattr(docker, key))
+            if problem:
+                out.append(problem)
     return out
+
+
+# where the worker reads each config path from (it resolves them there and refuses the rest)
+_PATH_ROOTS = {
+    "docker.relevant_filenames_file": ".lightly/ of the Lightly datasource",
+    "docker.embeddings": ".lightly/embeddings/ of the Lightly datasource",
+}
+
+
+def datasource_path_problem(key: str, path: str | None) -> str | None:
+    """Why a config path that the worker reads from the Lightly datasource could leave it, or None.
+
+    The worker resolves such paths inside their root and refuses the rest; refusing them when the run
+    is scheduled says so before any worker picks it up.
+    """
+    if not path:
+        return None
+    where = _PATH_ROOTS.get(key, "the Lightly datasource")
+    parts = path.replace("\\", "/").split("/")
+    if path.startswith("/") or "\\" in path or "://" in path or (len(parts[0]) == 2 and parts[0][1] == ":"):
+        return f"{key} {path!r} must be a relative path, not an absolute path or a URL: it must stay inside {where}"
+    if any(p == ".." for p in parts):
+        return f"{key} {path!r} must not contain '..' parts: it must stay inside {where}"
+    return None
 
 
 def local_path_problem(full_path: str) -> str | None:
