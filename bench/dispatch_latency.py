@@ -183,8 +183,9 @@ def client_main(
         http = Http(host, port, token)
         rng = random.Random(i)
         reg = {"name": f"bench-worker-{i}", "workerType": "FULL", "labels": []}
-        wid = (await http.json("POST", paths.WORKERS, reg, 201))["id"]
-        await http.json("PUT", paths.worker(wid), {"state": "IDLE"}, 204)
+        async with registering:  # a fleet does not register 10,000 workers in the same millisecond
+            wid = (await http.json("POST", paths.WORKERS, reg, 201))["id"]
+            await http.json("PUT", paths.worker(wid), {"state": "IDLE"}, 204)
         await ready.put(wid)
         poll = f"{paths.worker_schedule(wid)}?state=OPEN&waitSeconds={wait_s:g}"
         while True:
@@ -220,6 +221,8 @@ def client_main(
                 await http.json("PUT", paths.run(rid), {"state": "COMPLETED"}, 204)
                 send(("done", sid, now()))
                 break
+
+    registering = asyncio.Semaphore(8)
 
     async def run() -> None:
         ready: asyncio.Queue[str] = asyncio.Queue()

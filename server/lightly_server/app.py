@@ -407,9 +407,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
         """Without ``waitSeconds``: the protocol's plain listing. With it (our extension): one run for
         this worker as soon as there is one, handed out so that concurrent pollers get different runs."""
         if wait > 0 and states in ([], [ScheduledState.OPEN]):
-            rows = await server.broker.wait(
-                user_id, labels, include_unlockable, min(wait, server.settings.max_wait_seconds)
-            )
+            cap = min(server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
+            rows = await server.broker.wait(user_id, labels, include_unlockable, min(wait, cap))
         else:
             rows = await run_in_threadpool(query)
         return _json([store.scheduled_data(r) for r in rows])
@@ -476,10 +475,9 @@ def create_app(settings: ServerSettings) -> FastAPI:
             with server.db.read() as conn:
                 return store.schedule_query(conn, user_id, states, labels, include_unlockable=False)
 
-        response = await _long_poll(user_id, states, labels, False, wait_seconds, query)
-        if wait_seconds > 0:
-            await run_in_threadpool(server.touch_if_stale, worker_id)
-        return response
+        # the lease was renewed above, before the wait (which is capped at half a lease): an idle
+        # worker costs one row read and at most one write per poll, the poll after this one renews
+        return await _long_poll(user_id, states, labels, False, wait_seconds, query)
 
     @app.put(
         "/v1/datasets/{datasetId}/docker/worker/{workerId}/schedule/{scheduledId}",

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import random
 import threading
 import time
 from collections import OrderedDict
@@ -65,6 +66,7 @@ class ScheduleBroker:
         self.n_waiting = 0
         self._handed: dict[str, float] = {}  # scheduled run id -> when it was handed to a waiter
         self.rehand_after_s = 2.0
+        self.wait_jitter = 0.15  # a long poll waits (1 - U(0, jitter)) x waitSeconds
         self.loop: asyncio.AbstractEventLoop | None = None
         self._dirty = False
         self._stale = True  # something may have changed since the last refresh: the next waiter refreshes
@@ -316,9 +318,14 @@ class ScheduleBroker:
         self._add(waiter)
         if self._stale:
             self._schedule_refresh()
+        # jitter: workers that started together (a fleet roll-out, a server restart) must not re-poll
+        # in one wave every ``timeout`` s; the wave would queue every wake-up behind it
+        timeout *= 1.0 - self.wait_jitter * random.random()
         try:
             return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
         except TimeoutError:
+            if waiter.future.done():  # handed a run just as the wait ran out: answer it, do not drop it
+                return waiter.future.result()
             return []
         except asyncio.CancelledError:
             # the request ended (client gone) right after we handed it a run: pass the run on
