@@ -172,3 +172,16 @@ def client(lightly_env: str, token: str):
     from lightly.api import ApiWorkflowClient
 
     return ApiWorkflowClient(token=token)
+
+
+def run_sql(db_backend: Backend, statement: str, **params) -> list:  # type: ignore[no-untyped-def]
+    """One SQL statement straight on a backend's database (what the server stored, behind its API)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(db_backend.database_url.replace("postgresql://", "postgresql+psycopg://"))
+    try:
+        with engine.begin() as conn:
+            res = conn.execute(text(statement), params)
+            return list(res.all()) if res.returns_rows else []
+    finally:
+        engine.dispose()

@@ -11,11 +11,10 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
-from conftest import Api, Backend, ServerProcess
+from conftest import Api, Backend, ServerProcess, run_sql
 from flows import config, dataset, lock, ok, register, run_state, schedule, start_run
 from lightly_protocol.models import MAX_LOG_ENTRIES, MAX_LOG_MESSAGE_LENGTH
 from lightly_server import bitmask
-from sqlalchemy import create_engine, text
 
 BODY_LIMIT = 8 * 1024**2
 
@@ -33,16 +32,6 @@ def _run(api: Api) -> tuple[str, str]:
     sid = schedule(api, ds, cid)
     ok(lock(api, ds, wid, sid), 204)
     return ds, start_run(api, ds, sid)
-
-
-def _sql(db_backend: Backend, statement: str, **params) -> list:  # type: ignore[no-untyped-def]
-    engine = create_engine(db_backend.database_url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.begin() as conn:
-            res = conn.execute(text(statement), params)
-            return list(res.all()) if res.returns_rows else []
-    finally:
-        engine.dispose()
 
 
 def _artifact(api: Api, run_id: str, name: str, content: bytes) -> tuple[str, str]:
@@ -74,10 +63,10 @@ def test_stored_unsafe_names_are_never_served(api: Api, client, db_backend: Back
     aid, _ = _artifact(api, run_id, "log.txt", b"hello")
     ok(api.put(f"/v1/docker/runs/{run_id}/artifacts/{aid}/confirmUpload"), 204)
     escape = tmp_path / "escape.txt"
-    _sql(db_backend, "UPDATE artifacts SET file_name = :n WHERE id = :id", n="../escape.txt", id=aid)
+    run_sql(db_backend, "UPDATE artifacts SET file_name = :n WHERE id = :id", n="../escape.txt", id=aid)
     aid2, _ = _artifact(api, run_id, "log2.txt", b"world")
     ok(api.put(f"/v1/docker/runs/{run_id}/artifacts/{aid2}/confirmUpload"), 204)
-    _sql(db_backend, "UPDATE artifacts SET file_name = :n WHERE id = :id", n=str(tmp_path / "abs.txt"), id=aid2)
+    run_sql(db_backend, "UPDATE artifacts SET file_name = :n WHERE id = :id", n=str(tmp_path / "abs.txt"), id=aid2)
     run_state(api, run_id, "COMPLETED")
     names = sorted(a["fileName"] for a in ok(api.get(f"/v1/docker/runs/{run_id}"))["artifacts"])
     assert names == sorted(["escape.txt", str(tmp_path / "abs.txt").lstrip("/")])
@@ -317,7 +306,7 @@ def test_the_tag_export_is_one_filename_per_line(api: Api, db_backend: Backend) 
     run_state(api, run_id, "COMPLETED")
     (tag,) = ok(api.get(f"/v1/datasets/{ds}/tags"))
     # a name with a newline stored by an older server is left out of the line-based export
-    _sql(db_backend, "UPDATE samples SET file_name = :n WHERE dataset_id = :ds AND idx = 1", n="evil\nname", ds=ds)
+    run_sql(db_backend, "UPDATE samples SET file_name = :n WHERE dataset_id = :ds AND idx = 1", n="evil\nname", ds=ds)
     export = ok(api.get(f"/v1/datasets/{ds}/tags/{tag['id']}/export/basic/filenames"))
     assert export.split("\n") == ["a.jpg", "ü/ß.jpg"]
 

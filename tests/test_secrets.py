@@ -9,11 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Api, Backend, ServerProcess
+from conftest import Api, Backend, ServerProcess, run_sql
 from flows import ok
 from lightly_server.crypto import REDACTED, SEALED, Keyring, load_keys
 from lightly_server.db import datasources
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select
 
 S3 = {
     "purpose": "INPUT",
@@ -77,16 +77,6 @@ def _stored(db_backend: Backend, dataset_id: str) -> list[str]:
             return list(
                 conn.execute(select(datasources.c.config).where(datasources.c.dataset_id == dataset_id)).scalars()
             )
-    finally:
-        engine.dispose()
-
-
-def _sql(db_backend: Backend, statement: str, **params) -> list:  # type: ignore[no-untyped-def]
-    engine = create_engine(db_backend.database_url.replace("postgresql://", "postgresql+psycopg://"))
-    try:
-        with engine.begin() as conn:
-            res = conn.execute(text(statement), params)
-            return list(res.all()) if res.returns_rows else []
     finally:
         engine.dispose()
 
@@ -158,7 +148,7 @@ def test_without_a_key_credentials_are_refused_clearly(api: Api) -> None:
 
 
 def test_no_signing_key_in_the_database(kapi: Api, server: ServerProcess, db_backend: Backend) -> None:
-    rows = _sql(db_backend, "SELECT key, value FROM server_settings")
+    rows = run_sql(db_backend, "SELECT key, value FROM server_settings")
     assert [k for k, _ in rows if "sign" in k or "key" in k] == []
 
 
@@ -167,7 +157,7 @@ def test_plain_credentials_of_older_servers_are_sealed_on_start(
 ) -> None:
     ds = _dataset(kapi)
     plain = {**S3, "id": "a" * 24}
-    _sql(
+    run_sql(
         db_backend,
         "INSERT INTO datasources (id, dataset_id, purpose, config, created_at) VALUES (:id, :ds, 'INPUT', :c, 0)",
         id=secrets.token_hex(12),
@@ -175,13 +165,13 @@ def test_plain_credentials_of_older_servers_are_sealed_on_start(
         c=json.dumps(plain),
     )
     # an older server also kept its URL signing key in plain text
-    _sql(db_backend, "DELETE FROM server_settings WHERE key = 'artifact_signing_key'")
-    _sql(db_backend, "INSERT INTO server_settings (key, value) VALUES ('artifact_signing_key', :v)", v="ab" * 32)
+    run_sql(db_backend, "DELETE FROM server_settings WHERE key = 'artifact_signing_key'")
+    run_sql(db_backend, "INSERT INTO server_settings (key, value) VALUES ('artifact_signing_key', :v)", v="ab" * 32)
     second = db_backend.start_server("--secret-key-file", str(key_file))
     try:
         (stored,) = _stored(db_backend, ds)
         assert S3["s3SecretAccessKey"] not in stored and SEALED in json.loads(stored)
-        assert _sql(db_backend, "SELECT key FROM server_settings WHERE key = 'artifact_signing_key'") == []
+        assert run_sql(db_backend, "SELECT key FROM server_settings WHERE key = 'artifact_signing_key'") == []
         got = ok(Api(second.url, kapi.token).get(f"/v1/datasets/{ds}/datasource"))
         assert got["s3SecretAccessKey"] == REDACTED
     finally:

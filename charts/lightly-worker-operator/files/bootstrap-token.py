@@ -46,6 +46,30 @@ def api(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         return exc.code, {}
 
 
+def create_secret(ns: str, name: str, key: str, value: str, what: str) -> bool:
+    """Create Secret ns/name holding ``value`` under ``key``; an existing one is kept. False: it failed."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": name,
+            "namespace": ns,
+            "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap"},
+        },
+        "data": {key: base64.b64encode(value.encode()).decode()},
+    }
+    status, _ = api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
+    if status == 409:
+        print(f"Secret {ns}/{name} was created meanwhile; kept it")
+    elif status not in (200, 201):
+        print(f"cannot create Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
+        return False
+    else:
+        print(f"stored {what} in Secret {ns}/{name} (key {key})")
+    return True
+
+
 def ensure_secret_key() -> int:
     name = os.environ.get("SECRET_KEY_SECRET_NAME")
     if not name:
@@ -61,26 +85,7 @@ def ensure_secret_key() -> int:
     if status != 404:
         print(f"cannot read Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
         return 1
-    body = {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "type": "Opaque",
-        "metadata": {
-            "name": name,
-            "namespace": ns,
-            "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap"},
-        },
-        "data": {key: base64.b64encode(secrets.token_urlsafe(48).encode()).decode()},
-    }
-    status, _ = api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
-    if status == 409:
-        print(f"Secret {ns}/{name} was created meanwhile; kept it")
-    elif status not in (200, 201):
-        print(f"cannot create Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
-        return 1
-    else:
-        print(f"stored a new server secret key in Secret {ns}/{name} (key {key})")
-    return 0
+    return 0 if create_secret(ns, name, key, secrets.token_urlsafe(48), "a new server secret key") else 1
 
 
 def main() -> int:
@@ -114,25 +119,8 @@ def main() -> int:
         token = out.stdout.strip()
         print(f"created a token for user {user!r}")
     for ns in missing:
-        body = {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "type": "Opaque",
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap"},
-            },
-            "data": {key: base64.b64encode(token.encode()).decode()},
-        }
-        status, _ = api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
-        if status == 409:
-            print(f"Secret {ns}/{name} was created meanwhile; kept it")
-        elif status not in (200, 201):
-            print(f"cannot create Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
+        if not create_secret(ns, name, key, token, "the token"):
             return 1
-        else:
-            print(f"stored the token in Secret {ns}/{name} (key {key})")
     return 0
 
 
