@@ -186,3 +186,13 @@ class S3Region(StrEnum):
     SA_EAST_1 = "sa-east-1"
     US_GOV_EAST_1 = "us-gov-east"
     US_GOV_WEST_1 = "us-gov-west"
+
+
+class ShardState(StrEnum):
+    """Extension (issue 11, ``/v1/ext/``): the state of one shard of a split scheduled run."""
+
+    OPEN = "OPEN"
+    LEASED = "LEASED"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELED = "CANCELED"

@@ -425,6 +425,12 @@ class DockerConfigV4(Wire):
     use_datapool: StrictBool | None = None
     shutdown_when_job_finished: StrictBool | None = None
     cache_size: Annotated[int, Strict(), Field(ge=-1)] | None = None
+    # Extensions (issue 11, not in Lightly's protocol; the unmodified client refuses them client-side, so
+    # its users set them as a worker's CLI default, ``docker.parallelism=auto``): split the run into shards
+    # of ``shard_size`` files that up to ``parallelism`` workers embed at once ("auto": every idle matching
+    # worker). Absent or 1: one worker runs it, as before. docs/worker.md, docs/server.md "Shards".
+    parallelism: Annotated[int, Strict(), Field(ge=1)] | Literal["auto"] | None = None
+    shard_size: Annotated[int, Strict(), Field(ge=1)] | None = None
 
 
 class LightlyCheckpointCallback(Wire):

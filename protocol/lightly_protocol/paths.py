@@ -10,8 +10,10 @@ __all__ = [
     "CONFIGS",
     "DATASETS",
     "DEFAULT_WORKER",
+    "EXT",
     "RUNS",
     "SCHEDULE",
+    "SHARDS_SUMMARY",
     "WORKERS",
     "artifact_confirm",
     "config",
@@ -23,8 +25,14 @@ __all__ = [
     "run_selection",
     "runs_of_dataset",
     "scheduled_run",
+    "scheduled_shards",
+    "scheduled_shards_claim",
+    "shard",
+    "shard_files",
+    "shard_result",
     "worker",
     "worker_schedule",
+    "worker_work",
 ]
 
 #: the user's workers: POST registers one, GET lists them
@@ -92,3 +100,41 @@ def artifact_confirm(run_id: str, artifact_id: str) -> str:
 
 def runs_of_dataset(dataset_id: str) -> str:
     return f"{RUNS}/query/datasetId/{dataset_id}"
+
+
+# ---- extensions (not in Lightly's protocol) under one prefix: shards of split runs (issue 11, docs/server.md)
+
+#: the prefix of this server's extension endpoints
+EXT = "/v1/ext"
+#: shard counts of the user's unfinished scheduled runs (GET, the operator's queue depth)
+SHARDS_SUMMARY = f"{EXT}/shards/summary"
+
+
+def scheduled_shards(scheduled_id: str) -> str:
+    """A scheduled run's shard plan: PUT publishes the listing (coordinator), GET reads the plan."""
+    return f"{EXT}/scheduled/{scheduled_id}/shards"
+
+
+def scheduled_shards_claim(scheduled_id: str) -> str:
+    """POST: the coordinator takes the next OPEN shard of its own run (204 when none is OPEN)."""
+    return f"{EXT}/scheduled/{scheduled_id}/shards/claim"
+
+
+def worker_work(worker_id: str) -> str:
+    """The extended long poll of an idle worker: a shard first, else the scheduled runs (``waitSeconds``)."""
+    return f"{EXT}/workers/{worker_id}/work"
+
+
+def shard(shard_id: str) -> str:
+    """One shard: PUT heartbeats it (LEASED) or hands it back (OPEN)."""
+    return f"{EXT}/shards/{shard_id}"
+
+
+def shard_files(shard_id: str) -> str:
+    """GET: the shard's filenames, in order."""
+    return f"{EXT}/shards/{shard_id}/files"
+
+
+def shard_result(shard_id: str) -> str:
+    """PUT (the holder, ``workerId``) uploads the binary result; GET downloads it once DONE."""
+    return f"{EXT}/shards/{shard_id}/result"
