@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -203,6 +204,49 @@ tags = Table(
     Column("tot_size", Integer, nullable=False),
     Column("created_at", BigInteger, nullable=False),
     Index("ux_tags_name", "dataset_id", "name", unique=True),
+)
+
+# ---- extension (issue 11): shards of split scheduled runs (docs/server.md "Shards"). Both tables are newer
+# than schema version 2 and need no migration: ``metadata.create_all`` adds them on start, and an older
+# server ignores them.
+
+#: one published plan per scheduled run: the listing's digest and how it was split
+shard_plans = Table(
+    "shard_plans",
+    metadata,
+    Column("scheduled_id", ID, ForeignKey("scheduled_runs.id"), primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("run_id", ID),  # the coordinator's current run
+    Column("input_digest", String(64), nullable=False),
+    Column("total", BigInteger, nullable=False),  # files in the listing
+    Column("shard_size", Integer, nullable=False),
+    Column("parallelism", Integer),  # None: "auto" (no cap)
+    Column("created_at", BigInteger, nullable=False),
+    Column("last_modified_at", BigInteger, nullable=False),
+)
+
+shards = Table(
+    "shards",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("user_id", ID, nullable=False),
+    Column("scheduled_id", ID, ForeignKey("scheduled_runs.id"), nullable=False),
+    Column("idx", Integer, nullable=False),  # 0..n-1 in input order
+    Column("start", BigInteger, nullable=False),
+    Column("stop", BigInteger, nullable=False),
+    Column("state", String(10), nullable=False),
+    Column("worker_id", ID),  # the lease holder (LEASED), else the last holder
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("processed", BigInteger, nullable=False, default=0),
+    Column("leased_at", BigInteger),  # last claim or heartbeat (ms): the shard's lease
+    Column("names", LargeBinary, nullable=False),  # gzip of the shard's filenames joined by newlines
+    Column("result_bytes", BigInteger),  # size of the stored result (DONE); the bytes live in the artifacts dir
+    Column("message", Text),  # why FAILED / CANCELED
+    Column("updated_at", BigInteger, nullable=False),
+    Index("ux_shards_scheduled_idx", "scheduled_id", "idx", unique=True),
+    Index("ix_shards_user_state", "user_id", "state"),  # OPEN shards of a user (the work poll)
+    Index("ix_shards_worker_state", "worker_id", "state"),  # LEASED by a worker (delete, session restart)
+    Index("ix_shards_state_leased", "state", "leased_at"),  # the lease sweep
 )
 
 settings = Table(
