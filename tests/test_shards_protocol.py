@@ -127,3 +127,13 @@ def test_extension_paths_live_under_one_prefix() -> None:
     ]
     assert all(p.startswith(paths.EXT + "/") for p in built)
     assert len(set(built)) == len(built)
+
+
+def test_summary_demand_respects_the_parallelism_cap() -> None:
+    from lightly_protocol.shards import ShardSummary
+
+    row = {"scheduledId": OID, "datasetId": OID, "runsOn": [], "done": 0, "failed": 0, "total": 10, "holders": []}
+    assert ShardSummary.model_validate(row | {"open": 8, "leased": 2, "parallelism": "auto"}).demand() == 8
+    assert ShardSummary.model_validate(row | {"open": 8, "leased": 2, "parallelism": 3}).demand() == 1
+    assert ShardSummary.model_validate(row | {"open": 8, "leased": 4, "parallelism": 3}).demand() == 0
+    assert ShardSummary.model_validate(row | {"open": 1, "leased": 0, "parallelism": 3}).demand() == 1

@@ -131,6 +131,16 @@ class ShardSummary(Wire):
     done: Count
     failed: Count
     total: Count
+    #: the plan's cap on LEASED shards ("auto": none), so a queue of OPEN shards is not over-counted
+    parallelism: Parallelism
+    #: the worker holding each LEASED shard (one entry per shard): who is busy with shards
+    holders: list[Oid]
+
+    def demand(self) -> int:
+        """How many more workers this run's OPEN shards could use now (within the parallelism cap)."""
+        if self.parallelism == "auto":
+            return self.open
+        return max(0, min(self.open, self.parallelism - self.leased))
 
 
 # ---------------------------------------------------------------- the listing
