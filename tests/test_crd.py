@@ -47,6 +47,7 @@ def test_printer_columns() -> None:
         "Desired": ".spec.replicas",
         "Ready": ".status.readyReplicas",
         "Busy": ".status.busyReplicas",
+        "Shards": ".status.shardsInFlight",
         "Phase": ".status.phase",
         "Age": ".metadata.creationTimestamp",
     }
@@ -203,10 +204,11 @@ def test_every_example_passes_server_side_dry_run(kube: Kube, lightly_crd: Path)
 
 def test_kubectl_get_shows_the_printer_columns(kube: Kube, lightly_crd: Path) -> None:
     kube.apply(_lw("cols", replicas=3))
-    kube.patch_status(LW, "cols", {"replicas": 3, "readyReplicas": 2, "busyReplicas": 1, "phase": "Running"})
+    status = {"replicas": 3, "readyReplicas": 2, "busyReplicas": 1, "shardsInFlight": 4, "phase": "Running"}
+    kube.patch_status(LW, "cols", status)
     header, row = kube.kubectl("get", "lw", "cols").stdout.splitlines()
-    assert header.split() == ["NAME", "DESIRED", "READY", "BUSY", "PHASE", "AGE"]
-    assert row.split()[:5] == ["cols", "3", "2", "1", "Running"]
+    assert header.split() == ["NAME", "DESIRED", "READY", "BUSY", "SHARDS", "PHASE", "AGE"]
+    assert row.split()[:6] == ["cols", "3", "2", "1", "4", "Running"]
     # the category and the long names work too
     assert "cols" in kube.kubectl("get", "lightly", "-o", "name").stdout
     assert "cols" in kube.kubectl("get", f"{PLURAL}.{GROUP}", "-o", "name").stdout

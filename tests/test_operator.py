@@ -179,8 +179,8 @@ def test_apply_registers_workers_and_runs_pods(env: Env) -> None:
         assert env.condition("Ready")["observedGeneration"] == env.lw()["metadata"]["generation"]
         # the printer columns, as the apiserver's Table output has them
         header, row = env.kube.kubectl("get", "lw", "fleet").stdout.splitlines()
-        assert header.split() == ["NAME", "DESIRED", "READY", "BUSY", "PHASE", "AGE"]
-        assert row.split()[:5] == ["fleet", "2", "2", "0", "Running"]
+        assert header.split() == ["NAME", "DESIRED", "READY", "BUSY", "SHARDS", "PHASE", "AGE"]
+        assert row.split()[:6] == ["fleet", "2", "2", "0", "0", "Running"]
         # the scale subresource, as HPA and kubectl scale see it
         scale = json.loads(env.kube.kubectl("get", "--raw", env.kube.resource_path(LW, "fleet") + "/scale").stdout)
         assert scale["spec"]["replicas"] == 2 and scale["status"]["replicas"] == 2

@@ -1,16 +1,19 @@
 """How fleets reach the Lightly API: the token from their Secret, one HTTP pool, and the API's cached view.
 
-The answers that many fleets share (the worker listing, the scheduled runs of their labels) are polled
-at most once per resync interval per API and token (``ApiStateCache``), not once per fleet.
+The answers that many fleets share (the worker listing, the scheduled runs of their labels, the shard
+summary) are polled at most once per resync interval per API and token (``ApiStateCache``), not once per
+fleet.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 
 import httpx
 from lightly_protocol.models import WorkerData
+from lightly_protocol.shards import ShardSummary
 
 from .builders import token_fingerprint
 from .kube import Kube
@@ -26,6 +29,21 @@ class ApiView:
     states: dict[str, WorkerData]  # worker id -> its state
     holding: dict[str, str]  # worker id -> scheduled run id it holds
     open_runs: int
+    #: OPEN shards of split runs this fleet's labels fit, that workers could take now (within each run's cap)
+    open_shards: int = 0
+    #: worker id -> LEASED shards it holds (any of the token's split runs)
+    shard_holders: dict[str, int] = field(default_factory=dict)
+
+
+def shard_view(rows: list[ShardSummary], labels: list[str]) -> tuple[int, dict[str, int]]:
+    """(OPEN shards a fleet with ``labels`` could take now, LEASED shards per holder) from the summary.
+
+    A run fits the fleet when its runsOn is a subset of the fleet's labels, as for scheduled runs.
+    """
+    fleet = set(labels)
+    open_shards = sum(r.demand() for r in rows if set(r.runs_on) <= fleet)
+    holders = Counter(w for r in rows for w in r.holders)
+    return open_shards, dict(holders)
 
 
 class ApiAccess:
@@ -78,10 +96,14 @@ class ApiAccess:
         if autoscaling:
             rows = await self.cache.get((*key, "open", tuple(sorted(labels))), lambda: api.scheduled("OPEN", labels))
             open_runs = len(rows)
+        # one summary per token and interval, shared by every fleet (each filters it by its labels)
+        open_shards, holders = shard_view(await self.cache.get((*key, "shards"), api.shard_summary), labels)
         return ApiView(
             states={w.id: w for w in workers},
             holding={r.owner: r.id for r in locked if r.owner},
             open_runs=open_runs,
+            open_shards=open_shards if autoscaling else 0,
+            shard_holders=holders,
         )
 
     def invalidate(self, url: str, fp: str) -> None:

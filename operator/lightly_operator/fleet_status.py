@@ -78,6 +78,7 @@ def compute_status(s: StatusInput) -> FleetStatus:
         "replicas": live_pods,
         "readyReplicas": workers.ready,
         "busyReplicas": workers.busy,
+        "shardsInFlight": workers.shards,
         "desiredReplicas": s.desired,
         "selector": selector_string(s.name),
         "workers": workers.entries,
@@ -166,6 +167,7 @@ class _Workers:
     entries: list[dict[str, Any]] = field(default_factory=list)
     ready: int = 0
     busy: int = 0
+    shards: int = 0  # LEASED shards the fleet's workers hold
     states: Counter[str] = field(default_factory=Counter)
     pending: Counter[str] = field(default_factory=Counter)
     problems: list[Condition] = field(default_factory=list)
@@ -210,6 +212,8 @@ def _worker_entry(s: StatusInput, i: int, out: _Workers) -> dict[str, Any]:
             out.pending["Pending"] += 1
     if s.view is not None and wid in s.view.holding:
         entry["currentRun"] = s.view.holding[wid]
+    if s.view is not None and wid in s.view.shard_holders:
+        out.shards += s.view.shard_holders[wid]
     if w is not None:
         entry["lastSeen"] = _iso(w.last_modified_at)
         if w.docker_version:

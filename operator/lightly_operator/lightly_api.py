@@ -10,6 +10,7 @@ import httpx
 from lightly_protocol import paths
 from lightly_protocol.client import NO_ANSWER, ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
 from lightly_protocol.models import CreateEntityResponse, ScheduledRunData, WorkerCreateRequest, WorkerData
+from lightly_protocol.shards import ShardSummary
 
 
 class ApiProblem(ApiCallError):
@@ -76,6 +77,16 @@ class LightlyApi(ClientCore):
     async def scheduled(self, state: str, labels: list[str]) -> list[ScheduledRunData]:
         rows = await self._call("GET", paths.SCHEDULE, params={"state": state, "labels": labels})
         return [ScheduledRunData.model_validate(r) for r in rows]
+
+    async def shard_summary(self) -> list[ShardSummary]:
+        """Shard counts of the token's unfinished split runs (extension); a server without shards: none."""
+        try:
+            rows = await self._call("GET", paths.SHARDS_SUMMARY)
+        except ApiProblem as exc:
+            if exc.status == 404:  # an older server: no /v1/ext/ endpoints, so no shards
+                return []
+            raise
+        return [ShardSummary.model_validate(r) for r in rows]
 
 
 class ApiStateCache:

@@ -82,11 +82,11 @@ def registered_workers(body: Mapping[str, Any], memo: FleetMemo) -> dict[int, st
 
 
 def busy_replicas(registered: Mapping[int, str], by_index: Mapping[int, Any], view: ApiView | None) -> set[int]:
-    """Replicas whose worker holds a run or says BUSY; unknown API state: all (touch nothing risky)."""
+    """Replicas whose worker holds a run or a shard or says BUSY; unknown API state: all (touch nothing risky)."""
     if view is None:
         return set(registered) | set(by_index)
     return {
         i
         for i, wid in registered.items()
-        if wid in view.holding or getattr(view.states.get(wid), "state", None) == "BUSY"
+        if wid in view.holding or wid in view.shard_holders or getattr(view.states.get(wid), "state", None) == "BUSY"
     }
