@@ -132,7 +132,10 @@ def run_job(
     run_id: str | None = None,
     dataset_id: str | None = None,
     config_dump: dict[str, Any] | None = None,
+    stages: tuple[Stage, ...] | None = None,
 ) -> JobResult:
+    """Run the job through ``stages`` (default ``job_stages()``; a split run replaces its check and
+    embed stages, see ``shards.split_stages``)."""
     report: dict[str, Any] = {
         "worker_version": worker_version(),
         "run_id": run_id,
@@ -144,7 +147,7 @@ def run_job(
     job = Job(config, paths, reporter, JobOptions(device, embedding_model, embedding_input_size), report)
     timer = _Timer(report)
     job.out.mkdir(parents=True, exist_ok=True)
-    for i, stage in enumerate(job_stages()):
+    for i, stage in enumerate(stages or job_stages()):
         if not stage.applies(job):
             continue
         if stage.state is not None:

@@ -20,6 +20,7 @@ from lightly_protocol.models import WorkerConfigV4
 from lightly_protocol.validation import config_problems
 
 from .embed import (
+    CheckResult,
     EmbedConfig,
     EmbeddingsError,
     TrainConfig,
@@ -104,16 +105,30 @@ def _load_datapool(job: Job) -> None:
 
 
 def check_corruptness(job: Job) -> None:
-    docker, out, names = job.docker, job.out, job.names
-    job.say(f"checking {len(names)} files for corruption and exact duplicates")
+    job.say(f"checking {len(job.names)} files for corruption and exact duplicates")
+    record_check(job, check_files(job, job.names, progress=_progress(job.reporter, "checked")))
+
+
+def check_files(
+    job: Job, names: list[str], *, remove_duplicates: bool = True, progress: Callable[[int, int], None] | None = None
+) -> CheckResult:
+    """The corruptness (and exact-duplicate) check of ``names`` with the run's settings; the one
+    check of both the single-worker path and a shard (which leaves duplicates to the assembly)."""
+    docker = job.docker
     threshold = docker.corruptness_check.corruption_threshold if docker and docker.corruptness_check else None
-    checked = check_samples(
+    return check_samples(
         job.paths.input_root,
         names,
         num_workers=-1,
         corruption_threshold=threshold,
-        progress=_progress(job.reporter, "checked"),
+        remove_duplicates=remove_duplicates,
+        progress=progress,
     )
+
+
+def record_check(job: Job, checked: CheckResult) -> None:
+    """Write the check's outputs and leave the candidates (ok files) in the job."""
+    out = job.out
     write_lines(out / "filenames" / "corrupt_filenames.txt", sorted(checked.corrupt))
     write_lines(out / "filenames" / "duplicate_filenames.txt", sorted(checked.duplicates))
     (out / "data").mkdir(exist_ok=True)
@@ -152,11 +167,19 @@ def train(job: Job) -> None:
 
 def embed(job: Job) -> None:
     docker = job.docker
-    normalize = True if docker is None or docker.normalize_embeddings is None else docker.normalize_embeddings
     if docker and docker.embeddings:
-        _custom_embeddings(job, docker.embeddings, normalize)
+        custom_embeddings(job)
     else:
-        _model_embeddings(job, normalize)
+        _model_embeddings(job)
+    check_datapool_dim(job)
+
+
+def normalize_embeddings(job: Job) -> bool:
+    docker = job.docker
+    return True if docker is None or docker.normalize_embeddings is None else docker.normalize_embeddings
+
+
+def check_datapool_dim(job: Job) -> None:
     dp, emb = job.datapool_emb, job.emb
     assert emb is not None
     if dp is not None and dp.shape[1] != emb.shape[1]:
@@ -166,7 +189,10 @@ def embed(job: Job) -> None:
         )
 
 
-def _custom_embeddings(job: Job, name: str, normalize: bool) -> None:
+def custom_embeddings(job: Job) -> None:
+    """The candidates' rows of the run's custom embeddings CSV (``docker.embeddings``)."""
+    assert job.docker is not None and job.docker.embeddings
+    name, normalize = job.docker.embeddings, normalize_embeddings(job)
     if job.paths.lightly_root is None:
         raise JobError("custom embeddings need a LIGHTLY datasource (.lightly/embeddings/ in it)")
     csv_path = _confined(
@@ -193,30 +219,43 @@ def _custom_embeddings(job: Job, name: str, normalize: bool) -> None:
     job.emb, job.model_name = emb, "custom"
 
 
-def _model_embeddings(job: Job, normalize: bool) -> None:
-    lightly_dump, opts, candidates = job.lightly_dump, job.options, job.candidates
+def embed_config(job: Job) -> EmbedConfig:
+    """The embedder's settings for this run (its lightly config, the worker's options, the device)."""
+    lightly_dump, opts = job.lightly_dump, job.options
     loader = lightly_dump.get("loader", {})
     collate = lightly_dump.get("collate", {})
     size = opts.embedding_input_size or collate.get("inputSize") or (224 if job.device == "cuda" else 128)
-    cfg = EmbedConfig(
+    return EmbedConfig(
         model="simclr" if job.model is not None else opts.embedding_model,
         input_size=int(size),
         batch_size=int(loader.get("batchSize") or 32),
         num_workers=int(loader.get("numWorkers", -1)),
         device=job.device,
-        normalize=normalize,
+        normalize=normalize_embeddings(job),
         seed=int(lightly_dump.get("seed") or 0),
     )
-    job.say(f"embedding {len(candidates)} images with {cfg.model} at {cfg.input_size} px")
+
+
+def embed_files(
+    job: Job, names: list[str], cfg: EmbedConfig, progress: Callable[[int, int], None] | None
+) -> tuple[np.ndarray, list[str]]:
+    """(embeddings in the order of ``names``, the names that could not be read: zero rows); the one
+    embedding call of both the single-worker path and a shard."""
     failed: list[str] = []
-    emb = embed_samples(
-        job.paths.input_root,
-        candidates,
-        cfg,
-        model=job.model,
-        failed=failed,
-        progress=_progress(job.reporter, "embedded"),
-    )
+    emb = embed_samples(job.paths.input_root, names, cfg, model=job.model, failed=failed, progress=progress)
+    return emb, failed
+
+
+def _model_embeddings(job: Job) -> None:
+    cfg = embed_config(job)
+    job.say(f"embedding {len(job.candidates)} images with {cfg.model} at {cfg.input_size} px")
+    emb, failed = embed_files(job, job.candidates, cfg, _progress(job.reporter, "embedded"))
+    record_embeddings(job, emb, failed, cfg.model)
+
+
+def record_embeddings(job: Job, emb: np.ndarray, failed: list[str], model_name: str) -> None:
+    """Leave the candidates' embeddings in the job; files that failed to decode are left out like corrupt ones."""
+    candidates = job.candidates
     if failed:  # unreadable after all (e.g. vanished): left out like corrupt files
         log.warning("%d files could not be read while embedding; left out: %s", len(failed), failed[:5])
         bad = set(failed)
@@ -227,7 +266,7 @@ def _model_embeddings(job: Job, normalize: bool) -> None:
         write_lines(job.out / "filenames" / "corrupt_filenames.txt", sorted(job.checked.corrupt))
         if not candidates:
             raise JobError("no input file could be read; nothing to select from")
-    job.candidates, job.emb, job.model_name = candidates, emb, cfg.model
+    job.candidates, job.emb, job.model_name = candidates, emb, model_name
 
 
 def wants_metadata(job: Job) -> bool:

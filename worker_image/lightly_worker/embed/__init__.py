@@ -14,6 +14,7 @@ from .files import (
     frame_name,
     list_samples,
     resolve_sample,
+    split_duplicates,
 )
 from .models import EfficientNetLite0Embedder, SimCLRBackbone, embedding_model_from_config
 from .simclr import TrainConfig, load_simclr_checkpoint, nt_xent, save_simclr_checkpoint, train_simclr
@@ -44,5 +45,6 @@ __all__ = [
     "resolve_sample",
     "save_embeddings",
     "save_simclr_checkpoint",
+    "split_duplicates",
     "train_simclr",
 ]

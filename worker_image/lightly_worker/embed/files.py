@@ -259,6 +259,24 @@ class CheckResult:
     ok: list[str] = field(default_factory=list)
     corrupt: dict[str, str] = field(default_factory=dict)  # name -> reason
     duplicates: dict[str, str] = field(default_factory=dict)  # duplicate name -> kept original
+    digests: dict[str, str] = field(default_factory=dict)  # name -> content hash (readable images only)
+
+
+def split_duplicates(names: list[str], digests: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(kept, {duplicate: kept original}) over ``names`` in their order: a name whose content hash was
+    seen earlier is a duplicate of the first one; names without a hash (video frames) are kept."""
+    first: dict[str, str] = {}
+    kept: list[str] = []
+    duplicates: dict[str, str] = {}
+    for name in names:
+        digest = digests.get(name)
+        if digest is not None and digest in first:
+            duplicates[name] = first[digest]
+            continue
+        if digest is not None:
+            first[digest] = name
+        kept.append(name)
+    return kept, duplicates
 
 
 def _check_image(path: Path) -> tuple[str | None, str | None]:
@@ -372,7 +390,7 @@ def check_samples(
         return _check_image(item.path)
 
     items: list[SampleRef | Path | None] = [*videos, *refs]
-    hashes: dict[str, str] = {}
+    passed: list[str] = []
     video_reason: dict[Path, str | None] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = _windowed_map(pool, task, items) if workers > 0 else map(task, items)
@@ -386,15 +404,14 @@ def check_samples(
                 reason = video_reason[ref.path]
             if reason is not None:
                 result.corrupt[name] = reason
-            elif remove_duplicates and digest is not None and digest in hashes:
-                result.duplicates[name] = hashes[digest]
             else:
                 if digest is not None:
-                    hashes[digest] = name
-                result.ok.append(name)
+                    result.digests[name] = digest
+                passed.append(name)
             done += 1
             if done % 256 == 0 or done == total:
                 report(progress, done, total)
+    result.ok, result.duplicates = split_duplicates(passed, result.digests) if remove_duplicates else (passed, {})
     if result.corrupt:
         log.info("corruptness check: %d corrupt sample(s)", len(result.corrupt))
     if result.duplicates:
