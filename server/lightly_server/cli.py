@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="largest body of PUT /v1/docker/runs/{id}/selection [env LIGHTLY_SERVER_MAX_SELECTION_BYTES]",
     )
     s.add_argument(
+        "--max-shard-bytes",
+        type=int,
+        default=int(_env("LIGHTLY_SERVER_MAX_SHARD_BYTES", str(256 * 1024**2)) or 0),
+        help="largest shard listing (gzip body and uncompressed) and shard result (extension, /v1/ext/) "
+        "[env LIGHTLY_SERVER_MAX_SHARD_BYTES]",
+    )
+    s.add_argument(
         "--max-upload-bytes",
         type=int,
         default=int(_env("LIGHTLY_SERVER_MAX_UPLOAD_BYTES", str(20 * 1024**3)) or 0),
@@ -148,8 +155,11 @@ def _run(args: argparse.Namespace) -> int:
     if args.lease_seconds <= 0 or args.max_attempts < 1:
         print("error: --lease-seconds must be > 0 and --max-attempts >= 1", file=sys.stderr)
         return 2
-    if min(args.max_body_bytes, args.max_selection_bytes, args.max_upload_bytes) < 1024:
-        print("error: --max-body-bytes, --max-selection-bytes and --max-upload-bytes must be >= 1024", file=sys.stderr)
+    if min(args.max_body_bytes, args.max_selection_bytes, args.max_upload_bytes, args.max_shard_bytes) < 1024:
+        print(
+            "error: --max-body-bytes, --max-selection-bytes, --max-upload-bytes and --max-shard-bytes must be >= 1024",
+            file=sys.stderr,
+        )
         return 2
     from .crypto import SecretKeyError, load_keys
 
@@ -169,6 +179,7 @@ def _run(args: argparse.Namespace) -> int:
         max_body_bytes=args.max_body_bytes,
         max_selection_bytes=args.max_selection_bytes,
         max_upload_bytes=args.max_upload_bytes,
+        max_shard_bytes=args.max_shard_bytes,
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
     )
     app = create_app(settings)

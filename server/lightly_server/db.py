@@ -244,6 +244,7 @@ shards = Table(
     Column("message", Text),  # why FAILED / CANCELED
     Column("updated_at", BigInteger, nullable=False),
     Index("ux_shards_scheduled_idx", "scheduled_id", "idx", unique=True),
+    Index("ix_shards_scheduled_state", "scheduled_id", "state", "idx"),  # a run's next OPEN shard, its counts
     Index("ix_shards_user_state", "user_id", "state"),  # OPEN shards of a user (the work poll)
     Index("ix_shards_worker_state", "worker_id", "state"),  # LEASED by a worker (delete, session restart)
     Index("ix_shards_state_leased", "state", "leased_at"),  # the lease sweep

@@ -2,7 +2,8 @@
 
 - The body: refused with 413 as soon as it is known to be too large, from ``Content-Length`` before a
   byte is read, or by counting the bytes of a body sent without one (chunked) as they arrive, so an
-  oversized body is never held in memory. The artifact upload route has its own, larger limit.
+  oversized body is never held in memory. The artifact upload route has its own, larger limit; shard
+  listings and results (extension) have ``--max-shard-bytes``.
 - NUL characters in the path or the query string: refused with 400 (no database can store or compare
   them).
 """
@@ -19,6 +20,8 @@ from starlette.exceptions import HTTPException
 
 UPLOAD_PATH = re.compile(r"^/v1/artifacts/[^/]+/upload$")
 SELECTION_PATH = re.compile(r"^/v1/docker/runs/[^/]+/selection$")
+#: extension: a shard listing (PUT /v1/ext/scheduled/{id}/shards) and a shard result (PUT .../shards/{id}/result)
+SHARD_PATH = re.compile(r"^/v1/ext/(scheduled/[^/]+/shards|shards/[^/]+/result)$")
 
 
 class BodyTooLarge(HTTPException):
@@ -36,16 +39,21 @@ def too_large_message(limit: int) -> str:
 
 
 class RequestLimits:
-    def __init__(self, app: Any, max_body_bytes: int, max_selection_bytes: int) -> None:
+    def __init__(
+        self, app: Any, max_body_bytes: int, max_selection_bytes: int, max_shard_bytes: int | None = None
+    ) -> None:
         self.app = app
         self.max_body = max_body_bytes
         self.max_selection = max_selection_bytes
+        self.max_shard = max_body_bytes if max_shard_bytes is None else max_shard_bytes
 
     def limit_for(self, path: str) -> int | None:
         if UPLOAD_PATH.match(path):
             return None  # streamed to disk, limited by --max-upload-bytes in the route
         if SELECTION_PATH.match(path):
             return self.max_selection
+        if SHARD_PATH.match(path):
+            return self.max_shard
         return self.max_body
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -19,6 +19,8 @@ class ServerSettings:
     max_upload_bytes: int = 20 * 1024**3  # one artifact upload (streamed to disk)
     max_body_bytes: int = 8 * 1024**2  # any other request body (413 beyond)
     max_selection_bytes: int = 256 * 1024**2  # PUT /v1/docker/runs/{id}/selection (800k filenames fit)
+    #: a shard listing (gzip body and uncompressed) and a shard result (extension, /v1/ext/)
+    max_shard_bytes: int = 256 * 1024**2
     #: file with the secret key(s), one a line; None: LIGHTLY_SERVER_SECRET_KEY_FILE, LIGHTLY_SERVER_SECRET_KEY
     secret_key_file: Path | None = None
 
