@@ -513,7 +513,8 @@ class TargetRange(Wire):
 
 
 class SelectionStrategy(Wire):
-    type: Literal["DIVERSITY", "WEIGHTS", "THRESHOLD", "BALANCE", "SIMILARITY", "TYPICALITY"]
+    # COVERAGE_EXT: this worker's extension (ProbCover), not a Lightly strategy
+    type: Literal["DIVERSITY", "WEIGHTS", "THRESHOLD", "BALANCE", "SIMILARITY", "TYPICALITY", "COVERAGE_EXT"]
     # this key keeps its snake_case name on the wire (no alias in the protocol)
     stopping_condition_minimum_distance: Annotated[float, Strict()] | None = Field(
         None, alias="stopping_condition_minimum_distance"
@@ -527,6 +528,8 @@ class SelectionStrategy(Wire):
     stopping_condition_max_sum: Annotated[float, Strict(), Field(ge=0)] | None = None
     target_range: TargetRange | None = None
     distribution: Literal["TARGET", "UNIFORM", "INPUT"] | None = None
+    # extension (COVERAGE_EXT only): the ball radius delta; unset = chosen from the data
+    coverage_radius_ext: Annotated[float, Strict(), Field(gt=0)] | None = Field(None, alias="coverage_radius_ext")
 
 
 class SelectionEntry(Wire):

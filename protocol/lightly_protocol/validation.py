@@ -10,6 +10,7 @@ from .models import SelectionConfigV4, SelectionEntry, WorkerConfigV4
 _INPUTS_FOR = {
     "DIVERSITY": {"EMBEDDINGS"},
     "TYPICALITY": {"EMBEDDINGS"},
+    "COVERAGE_EXT": {"EMBEDDINGS"},
     "SIMILARITY": {"EMBEDDINGS"},
     "WEIGHTS": {"SCORES", "METADATA", "RANDOM"},
     "THRESHOLD": {"SCORES", "METADATA"},
@@ -34,6 +35,10 @@ def _entry_problems(i: int, entry: SelectionEntry) -> list[str]:
         out.append(f"{where}: strategy THRESHOLD needs 'threshold' and 'operation'")
     if strat.type == "SIMILARITY" and not inp.tag_name:
         out.append(f"{where}: strategy SIMILARITY needs input 'tag_name' (the query tag)")
+    if strat.coverage_radius_ext is not None and strat.type != "COVERAGE_EXT":
+        out.append(f"{where}: 'coverage_radius_ext' belongs to strategy COVERAGE_EXT, not {strat.type}")
+    if strat.type == "COVERAGE_EXT" and strat.strength is not None and strat.strength <= 0:
+        out.append(f"{where}: strategy COVERAGE_EXT takes no 'strength' <= 0 (leave it out)")
     if strat.type == "BALANCE":
         distribution = strat.distribution or "TARGET"
         if distribution == "TARGET":
@@ -52,6 +57,12 @@ def selection_problems(selection: SelectionConfigV4) -> list[str]:
     out: list[str] = []
     for i, entry in enumerate(selection.strategies):
         out.extend(_entry_problems(i, entry))
+    scoring = [e.strategy.type for e in selection.strategies if e.strategy.type != "THRESHOLD"]
+    if "COVERAGE_EXT" in scoring and len(scoring) > 1:
+        out.append(
+            "selection: strategy COVERAGE_EXT (an extension) combines with THRESHOLD filters only; "
+            f"drop the other strategies {[t for t in scoring if t != 'COVERAGE_EXT']} or use them without it"
+        )
     has_stop = any(
         e.strategy.stopping_condition_minimum_distance is not None
         or e.strategy.stopping_condition_max_sum is not None

@@ -34,6 +34,10 @@ candidates, before thresholds, rounded half up); with both the smaller wins. Sto
 ``n_samples``, ``minimum_distance``, ``max_sum``, ``minimum_typicality``, ``exhausted`` (no
 candidates left).
 
+COVERAGE_EXT (EMBEDDINGS; an extension of this worker, not Lightly's): greedy maximum coverage of
+delta-balls (ProbCover), see :mod:`.coverage`; combines with THRESHOLD filters only. Stop reasons add
+``covered`` (no sample limit and every candidate covered).
+
 Fast path: a single DIVERSITY strategy with positive strength (after any thresholds) runs the exact
 greedy k-center kernel of :mod:`.kcenter` (numba on CPU, torch on CUDA without a host sync per pick).
 """
@@ -49,6 +53,7 @@ import torch
 from lightly_protocol.models import SelectionConfigV4, SelectionEntry, SelectionInput, SelectionStrategy
 from lightly_protocol.validation import selection_problems
 
+from .coverage import DEFAULT_COVERAGE_NEIGHBORS, coverage_select
 from .kcenter import KCenterState, kcenter_greedy
 from .types import PredictionTask, SelectionError, SelectionInputs, SelectionResult
 
@@ -369,7 +374,27 @@ def select(config: SelectionConfigV4, inputs: SelectionInputs, device: str = "cp
             reason = "n_samples"
         return SelectionResult(cand[res.picks].tolist(), removed, reason, res.distances)
 
-    # 3. general greedy loop
+    # 3. COVERAGE_EXT (alone; validation refuses it with other scoring strategies)
+    if len(scoring) == 1 and scoring[0][1].strategy.type == "COVERAGE_EXT":
+        i, entry = scoring[0]
+        x = _embeddings(inputs, _where(i), entry)
+        pool = _datapool(inputs, x.shape[1])
+        if len(cand) == 0 or k == 0:
+            return SelectionResult([], removed, "exhausted" if len(cand) == 0 else "n_samples", [])
+        cov = coverage_select(
+            x[cand] if len(cand) < n else x,
+            None if limit is None else k,
+            radius=entry.strategy.coverage_radius_ext,
+            n_neighbors=entry.strategy.num_nearest_neighbors or DEFAULT_COVERAGE_NEIGHBORS,
+            datapool=pool,
+            device=device,
+        )
+        reason = cov.stop_reason
+        if reason == "exhausted" and limit is not None and k == limit:
+            reason = "n_samples"
+        return SelectionResult(cand[cov.picks].tolist(), removed, reason, [], {"coverage": cov.details})
+
+    # 4. general greedy loop
     return _general(config, inputs, scoring, cand, removed, k, limit, device)
 
 
@@ -432,7 +457,7 @@ def _general(
                     const += _log_obj(typ / typ.max(), s)
                 if strat.stopping_condition_minimum_typicality is not None:
                     min_typ.append((typ, float(strat.stopping_condition_minimum_typicality)))
-        else:  # pragma: no cover - schema has no other types
+        else:  # COVERAGE_EXT with other strategies is refused by selection_problems
             raise SelectionError(f"{where}: unsupported strategy {strat.type}")
 
     remaining = np.ones(m, dtype=bool)

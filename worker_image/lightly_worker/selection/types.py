@@ -76,3 +76,5 @@ class SelectionResult:
     #: DIVERSITY only: Euclidean distance of each pick to the selection before it (datapool included);
     #: ``inf`` for a first pick without datapool; [] when no DIVERSITY strategy ran
     min_distances: list[float] = field(default_factory=list)
+    #: what a strategy found out while selecting, for the report (COVERAGE_EXT: radius, covered fraction, ...)
+    details: dict[str, Any] = field(default_factory=dict)
