@@ -13,8 +13,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import os
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,12 +22,16 @@ from typing import Any
 
 from lightly_protocol.enums import LogLevel
 from lightly_protocol.models import LogCreateEntry, ScheduledRunData, WorkerConfigV4
+from lightly_protocol.shards import ShardAssignment, WorkData
 
 from . import worker_version
 from .api import ApiError, WorkerApi
 from .config import WorkerArgs
+from .failpoints import failpoint
+from .job import JobOptions
 from .metrics import WorkerMetrics
 from .pipeline import Cancelled, JobError, resolve_paths, run_job
+from .shards import Coordinator, ShardRunner, missing_endpoint, parallelism_of, shard_job
 
 log = logging.getLogger("lightly_worker")
 run_log = logging.getLogger("lightly_worker.run")
@@ -39,27 +43,6 @@ _LEVELS = {
     logging.ERROR: LogLevel.ERROR,
     logging.CRITICAL: LogLevel.CRITICAL,
 }
-
-
-#: fault-injection tests only: a directory where a run stage with a ``<STAGE>.hold`` file waits for
-#: ``<STAGE>.go`` (or ``all.go``)
-FAILPOINT_ENV = "LIGHTLY_WORKER_FAILPOINT_DIR"
-
-
-def _failpoint(state: str, cancel: threading.Event) -> None:
-    """Hold the job at a run stage until the test lets it go (never active unless the variable is set).
-
-    Writes ``<STAGE>.reached`` when it gets there, so a test can kill or stop the worker at exactly
-    this point while the heartbeat goes on; a shutdown past its grace period still cancels the job.
-    """
-    folder = os.environ.get(FAILPOINT_ENV)
-    if not folder or not (Path(folder) / f"{state}.hold").exists():
-        return
-    gate = Path(folder)
-    (gate / f"{state}.reached").write_text(str(os.getpid()))
-    while not (gate / f"{state}.go").exists() and not (gate / "all.go").exists():
-        if cancel.wait(0.05):
-            raise Cancelled("the worker is shutting down")
 
 
 class Shutdown(Exception):
@@ -98,7 +81,7 @@ class RunReporter:
         run_log.info("%s: %s", state, message)
         self.flush()
         self.api.run_state(self.run_id, state, message)
-        _failpoint(state, self.cancel)
+        failpoint(state, self.cancel)
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -169,6 +152,7 @@ class WorkerAgent:
         self.busy = False
         self.worker_id = ""
         self.shutdown_after_job = bool(args["shutdown_when_job_finished"])
+        self._work_endpoint: bool | None = None  # the server's /v1/ext/ long poll: unknown until the first poll
 
     # ------------------------------------------------------------ signals
 
@@ -259,7 +243,15 @@ class WorkerAgent:
         wait = float(self.args["worker.poll_wait_seconds"])
         t0 = time.monotonic()
         try:
-            rows = self.api.queue(self.worker_id, wait)
+            work = self._poll_work(wait)
+            if work is not None and work.shard is not None:
+                self.busy = True
+                try:
+                    self.run_shard(work.shard)
+                finally:
+                    self.busy = False
+                return
+            rows = work.scheduled if work is not None else self.api.queue(self.worker_id, wait)
         except ApiError as exc:
             if exc.status == 404:
                 raise  # our worker id was deregistered: nothing sensible to do but stop
@@ -283,6 +275,54 @@ class WorkerAgent:
         if not rows and time.monotonic() - t0 < min(wait, 1.0):
             # the server answered at once (no long-poll support): poll politely
             self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
+
+    def _poll_work(self, wait: float) -> WorkData | None:
+        """The extended long poll (shards first, then runs); None where the server has no such endpoint
+        (then this worker uses the plain long poll from now on)."""
+        if self._work_endpoint is False:
+            return None
+        try:
+            work = self.api.work(self.worker_id, wait)
+        except ApiError as exc:
+            if self._work_endpoint is None and missing_endpoint(exc):
+                log.info("the server has no shard extension (%s): polling the plain queue", exc)
+                self._work_endpoint = False
+                return None
+            raise
+        self._work_endpoint = True
+        return work
+
+    # ------------------------------------------------------------ one shard of a split run
+
+    def run_shard(self, assignment: ShardAssignment) -> None:
+        """Check and embed one shard of another worker's run; hand it back on shutdown or failure."""
+        shard = assignment.shard
+        self.metrics.state.state("BUSY")
+        try:
+            config = merge_cli_defaults(assignment.config, self.args)
+            with tempfile.TemporaryDirectory(prefix="lightly-shard-") as tmp:
+                paths = resolve_paths(
+                    self.args.path("input_mount"),
+                    self.args.path("lightly_mount"),
+                    self.api.datasource(assignment.dataset_id, "INPUT"),
+                    self.api.datasource(assignment.dataset_id, "LIGHTLY"),
+                    Path(tmp),
+                )
+                args = self.args
+                options = JobOptions(args["device"], args["embedding.model"], args["embedding.input_size"])
+                job = shard_job(config, paths, options)
+                runner = ShardRunner(self.api, self.worker_id, float(self.args["worker.heartbeat_seconds"]), self.stop)
+                runner.run(assignment, job)
+        except Cancelled:
+            log.info("shard %d handed back: the worker is stopping", shard.index)
+        except (JobError, ApiError) as exc:
+            log.error("shard %d of scheduled run %s failed here: %s", shard.index, shard.scheduled_id, exc)
+            self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
+        except Exception:
+            log.exception("shard %d of scheduled run %s crashed here", shard.index, shard.scheduled_id)
+            self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
+        finally:
+            self.metrics.state.state("IDLE")
 
     # ------------------------------------------------------------ one run
 
@@ -342,6 +382,10 @@ class WorkerAgent:
                 self.api.datasource(row.dataset_id, "LIGHTLY"),
                 out_dir,
             )
+            split = None
+            if parallelism_of(config) != 1:
+                heartbeat = float(self.args["worker.heartbeat_seconds"])
+                split = Coordinator(self.api, self.worker_id, row.id, run_id, heartbeat, self.cancel).stages()
             result = run_job(
                 config,
                 paths,
@@ -352,6 +396,7 @@ class WorkerAgent:
                 run_id=run_id,
                 dataset_id=row.dataset_id,
                 config_dump=config.wire(),
+                stages=split,
             )
             reporter.stage("UPLOADING_ARTIFACTS", f"uploading {len(result.files)} output files")
             upload_outputs(self.api, run_id, result.output_dir, result.files, reporter)

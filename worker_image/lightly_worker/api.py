@@ -33,6 +33,14 @@ from lightly_protocol.models import (
     WorkerData,
     WorkerUpdateRequest,
 )
+from lightly_protocol.shards import (
+    Parallelism,
+    ShardAssignment,
+    ShardPlanData,
+    ShardUpdateRequest,
+    WorkData,
+    encode_listing,
+)
 
 # 1000 lines of at most 4000 characters stay well under the server's 8 MiB body limit
 LOG_BATCH_LINES = min(1000, MAX_LOG_ENTRIES)
@@ -79,8 +87,14 @@ class WorkerApi(ClientCore):
         timeout: float | None = None,
         retry: bool = True,
         headers: dict[str, str] | None = None,
+        content: bytes | None = None,
+        raw: bool = False,
     ) -> Any:
+        """The answer's JSON (None for an empty body), or its bytes with ``raw``; ``content`` is sent as
+        ``application/octet-stream``."""
         delay = 1.0
+        if content is not None:
+            headers = {**(headers or {}), "Content-Type": "application/octet-stream"}
         while True:
             try:
                 r = self.http.request(
@@ -88,6 +102,7 @@ class WorkerApi(ClientCore):
                     self.url_of(path),
                     params=self.query(params),
                     json=json,
+                    content=content,
                     headers=headers,
                     timeout=timeout if timeout is not None else self.http.timeout,
                 )
@@ -104,7 +119,7 @@ class WorkerApi(ClientCore):
             delay = min(self.max_backoff, delay * 2)
         if r.status_code >= 400:
             raise ApiError(r.status_code, f"{method} {bare(path)} -> {r.status_code}: {error_detail(r.text)}")
-        return decode(r.content)
+        return r.content if raw else decode(r.content)
 
     # ------------------------------------------------------------ workers
 
@@ -209,3 +224,61 @@ class WorkerApi(ClientCore):
         if r.status_code >= 300:
             raise ApiError(r.status_code, f"upload of {file_name} failed: {r.status_code} {r.text[:200]}")
         self._call("PUT", paths.artifact_confirm(run_id, created.artifact_id))
+
+    # ------------------------------------------------------------ shards of split runs (extension, /v1/ext/)
+
+    def work(self, worker_id: str, wait: float) -> WorkData:
+        """The extended long poll: a shard to embed first, else the scheduled runs this worker may take."""
+        params: dict[str, Any] = {"waitSeconds": wait} if wait > 0 else {}
+        return WorkData.model_validate(
+            self._call("GET", paths.worker_work(worker_id), params=params, timeout=wait + 30)
+        )
+
+    def publish_shards(
+        self,
+        scheduled_id: str,
+        worker_id: str,
+        run_id: str,
+        names: list[str],
+        shard_size: int,
+        parallelism: Parallelism,
+    ) -> ShardPlanData:
+        """Publish the run's listing (the coordinator, holding the LOCKED run); same listing and size:
+        the existing plan and its finished shards are kept."""
+        params: dict[str, Any] = {"workerId": worker_id, "runId": run_id, "shardSize": shard_size}
+        if parallelism != "auto":
+            params["parallelism"] = parallelism
+        body = encode_listing(names)
+        timeout = max(60.0, len(body) / 1e6)
+        answer = self._call("PUT", paths.scheduled_shards(scheduled_id), params=params, content=body, timeout=timeout)
+        return ShardPlanData.model_validate(answer)
+
+    def shard_plan(self, scheduled_id: str, retry: bool = True) -> ShardPlanData:
+        return ShardPlanData.model_validate(self._call("GET", paths.scheduled_shards(scheduled_id), retry=retry))
+
+    def claim_shard(self, scheduled_id: str, worker_id: str) -> ShardAssignment | None:
+        """The next OPEN shard of the coordinator's own run, or None (204: none is OPEN)."""
+        answer = self._call("POST", paths.scheduled_shards_claim(scheduled_id), params={"workerId": worker_id})
+        return None if answer is None else ShardAssignment.model_validate(answer)
+
+    def shard_files(self, shard_id: str) -> list[str]:
+        names = self._call("GET", paths.shard_files(shard_id))
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ApiError(502, f"GET {paths.shard_files(shard_id)}: expected a JSON list of filenames")
+        return names
+
+    def shard_update(
+        self, shard_id: str, worker_id: str, state: str, processed: int | None = None, retry: bool = True
+    ) -> None:
+        """LEASED: heartbeat (with the files done); OPEN: hand it back. 409: this worker no longer holds it."""
+        body = ShardUpdateRequest(worker_id=worker_id, state=state, processed=processed)
+        self._call("PUT", paths.shard(shard_id), json=body.wire(), retry=retry, headers={SESSION_HEADER: self.session})
+
+    def upload_shard_result(self, shard_id: str, worker_id: str, data: bytes) -> None:
+        """The holder's binary result; the shard becomes DONE. 409: another worker finished it first."""
+        timeout = max(60.0, len(data) / 5e6)
+        self._call("PUT", paths.shard_result(shard_id), params={"workerId": worker_id}, content=data, timeout=timeout)
+
+    def shard_result(self, shard_id: str) -> bytes:
+        data: bytes = self._call("GET", paths.shard_result(shard_id), raw=True, timeout=120.0)
+        return data

@@ -147,6 +147,8 @@ def parse_args(argv: list[str]) -> WorkerArgs:
             raise ConfigError(f"cannot read argument {arg!r}{hint}")
         key, raw = arg.split("=", 1)
         key = key.strip()
+        if key.startswith("docker.") and key[len("docker.") :] in DOCKER_KEYS:
+            key = key[len("docker.") :]  # the worker config's docker keys may be spelled as in the config
         if key not in KNOWN_KEYS:
             close = difflib.get_close_matches(key, KNOWN_KEYS, n=3, cutoff=0.6)
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
