@@ -15,8 +15,9 @@ For every split (``--splits``, stratified), budget (``--per-class`` x classes) a
 selection runs through ``lightly_worker.selection.select()`` on the pool (the non-test images),
 and one linear probe (scikit-learn ``LogisticRegression``, C=1, on the features standardised
 with the pool's mean and sd, the same for every strategy) is trained on the selected images with
-their labels and scored on the test split. Random: ``--seeds`` draws per split. Deterministic strategies vary only with the split; the
-table gives mean and sd over splits (random: over splits x seeds).
+their labels and scored on the test split. Random: ``--seeds`` draws per split. Deterministic
+strategies vary only with the split; the table gives mean and sd over splits (random: over splits
+x seeds).
 
     .venv/bin/python bench/label_efficiency.py                       # everything (~10 min on 2 cores)
     .venv/bin/python bench/label_efficiency.py --datasets digits --features pca --splits 1   # ~1 min

@@ -1,4 +1,10 @@
-"""Outputs in Lightly's layout: filenames, embeddings, config, plots, report.json and report.html."""
+"""Outputs in Lightly's layout: filenames, embeddings, config, plots, report.json and report.html.
+
+report.html also shows what was chosen: a grid of thumbnails of the selected images (read from the
+input at report time, at most ``THUMB_MAX_COUNT`` of them, each at most ``THUMB_SIDE`` px and embedded
+as a JPEG of at most ``THUMB_MAX_BYTES`` bytes; never written to report.json or uploaded as files),
+the PCA scatter with the picks in pick order, and what each strategy contributed to the picks.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +12,21 @@ import base64
 import html
 import io
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 MAX_PAIRWISE = 4000  # samples used for distance histograms and the scatter plot
+THUMB_MAX_COUNT = 48  # thumbnails of the first selected samples in report.html
+THUMB_SIDE = 96  # px, longest side
+THUMB_QUALITY = 80
+THUMB_MAX_BYTES = 24_000  # per thumbnail; a larger JPEG is left out
+#: report key of the thumbnails (JPEG bytes, base64): rendered into report.html, left out of report.json
+THUMBNAILS_KEY = "_thumbnails"
+
+log = logging.getLogger("lightly_worker.report")
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
@@ -38,6 +53,43 @@ def pca_2d(emb: np.ndarray) -> np.ndarray:
         return np.zeros((len(x), 2), dtype=np.float32)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
     return (x @ vt[:2].T).astype(np.float32)
+
+
+def make_thumbnails(input_root: Path, names: list[str], max_count: int = THUMB_MAX_COUNT) -> list[dict[str, Any]]:
+    """Small JPEGs of the first ``max_count`` of ``names`` (images or video frames under ``input_root``).
+
+    Each entry: ``{"filename", "width", "height", "jpeg_base64"}``, or ``{"filename", "error"}`` when the
+    sample cannot be read now (it is then shown as missing, the report still gets written)."""
+    from PIL import Image
+
+    from .embed.decode import load_video_frames, open_rgb
+    from .embed.files import FrameRef, resolve_sample
+
+    out: list[dict[str, Any]] = []
+    for name in names[:max_count]:
+        try:
+            ref = resolve_sample(input_root, name)
+            if isinstance(ref, FrameRef):
+                frames = load_video_frames(ref.path, [ref.frame], THUMB_SIDE)
+                if ref.frame not in frames:
+                    raise OSError(f"frame {ref.frame} could not be decoded")
+                im = Image.fromarray(frames[ref.frame])
+            else:
+                with open_rgb(ref.path, THUMB_SIDE) as src:
+                    src.load()
+                    im = src.copy()
+            im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+            buf = io.BytesIO()
+            im.save(buf, format="JPEG", quality=THUMB_QUALITY)
+            data = buf.getvalue()
+            if len(data) > THUMB_MAX_BYTES:
+                raise OSError(f"thumbnail of {len(data)} bytes is over the {THUMB_MAX_BYTES} byte cap")
+            b64 = base64.b64encode(data).decode()
+            out.append({"filename": name, "width": im.width, "height": im.height, "jpeg_base64": b64})
+        except (OSError, ValueError) as exc:
+            log.warning("no thumbnail for %s: %s", name, exc)
+            out.append({"filename": name, "error": str(exc)})
+    return out
 
 
 def _png(fig: Any) -> bytes:
@@ -91,10 +143,19 @@ def make_plots(
         idx = np.unique(np.concatenate([sample, np.array(sorted(keep), dtype=int)]))
     xy = pca_2d(emb[idx])
     chosen = np.isin(idx, np.array(selected, dtype=int))
-    fig, ax = plt.subplots(figsize=(6, 5))
+    order = {s: r for r, s in enumerate(selected)}
+    rank = np.array([order[i] for i in idx[chosen]], dtype=float)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
     ax.scatter(xy[~chosen, 0], xy[~chosen, 1], s=6, c="#b0b7c3", label="not selected")
-    ax.scatter(xy[chosen, 0], xy[chosen, 1], s=14, c="#d9822b", label="selected")
-    ax.set_title("Embeddings (PCA), selection highlighted")
+    if chosen.any():
+        pts = ax.scatter(
+            xy[chosen, 0], xy[chosen, 1], s=16, c=rank, cmap="plasma", edgecolors="k", linewidths=0.3, label="selected"
+        )
+        fig.colorbar(pts, ax=ax, label="pick order")
+        for (px, py), r in zip(xy[chosen], rank, strict=True):
+            if r < 10:
+                ax.annotate(str(int(r) + 1), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_title("Embeddings (PCA), selection in pick order (first 10 numbered)")
     ax.legend(loc="best")
     path = plot_dir / "scatter_pca.png"
     path.write_bytes(_png(fig))
@@ -103,10 +164,60 @@ def make_plots(
     return plots, stats
 
 
+def _thumbnail_grid(thumbs: list[dict[str, Any]], n_selected: int) -> str:
+    if not thumbs:
+        return "<p>No thumbnails (nothing selected, or the inputs could not be read at report time).</p>"
+    cells = []
+    for i, t in enumerate(thumbs, 1):
+        name = html.escape(t["filename"])
+        if "jpeg_base64" in t:
+            img = (
+                f'<img alt="{name}" title="{name}" width="{t["width"]}" height="{t["height"]}" '
+                f'src="data:image/jpeg;base64,{t["jpeg_base64"]}">'
+            )
+        else:
+            img = f'<div title="{html.escape(t.get("error", ""))}">(unreadable)</div>'
+        cells.append(f"<figure>{img}<figcaption>{i}. {name}</figcaption></figure>")
+    more = f" of {n_selected}" if n_selected > len(thumbs) else ""
+    return (
+        f"<p>The first {len(thumbs)}{more} selected, in pick order.</p>"
+        f'<div class="grid" id="thumbnails">{"".join(cells)}</div>'
+    )
+
+
+def _contributions(details: dict[str, Any]) -> str:
+    rows = details.get("contributions") or []
+    coverage = details.get("coverage")
+    if coverage:
+        items = "".join(
+            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in coverage.items()
+        )
+        return (
+            "<p>COVERAGE_EXT (extension, ProbCover): each pick covers the candidates within the radius; "
+            f"the densest uncovered regions go first.</p><table>{items}</table>"
+        )
+    if not rows:
+        return "<p>One strategy chose every sample (no combination to break down).</p>"
+    body = "".join(
+        f"<tr><td>{html.escape(r['strategy'])}</td><td>{r['strength']:g}</td>"
+        f"<td>{r['objective_at_picks']:.3f}</td><td>{r['objective_of_candidates']:.3f}</td></tr>"
+        for r in rows
+    )
+    return (
+        "<p>Each strategy's objective is in (0, 1] (1 = the best remaining candidate for that strategy); "
+        "a pick maximises the product of the objectives raised to their strengths. A strategy whose "
+        "objective is much higher at the picks than over the candidates steered the selection.</p>"
+        "<table><tr><th>strategy</th><th>strength</th><th>mean objective at the picks</th>"
+        f"<th>mean over the candidates</th></tr>{body}</table>"
+    )
+
+
 def write_report(out_dir: Path, report: dict[str, Any], plots: dict[str, Path]) -> tuple[Path, Path]:
     """report.json, and report.html that embeds the plots (self-contained, no external files)."""
     json_path = out_dir / "report.json"
-    json_path.write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    thumbs = report.get(THUMBNAILS_KEY, [])
+    public = {k: v for k, v in report.items() if k != THUMBNAILS_KEY}
+    json_path.write_text(json.dumps(public, indent=2, sort_keys=True, default=str))
     rows = []
     for key in (
         "n_input_files",
@@ -132,17 +243,24 @@ def write_report(out_dir: Path, report: dict[str, Any], plots: dict[str, Path]) 
         for name, path in plots.items()
     )
     selected = report.get("selected_filenames_preview", [])
+    grid = _thumbnail_grid(thumbs, int(report.get("summary", {}).get("n_selected", len(thumbs))))
+    contributions = _contributions(report.get("selection_details", {}))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Lightly worker report</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}
 th,td{{text-align:left;padding:.25em 1em;border-bottom:1px solid #ddd}}figure{{display:inline-block;margin:1em}}
-img{{max-width:520px}}code{{background:#f4f4f4}}</style></head><body>
+img{{max-width:520px}}code{{background:#f4f4f4}}
+.grid{{display:grid;grid-template-columns:repeat(auto-fill,minmax(112px,1fr));gap:8px}}
+.grid figure{{margin:0;text-align:center}}.grid img{{width:96px;height:96px;object-fit:contain;background:#eee}}
+.grid figcaption{{font-size:11px;overflow-wrap:anywhere}}</style></head><body>
 <h1>Selection report</h1>
 <p>Run <code>{html.escape(str(report.get("run_id") or "local"))}</code>,
 dataset <code>{html.escape(str(report.get("dataset_id") or "-"))}</code>,
 worker version {html.escape(str(report.get("worker_version")))}.</p>
 <h2>Summary</h2><table>{"".join(rows)}</table>
 <h2>Stages</h2><table>{stage_rows}</table>
+<h2>Selected images</h2>{grid}
+<h2>How the strategies chose</h2>{contributions}
 <h2>Plots</h2>{images}
 <h2>Selected samples (first {len(selected)})</h2><pre>{html.escape(chr(10).join(selected))}</pre>
 <h2>Configuration</h2><pre>{html.escape(json.dumps(report.get("config", {}), indent=2, default=str))}</pre>

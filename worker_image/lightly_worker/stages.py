@@ -33,8 +33,8 @@ from .embed import (
 )
 from .job import Job, JobError, JobPaths, Reporter
 from .paths import PathOutsideRoot, inside
-from .report import make_plots, write_lines
-from .selection import SelectionError, SelectionInputs, load_lightly_inputs, select
+from .report import THUMBNAILS_KEY, make_plots, make_thumbnails, write_lines
+from .selection import SelectionError, SelectionInputs, load_lightly_inputs, select, strategy_warning
 
 log = logging.getLogger("lightly_worker.run")
 
@@ -305,6 +305,8 @@ def sample(job: Job) -> None:
         **job.extra,
     )
     assert job.config.selection is not None
+    if advice := strategy_warning(job.config.selection, len(candidates)):
+        log.warning(advice)
     try:
         job.result = select(job.config.selection, inputs, device=job.device)
     except SelectionError as exc:
@@ -361,6 +363,8 @@ def generate_report(job: Job) -> None:
     }
     job.report["distance_statistics"] = stats
     job.report["selected_filenames_preview"] = job.selected[:200]
+    job.report["selection_details"] = result.details
+    job.report[THUMBNAILS_KEY] = make_thumbnails(job.paths.input_root, job.selected)
 
 
 # ---------------------------------------------------------------- helpers

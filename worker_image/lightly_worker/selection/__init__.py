@@ -3,9 +3,12 @@
 ``select(config, inputs, device)`` runs THRESHOLD filters and the greedy multi-strategy selection
 (see :mod:`.engine` for the semantics); ``load_lightly_inputs`` reads METADATA / PREDICTIONS /
 SCORES inputs from a Lightly datasource's ``.lightly/`` folder (see :mod:`.lightly_io`);
-:mod:`.kcenter` holds the exact greedy k-center kernels (numba on CPU, torch on CUDA).
+:mod:`.kcenter` holds the exact greedy k-center kernels (numba on CPU, torch on CUDA);
+:mod:`.coverage` the COVERAGE_EXT extension (ProbCover) on the kNN graphs of :mod:`.neighbours`;
+``strategy_warning`` (:mod:`.advice`) the log warning for DIVERSITY alone at small budgets.
 """
 
+from .advice import strategy_warning
 from .engine import EPS, select, selection_limit
 from .kcenter import HAVE_NUMBA, KCenterResult, kcenter_greedy
 from .lightly_io import LightlyInputParts, classification_scores, load_lightly_inputs, load_metadata, load_predictions
@@ -27,4 +30,5 @@ __all__ = [
     "load_predictions",
     "select",
     "selection_limit",
+    "strategy_warning",
 ]

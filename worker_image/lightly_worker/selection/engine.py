@@ -309,6 +309,8 @@ class _Balance:
             self.target = t
         self.size = self.mass.sum(1)
         self.counts = np.zeros(self.mass.shape[1])
+        self.label = ""
+        self.last_obj = np.ones(len(self.size))
 
     def log_objective(self, remaining: np.ndarray) -> np.ndarray:
         m = self.counts.sum()
@@ -322,6 +324,7 @@ class _Balance:
         lo, hi = float(r.min()), float(r.max())
         if hi > lo:
             obj = (hi - dist) / (hi - lo)
+        self.last_obj = obj
         return _log_obj(obj, self.strength)
 
     def add(self, idx: int) -> None:
@@ -417,18 +420,22 @@ def _general(
     max_sums: list[tuple[np.ndarray, float]] = []
     min_typ: list[tuple[np.ndarray, float]] = []
     x: np.ndarray | None = None
+    objectives: list[tuple[str, float, np.ndarray]] = []  # constant objectives, for the report's contributions
 
     for i, entry in scoring:
         where, strat = _where(i), entry.strategy
         s = _strength(strat)
         if strat.type == "WEIGHTS":
             raw = _scalar(entry, inputs, where)[cand]
-            const += _log_obj(_minmax(raw) if m else raw, s)
+            obj = _minmax(raw) if m else raw
+            const += _log_obj(obj, s)
+            objectives.append((f"WEIGHTS ({where})", s, obj))
             if strat.stopping_condition_max_sum is not None:
                 max_sums.append((raw, float(strat.stopping_condition_max_sum)))
         elif strat.type == "BALANCE":
             names, mass = _class_mass(entry, inputs, where)
             balances.append(_Balance(entry, names, mass[cand], where))
+            balances[-1].label = f"BALANCE ({where})"
         elif strat.type in ("DIVERSITY", "SIMILARITY", "TYPICALITY"):
             if x is None:
                 x = _embeddings(inputs, where, entry)[cand]
@@ -449,12 +456,15 @@ def _general(
                         f"{where}: query tag {tag!r} embeddings have shape {q.shape}; need (Q>0, {x.shape[1]})"
                     )
                 if m:
-                    const += _log_obj((1.0 + _similarity(x, q, device)) / 2.0, s)
+                    obj = (1.0 + _similarity(x, q, device)) / 2.0
+                    const += _log_obj(obj, s)
+                    objectives.append((f"SIMILARITY ({where})", s, obj))
             else:
                 nn = strat.num_nearest_neighbors or DEFAULT_NUM_NEAREST_NEIGHBORS
                 typ = typicality(x, nn, device) if m else np.zeros(0)
                 if m:
                     const += _log_obj(typ / typ.max(), s)
+                    objectives.append((f"TYPICALITY ({where})", s, typ / typ.max()))
                 if strat.stopping_condition_minimum_typicality is not None:
                     min_typ.append((typ, float(strat.stopping_condition_minimum_typicality)))
         else:  # COVERAGE_EXT with other strategies is refused by selection_problems
@@ -465,6 +475,7 @@ def _general(
     dists: list[float] = []
     sums = [0.0] * len(max_sums)
     reason = "exhausted"
+    seen: dict[str, list[tuple[float, float]]] = {}  # strategy -> (objective at the pick, mean over the candidates)
     while True:
         if len(picks) >= k:
             reason = "n_samples" if limit is not None and len(picks) >= limit else "exhausted"
@@ -486,11 +497,14 @@ def _general(
             else:
                 base = diversity.distance_to_mean()
             top = float(base[remaining].max())
-            score += _log_obj(base / top if top > 0 else np.ones(m), div_strength)
+            div_obj = base / top if top > 0 else np.ones(m)
+            score += _log_obj(div_obj, div_strength)
         for bal in balances:
             score += bal.log_objective(remaining)
         score[~remaining] = -np.inf
         idx = int(np.argmax(score))
+        for label, obj in _step_objectives(objectives, balances, div_obj if diversity is not None else None):
+            seen.setdefault(label, []).append((float(obj[idx]), float(obj[remaining].mean())))
         picks.append(idx)
         remaining[idx] = False
         if diversity is not None:
@@ -505,4 +519,28 @@ def _general(
         if hit:
             reason = "max_sum"
             break
-    return SelectionResult(cand[np.asarray(picks, dtype=np.int64)].tolist(), removed, reason, dists)
+    strengths = {label: s for label, s, _ in objectives}
+    strengths.update({b.label: b.strength for b in balances})
+    contributions = [
+        {
+            "strategy": label,
+            "strength": strengths.get(label, div_strength),
+            "objective_at_picks": float(np.mean([a for a, _ in v])),
+            "objective_of_candidates": float(np.mean([c for _, c in v])),
+        }
+        for label, v in seen.items()
+    ]
+    return SelectionResult(
+        cand[np.asarray(picks, dtype=np.int64)].tolist(), removed, reason, dists, {"contributions": contributions}
+    )
+
+
+def _step_objectives(
+    objectives: list[tuple[str, float, np.ndarray]], balances: list[_Balance], div_obj: np.ndarray | None
+) -> list[tuple[str, np.ndarray]]:
+    """Each strategy's objective (in (0, 1]) over the candidates at this step."""
+    out = [(label, obj) for label, _, obj in objectives]
+    if div_obj is not None:
+        out.append(("DIVERSITY", div_obj))
+    out.extend((b.label, b.last_obj) for b in balances)
+    return out
