@@ -1,0 +1,50 @@
+"""Request dependencies: the process's ``Server`` (from ``app.state``), the caller's user, shared parameters."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Query, Request
+from lightly_protocol.enums import ApiErrorCode
+from lightly_protocol.models import MAX_INT64, OID_PATTERN
+
+from .errors import ApiError
+from .runtime import Server
+
+WORKER_SESSION_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+PageSize = Annotated[int | None, Query(alias="pageSize", ge=1)]
+PageOffset = Annotated[int | None, Query(alias="pageOffset", ge=0, le=MAX_INT64, description="element offset")]
+
+
+def get_server(request: Request) -> Server:
+    server: Server = request.app.state.server
+    return server
+
+
+ServerDep = Annotated[Server, Depends(get_server)]
+
+
+def user(server: ServerDep, token: Annotated[str | None, Query(description="API token")] = None) -> str:
+    """The id of the user whose token the request carries (401 without a valid one)."""
+    if not token:
+        raise ApiError(401, ApiErrorCode.UNAUTHORIZED, "missing token: pass ?token=<your API token>")
+    user_id = server.tokens.user_for(token)
+    if user_id is None:
+        raise ApiError(
+            401,
+            ApiErrorCode.UNAUTHORIZED,
+            "invalid token: create one with 'lightly-server create-token --user NAME'",
+        )
+    return user_id
+
+
+User = Annotated[str, Depends(user)]
+
+# the ids in paths: 24 lowercase hex characters
+ArtifactId = Annotated[str, Path(alias="artifactId", pattern=OID_PATTERN)]
+ConfigId = Annotated[str, Path(alias="configId", pattern=OID_PATTERN)]
+DatasetId = Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)]
+RunId = Annotated[str, Path(alias="runId", pattern=OID_PATTERN)]
+ScheduledId = Annotated[str, Path(alias="scheduledId", pattern=OID_PATTERN)]
+TagId = Annotated[str, Path(alias="tagId", pattern=OID_PATTERN)]
+WorkerId = Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)]

@@ -1,0 +1,77 @@
+"""Datasets: create, list, find by name, sample filenames."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import JSONResponse
+from lightly_protocol.models import CreateEntityResponse, DatasetCreateRequest, DatasetData
+
+from .. import store
+from ..deps import DatasetId, PageOffset, PageSize, ServerDep, User
+from ..errors import bad_request
+from ..responses import created as _created
+from ..responses import json_response as _json
+
+router = APIRouter()
+
+
+@router.post("/v1/datasets", status_code=201, response_model=CreateEntityResponse, tags=["datasets"])
+def create_dataset(body: DatasetCreateRequest, user_id: User, server: ServerDep) -> JSONResponse:
+    with server.write() as tx:
+        return _created(store.create_dataset(tx.conn, user_id, body))
+
+
+@router.get("/v1/datasets", response_model=list[DatasetData], tags=["datasets"])
+def list_datasets(
+    user_id: User,
+    server: ServerDep,
+    page_size: PageSize = None,
+    page_offset: PageOffset = None,
+    shared: bool = False,
+    get_assets_of_team: Annotated[bool, Query(alias="getAssetsOfTeam")] = False,
+) -> JSONResponse:
+    if shared:
+        return _json([])  # single-tenant: nothing is shared with this user
+    with server.db.read() as conn:
+        return _json(store.datasets_data(conn, store.list_datasets(conn, user_id, page_size, page_offset)))
+
+
+@router.get("/v1/datasets/query/name/{datasetName}", response_model=list[DatasetData], tags=["datasets"])
+def datasets_by_name(
+    dataset_name: Annotated[str, Path(alias="datasetName")],
+    user_id: User,
+    server: ServerDep,
+    exact: bool = False,
+    shared: bool = False,
+    page_size: PageSize = None,
+    page_offset: PageOffset = None,
+) -> JSONResponse:
+    if shared:
+        return _json([])
+    with server.db.read() as conn:
+        rows = store.list_datasets(conn, user_id, page_size, page_offset, name=dataset_name, exact=exact)
+        return _json(store.datasets_data(conn, rows))
+
+
+@router.get("/v1/datasets/{datasetId}", response_model=DatasetData, tags=["datasets"])
+def get_dataset(dataset_id: DatasetId, user_id: User, server: ServerDep):
+    with server.db.read() as conn:
+        return _json(store.dataset_data(conn, store.get_dataset(conn, user_id, dataset_id)))
+
+
+@router.get("/v1/datasets/{datasetId}/mappings", response_model=list[str], tags=["mappings"])
+def sample_mappings(
+    dataset_id: DatasetId,
+    user_id: User,
+    server: ServerDep,
+    field: Annotated[str, Query()] = "fileName",
+    page_size: PageSize = None,
+    page_offset: PageOffset = None,
+) -> JSONResponse:
+    if field != "fileName":
+        raise bad_request(f"mappings field {field!r} is not supported; use field=fileName")
+    with server.db.read() as conn:
+        names = store.dataset_filenames(conn, user_id, dataset_id)
+    return JSONResponse(store.page_of(names, page_size, page_offset))

@@ -1,0 +1,173 @@
+"""Scheduled runs: listing and long polls (both poll paths), the worker's claim and hand-back, a dataset's schedule."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse, Response
+from lightly_protocol.enums import ScheduledState, WorkerState
+from lightly_protocol.models import (
+    CreateEntityResponse,
+    ScheduledRunCreateRequest,
+    ScheduledRunData,
+    ScheduledRunUpdateRequest,
+)
+from starlette.concurrency import run_in_threadpool
+
+from .. import store
+from ..deps import DatasetId, ScheduledId, ServerDep, User, WorkerId
+from ..errors import ApiError
+from ..responses import created as _created
+from ..responses import json_response as _json
+from ..responses import no_content as _no_content
+from ..runtime import Server
+
+router = APIRouter()
+
+
+@router.get("/v1/docker/worker/schedule", response_model=list[ScheduledRunData], tags=["docker"])
+async def schedule_by_labels(
+    user_id: User,
+    server: ServerDep,
+    state: Annotated[ScheduledState | None, Query()] = None,
+    labels: Annotated[list[str] | None, Query()] = None,
+    version: Annotated[str | None, Query(description="accepted; runs are not filtered by version")] = None,
+    include_unlockable: Annotated[bool, Query(alias="includeUnlockableRuns")] = False,
+    wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
+) -> JSONResponse:
+    label_set = set(labels or [])
+    states = [state] if state else []
+
+    def query() -> list[Any]:
+        with server.db.read() as conn:
+            return store.schedule_query(conn, user_id, states, label_set, include_unlockable)
+
+    return await _long_poll(server, user_id, states, label_set, include_unlockable, wait_seconds, query)
+
+
+async def _long_poll(
+    server: Server, user_id: str, states: list[Any], labels: set[str], include_unlockable: bool, wait: float, query: Any
+) -> JSONResponse:
+    """Without ``waitSeconds``: the protocol's plain listing. With it (our extension): one run for
+    this worker as soon as there is one, handed out so that concurrent pollers get different runs."""
+    if wait > 0 and states in ([], [ScheduledState.OPEN]):
+        cap = min(server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
+        rows = await server.broker.wait(user_id, labels, include_unlockable, min(wait, cap))
+    else:
+        rows = await run_in_threadpool(query)
+    return _json([store.scheduled_data(r) for r in rows])
+
+
+@router.get("/v1/docker/worker/{workerId}/schedule", response_model=list[ScheduledRunData], tags=["docker"])
+async def schedule_for_worker(
+    worker_id: WorkerId,
+    user_id: User,
+    server: ServerDep,
+    state: Annotated[ScheduledState | None, Query()] = None,
+    wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
+) -> JSONResponse:
+    states = [state] if state else []
+
+    def worker_labels() -> set[str]:
+        with server.db.read() as conn:
+            w = store.get_worker(conn, user_id, worker_id)
+        if w.state == WorkerState.OFFLINE:
+            # a worker polling its queue is alive and idle (e.g. marked OFFLINE during an outage)
+            with server.write() as tx:
+                store.revive_polling_worker(tx.conn, worker_id)
+        else:
+            server.touch_if_stale(worker_id, seen=w.last_seen_at)
+        return set(json.loads(w.labels))
+
+    labels = await run_in_threadpool(worker_labels)
+
+    def query() -> list[Any]:
+        with server.db.read() as conn:
+            return store.schedule_query(conn, user_id, states, labels, include_unlockable=False)
+
+    # the lease was renewed above, before the wait (which is capped at half a lease): an idle
+    # worker costs one row read and at most one write per poll, the poll after this one renews
+    return await _long_poll(server, user_id, states, labels, False, wait_seconds, query)
+
+
+@router.put(
+    "/v1/datasets/{datasetId}/docker/worker/{workerId}/schedule/{scheduledId}",
+    status_code=204,
+    tags=["docker"],
+)
+def update_scheduled_by_worker(
+    dataset_id: DatasetId,
+    worker_id: WorkerId,
+    scheduled_id: ScheduledId,
+    body: ScheduledRunUpdateRequest,
+    user_id: User,
+    server: ServerDep,
+) -> Response:
+    try:
+        if body.state == ScheduledState.LOCKED and body.priority is None and body.runs_on is None:
+            with server.db.read() as conn:
+                if not store.claim_precheck(conn, user_id, worker_id, scheduled_id):
+                    return _no_content()
+        with server.write() as tx:
+            store.update_scheduled_by_worker(tx.conn, user_id, dataset_id, worker_id, scheduled_id, body)
+            tx.schedule_changed = body.state != ScheduledState.LOCKED
+    except ApiError as exc:
+        if body.state == ScheduledState.LOCKED:
+            server.metrics.claims.labels("conflict" if exc.status == 409 else "error").inc()
+            server.broker.release(scheduled_id)  # still OPEN (e.g. its dataset was locked)? next waiter
+        raise
+    if body.state == ScheduledState.LOCKED:
+        server.metrics.claims.labels("locked").inc()
+    return _no_content()
+
+
+@router.post(
+    "/v1/datasets/{datasetId}/docker/worker/schedule",
+    status_code=201,
+    response_model=CreateEntityResponse,
+    tags=["docker"],
+)
+def schedule_run(
+    dataset_id: DatasetId,
+    body: ScheduledRunCreateRequest,
+    user_id: User,
+    server: ServerDep,
+    disable_validation: Annotated[bool, Query(alias="disableConfigValidation")] = False,
+) -> JSONResponse:
+    with server.write() as tx:
+        sid = store.create_scheduled(tx.conn, user_id, dataset_id, body, validate=not disable_validation)
+        tx.schedule_changed = True
+    return _created(sid)
+
+
+@router.get(
+    "/v1/datasets/{datasetId}/docker/worker/schedule",
+    response_model=list[ScheduledRunData],
+    tags=["docker"],
+)
+def scheduled_for_dataset(
+    dataset_id: DatasetId,
+    user_id: User,
+    server: ServerDep,
+    state: Annotated[ScheduledState | None, Query()] = None,
+    states: Annotated[list[ScheduledState] | None, Query()] = None,
+) -> JSONResponse:
+    wanted = ([state] if state else []) + list(states or [])
+    with server.db.read() as conn:
+        rows = store.list_scheduled_for_dataset(conn, user_id, dataset_id, wanted)
+    return _json([store.scheduled_data(r) for r in rows])
+
+
+@router.put("/v1/datasets/{datasetId}/docker/worker/schedule/{scheduledId}", status_code=204, tags=["docker"])
+def cancel_scheduled(
+    dataset_id: DatasetId,
+    scheduled_id: ScheduledId,
+    user_id: User,
+    server: ServerDep,
+) -> Response:
+    with server.write() as tx:
+        store.cancel_scheduled(tx.conn, user_id, dataset_id, scheduled_id)
+        tx.schedule_changed = True
+    return _no_content()

@@ -1,0 +1,143 @@
+"""The shared state of one server process: database, token cache, wake-ups, metrics, keys, the lease sweep."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from sqlalchemy import Connection
+from starlette.concurrency import run_in_threadpool
+
+from . import crypto, store
+from .artifacts import ArtifactStore
+from .auth import TokenCache
+from .db import Database
+from .ids import now_ms
+from .metrics import ServerMetrics
+from .notify import ScheduleBroker
+from .settings import ServerSettings
+
+log = logging.getLogger("lightly_server")
+
+
+@dataclass
+class Tx:
+    conn: Connection
+    schedule_changed: bool = False
+
+
+class Server:
+    """Shared state of one server process."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.db.migrate()
+        self.tokens = TokenCache(self.db)
+        self.broker = ScheduleBroker(self.db)
+        self.metrics = ServerMetrics(self.db)
+        # the secret key lives outside the database: credentials at rest, artifact URL signatures
+        self.keyring = crypto.Keyring(crypto.load_keys(settings.secret_key_file))
+        crypto.seal_stored_datasources(self.db, self.keyring)
+        artifacts_dir = settings.resolved_artifacts_dir()
+        self.store = ArtifactStore(artifacts_dir, crypto.url_signing_key(self.db, self.keyring, artifacts_dir))
+        self._tasks: list[asyncio.Task[None]] = []
+        # the sweep judges workers only after they had one full lease to reach this process: after its
+        # start, and again after a sweep failed (the database was unreachable, so were the workers' reports)
+        self.judge_after = time.monotonic() + settings.lease_seconds
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A write transaction; waiting workers are woken after it commits if it changed the queue."""
+        with self.db.write() as conn:
+            tx = Tx(conn)
+            yield tx
+            if tx.schedule_changed and not self.db.sqlite:
+                self.broker.publish(conn)  # NOTIFY travels with the commit to every replica
+        if tx.schedule_changed and self.db.sqlite:
+            self.broker.poke()
+
+    async def start(self) -> None:
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 64
+        await self.broker.start()
+        self.judge_after = time.monotonic() + self.settings.lease_seconds  # from when this process serves
+        self._tasks.append(asyncio.create_task(self._lease_loop()))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await self.broker.stop()
+        self.db.dispose()
+
+    async def _lease_loop(self) -> None:
+        """Sweep expired leases every lease/4 (at most every 10 s).
+
+        Workers are judged only after they had one full lease to reach this process: after its start
+        (the last-seen times of an outage are no evidence against them), after the database came back
+        from being unreachable (their reports failed too), and after this process stalled.
+        """
+        lease = self.settings.lease_seconds
+        interval = max(0.2, min(10.0, lease / 4))
+        last = time.monotonic()
+        db_down = False
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            if now - last > max(lease / 2, 2 * interval + 1):
+                self.judge_after = max(self.judge_after, now + lease)
+            last = now
+            if db_down:
+                try:
+                    await run_in_threadpool(self._probe_db)
+                except Exception:
+                    continue
+                db_down = False
+                self.judge_after = max(self.judge_after, time.monotonic() + lease)
+                log.warning("database reachable again; lease sweeps resume in %.0f s", lease)
+            if now < self.judge_after:
+                continue
+            try:
+                offline, reopened = await run_in_threadpool(self._expire_leases)
+            except Exception:
+                log.exception("lease sweep failed; workers get a full lease once the database answers again")
+                db_down = True
+                continue
+            finally:
+                last = time.monotonic()
+            if offline:
+                self.metrics.leases_expired.inc(len(offline))
+                log.warning("workers stopped reporting, marked OFFLINE: %s", ", ".join(offline))
+            if reopened:
+                self.metrics.runs_reopened.inc(len(reopened))
+                log.warning("scheduled runs reopened after their worker was lost: %s", ", ".join(reopened))
+
+    def _probe_db(self) -> None:
+        with self.db.read() as conn:
+            store.ping(conn)
+
+    def _expire_leases(self) -> tuple[list[str], list[str]]:
+        with self.write() as tx:
+            offline, reopened = store.expire_leases(
+                tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts
+            )
+            tx.schedule_changed = bool(reopened) or bool(offline)
+        return offline, reopened
+
+    def touch_if_stale(self, worker_id: str, seen: int | None = None) -> None:
+        """Renew a polling worker's lease, writing only when it is a few seconds old.
+
+        ``seen``: the worker's ``last_seen_at`` when the caller already read its row.
+        """
+        threshold = now_ms() - int(min(5.0, self.settings.lease_seconds / 8) * 1000)
+        if seen is None:
+            with self.db.read() as conn:
+                seen = store.worker_last_seen(conn, worker_id)
+        if seen is not None and seen < threshold:
+            with self.db.write() as conn:
+                store.touch_worker(conn, worker_id)

@@ -1,0 +1,138 @@
+"""Domain operations on the database: every rule of the protocol and of dispatch lives here, once.
+
+Functions take an open connection (a read or write transaction) and the calling user's id, and
+raise ``ApiError`` with a message that says what to fix. Rows are turned into wire models by the
+``*_data`` functions (``converters``). One module per resource; callers import from this package.
+"""
+
+from .artifacts import confirm_artifact, create_artifact, find_artifact, get_artifact, is_confirmed, mark_uploaded
+from .common import MAX_PAGE, owned, page, page_of, paged, ping
+from .configs import create_config, get_config
+from .converters import dataset_data, datasets_data, run_data, runs_data, scheduled_data, tag_data, worker_data
+from .datasets import (
+    create_dataset,
+    dataset_filenames,
+    get_dataset,
+    get_datasources,
+    list_datasets,
+    put_datasource,
+    resolve_datasource,
+)
+from .dispatch import (
+    DISPATCH_ORDER,
+    dispatchable,
+    filter_schedule,
+    open_candidates,
+    parse_runs_on,
+    runs_on_fits,
+    schedule_query,
+)
+from .leases import abort_active_runs, expire_leases, release_worker_runs
+from .runs import (
+    append_logs,
+    count_runs,
+    create_run,
+    get_run,
+    list_runs,
+    read_logs,
+    run_for_scheduled,
+    run_tags,
+    runs_of_dataset,
+    set_selection,
+    update_run,
+)
+from .schedule import (
+    cancel_scheduled,
+    claim_precheck,
+    create_scheduled,
+    get_scheduled,
+    list_scheduled_for_dataset,
+    lock_scheduled,
+    update_scheduled_by_worker,
+)
+from .tags import ensure_samples, get_tag, list_tags, materialize_selection_tag, tag_filenames, tags_of_run
+from .workers import (
+    default_worker,
+    delete_worker,
+    get_worker,
+    list_workers,
+    register_worker,
+    revive_polling_worker,
+    touch_worker,
+    update_worker_state,
+    worker_last_seen,
+)
+
+__all__ = [
+    "DISPATCH_ORDER",
+    "MAX_PAGE",
+    "abort_active_runs",
+    "append_logs",
+    "cancel_scheduled",
+    "claim_precheck",
+    "confirm_artifact",
+    "count_runs",
+    "create_artifact",
+    "create_config",
+    "create_dataset",
+    "create_run",
+    "create_scheduled",
+    "dataset_data",
+    "dataset_filenames",
+    "datasets_data",
+    "default_worker",
+    "delete_worker",
+    "dispatchable",
+    "ensure_samples",
+    "expire_leases",
+    "filter_schedule",
+    "find_artifact",
+    "get_artifact",
+    "get_config",
+    "get_dataset",
+    "get_datasources",
+    "get_run",
+    "get_scheduled",
+    "get_tag",
+    "get_worker",
+    "is_confirmed",
+    "list_datasets",
+    "list_runs",
+    "list_scheduled_for_dataset",
+    "list_tags",
+    "list_workers",
+    "lock_scheduled",
+    "mark_uploaded",
+    "materialize_selection_tag",
+    "open_candidates",
+    "owned",
+    "page",
+    "page_of",
+    "paged",
+    "parse_runs_on",
+    "ping",
+    "put_datasource",
+    "read_logs",
+    "register_worker",
+    "release_worker_runs",
+    "resolve_datasource",
+    "revive_polling_worker",
+    "run_data",
+    "run_for_scheduled",
+    "run_tags",
+    "runs_data",
+    "runs_of_dataset",
+    "runs_on_fits",
+    "schedule_query",
+    "scheduled_data",
+    "set_selection",
+    "tag_data",
+    "tag_filenames",
+    "tags_of_run",
+    "touch_worker",
+    "update_run",
+    "update_scheduled_by_worker",
+    "update_worker_state",
+    "worker_data",
+    "worker_last_seen",
+]
