@@ -298,31 +298,48 @@ class WorkerAgent:
         """Check and embed one shard of another worker's run; hand it back on shutdown or failure."""
         shard = assignment.shard
         self.metrics.state.state("BUSY")
+        args = self.args
+        runner = ShardRunner(self.api, self.worker_id, float(args["worker.heartbeat_seconds"]), self.stop)
+        started = False  # from runner.run on, the runner hands the shard back itself
         try:
-            config = merge_cli_defaults(assignment.config, self.args)
+            config = merge_cli_defaults(assignment.config, args)
             with tempfile.TemporaryDirectory(prefix="lightly-shard-") as tmp:
                 paths = resolve_paths(
-                    self.args.path("input_mount"),
-                    self.args.path("lightly_mount"),
+                    args.path("input_mount"),
+                    args.path("lightly_mount"),
                     self.api.datasource(assignment.dataset_id, "INPUT"),
                     self.api.datasource(assignment.dataset_id, "LIGHTLY"),
                     Path(tmp),
                 )
-                args = self.args
                 options = JobOptions(args["device"], args["embedding.model"], args["embedding.input_size"])
                 job = shard_job(config, paths, options)
-                runner = ShardRunner(self.api, self.worker_id, float(self.args["worker.heartbeat_seconds"]), self.stop)
+                started = True
                 runner.run(assignment, job)
         except Cancelled:
             log.info("shard %d handed back: the worker is stopping", shard.index)
-        except (JobError, ApiError) as exc:
-            log.error("shard %d of scheduled run %s failed here: %s", shard.index, shard.scheduled_id, exc)
-            self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
-        except Exception:
-            log.exception("shard %d of scheduled run %s crashed here", shard.index, shard.scheduled_id)
-            self.stop.wait(float(self.args["worker.poll_interval_seconds"]))
+        except Exception as exc:
+            if isinstance(exc, JobError | ApiError):
+                log.error("shard %d of scheduled run %s failed here: %s", shard.index, shard.scheduled_id, exc)
+            else:
+                log.exception("shard %d of scheduled run %s crashed here", shard.index, shard.scheduled_id)
+            if not started:
+                runner.hand_back(shard)
+            self._tell_run(shard.run_id, f"worker {self.worker_id} could not do shard {shard.index}: {exc}")
+            self.stop.wait(float(args["worker.poll_interval_seconds"]))
         finally:
             self.metrics.state.state("IDLE")
+
+    def _tell_run(self, run_id: str | None, message: str) -> None:
+        """A warning in the run's log (the coordinator's run), best effort."""
+        if not run_id:
+            return
+        entry = LogCreateEntry(
+            ts=int(time.time() * 1000), level=LogLevel.WARNING, group="lightly_worker.shard", msg=message[:4000]
+        )
+        try:
+            self.api.logs(run_id, [entry], retry=False)
+        except ApiError as exc:
+            log.warning("could not add to the log of run %s: %s", run_id, exc)
 
     # ------------------------------------------------------------ one run
 

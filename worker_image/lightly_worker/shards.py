@@ -91,6 +91,7 @@ class ShardRunner:
         Raises ``Cancelled`` after handing the shard back when the worker stops; other errors hand it
         back too and propagate."""
         shard = assignment.shard
+        self._processed = 0
         dropped = threading.Event()
         stop_beat = threading.Event()
         beat = threading.Thread(
@@ -151,7 +152,7 @@ class ShardRunner:
         finally:
             stop_beat.set()
             if not settled:
-                self._hand_back(shard)
+                self.hand_back(shard)
 
     def _beat(self, shard: ShardData, dropped: threading.Event, stop: threading.Event) -> None:
         while not stop.wait(max(0.5, self.heartbeat)):
@@ -164,7 +165,8 @@ class ShardRunner:
                     return
                 log.warning("shard %d heartbeat failed: %s", shard.index, exc)
 
-    def _hand_back(self, shard: ShardData) -> None:
+    def hand_back(self, shard: ShardData) -> None:
+        """Give the shard back to the server (OPEN) at once; best effort (else its lease runs out)."""
         try:
             self.api.shard_update(shard.id, self.worker_id, "OPEN", retry=False)
             run_log.info("shard %d handed back", shard.index)
