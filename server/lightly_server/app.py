@@ -15,7 +15,7 @@ from . import __version__, error_handlers
 from . import openapi as openapi_doc
 from .limits import RequestLimits
 from .middleware import RequestMetrics
-from .routes import artifacts, configs, datasets, datasources, ops, runs, schedule, tags, workers
+from .routes import artifacts, configs, datasets, datasources, ops, runs, schedule, shards, tags, workers
 from .runtime import Server
 from .settings import ServerSettings
 
@@ -40,7 +40,10 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.state.server = server
     error_handlers.install(app)
     app.add_middleware(
-        RequestLimits, max_body_bytes=settings.max_body_bytes, max_selection_bytes=settings.max_selection_bytes
+        RequestLimits,
+        max_body_bytes=settings.max_body_bytes,
+        max_selection_bytes=settings.max_selection_bytes,
+        max_shard_bytes=settings.max_shard_bytes,
     )
     app.add_middleware(RequestMetrics, histogram=server.metrics.http_latency)
     openapi_doc.install(app)
@@ -55,4 +58,5 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(artifacts.router)
     app.include_router(tags.router)
+    app.include_router(shards.router)  # extension: /v1/ext/ (docs/server.md, "Shards")
     return app

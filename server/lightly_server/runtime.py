@@ -20,6 +20,8 @@ from .ids import now_ms
 from .metrics import ServerMetrics
 from .notify import ScheduleBroker
 from .settings import ServerSettings
+from .shard_results import delete_results
+from .store import shards as shard_store
 
 log = logging.getLogger("lightly_server")
 
@@ -127,6 +129,8 @@ class Server:
                 tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts
             )
             tx.schedule_changed = bool(reopened) or bool(offline)
+            _, stale = shard_store.sweep(tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts)
+        delete_results(self.store.root, stale)  # results of shards whose scheduled run ended
         return offline, reopened
 
     def touch_if_stale(self, worker_id: str, seen: int | None = None) -> None:

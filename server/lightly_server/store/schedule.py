@@ -19,6 +19,7 @@ from .configs import get_config
 from .datasets import get_dataset, get_datasources, resolve_datasource
 from .dispatch import DISPATCH_ORDER, runs_on_fits
 from .leases import abort_active_runs
+from .shards import end_shards
 from .workers import get_worker, touch_worker
 
 
@@ -188,6 +189,8 @@ def update_scheduled_by_worker(
         .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == s.state)
         .values(**values)
     )
+    if values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
+        end_shards(conn, scheduled_id, values["state"])
     touch_worker(conn, worker_id)
 
 
@@ -218,3 +221,4 @@ def cancel_scheduled(conn: Connection, user_id: str, dataset_id: str, scheduled_
             "(a LOCKED run is being processed by a worker)",
             ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED,
         )
+    end_shards(conn, scheduled_id, ScheduledState.CANCELED)

@@ -14,6 +14,7 @@ from ..errors import conflict
 from ..ids import new_id, now_ms
 from .common import owned
 from .leases import release_worker_runs
+from .shards import release_worker_shards
 
 
 def get_worker(conn: Connection, user_id: str, worker_id: str) -> Row:
@@ -114,6 +115,7 @@ def update_worker_state(
                 count_attempt=True,
                 max_attempts=max_attempts,
             )
+            release_worker_shards(conn, worker_id, f"worker {worker_id} restarted holding this shard", max_attempts)
             values["session_id"] = session
         elif w.session_id is None:
             values["session_id"] = session  # first report with a session (e.g. after a server upgrade)
@@ -139,5 +141,6 @@ def delete_worker(conn: Connection, user_id: str, worker_id: str) -> list[str]:
         count_attempt=True,
         max_attempts=None,
     )
+    release_worker_shards(conn, worker_id, "worker was deregistered while it held this shard", max_attempts=None)
     conn.execute(workers.delete().where(workers.c.id == worker_id))
     return reopened

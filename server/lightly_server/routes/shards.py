@@ -1,0 +1,269 @@
+"""Shards of split scheduled runs (extension under ``/v1/ext/``; docs/server.md "Shards (extension, /v1/ext/)").
+
+Thin routes over ``store.shards`` (every rule is there): publish and read a plan, the work long poll
+(a shard first, else the scheduled runs exactly as ``GET /v1/docker/worker/{id}/schedule``), the
+coordinator's own claim, a shard's files, heartbeats and hand-backs, results, the summary. Bodies of
+listings and results are capped by ``--max-shard-bytes`` (``limits.RequestLimits`` and here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from lightly_protocol.enums import ApiErrorCode, WorkerState
+from lightly_protocol.models import MAX_INT64, OID_PATTERN
+from lightly_protocol.shards import (
+    DEFAULT_SHARD_SIZE,
+    ListingError,
+    ShardAssignment,
+    ShardData,
+    ShardPlanData,
+    ShardSummary,
+    ShardUpdateRequest,
+    WorkData,
+    decode_listing,
+)
+from starlette.concurrency import run_in_threadpool
+
+from .. import store
+from ..deps import ScheduledId, ServerDep, User, WorkerId
+from ..errors import ApiError, bad_request
+from ..responses import json_response as _json
+from ..responses import no_content as _no_content
+from ..runtime import Server
+from ..shard_results import delete_results, result_path, upload_paths
+from ..shard_wakeup import ShardWakeup
+from ..store import shards as shard_store
+
+router = APIRouter(tags=["ext"])
+
+ShardId = Annotated[str, Path(alias="shardId", pattern=OID_PATTERN)]
+CallerWorker = Annotated[str, Query(alias="workerId", pattern=OID_PATTERN, description="the calling worker")]
+
+
+def _wakeup(request: Request, server: Server) -> ShardWakeup:
+    """This process's shard wake-ups, started on first use (on the event loop)."""
+    wake: ShardWakeup | None = getattr(request.app.state, "shard_wakeup", None)
+    if wake is None:
+        wake = request.app.state.shard_wakeup = ShardWakeup(server.db)
+        wake.start()
+    return wake
+
+
+def _poke(request: Request, server: Server, user_id: str) -> None:
+    """After a commit that may let a waiter claim: wake this process's waiters (PostgreSQL: the NOTIFY does)."""
+    wake: ShardWakeup | None = getattr(request.app.state, "shard_wakeup", None)
+    if wake is not None and server.db.sqlite:
+        wake.poke(user_id)
+
+
+def _parallelism(raw: str | None) -> int | None:
+    if raw is None or raw == "auto":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise bad_request(f"parallelism must be an integer >= 1 or 'auto' (got {raw[:50]!r})")
+    return value
+
+
+@router.get("/v1/ext/shards/summary", response_model=list[ShardSummary])
+def shard_summary(user_id: User, server: ServerDep) -> JSONResponse:
+    with server.db.read() as conn:
+        return _json(shard_store.summary(conn, user_id))
+
+
+@router.put("/v1/ext/scheduled/{scheduledId}/shards", response_model=ShardPlanData)
+async def publish_shards(
+    scheduled_id: ScheduledId,
+    request: Request,
+    user_id: User,
+    server: ServerDep,
+    worker_id: CallerWorker,
+    run_id: Annotated[str, Query(alias="runId", pattern=OID_PATTERN, description="the coordinator's run")],
+    shard_size: Annotated[int, Query(alias="shardSize", ge=1, le=MAX_INT64)] = DEFAULT_SHARD_SIZE,
+    parallelism: Annotated[str | None, Query(description="an integer >= 1, or 'auto' (the default): no cap")] = None,
+) -> JSONResponse:
+    """Body: the gzip of the UTF-8 listing, one relative filename per line, in input order."""
+    cap = _parallelism(parallelism)
+    body = await request.body()
+
+    def publish() -> ShardPlanData:
+        try:
+            names = decode_listing(body, server.settings.max_shard_bytes)
+        except ListingError as exc:
+            raise bad_request(f"shard listing: {exc}") from None
+        with server.write() as tx:
+            plan, stale = shard_store.publish(tx.conn, user_id, scheduled_id, worker_id, run_id, shard_size, cap, names)
+        delete_results(server.store.root, stale)
+        return plan
+
+    plan = await run_in_threadpool(publish)
+    _poke(request, server, user_id)
+    return _json(plan)
+
+
+@router.get("/v1/ext/scheduled/{scheduledId}/shards", response_model=ShardPlanData)
+def get_shards(scheduled_id: ScheduledId, user_id: User, server: ServerDep) -> JSONResponse:
+    with server.db.read() as conn:
+        return _json(shard_store.get_plan(conn, user_id, scheduled_id))
+
+
+@router.post(
+    "/v1/ext/scheduled/{scheduledId}/shards/claim",
+    response_model=ShardAssignment,
+    responses={204: {"description": "no OPEN shard to take now"}},
+)
+def claim_own_shard(scheduled_id: ScheduledId, user_id: User, server: ServerDep, worker_id: CallerWorker) -> Response:
+    with server.write() as tx:
+        got = shard_store.claim_own(tx.conn, user_id, worker_id, scheduled_id)
+    return _json(got) if got is not None else _no_content()
+
+
+@router.get("/v1/ext/workers/{workerId}/work", response_model=WorkData)
+async def work(
+    worker_id: WorkerId,
+    request: Request,
+    user_id: User,
+    server: ServerDep,
+    wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll wait")] = 0,
+) -> JSONResponse:
+    """An idle worker's poll: a shard it may take (claimed for it), else the scheduled runs it may take.
+
+    Renews the worker's lease like ``GET /v1/docker/worker/{id}/schedule``. With ``waitSeconds`` it answers
+    as soon as a shard opens or a run is scheduled for it, else empty after the wait (capped like there).
+    """
+    wake = _wakeup(request, server)
+
+    def worker_labels() -> set[str]:
+        # the same lease renewal as the schedule long poll (routes/schedule.py)
+        with server.db.read() as conn:
+            w = store.get_worker(conn, user_id, worker_id)
+        if w.state == WorkerState.OFFLINE:
+            with server.write() as tx:
+                store.revive_polling_worker(tx.conn, worker_id)
+        else:
+            server.touch_if_stale(worker_id, seen=w.last_seen_at)
+        return set(json.loads(w.labels))
+
+    labels = await run_in_threadpool(worker_labels)
+
+    def try_claim() -> ShardAssignment | None:
+        with server.db.read() as conn:
+            if not shard_store.has_claimable(conn, user_id, labels):
+                return None  # an idle poll takes no write lock
+        with server.write() as tx:
+            return shard_store.claim(tx.conn, user_id, worker_id, labels)
+
+    def listing() -> list[dict]:
+        with server.db.read() as conn:
+            rows = store.schedule_query(conn, user_id, [], labels, include_unlockable=False)
+        return [store.scheduled_data(r) for r in rows]
+
+    wait = min(wait_seconds, server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
+    deadline = time.monotonic() + wait
+    with wake.waiting(user_id):
+        while True:
+            ticket = wake.ticket(user_id)  # before the claim: a shard opening after it is not missed
+            got = await run_in_threadpool(try_claim)
+            if got is not None:
+                return _json(WorkData(shard=got, scheduled=[]))
+            if wait <= 0:
+                return _json(WorkData(scheduled=await run_in_threadpool(listing)))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _json(WorkData(scheduled=[]))
+            poll = asyncio.ensure_future(server.broker.wait(user_id, labels, False, remaining))
+            try:
+                await asyncio.wait({poll, ticket}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                if not poll.done():
+                    poll.cancel()  # the broker hands a run it gave this waiter to the next one
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await poll
+            rows = [] if poll.cancelled() else poll.result()
+            if rows or not ticket.done():
+                return _json(WorkData(scheduled=[store.scheduled_data(r) for r in rows]))
+            # a shard changed: try the claim again
+
+
+@router.get("/v1/ext/shards/{shardId}/files", response_model=list[str])
+def shard_files(shard_id: ShardId, user_id: User, server: ServerDep) -> JSONResponse:
+    with server.db.read() as conn:
+        return JSONResponse(shard_store.shard_files(conn, user_id, shard_id))
+
+
+@router.put("/v1/ext/shards/{shardId}", response_model=ShardData)
+def update_shard(
+    shard_id: ShardId, body: ShardUpdateRequest, request: Request, user_id: User, server: ServerDep
+) -> JSONResponse:
+    """``state: LEASED``: heartbeat (renews the shard's and the worker's lease). ``OPEN``: hand it back."""
+    with server.write() as tx:
+        if body.state == "LEASED":
+            data = shard_store.heartbeat(tx.conn, user_id, shard_id, body.worker_id, body.processed)
+        else:
+            data = shard_store.hand_back(tx.conn, user_id, shard_id, body.worker_id)
+    if body.state == "OPEN":
+        _poke(request, server, user_id)
+    return _json(data)
+
+
+@router.put("/v1/ext/shards/{shardId}/result", response_model=ShardData)
+async def put_shard_result(
+    shard_id: ShardId, request: Request, user_id: User, server: ServerDep, worker_id: CallerWorker
+) -> JSONResponse:
+    """Body: the worker's binary shard file. Only the holder's result is taken; the shard is DONE with it."""
+    limit = server.settings.max_shard_bytes
+
+    def precheck() -> None:
+        with server.db.read() as conn:
+            shard_store.check_finish(conn, user_id, shard_id, worker_id)
+
+    await run_in_threadpool(precheck)  # a worker that lost the shard learns it before sending the bytes
+    tmp, final = upload_paths(server.store.root, shard_id)
+    size = 0
+    try:
+        with open(tmp, "wb") as fh:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, ApiErrorCode.PAYLOAD_TOO_LARGE, f"shard result larger than {limit} bytes")
+                fh.write(chunk)
+
+        def commit() -> ShardData:
+            with server.write() as tx:
+                data, store_it = shard_store.finish(tx.conn, user_id, shard_id, worker_id, size)
+                if store_it:
+                    os.replace(tmp, final)  # under the row's lock: DONE and the bytes together
+            return data
+
+        data = await run_in_threadpool(commit)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    _poke(request, server, user_id)
+    return _json(data)
+
+
+@router.get("/v1/ext/shards/{shardId}/result", response_class=FileResponse)
+def get_shard_result(shard_id: ShardId, user_id: User, server: ServerDep) -> FileResponse:
+    with server.db.read() as conn:
+        shard_store.result_size(conn, user_id, shard_id)
+    path = result_path(server.store.root, shard_id)
+    if not path.exists():
+        raise ApiError(
+            404,
+            ApiErrorCode.NOT_FOUND,
+            f"shard {shard_id} is DONE but its result file is missing from the artifacts directory "
+            "(replicas must share --artifacts-dir)",
+        )
+    return FileResponse(path, media_type="application/octet-stream")

@@ -1,0 +1,157 @@
+"""Wake-ups of the work long poll (extension, ``GET /v1/ext/workers/{id}/work``) when shards open.
+
+A waiting work poll holds a *ticket*: one asyncio future per user, shared by all of that user's waiters
+on this replica. A shard change that can hand a waiter something (a publish, a reopen, a hand-back, a
+result that frees a slot of a capped run) wakes every waiter of that user: each tries the atomic claim
+once (a read first; the write lock only when a claimable shard exists) and waits again with a new
+ticket when it got nothing. No lost wake-up: the ticket is taken before the claim is tried.
+
+Across replicas: PostgreSQL ``NOTIFY lightly_shards, '<user id>'`` (``store.shards.notify``, delivered on
+commit) reaches a LISTEN connection of every replica (one more connection per replica). SQLite (one
+file, maybe several processes) and, as a safety net, PostgreSQL: a poll every ``sqlite_poll_s`` /
+``safety_poll_s`` while someone waits reads one aggregate per waiting user (OPEN and LEASED counts, the
+latest change) and wakes the users whose numbers moved and who have OPEN shards.
+
+Cost: a wake-up costs each of the user's waiting work polls on each replica one read query (a claim
+attempt); a user whose fleet has N idle workers pays N reads per shard-opening burst (pokes coalesce
+while nobody has re-armed). That is the simplest correct design; it is O(waiters of one user), not
+O(all waiters), and the hand-out itself is the database's conditional update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+from lightly_protocol.enums import ShardState
+from sqlalchemy import case, func, select
+
+from .db import Database, shards
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "lightly_shards"  # the same as store.shards.CHANNEL
+
+
+class ShardWakeup:
+    def __init__(self, db: Database, sqlite_poll_s: float = 1.0, safety_poll_s: float = 5.0) -> None:
+        self.db = db
+        self._tickets: dict[str, asyncio.Future[None]] = {}
+        self._waiting: dict[str, int] = {}
+        self._seen: dict[str, tuple[Any, ...]] = {}  # user -> the last poll's numbers
+        self._poll_s = sqlite_poll_s if db.sqlite else safety_poll_s
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stop = threading.Event()
+        self.wakeups = 0  # counters for tests
+
+    def start(self) -> None:
+        """Start on the running event loop (idempotent)."""
+        if self.loop is not None:
+            return
+        self.loop = asyncio.get_running_loop()
+        self._task = self.loop.create_task(self._poll_loop())
+        if not self.db.sqlite:
+            threading.Thread(target=self._listen_pg, name="pg-listen-shards", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+
+    # ---------------------------------------------------------- waiting
+
+    def ticket(self, user_id: str) -> asyncio.Future[None]:
+        """Take before trying a claim; done as soon as a shard change for ``user_id`` was seen after that."""
+        fut = self._tickets.get(user_id)
+        if fut is None or fut.done():
+            fut = self._tickets[user_id] = asyncio.get_running_loop().create_future()
+        return fut
+
+    @contextlib.contextmanager
+    def waiting(self, user_id: str) -> Any:
+        """Counts a work poll as waiting (the poll loop looks only at users with waiters)."""
+        self._waiting[user_id] = self._waiting.get(user_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._waiting[user_id] - 1
+            if left:
+                self._waiting[user_id] = left
+            else:
+                del self._waiting[user_id]
+                self._seen.pop(user_id, None)
+                fut = self._tickets.pop(user_id, None)
+                if fut is not None and not fut.done():
+                    fut.cancel()
+
+    # ---------------------------------------------------------- pokes
+
+    def poke(self, user_id: str) -> None:
+        """Thread-safe: shards of ``user_id`` changed in a way that may let a waiter claim one."""
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._wake, user_id)
+
+    def _wake_all_soon(self) -> None:
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(lambda: [self._wake(uid) for uid in list(self._tickets)])
+
+    def _wake(self, user_id: str) -> None:
+        fut = self._tickets.pop(user_id, None)
+        if fut is not None and not fut.done():
+            self.wakeups += 1
+            fut.set_result(None)
+
+    async def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            await asyncio.sleep(self._poll_s)
+            users = list(self._waiting)
+            if not users:
+                continue
+            try:
+                numbers = await asyncio.to_thread(self._numbers, users)
+            except Exception:  # the database hiccuped: the next poll retries
+                log.exception("shard wake-up poll failed")
+                continue
+            for uid in users:
+                now = numbers.get(uid, (0, 0, 0))
+                if now != self._seen.get(uid):
+                    self._seen[uid] = now
+                    if now[0]:  # OPEN shards, and something moved since the last look
+                        self._wake(uid)
+
+    def _numbers(self, users: list[str]) -> dict[str, tuple[int, int, int]]:
+        opened = func.sum(case((shards.c.state == ShardState.OPEN, 1), else_=0))
+        leased = func.sum(case((shards.c.state == ShardState.LEASED, 1), else_=0))
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(shards.c.user_id, opened, leased, func.max(shards.c.updated_at))
+                .where(shards.c.user_id.in_(users), shards.c.state.in_([ShardState.OPEN, ShardState.LEASED]))
+                .group_by(shards.c.user_id)
+            ).all()
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0)) for r in rows}
+
+    def _listen_pg(self) -> None:
+        import psycopg
+
+        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._wake_all_soon()  # we may have missed something while (re)connecting
+                    while not self._stop.is_set():
+                        for n in conn.notifies(timeout=1.0):
+                            self.poke(n.payload)
+            except Exception as exc:
+                log.warning("LISTEN %s connection to PostgreSQL lost (%s); reconnecting in 1 s", CHANNEL, exc)
+                time.sleep(1.0)
