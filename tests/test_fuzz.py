@@ -21,6 +21,8 @@ from conftest import Api, Backend, ServerProcess
 from flows import config, dataset, lock, ok, register, run_state, schedule, start_run
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from lightly_protocol import paths
+from lightly_protocol.shards import encode_listing
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -57,6 +59,11 @@ def _seed(api: Api) -> dict[str, str]:
     ds2 = dataset(api)  # a second dataset with an OPEN run and a LOCKED one for the schedule endpoints
     sid2 = schedule(api, ds2, cid)
     rid2 = start_run(api, ds2, sid2) if lock(api, ds2, wid, sid2).status_code == 204 else rid
+    # shards of the LOCKED run (extension, /v1/ext/): one DONE with a result, the others OPEN
+    shard_query = {"workerId": wid, "runId": rid2, "shardSize": 1}
+    ok(api.put(paths.scheduled_shards(sid2), params=shard_query, content=encode_listing(["a.jpg", "b.jpg", "c.jpg"])))
+    done = ok(api.post(paths.scheduled_shards_claim(sid2), params={"workerId": wid}))["shard"]["id"]
+    ok(api.put(paths.shard_result(done), params={"workerId": wid}, content=b"result"))
     return {
         "workerId": wid,
         "datasetId": ds2,
@@ -66,6 +73,7 @@ def _seed(api: Api) -> dict[str, str]:
         "artifactId": created["artifactId"],
         "tagId": tag["id"],
         "datasetName": "ds",
+        "shardId": done,
     }
 
 

@@ -44,6 +44,10 @@ from ..store import shards as shard_store
 
 router = APIRouter(tags=["ext"])
 
+_BINARY = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+#: the two bodies that are bytes, not JSON (documented, so clients and the fuzz test send them)
+_BINARY_BODY = {"requestBody": {"required": True, "content": _BINARY}}
+
 ShardId = Annotated[str, Path(alias="shardId", pattern=OID_PATTERN)]
 CallerWorker = Annotated[str, Query(alias="workerId", pattern=OID_PATTERN, description="the calling worker")]
 
@@ -82,7 +86,7 @@ def shard_summary(user_id: User, server: ServerDep) -> JSONResponse:
         return _json(shard_store.summary(conn, user_id))
 
 
-@router.put("/v1/ext/scheduled/{scheduledId}/shards", response_model=ShardPlanData)
+@router.put("/v1/ext/scheduled/{scheduledId}/shards", response_model=ShardPlanData, openapi_extra=_BINARY_BODY)
 async def publish_shards(
     scheduled_id: ScheduledId,
     request: Request,
@@ -217,7 +221,7 @@ def update_shard(
     return _json(data)
 
 
-@router.put("/v1/ext/shards/{shardId}/result", response_model=ShardData)
+@router.put("/v1/ext/shards/{shardId}/result", response_model=ShardData, openapi_extra=_BINARY_BODY)
 async def put_shard_result(
     shard_id: ShardId, request: Request, user_id: User, server: ServerDep, worker_id: CallerWorker
 ) -> JSONResponse:
@@ -254,7 +258,11 @@ async def put_shard_result(
     return _json(data)
 
 
-@router.get("/v1/ext/shards/{shardId}/result", response_class=FileResponse)
+@router.get(
+    "/v1/ext/shards/{shardId}/result",
+    response_class=Response,
+    responses={200: {"description": "the result's bytes", "content": _BINARY}},
+)
 def get_shard_result(shard_id: ShardId, user_id: User, server: ServerDep) -> FileResponse:
     with server.db.read() as conn:
         shard_store.result_size(conn, user_id, shard_id)
