@@ -244,6 +244,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--from-json", type=Path, default=None, help="only re-render the table/plot of a results.json")
     args = ap.parse_args(argv)
     warnings.filterwarnings("ignore")
+    from threadpoolctl import threadpool_limits
+
+    # one BLAS thread: on the shared 2-vCPU box the probe's fits ran 10-50x slower with the default pool
+    threadpool_limits(1)
     if args.from_json:
         results = json.loads(args.from_json.read_text())
     else:

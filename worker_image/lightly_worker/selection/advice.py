@@ -9,20 +9,27 @@ semantics and only says so in its log.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from lightly_protocol.models import SelectionConfigV4
 
 from .engine import selection_limit
 
-__all__ = ["DIVERSITY_ALONE_MAX_BUDGET", "strategy_warning"]
+__all__ = ["DIVERSITY_ALONE_MAX_BUDGET", "RECOMMENDED_STRATEGIES", "recommended_config_text", "strategy_warning"]
 
 #: DIVERSITY alone is warned about up to this many samples: the largest budget at which its mean test
 #: accuracy was below random's in a case of the benchmark (docs/benchmarks.md), rounded up
 DIVERSITY_ALONE_MAX_BUDGET = 200
 
-RECOMMENDED = (
-    'add {"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "TYPICALITY"}} next to DIVERSITY '
-    '(or use the extension {"type": "COVERAGE_EXT"} alone)'
-)
+#: what the worker recommends for picking training data (each on input EMBEDDINGS): the best of the
+#: strategies that Lightly's own client accepts, in the benchmark; the extension COVERAGE_EXT is the other choice
+RECOMMENDED_STRATEGIES: list[dict[str, Any]] = [{"type": "DIVERSITY"}, {"type": "TYPICALITY"}]
+
+
+def recommended_config_text() -> str:
+    entries = ", ".join(json.dumps({"input": {"type": "EMBEDDINGS"}, "strategy": s}) for s in RECOMMENDED_STRATEGIES)
+    return f"strategies [{entries}] (or the extension COVERAGE_EXT alone, in local mode or over the REST API)"
 
 
 def strategy_warning(config: SelectionConfigV4, n_candidates: int) -> str | None:
@@ -40,5 +47,5 @@ def strategy_warning(config: SelectionConfigV4, n_candidates: int) -> str | None
     return (
         f"DIVERSITY alone picks outliers first: at a budget of {budget} samples the label-efficiency "
         f"benchmark measured it below a random selection of the same size (docs/benchmarks.md); for "
-        f"training data, {RECOMMENDED}"
+        f"training data use {recommended_config_text()}"
     )

@@ -94,15 +94,24 @@ def coverage_select(
     n_neighbors: int = DEFAULT_COVERAGE_NEIGHBORS,
     datapool: np.ndarray | None = None,
     device: str = "cpu",
+    graph: tuple[np.ndarray, np.ndarray, str] | None = None,
 ) -> CoverageResult:
-    """Greedy max coverage on the rows of ``x`` (N x D float32); ``k`` picks (None: until covered)."""
+    """Greedy max coverage on the rows of ``x`` (N x D float32); ``k`` picks (None: until covered).
+
+    ``graph``: a kNN graph ``(dist, idx, method)`` of x already built (default: ``auto_knn``)."""
     x = np.ascontiguousarray(x, dtype=np.float32)
     n = x.shape[0]
     want = n if k is None else min(k, n)
     if n == 0 or want == 0:
         return CoverageResult([], "exhausted" if n == 0 else "n_samples")
     kn = max(1, min(n_neighbors, n - 1)) if n > 1 else 1
-    dist, idx, method = auto_knn(x, kn, device) if n > 1 else (np.full((1, 1), np.inf), np.full((1, 1), -1), "exact")
+    if graph is not None:
+        dist, idx, method = graph
+        kn = idx.shape[1]
+    elif n > 1:
+        dist, idx, method = auto_knn(x, kn, device)
+    else:
+        dist, idx, method = np.full((1, 1), np.inf), np.full((1, 1), -1), "exact"
     details: dict[str, Any] = {"knn": method, "num_nearest_neighbors": kn}
     if radius is None:
         radius, m = budget_radius(dist, want)
