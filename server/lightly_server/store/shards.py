@@ -47,6 +47,12 @@ MAX_SHARDS = 100_000
 _COLS = [c for c in shards.c if c.name != "names"]
 
 
+def _touch(conn: Connection, worker_id: str, now: int) -> None:
+    """Renew the worker's lease. Always before its shard's row: one lock order (workers, then shards), the
+    lease sweep's, so concurrent transactions never deadlock on PostgreSQL."""
+    conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now))
+
+
 def _not_found(what: str, ident: str) -> ApiError:
     return ApiError(404, ApiErrorCode.NOT_FOUND, f"{what} {ident} does not exist (or belongs to another user)")
 
@@ -327,6 +333,7 @@ def claim(
         if row is None:
             continue
         now = now_ms()
+        _touch(conn, worker_id, now)
         res = conn.execute(
             update(shards)
             .where(shards.c.id == row.id, shards.c.state == ShardState.OPEN)
@@ -342,7 +349,6 @@ def claim(
         )
         if res.rowcount != 1:
             continue
-        conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now))
         taken = conn.execute(select(*_COLS).where(shards.c.id == row.id)).one()
         return ShardAssignment(
             shard=shard_data(taken, cand.run_id),
@@ -393,6 +399,7 @@ def heartbeat(conn: Connection, user_id: str, shard_id: str, worker_id: str, pro
     if processed is not None and processed > r.stop - r.start:
         raise bad_request(f"processed ({processed}) is more than the shard's {r.stop - r.start} files")
     now = now_ms()
+    _touch(conn, worker_id, now)
     values: dict[str, Any] = {"leased_at": now}
     if processed is not None:
         values["processed"] = processed
@@ -403,7 +410,6 @@ def heartbeat(conn: Connection, user_id: str, shard_id: str, worker_id: str, pro
     )
     if res.rowcount != 1:
         raise _lost(r, worker_id)
-    conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now))
     return _data(conn, shard_id)
 
 
@@ -454,6 +460,7 @@ def finish(conn: Connection, user_id: str, shard_id: str, worker_id: str, size: 
             f"shard {shard_id} is already DONE with the result of worker {r.worker_id}; this duplicate is discarded"
         )
     now = now_ms()
+    _touch(conn, worker_id, now)
     res = conn.execute(
         update(shards)
         .where(shards.c.id == shard_id, shards.c.state == ShardState.LEASED, shards.c.worker_id == worker_id)
@@ -467,7 +474,6 @@ def finish(conn: Connection, user_id: str, shard_id: str, worker_id: str, size: 
     )
     if res.rowcount != 1:
         raise _lost(r, worker_id)
-    conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now))
     notify(conn, [user_id])  # a capped run has a free slot now
     return _data(conn, shard_id), True
 
