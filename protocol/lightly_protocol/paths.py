@@ -1,28 +1,47 @@
 """The paths of Lightly's REST protocol that the worker, the operator, the bench and the tests call.
 
-One place for them: a client builds a path here and never writes ``/v1/...`` itself. (The server's
-routes still spell their paths literally; ``tests/test_client_compat.py`` keeps both in step.)
+One place for them: a client builds a path here and never writes ``/v1/...`` itself, and the
+server's routes declare theirs from the same builders: ``template(run_logs, "runId")`` is the route
+template ``/v1/docker/runs/{runId}/logs``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 __all__ = [
     "CONFIGS",
     "DATASETS",
     "DEFAULT_WORKER",
     "EXT",
+    "HEALTHZ",
+    "METRICS",
+    "PIP_LATEST",
+    "PIP_MINIMUM",
     "RUNS",
+    "RUNS_COUNT",
     "SCHEDULE",
     "SHARDS_SUMMARY",
     "WORKERS",
     "artifact_confirm",
+    "artifact_download",
+    "artifact_read_url",
+    "artifact_upload",
     "config",
+    "dataset",
+    "dataset_mappings",
     "dataset_schedule",
+    "dataset_scheduled_run",
+    "dataset_tags",
+    "datasets_by_name",
     "datasource",
+    "datasources_all",
     "run",
     "run_artifacts",
     "run_logs",
+    "run_of_scheduled",
     "run_selection",
+    "run_tags",
     "runs_of_dataset",
     "scheduled_run",
     "scheduled_shards",
@@ -30,6 +49,10 @@ __all__ = [
     "shard",
     "shard_files",
     "shard_result",
+    "tag",
+    "tag_export_filenames",
+    "tag_filenames",
+    "template",
     "worker",
     "worker_schedule",
     "worker_work",
@@ -47,6 +70,21 @@ CONFIGS = f"{WORKERS}/config/vX"
 DATASETS = "/v1/datasets"
 #: runs: POST creates one
 RUNS = "/v1/docker/runs"
+#: how many runs the user has (GET, a bare number as a JSON string)
+RUNS_COUNT = f"{RUNS}/count"
+#: the oldest lightly client this server answers (GET)
+PIP_MINIMUM = "/v1/versions/pip/minimum"
+#: the lightly client version this server speaks (GET)
+PIP_LATEST = "/v1/versions/pip/latest"
+#: liveness and readiness (the database answers)
+HEALTHZ = "/healthz"
+#: Prometheus metrics
+METRICS = "/metrics"
+
+
+def template(build: Callable[..., str], *names: str) -> str:
+    """The route template of a builder: each argument becomes the ``{name}`` placeholder of a route."""
+    return build(*(f"{{{name}}}" for name in names))
 
 
 def worker(worker_id: str) -> str:
@@ -100,6 +138,73 @@ def artifact_confirm(run_id: str, artifact_id: str) -> str:
 
 def runs_of_dataset(dataset_id: str) -> str:
     return f"{RUNS}/query/datasetId/{dataset_id}"
+
+
+def run_of_scheduled(scheduled_id: str) -> str:
+    """The run a worker started for a scheduled run (404 until one did)."""
+    return f"{RUNS}/schedule/{scheduled_id}"
+
+
+def run_tags(run_id: str) -> str:
+    """The tags a run's selection became."""
+    return f"{RUNS}/{run_id}/tags"
+
+
+def artifact_read_url(run_id: str, artifact_id: str) -> str:
+    """GET: a signed download URL of an uploaded artifact."""
+    return f"{RUNS}/{run_id}/artifacts/{artifact_id}/readurl"
+
+
+def artifact_upload(artifact_id: str) -> str:
+    """PUT the artifact's content (a signed URL: ``expires`` and ``signature``, no token)."""
+    return f"/v1/artifacts/{artifact_id}/upload"
+
+
+def artifact_download(artifact_id: str) -> str:
+    """GET the artifact's content (a signed URL: ``expires`` and ``signature``, no token)."""
+    return f"/v1/artifacts/{artifact_id}/download"
+
+
+def dataset(dataset_id: str) -> str:
+    return f"{DATASETS}/{dataset_id}"
+
+
+def datasets_by_name(name: str) -> str:
+    """The user's datasets named so (``exact=true``) or whose names start so."""
+    return f"{DATASETS}/query/name/{name}"
+
+
+def dataset_mappings(dataset_id: str) -> str:
+    """The dataset's sample filenames in sample order (``field=fileName``, paged)."""
+    return f"{DATASETS}/{dataset_id}/mappings"
+
+
+def datasources_all(dataset_id: str) -> str:
+    """Every datasource of a dataset, one per purpose."""
+    return f"{DATASETS}/{dataset_id}/datasource/all"
+
+
+def dataset_scheduled_run(dataset_id: str, scheduled_id: str) -> str:
+    """One scheduled run of a dataset: PUT cancels it while OPEN."""
+    return f"{DATASETS}/{dataset_id}/docker/worker/schedule/{scheduled_id}"
+
+
+def dataset_tags(dataset_id: str) -> str:
+    return f"{DATASETS}/{dataset_id}/tags"
+
+
+def tag(dataset_id: str, tag_id: str) -> str:
+    return f"{DATASETS}/{dataset_id}/tags/{tag_id}"
+
+
+def tag_filenames(dataset_id: str, tag_id: str) -> str:
+    """The tag's filenames as a JSON list."""
+    return f"{DATASETS}/{dataset_id}/tags/{tag_id}/filenames"
+
+
+def tag_export_filenames(dataset_id: str, tag_id: str) -> str:
+    """The tag's filenames as one newline-separated JSON string (paged)."""
+    return f"{DATASETS}/{dataset_id}/tags/{tag_id}/export/basic/filenames"
 
 
 # ---- extensions (not in Lightly's protocol) under one prefix: shards of split runs (issue 11, docs/server.md)

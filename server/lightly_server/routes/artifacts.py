@@ -7,9 +7,11 @@ import os
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from lightly_protocol import paths
 from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import ArtifactCreatedData, ArtifactCreateRequest
 from lightly_protocol.models import safe_artifact_name as _safe_artifact_name
+from lightly_protocol.paths import template
 from starlette.concurrency import run_in_threadpool
 
 from .. import store
@@ -27,7 +29,7 @@ def _base_url(server: Server, request: Request) -> str:
 
 
 @router.post(
-    "/v1/docker/runs/{runId}/artifacts",
+    template(paths.run_artifacts, "runId"),
     status_code=201,
     response_model=ArtifactCreatedData,
     tags=["docker"],
@@ -41,18 +43,18 @@ def create_artifact(
 ) -> JSONResponse:
     with server.write() as tx:
         aid = store.create_artifact(tx.conn, user_id, run_id, body)
-    url = f"{_base_url(server, request)}/v1/artifacts/{aid}/upload?{server.store.signed_query('write', aid)}"
+    url = f"{_base_url(server, request)}{paths.artifact_upload(aid)}?{server.store.signed_query('write', aid)}"
     return _json(ArtifactCreatedData(signed_write_url=url, artifact_id=aid), 201)
 
 
-@router.put("/v1/docker/runs/{runId}/artifacts/{artifactId}/confirmUpload", status_code=204, tags=["docker"])
+@router.put(template(paths.artifact_confirm, "runId", "artifactId"), status_code=204, tags=["docker"])
 def confirm_artifact(run_id: RunId, artifact_id: ArtifactId, user_id: User, server: ServerDep) -> Response:
     with server.write() as tx:
         store.confirm_artifact(tx.conn, user_id, run_id, artifact_id)
     return _no_content()
 
 
-@router.get("/v1/docker/runs/{runId}/artifacts/{artifactId}/readurl", tags=["docker"])
+@router.get(template(paths.artifact_read_url, "runId", "artifactId"), tags=["docker"])
 def artifact_read_url(
     run_id: RunId,
     artifact_id: ArtifactId,
@@ -69,7 +71,7 @@ def artifact_read_url(
             f"artifact {artifact_id} was never uploaded",
         )
     query = server.store.signed_query("read", artifact_id)
-    return f"{_base_url(server, request)}/v1/artifacts/{artifact_id}/download?{query}"
+    return f"{_base_url(server, request)}{paths.artifact_download(artifact_id)}?{query}"
 
 
 def _check_signature(server: Server, action: str, artifact_id: str, expires: int, signature: str) -> None:
@@ -85,7 +87,7 @@ def _refuse_confirmed(artifact_id: str) -> ApiError:
     )
 
 
-@router.put("/v1/artifacts/{artifactId}/upload", status_code=200, tags=["artifacts"])
+@router.put(template(paths.artifact_upload, "artifactId"), status_code=200, tags=["artifacts"])
 async def upload_artifact(
     artifact_id: ArtifactId,
     expires: int,
@@ -130,7 +132,7 @@ async def upload_artifact(
     return Response(status_code=200)
 
 
-@router.get("/v1/artifacts/{artifactId}/download", tags=["artifacts"])
+@router.get(template(paths.artifact_download, "artifactId"), tags=["artifacts"])
 def download_artifact(artifact_id: ArtifactId, expires: int, signature: str, server: ServerDep) -> FileResponse:
     _check_signature(server, "read", artifact_id, expires, signature)
     with server.db.read() as conn:

@@ -6,7 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import JSONResponse
+from lightly_protocol import paths
 from lightly_protocol.models import CreateEntityResponse, DatasetCreateRequest, DatasetData
+from lightly_protocol.paths import template
 
 from .. import store
 from ..deps import DatasetId, PageOffset, PageSize, ServerDep, User
@@ -17,13 +19,13 @@ from ..responses import json_response as _json
 router = APIRouter()
 
 
-@router.post("/v1/datasets", status_code=201, response_model=CreateEntityResponse, tags=["datasets"])
+@router.post(paths.DATASETS, status_code=201, response_model=CreateEntityResponse, tags=["datasets"])
 def create_dataset(body: DatasetCreateRequest, user_id: User, server: ServerDep) -> JSONResponse:
     with server.write() as tx:
         return _created(store.create_dataset(tx.conn, user_id, body))
 
 
-@router.get("/v1/datasets", response_model=list[DatasetData], tags=["datasets"])
+@router.get(paths.DATASETS, response_model=list[DatasetData], tags=["datasets"])
 def list_datasets(
     user_id: User,
     server: ServerDep,
@@ -38,7 +40,7 @@ def list_datasets(
         return _json(store.datasets_data(conn, store.list_datasets(conn, user_id, page_size, page_offset)))
 
 
-@router.get("/v1/datasets/query/name/{datasetName}", response_model=list[DatasetData], tags=["datasets"])
+@router.get(template(paths.datasets_by_name, "datasetName"), response_model=list[DatasetData], tags=["datasets"])
 def datasets_by_name(
     dataset_name: Annotated[str, Path(alias="datasetName")],
     user_id: User,
@@ -55,13 +57,13 @@ def datasets_by_name(
         return _json(store.datasets_data(conn, rows))
 
 
-@router.get("/v1/datasets/{datasetId}", response_model=DatasetData, tags=["datasets"])
+@router.get(template(paths.dataset, "datasetId"), response_model=DatasetData, tags=["datasets"])
 def get_dataset(dataset_id: DatasetId, user_id: User, server: ServerDep):
     with server.db.read() as conn:
         return _json(store.dataset_data(conn, store.get_dataset(conn, user_id, dataset_id)))
 
 
-@router.get("/v1/datasets/{datasetId}/mappings", response_model=list[str], tags=["mappings"])
+@router.get(template(paths.dataset_mappings, "datasetId"), response_model=list[str], tags=["mappings"])
 def sample_mappings(
     dataset_id: DatasetId,
     user_id: User,

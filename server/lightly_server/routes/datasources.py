@@ -6,8 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
+from lightly_protocol import paths
 from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import DatasourceConfig
+from lightly_protocol.paths import template
 from lightly_protocol.validation import local_path_problem
 
 from .. import crypto, store
@@ -18,7 +20,7 @@ from ..responses import no_content as _no_content
 router = APIRouter()
 
 
-@router.put("/v1/datasets/{datasetId}/datasource", status_code=204, tags=["datasources"])
+@router.put(template(paths.datasource, "datasetId"), status_code=204, tags=["datasources"])
 def put_datasource(
     dataset_id: DatasetId,
     body: Annotated[DatasourceConfig, Body()],
@@ -37,7 +39,7 @@ def put_datasource(
     return _no_content()
 
 
-@router.get("/v1/datasets/{datasetId}/datasource", response_model=DatasourceConfig, tags=["datasources"])
+@router.get(template(paths.datasource, "datasetId"), response_model=DatasourceConfig, tags=["datasources"])
 def get_datasource(
     dataset_id: DatasetId,
     user_id: User,
@@ -56,7 +58,7 @@ def get_datasource(
     return JSONResponse(crypto.redact_datasource(config))
 
 
-@router.get("/v1/datasets/{datasetId}/datasource/all", response_model=list[DatasourceConfig], tags=["datasources"])
+@router.get(template(paths.datasources_all, "datasetId"), response_model=list[DatasourceConfig], tags=["datasources"])
 def all_datasources(dataset_id: DatasetId, user_id: User, server: ServerDep):
     with server.db.read() as conn:
         store.get_dataset(conn, user_id, dataset_id)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import JSONResponse, Response
+from lightly_protocol import paths
 from lightly_protocol.models import (
     MAX_INT64,
     MAX_LOG_ENTRIES,
@@ -18,6 +19,7 @@ from lightly_protocol.models import (
     RunUpdateRequest,
     TagData,
 )
+from lightly_protocol.paths import template
 
 from .. import store
 from ..deps import DatasetId, PageOffset, PageSize, RunId, ScheduledId, ServerDep, User
@@ -29,13 +31,13 @@ from ..responses import no_content as _no_content
 router = APIRouter()
 
 
-@router.post("/v1/docker/runs", status_code=201, response_model=CreateEntityResponse, tags=["docker"])
+@router.post(paths.RUNS, status_code=201, response_model=CreateEntityResponse, tags=["docker"])
 def create_run(body: RunCreateRequest, user_id: User, server: ServerDep) -> JSONResponse:
     with server.write() as tx:
         return _created(store.create_run(tx.conn, user_id, body))
 
 
-@router.get("/v1/docker/runs", response_model=list[RunData], tags=["docker"])
+@router.get(paths.RUNS, response_model=list[RunData], tags=["docker"])
 def list_runs(
     user_id: User,
     server: ServerDep,
@@ -47,13 +49,13 @@ def list_runs(
         return _json(store.runs_data(conn, store.list_runs(conn, user_id, page_size, page_offset, show_archived)))
 
 
-@router.get("/v1/docker/runs/count", tags=["docker"])
+@router.get(paths.RUNS_COUNT, tags=["docker"])
 def count_runs(user_id: User, server: ServerDep) -> str:
     with server.db.read() as conn:
         return str(store.count_runs(conn, user_id))
 
 
-@router.get("/v1/docker/runs/query/datasetId/{datasetId}", response_model=list[RunData], tags=["docker"])
+@router.get(template(paths.runs_of_dataset, "datasetId"), response_model=list[RunData], tags=["docker"])
 def runs_of_dataset(
     dataset_id: DatasetId,
     user_id: User,
@@ -66,19 +68,19 @@ def runs_of_dataset(
         return _json(store.runs_data(conn, rows))
 
 
-@router.get("/v1/docker/runs/schedule/{scheduledId}", response_model=RunData, tags=["docker"])
+@router.get(template(paths.run_of_scheduled, "scheduledId"), response_model=RunData, tags=["docker"])
 def run_of_scheduled(scheduled_id: ScheduledId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(store.run_data(conn, store.run_for_scheduled(conn, user_id, scheduled_id)))
 
 
-@router.get("/v1/docker/runs/{runId}", response_model=RunData, tags=["docker"])
+@router.get(template(paths.run, "runId"), response_model=RunData, tags=["docker"])
 def get_run(run_id: RunId, user_id: User, server: ServerDep):
     with server.db.read() as conn:
         return _json(store.run_data(conn, store.get_run(conn, user_id, run_id)))
 
 
-@router.put("/v1/docker/runs/{runId}", status_code=204, tags=["docker"])
+@router.put(template(paths.run, "runId"), status_code=204, tags=["docker"])
 def update_run(
     run_id: RunId,
     body: RunUpdateRequest,
@@ -93,7 +95,7 @@ def update_run(
     return _no_content()
 
 
-@router.put("/v1/docker/runs/{runId}/logs", status_code=204, tags=["docker"])
+@router.put(template(paths.run_logs, "runId"), status_code=204, tags=["docker"])
 def put_logs(
     run_id: RunId,
     body: Annotated[list[LogCreateEntry], Body(max_length=MAX_LOG_ENTRIES)],
@@ -105,7 +107,7 @@ def put_logs(
     return _no_content()
 
 
-@router.get("/v1/docker/runs/{runId}/logs", response_model=LogData, tags=["docker"])
+@router.get(template(paths.run_logs, "runId"), response_model=LogData, tags=["docker"])
 def get_logs(
     run_id: RunId,
     user_id: User,
@@ -116,7 +118,7 @@ def get_logs(
         return _json(store.read_logs(conn, user_id, run_id, cursor))
 
 
-@router.put("/v1/docker/runs/{runId}/selection", status_code=204, tags=["extensions"])
+@router.put(template(paths.run_selection, "runId"), status_code=204, tags=["extensions"])
 def put_selection(
     run_id: RunId,
     body: RunSelectionRequest,
@@ -129,7 +131,7 @@ def put_selection(
     return _no_content()
 
 
-@router.get("/v1/docker/runs/{runId}/tags", response_model=list[TagData], tags=["docker"])
+@router.get(template(paths.run_tags, "runId"), response_model=list[TagData], tags=["docker"])
 def run_tags(run_id: RunId, user_id: User, server: ServerDep):
     with server.db.read() as conn:
         return _json([store.tag_data(r) for r in store.run_tags(conn, user_id, run_id)])

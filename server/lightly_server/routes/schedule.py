@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
+from lightly_protocol import paths
 from lightly_protocol.enums import ScheduledState, WorkerState
 from lightly_protocol.models import (
     CreateEntityResponse,
@@ -14,6 +15,7 @@ from lightly_protocol.models import (
     ScheduledRunData,
     ScheduledRunUpdateRequest,
 )
+from lightly_protocol.paths import template
 from starlette.concurrency import run_in_threadpool
 
 from .. import store
@@ -27,7 +29,7 @@ from ..runtime import Server
 router = APIRouter()
 
 
-@router.get("/v1/docker/worker/schedule", response_model=list[ScheduledRunData], tags=["docker"])
+@router.get(paths.SCHEDULE, response_model=list[ScheduledRunData], tags=["docker"])
 async def schedule_by_labels(
     user_id: User,
     server: ServerDep,
@@ -60,7 +62,7 @@ async def _long_poll(
     return _json([store.scheduled_data(r) for r in rows])
 
 
-@router.get("/v1/docker/worker/{workerId}/schedule", response_model=list[ScheduledRunData], tags=["docker"])
+@router.get(template(paths.worker_schedule, "workerId"), response_model=list[ScheduledRunData], tags=["docker"])
 async def schedule_for_worker(
     worker_id: WorkerId,
     user_id: User,
@@ -93,7 +95,7 @@ async def schedule_for_worker(
 
 
 @router.put(
-    "/v1/datasets/{datasetId}/docker/worker/{workerId}/schedule/{scheduledId}",
+    template(paths.scheduled_run, "datasetId", "workerId", "scheduledId"),
     status_code=204,
     tags=["docker"],
 )
@@ -124,7 +126,7 @@ def update_scheduled_by_worker(
 
 
 @router.post(
-    "/v1/datasets/{datasetId}/docker/worker/schedule",
+    template(paths.dataset_schedule, "datasetId"),
     status_code=201,
     response_model=CreateEntityResponse,
     tags=["docker"],
@@ -143,7 +145,7 @@ def schedule_run(
 
 
 @router.get(
-    "/v1/datasets/{datasetId}/docker/worker/schedule",
+    template(paths.dataset_schedule, "datasetId"),
     response_model=list[ScheduledRunData],
     tags=["docker"],
 )
@@ -160,7 +162,7 @@ def scheduled_for_dataset(
     return _json([store.scheduled_data(r) for r in rows])
 
 
-@router.put("/v1/datasets/{datasetId}/docker/worker/schedule/{scheduledId}", status_code=204, tags=["docker"])
+@router.put(template(paths.dataset_scheduled_run, "datasetId", "scheduledId"), status_code=204, tags=["docker"])
 def cancel_scheduled(
     dataset_id: DatasetId,
     scheduled_id: ScheduledId,

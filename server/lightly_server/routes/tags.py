@@ -6,7 +6,9 @@ import logging
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from lightly_protocol import paths
 from lightly_protocol.models import TagData
+from lightly_protocol.paths import template
 
 from .. import store
 from ..deps import DatasetId, PageOffset, PageSize, ServerDep, TagId, User
@@ -18,13 +20,13 @@ log = logging.getLogger("lightly_server")
 router = APIRouter()
 
 
-@router.get("/v1/datasets/{datasetId}/tags", response_model=list[TagData], tags=["tags"])
+@router.get(template(paths.dataset_tags, "datasetId"), response_model=list[TagData], tags=["tags"])
 def list_tags(dataset_id: DatasetId, user_id: User, server: ServerDep):
     with server.db.read() as conn:
         return _json([store.tag_data(r) for r in store.list_tags(conn, user_id, dataset_id)])
 
 
-@router.get("/v1/datasets/{datasetId}/tags/{tagId}", response_model=TagData, tags=["tags"])
+@router.get(template(paths.tag, "datasetId", "tagId"), response_model=TagData, tags=["tags"])
 def get_tag(
     dataset_id: DatasetId,
     tag_id: TagId,
@@ -35,7 +37,7 @@ def get_tag(
         return _json(store.tag_data(store.get_tag(conn, user_id, dataset_id, tag_id)))
 
 
-@router.get("/v1/datasets/{datasetId}/tags/{tagId}/filenames", response_model=list[str], tags=["tags"])
+@router.get(template(paths.tag_filenames, "datasetId", "tagId"), response_model=list[str], tags=["tags"])
 def tag_filenames(
     dataset_id: DatasetId,
     tag_id: TagId,
@@ -46,7 +48,7 @@ def tag_filenames(
         return JSONResponse(store.tag_filenames(conn, store.get_tag(conn, user_id, dataset_id, tag_id)))
 
 
-@router.get("/v1/datasets/{datasetId}/tags/{tagId}/export/basic/filenames", tags=["tags"])
+@router.get(template(paths.tag_export_filenames, "datasetId", "tagId"), tags=["tags"])
 def export_tag_filenames(
     dataset_id: DatasetId,
     tag_id: TagId,

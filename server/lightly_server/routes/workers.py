@@ -7,7 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
+from lightly_protocol import paths
 from lightly_protocol.models import CreateEntityResponse, WorkerCreateRequest, WorkerData, WorkerUpdateRequest
+from lightly_protocol.paths import template
 
 from .. import store
 from ..deps import WORKER_SESSION_PATTERN, ServerDep, User, WorkerId
@@ -21,31 +23,31 @@ log = logging.getLogger("lightly_server")
 router = APIRouter()
 
 
-@router.post("/v1/docker/worker", status_code=201, response_model=CreateEntityResponse, tags=["docker"])
+@router.post(paths.WORKERS, status_code=201, response_model=CreateEntityResponse, tags=["docker"])
 def register_worker(body: WorkerCreateRequest, user_id: User, server: ServerDep) -> JSONResponse:
     with server.write() as tx:
         return _created(store.register_worker(tx.conn, user_id, body))
 
 
-@router.get("/v1/docker/worker", response_model=list[WorkerData], tags=["docker"])
+@router.get(paths.WORKERS, response_model=list[WorkerData], tags=["docker"])
 def list_workers(user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json([store.worker_data(r) for r in store.list_workers(conn, user_id)])
 
 
-@router.get("/v1/docker/worker/default", response_model=WorkerData, tags=["docker"])
+@router.get(paths.DEFAULT_WORKER, response_model=WorkerData, tags=["docker"])
 def default_worker(user_id: User, server: ServerDep) -> JSONResponse:
     with server.write() as tx:
         return _json(store.worker_data(store.default_worker(tx.conn, user_id)))
 
 
-@router.get("/v1/docker/worker/{workerId}", response_model=WorkerData, tags=["docker"])
+@router.get(template(paths.worker, "workerId"), response_model=WorkerData, tags=["docker"])
 def get_worker(worker_id: WorkerId, user_id: User, server: ServerDep):
     with server.db.read() as conn:
         return _json(store.worker_data(store.get_worker(conn, user_id, worker_id)))
 
 
-@router.put("/v1/docker/worker/{workerId}", status_code=204, tags=["docker"])
+@router.put(template(paths.worker, "workerId"), status_code=204, tags=["docker"])
 def update_worker(
     worker_id: WorkerId,
     body: WorkerUpdateRequest,
@@ -71,7 +73,7 @@ def update_worker(
     return _no_content()
 
 
-@router.delete("/v1/docker/worker/{workerId}", status_code=204, tags=["docker"])
+@router.delete(template(paths.worker, "workerId"), status_code=204, tags=["docker"])
 def delete_worker(worker_id: WorkerId, user_id: User, server: ServerDep):
     with server.write() as tx:
         reopened = store.delete_worker(tx.conn, user_id, worker_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from lightly_protocol import paths
 from lightly_protocol.enums import TERMINAL_RUN_STATES, ApiErrorCode, RunState, ScheduledState
 from lightly_protocol.models import LogCreateEntry, LogData, LogEntryData, RunCreateRequest, RunUpdateRequest
 from sqlalchemy import Connection, Row, and_, func, select, update
@@ -65,7 +66,7 @@ def create_run(conn: Connection, user_id: str, req: RunCreateRequest) -> str:
         if s.state != ScheduledState.LOCKED:
             raise conflict(
                 f"scheduled run {s.id} is {s.state}: lock it first "
-                f"(PUT /v1/datasets/{s.dataset_id}/docker/worker/<workerId>/schedule/{s.id} state=LOCKED)"
+                f"(PUT {paths.scheduled_run(s.dataset_id, '<workerId>', s.id)} state=LOCKED)"
             )
         if dataset_id and dataset_id != s.dataset_id:
             raise bad_request(f"datasetId {dataset_id} differs from the scheduled run's dataset {s.dataset_id}")
