@@ -153,6 +153,8 @@ class ApiErrorCode(StrEnum):
     DOCKER_WORKER_SCHEDULE_UNKNOWN = "DOCKER_WORKER_SCHEDULE_UNKNOWN"
     DOCKER_WORKER_SCHEDULE_UPDATE_FAILED = "DOCKER_WORKER_SCHEDULE_UPDATE_FAILED"
     ILLEGAL_ACTION_RESOURCE_IN_USE = "ILLEGAL_ACTION_RESOURCE_IN_USE"
+    #: extension (Lightly has no such code): 503, the database refused or lost its connections; retry
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
 
 
 class S3Region(StrEnum):

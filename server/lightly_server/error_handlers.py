@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import reprlib
+import time
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,7 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import FILENAME_PATTERN
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import ApiError
@@ -84,8 +86,62 @@ async def _data_error(_request: Request, exc: DataError) -> JSONResponse:
     )
 
 
+#: seconds a client should wait before retrying a request the database could not serve
+DB_RETRY_AFTER_S = 5
+_TOO_MANY = ("53300",)  # too_many_connections: max_connections, a role's or a database's CONNECTION LIMIT
+_CANNOT_CONNECT = ("57P01", "57P02", "57P03")  # admin/crash shutdown, cannot connect now (starting up)
+_last_logged = [0.0]
+
+
+def database_unavailable(exc: OperationalError | PoolTimeout) -> str | None:
+    """What is wrong and what to do when ``exc`` means the database refused or lost its connections;
+    None for any other error (a bad statement stays a server error)."""
+    if isinstance(exc, PoolTimeout):
+        return (
+            f"every connection of this server's pool is busy ({_first_line(exc)}); retry, or add server "
+            "replicas (within PostgreSQL's max_connections)"
+        )
+    orig = exc.orig
+    state = getattr(orig, "sqlstate", None) or ""
+    detail = _first_line(orig)
+    if state in _TOO_MANY or "too many c" in detail:
+        return (
+            f"PostgreSQL refused a connection: too many connections ({detail}); retry, or raise PostgreSQL's "
+            "max_connections (or the role's or database's CONNECTION LIMIT): each server replica opens up to 62 "
+            "(a pool of 20 plus 40 overflow, LISTEN, offer locks), so leave room for every replica or run fewer"
+        )
+    if exc.connection_invalidated or state.startswith("08") or state in _CANNOT_CONNECT or "connect" in detail:
+        return (
+            f"cannot connect to the database ({detail}); retry, and if it lasts check that PostgreSQL runs "
+            "and that the server's --database URL points at it"
+        )
+    return None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(exc).__name__
+
+
+async def _database_error(request: Request, exc: OperationalError | PoolTimeout) -> JSONResponse:
+    problem = database_unavailable(exc)
+    if problem is None:
+        raise exc  # not a connection problem: the plain 500 of any unexpected error (and its traceback)
+    now = time.monotonic()
+    if now - _last_logged[0] > 10:  # one line per 10 s while the database is away, not one per request
+        _last_logged[0] = now
+        log.warning("answering 503: database unavailable: %s", problem)
+    return JSONResponse(
+        {"code": ApiErrorCode.SERVICE_UNAVAILABLE, "error": f"database unavailable: {problem}"},
+        status_code=503,
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
+    app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(PoolTimeout, _database_error)  # type: ignore[arg-type]
