@@ -11,8 +11,10 @@ does.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +26,19 @@ from .shardfile import ShardFileError, ShardResult, names_digest
 log = logging.getLogger("lightly_worker.run")
 
 Progress = Callable[[int, int], None]
+
+
+@functools.lru_cache(maxsize=2)
+def built_model(name: str, input_size: int, seed: int) -> Any:
+    """The embedding model, built once per worker process and kept for its next shards (loading
+    EfficientNet-Lite0's weights costs about as much as embedding a small shard). Seeded as
+    ``embed_samples`` seeds it, so random-init models get the same weights as in a single run."""
+    import torch
+
+    from .embed import embedding_model_from_config
+
+    torch.manual_seed(seed)
+    return embedding_model_from_config(name, input_size)
 
 
 def distributable(job: Job) -> str | None:
@@ -55,7 +70,8 @@ def process_shard(job: Job, names: list[str], index: int, start: int, progress: 
             if progress is not None:
                 progress(n // 2 + done * (n - n // 2) // max(1, total), n)
 
-        ok_emb, failed = stages.embed_files(job, checked.ok, cfg, embedding)
+        model = job.model if job.model is not None else built_model(cfg.model, cfg.input_size, cfg.seed)
+        ok_emb, failed = stages.embed_files(job, checked.ok, cfg, embedding, model=model)
         emb = np.zeros((n, ok_emb.shape[1]), np.float32)
         if checked.ok:
             emb[[pos[x] for x in checked.ok]] = ok_emb

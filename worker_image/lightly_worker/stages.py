@@ -237,12 +237,18 @@ def embed_config(job: Job) -> EmbedConfig:
 
 
 def embed_files(
-    job: Job, names: list[str], cfg: EmbedConfig, progress: Callable[[int, int], None] | None
+    job: Job,
+    names: list[str],
+    cfg: EmbedConfig,
+    progress: Callable[[int, int], None] | None,
+    model: Any = None,
 ) -> tuple[np.ndarray, list[str]]:
     """(embeddings in the order of ``names``, the names that could not be read: zero rows); the one
-    embedding call of both the single-worker path and a shard."""
+    embedding call of both the single-worker path and a shard. ``model``: an already built
+    ``cfg.model`` (a shard worker keeps one between shards); default the trained one or a new one."""
     failed: list[str] = []
-    emb = embed_samples(job.paths.input_root, names, cfg, model=job.model, failed=failed, progress=progress)
+    model = model if model is not None else job.model
+    emb = embed_samples(job.paths.input_root, names, cfg, model=model, failed=failed, progress=progress)
     return emb, failed
 
 
