@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "worker_image"))
 sys.path.insert(0, str(ROOT / "devkit"))
 
 from lightly_devkit.data import make_dataset  # noqa: E402
-from lightly_devkit.processes import stop_process  # noqa: E402
+from lightly_devkit.processes import proc_cpu_s, stop_process  # noqa: E402
 from lightly_devkit.servers import create_token, loopback_env, start_server  # noqa: E402
 from lightly_protocol import paths  # noqa: E402
 from lightly_protocol.models import ScheduledRunData  # noqa: E402
@@ -92,8 +92,9 @@ def shard_log(tmp: Path, tag: str, n: int) -> list[dict[str, float]]:
     out = []
     for i in range(n):
         text = (tmp / f"worker-{tag}-{i}.log").read_text(errors="replace")
-        secs = [float(x) for x in re.findall(r"shard \d+ done: \d+ files \(\d+ corrupt\) in ([0-9.]+) s", text)]
-        out.append({"shards": len(secs), "seconds_in_shards": round(sum(secs), 2)})
+        found = re.findall(r"shard \d+ done: \d+ files \(\d+ corrupt\) in ([0-9.]+) s \(([0-9.]+) s CPU\)", text)
+        secs, cpu = sum(float(a) for a, _ in found), sum(float(b) for _, b in found)
+        out.append({"shards": len(found), "seconds_in_shards": round(secs, 2), "cpu_s_in_shards": round(cpu, 2)})
     return out
 
 
@@ -224,7 +225,10 @@ def main() -> None:
                 procs = start_workers(workers, tmp, server.url, token, f"w{workers}", args)
                 try:
                     wait_idle(http, workers)
+                    cpu0 = [proc_cpu_s(p.pid) for p in procs]
                     results[f"workers_{workers}"] = one_run(http, ds, docker, args.select)
+                    cpu = [round(proc_cpu_s(p.pid) - c, 2) for p, c in zip(procs, cpu0, strict=True)]
+                    results[f"workers_{workers}"]["worker_cpu_s"] = cpu
                 finally:
                     for proc in procs:
                         stop_process(proc, timeout=30)

@@ -98,7 +98,7 @@ class ShardRunner:
             target=self._beat, args=(shard, dropped, stop_beat), name="shard-heartbeat", daemon=True
         )
         beat.start()
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), time.process_time()
         settled = False  # uploaded, or dropped: nothing to hand back
         try:
             names = self.api.shard_files(shard.id)
@@ -137,11 +137,12 @@ class ShardRunner:
                 raise
             settled = True
             run_log.info(
-                "shard %d done: %d files (%d corrupt) in %.1f s, %d bytes",
+                "shard %d done: %d files (%d corrupt) in %.1f s (%.1f s CPU), %d bytes",
                 shard.index,
                 len(names),
                 len(result.corrupt),
                 time.perf_counter() - t0,
+                time.process_time() - cpu0,
                 len(data),
             )
             return True
