@@ -17,8 +17,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
+from lightly_protocol import paths
 from lightly_protocol.enums import ApiErrorCode, WorkerState
 from lightly_protocol.models import MAX_INT64, OID_PATTERN
+from lightly_protocol.paths import template
 from lightly_protocol.shards import (
     DEFAULT_SHARD_SIZE,
     ListingError,
@@ -80,13 +82,13 @@ def _parallelism(raw: str | None) -> int | None:
     return value
 
 
-@router.get("/v1/ext/shards/summary", response_model=list[ShardSummary])
+@router.get(paths.SHARDS_SUMMARY, response_model=list[ShardSummary])
 def shard_summary(user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(shard_store.summary(conn, user_id))
 
 
-@router.put("/v1/ext/scheduled/{scheduledId}/shards", response_model=ShardPlanData, openapi_extra=_BINARY_BODY)
+@router.put(template(paths.scheduled_shards, "scheduledId"), response_model=ShardPlanData, openapi_extra=_BINARY_BODY)
 async def publish_shards(
     scheduled_id: ScheduledId,
     request: Request,
@@ -116,14 +118,14 @@ async def publish_shards(
     return _json(plan)
 
 
-@router.get("/v1/ext/scheduled/{scheduledId}/shards", response_model=ShardPlanData)
+@router.get(template(paths.scheduled_shards, "scheduledId"), response_model=ShardPlanData)
 def get_shards(scheduled_id: ScheduledId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(shard_store.get_plan(conn, user_id, scheduled_id))
 
 
 @router.post(
-    "/v1/ext/scheduled/{scheduledId}/shards/claim",
+    template(paths.scheduled_shards_claim, "scheduledId"),
     response_model=ShardAssignment,
     responses={204: {"description": "no OPEN shard to take now"}},
 )
@@ -133,7 +135,7 @@ def claim_own_shard(scheduled_id: ScheduledId, user_id: User, server: ServerDep,
     return _json(got) if got is not None else _no_content()
 
 
-@router.get("/v1/ext/workers/{workerId}/work", response_model=WorkData)
+@router.get(template(paths.worker_work, "workerId"), response_model=WorkData)
 async def work(
     worker_id: WorkerId,
     request: Request,
@@ -200,13 +202,13 @@ async def work(
             # a shard changed: try the claim again
 
 
-@router.get("/v1/ext/shards/{shardId}/files", response_model=list[str])
+@router.get(template(paths.shard_files, "shardId"), response_model=list[str])
 def shard_files(shard_id: ShardId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return JSONResponse(shard_store.shard_files(conn, user_id, shard_id))
 
 
-@router.put("/v1/ext/shards/{shardId}", response_model=ShardData)
+@router.put(template(paths.shard, "shardId"), response_model=ShardData)
 def update_shard(
     shard_id: ShardId, body: ShardUpdateRequest, request: Request, user_id: User, server: ServerDep
 ) -> JSONResponse:
@@ -221,7 +223,7 @@ def update_shard(
     return _json(data)
 
 
-@router.put("/v1/ext/shards/{shardId}/result", response_model=ShardData, openapi_extra=_BINARY_BODY)
+@router.put(template(paths.shard_result, "shardId"), response_model=ShardData, openapi_extra=_BINARY_BODY)
 async def put_shard_result(
     shard_id: ShardId, request: Request, user_id: User, server: ServerDep, worker_id: CallerWorker
 ) -> JSONResponse:
@@ -259,7 +261,7 @@ async def put_shard_result(
 
 
 @router.get(
-    "/v1/ext/shards/{shardId}/result",
+    template(paths.shard_result, "shardId"),
     response_class=Response,
     responses={200: {"description": "the result's bytes", "content": _BINARY}},
 )

@@ -17,6 +17,7 @@ from .common import owned, paged
 from .configs import get_config
 from .datasets import get_dataset
 from .schedule import get_scheduled
+from .shards import end_shards
 from .tags import materialize_selection_tag, tags_of_run
 from .workers import touch_worker
 
@@ -142,7 +143,8 @@ def update_run(conn: Connection, user_id: str, run_id: str, req: RunUpdateReques
         cond = [scheduled_runs.c.id == r.scheduled_id, scheduled_runs.c.state == ScheduledState.LOCKED]
         if r.worker_id:
             cond.append(scheduled_runs.c.worker_id == r.worker_id)
-        conn.execute(update(scheduled_runs).where(and_(*cond)).values(**sched_values))
+        if conn.execute(update(scheduled_runs).where(and_(*cond)).values(**sched_values)).rowcount:
+            end_shards(conn, r.scheduled_id, ScheduledState.DONE)  # its split run's shards end with it
     if req.state == RunState.COMPLETED:
         materialize_selection_tag(conn, r)
     return r, terminal

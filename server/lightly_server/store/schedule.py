@@ -184,13 +184,13 @@ def update_scheduled_by_worker(
             values.update(priority=req.priority, priority_rank=PRIORITY_RANK[Priority(req.priority)])
         if req.runs_on is not None:
             values.update(runs_on=json.dumps(sorted(set(req.runs_on))))
-    conn.execute(
+    res = conn.execute(
         update(scheduled_runs)
         .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == s.state)
         .values(**values)
     )
-    if values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
-        end_shards(conn, scheduled_id, values["state"])
+    if res.rowcount and values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
+        end_shards(conn, scheduled_id, values["state"])  # a split run's shards end with it
     touch_worker(conn, worker_id)
 
 
