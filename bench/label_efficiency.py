@@ -206,7 +206,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     cols = min(2, len(cases))
     rows = (len(cases) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 4 * rows), squeeze=False)
-    shown = ("random", "DIVERSITY", "TYPICALITY", "DIV+TYP nn=20", "COVERAGE_EXT")
+    shown = ("random", "DIVERSITY", "TYPICALITY", "DIV+TYP nn=20", "DIV+TYP nn=50", "COVERAGE_EXT")
     for ax, (case, data) in zip(axes.flat, cases, strict=False):
         pc, s = data["per_class"], data["summary"]
         for name in shown:

@@ -146,8 +146,11 @@ def test_coverage_ext_config_problems() -> None:
 def test_diversity_alone_warning_follows_the_benchmark() -> None:
     div = {"type": "DIVERSITY"}
     msg = strategy_warning(cfg(div, n_samples=20), 1000)
-    assert msg is not None and "TYPICALITY" in msg and "COVERAGE_EXT" in msg and "20 samples" in msg
-    assert strategy_warning(cfg(div, n_samples=DIVERSITY_ALONE_MAX_BUDGET + 1), 10_000) is None
+    assert msg is not None and "TYPICALITY" in msg and "COVERAGE_EXT" in msg and "20 of 1000 samples" in msg
+    # inside the measured range: up to 200 samples, or up to 17 % of the pool
+    assert strategy_warning(cfg(div, n_samples=1500), 10_000) is not None
+    assert strategy_warning(cfg(div, n_samples=DIVERSITY_ALONE_MAX_BUDGET + 1), 1000) is None
+    assert strategy_warning(cfg(div, n_samples=3000), 10_000) is None
     assert strategy_warning(cfg(div, {"type": "TYPICALITY"}, n_samples=20), 1000) is None
     assert strategy_warning(cfg(COV, n_samples=20), 1000) is None
     assert strategy_warning(cfg({**div, "strength": -1.0}, n_samples=20), 1000) is None
