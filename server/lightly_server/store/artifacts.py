@@ -7,8 +7,9 @@ from lightly_protocol.models import ArtifactCreateRequest
 from sqlalchemy import Connection, Row, select, update
 
 from ..db import artifacts
-from ..errors import ApiError, not_found
+from ..errors import ApiError
 from ..ids import new_id, now_ms
+from .common import owned
 from .runs import get_run
 from .workers import touch_worker
 
@@ -36,10 +37,8 @@ def create_artifact(conn: Connection, user_id: str, run_id: str, req: ArtifactCr
 def get_artifact(conn: Connection, user_id: str, run_id: str, artifact_id: str) -> Row:
     """An artifact of one of the user's runs (404 for the run or the artifact)."""
     get_run(conn, user_id, run_id)
-    a = conn.execute(select(artifacts).where(artifacts.c.id == artifact_id, artifacts.c.run_id == run_id)).first()
-    if a is None:
-        raise not_found(ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN, "artifact", artifact_id)
-    return a
+    code = ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN
+    return owned(conn, artifacts, artifact_id, run_id, code, "artifact", owner_column="run_id")
 
 
 def find_artifact(conn: Connection, artifact_id: str) -> Row | None:

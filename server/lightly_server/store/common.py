@@ -14,9 +14,18 @@ MAX_PAGE = 25000
 T = TypeVar("T")
 
 
-def owned(conn: Connection, table: Table, ident: str, user_id: str, code: ApiErrorCode, what: str) -> Row[Any]:
-    """The row ``ident`` of ``table`` if it belongs to ``user_id``; else the 404 that names ``what``."""
-    r = conn.execute(select(table).where(table.c.id == ident, table.c.user_id == user_id)).first()
+def owned(
+    conn: Connection,
+    table: Table,
+    ident: str,
+    owner: str,
+    code: ApiErrorCode,
+    what: str,
+    owner_column: str = "user_id",
+) -> Row[Any]:
+    """The row ``ident`` of ``table`` if it belongs to ``owner`` (a user, or with ``owner_column`` the
+    parent row the caller already checked, e.g. a tag's dataset); else the 404 that names ``what``."""
+    r = conn.execute(select(table).where(table.c.id == ident, table.c[owner_column] == owner)).first()
     if r is None:
         raise not_found(code, what, ident)
     return r

@@ -10,8 +10,8 @@ from sqlalchemy import Connection, Row, select, update
 
 from .. import bitmask
 from ..db import datasets, run_selections, samples, tags
-from ..errors import not_found
 from ..ids import new_id, now_ms
+from .common import owned
 from .datasets import get_dataset
 
 
@@ -73,10 +73,7 @@ def tags_of_run(conn: Connection, run_id: str) -> list[Row]:
 
 def get_tag(conn: Connection, user_id: str, dataset_id: str, tag_id: str) -> Row:
     get_dataset(conn, user_id, dataset_id)
-    r = conn.execute(select(tags).where(tags.c.id == tag_id, tags.c.dataset_id == dataset_id)).first()
-    if r is None:
-        raise not_found(ApiErrorCode.TAG_UNKNOWN, "tag", tag_id)
-    return r
+    return owned(conn, tags, tag_id, dataset_id, ApiErrorCode.TAG_UNKNOWN, "tag", owner_column="dataset_id")
 
 
 def tag_filenames(conn: Connection, tag: Row) -> list[str]:
