@@ -4,7 +4,8 @@
 2. generates a sample image folder (with one corrupt file and one exact duplicate);
 3. starts a ``lightly-worker`` in waiting mode (as a pod of a LightlyWorker fleet would run it);
 4. uses lightly==1.5.26's unmodified ``ApiWorkflowClient`` to create a dataset, set LOCAL
-   datasources and schedule a DIVERSITY selection;
+   datasources and schedule a selection with the recommended strategies (DIVERSITY + TYPICALITY,
+   ``lightly_worker.selection.advice.RECOMMENDED_STRATEGIES``: the label-efficiency benchmark's best);
 5. waits for the run, reads back the selection tag, downloads the artifacts, and prints where the
    report is. ``--keep-running`` leaves server and worker up for your own scripts.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 from lightly_devkit.data import make_dataset
 from lightly_devkit.net import PROXY_VARS
 from lightly_devkit.servers import create_token, loopback_env, start_server
+from lightly_worker.selection.advice import RECOMMENDED_STRATEGIES
 
 ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / ".demo"
@@ -102,11 +104,12 @@ def main() -> int:
             worker_config={"shutdown_when_job_finished": False},
             selection_config={
                 "n_samples": args.n_samples,
-                "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
+                "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": dict(s)} for s in RECOMMENDED_STRATEGIES],
             },
             runs_on=["demo"],
         )
-        print(f"5. dataset {name!r}: scheduled a DIVERSITY selection of {args.n_samples} images -> {scheduled_id}")
+        kinds = " + ".join(s["type"] for s in RECOMMENDED_STRATEGIES)
+        print(f"5. dataset {name!r}: scheduled a {kinds} selection of {args.n_samples} images -> {scheduled_id}")
 
         last = None
         deadline = time.monotonic() + 900
