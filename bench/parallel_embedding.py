@@ -1,6 +1,6 @@
 """One run embedded by 1 and by 2 worker processes (issue 11), a real server, the default model.
 
-    .venv/bin/python bench/parallel_embedding.py                    # 400 images, shards of 50
+    .venv/bin/python bench/parallel_embedding.py                    # 600 images, shards of 50, 3 pairs
     .venv/bin/python bench/parallel_embedding.py --n 1000 --shard-size 100 --input-size 128
 
 Phases:
@@ -8,9 +8,11 @@ Phases:
      processes in waiting mode (the real CLI), each with 1 torch thread and in-process decode
      (``lightly.loader.num_workers=0``): on the 2-core dev box one core per worker.
   2. The same run (DIVERSITY, ``--select`` samples) with 1 worker (``parallelism`` unset: today's path)
-     and with 2 workers (``parallelism: 2``). Embedding wall time = the run's CHECKING_CORRUPTNESS +
-     EMBEDDING stage seconds (report.json; for the split run: publish, both workers' shards, waiting,
-     downloads and assembly); the whole run from schedule to DONE is shown too.
+     and with 2 workers (``parallelism: 2``), ``--pairs`` times back to back (a shared box's load
+     changes; each pair's ratio is shown with the load average before it). Embedding wall time =
+     the run's CHECKING_CORRUPTNESS + EMBEDDING stage seconds (report.json; for the split run:
+     publish, both workers' shards, waiting, downloads and assembly); the whole run from schedule
+     to DONE, the workers' CPU seconds and their shards are shown too.
   3. Coordination overhead per shard, measured on its own over the same server: publish the listing,
      then for every shard claim + file list + heartbeat + upload of a real-sized result + download,
      timed; bytes moved per image (listing, file lists, results up and down).
@@ -164,7 +166,7 @@ def overhead(url: str, token: str, http: Http, names: list[str], shard_size: int
     listing_bytes = len(encode_listing(names))
     rng = np.random.default_rng(0)
     per_shard: list[float] = []
-    moved = 0
+    moved = result_bytes = 0
     while True:
         t = time.perf_counter()
         a = api.claim_shard(sid, wid)
@@ -185,6 +187,7 @@ def overhead(url: str, token: str, http: Http, names: list[str], shard_size: int
         api.upload_shard_result(a.shard.id, wid, data)
         got = api.shard_result(a.shard.id)
         moved += len(data) + len(got)
+        result_bytes += len(data)
         per_shard.append((time.perf_counter() - t) * 1000)
     n_shards = len(plan.shards)
     return {
@@ -193,17 +196,40 @@ def overhead(url: str, token: str, http: Http, names: list[str], shard_size: int
         "per_shard_ms_median": round(float(np.median(per_shard)), 1),
         "per_shard_ms_p90": round(float(np.percentile(per_shard, 90)), 1),
         "bytes_per_image": round((moved + listing_bytes) / len(names), 1),
-        "result_bytes_per_image": round(len(data) / len(files), 1),
+        "listing_bytes": listing_bytes,
+        "result_bytes_per_image": round(result_bytes / len(names), 1),
         "dim": dim,
     }
 
 
+def measure(tmp: Path, db: str, url: str, args: argparse.Namespace, tag: str, workers: int) -> dict[str, Any]:
+    """One run of the dataset on ``workers`` fresh worker processes (1: not split)."""
+    docker = {} if workers == 1 else {"parallelism": workers, "shardSize": args.shard_size}
+    token = create_token(db, f"bench-{tag}")
+    http = Http(url, token)
+    ds = http.ok("POST", paths.DATASETS, 201, json={"name": f"bench-{tag}"})["id"]
+    for purpose in ("INPUT", "LIGHTLY"):
+        http.ok("PUT", paths.datasource(ds), 204, json={"purpose": purpose, "type": "LOCAL", "fullPath": ""})
+    procs = start_workers(workers, tmp, url, token, tag, args)
+    try:
+        wait_idle(http, workers)
+        cpu0 = [proc_cpu_s(p.pid) for p in procs]
+        result = one_run(http, ds, docker, args.select)
+        result["worker_cpu_s"] = [round(proc_cpu_s(p.pid) - c, 2) for p, c in zip(procs, cpu0, strict=True)]
+    finally:
+        for proc in procs:
+            stop_process(proc, timeout=30)
+    result["shards_per_worker"] = shard_log(tmp, tag, workers)
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--n", type=int, default=400, help="generated images")
+    p.add_argument("--n", type=int, default=600, help="generated images")
     p.add_argument("--shard-size", type=int, default=50)
     p.add_argument("--input-size", type=int, default=128, help="embedding.input_size (the CPU default)")
     p.add_argument("--select", type=int, default=40)
+    p.add_argument("--pairs", type=int, default=3, help="back-to-back (1 worker, 2 workers) pairs")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-parallel-") as d:
         tmp = Path(d)
@@ -212,32 +238,25 @@ def main() -> None:
         db = f"sqlite:///{tmp / 'bench.sqlite3'}"
         server = start_server(db, tmp / "server.log", artifacts_dir=tmp / "artifacts", lease_seconds=60)
         results: dict[str, Any] = {"n_files": args.n + 2, "shard_size": args.shard_size, "input_size": args.input_size}
-        results["loadavg_before"] = [round(x, 2) for x in os.getloadavg()]
+        pairs: list[dict[str, Any]] = []
         try:
-            for workers, docker in ((1, {}), (2, {"parallelism": 2, "shardSize": args.shard_size})):
-                token = create_token(db, f"bench-{workers}")
-                http = Http(server.url, token)
-                ds = http.ok("POST", paths.DATASETS, 201, json={"name": f"bench-{workers}"})["id"]
-                for purpose in ("INPUT", "LIGHTLY"):
-                    http.ok(
-                        "PUT", paths.datasource(ds), 204, json={"purpose": purpose, "type": "LOCAL", "fullPath": ""}
-                    )
-                procs = start_workers(workers, tmp, server.url, token, f"w{workers}", args)
-                try:
-                    wait_idle(http, workers)
-                    cpu0 = [proc_cpu_s(p.pid) for p in procs]
-                    results[f"workers_{workers}"] = one_run(http, ds, docker, args.select)
-                    cpu = [round(proc_cpu_s(p.pid) - c, 2) for p, c in zip(procs, cpu0, strict=True)]
-                    results[f"workers_{workers}"]["worker_cpu_s"] = cpu
-                finally:
-                    for proc in procs:
-                        stop_process(proc, timeout=30)
-                results[f"workers_{workers}"]["shards_per_worker"] = shard_log(tmp, f"w{workers}", workers)
-            results["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-            one, two = results["workers_1"], results["workers_2"]
-            results["same_selection"] = one.pop("selected") == two.pop("selected")
-            results["speedup_embedding"] = round(one["embedding_wall_s"] / two["embedding_wall_s"], 2)
-            results["speedup_run"] = round(one["run_wall_s"] / two["run_wall_s"], 2)
+            for k in range(args.pairs):
+                load = [round(x, 2) for x in os.getloadavg()]
+                one = measure(tmp, db, server.url, args, f"p{k}w1", 1)
+                two = measure(tmp, db, server.url, args, f"p{k}w2", 2)
+                pairs.append(
+                    {
+                        "loadavg_before": load,
+                        "workers_1": one,
+                        "workers_2": two,
+                        "same_selection": one.pop("selected") == two.pop("selected"),
+                        "speedup_embedding": round(one["embedding_wall_s"] / two["embedding_wall_s"], 2),
+                        "speedup_run": round(one["run_wall_s"] / two["run_wall_s"], 2),
+                    }
+                )
+                print(json.dumps(pairs[-1]), file=sys.stderr)
+            results["pairs"] = pairs
+            results["speedup_embedding_median"] = float(np.median([x["speedup_embedding"] for x in pairs]))
             names = sorted(p.name for p in (tmp / "input").iterdir())
             token = create_token(db, "bench-overhead")
             results["overhead"] = overhead(server.url, token, Http(server.url, token), names, args.shard_size, 1280)
