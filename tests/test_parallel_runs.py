@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import Api
-from faults.fault_kit import Scene, Server, Worker, ok, register, run_states, runs_of, scheduled, token
+from faults.fault_kit import Scene, Server, Worker, make_images, ok, register, run_states, runs_of, scheduled, token
 from lightly_devkit.data import make_dataset
 from lightly_protocol import paths
 from lightly_worker.embed import list_samples, load_custom_embeddings, save_embeddings
@@ -221,3 +221,24 @@ def test_the_unmodified_client_refuses_the_keys_plain_http_takes_them(client, ap
     assert (docker["parallelism"], docker["shardSize"]) == ("auto", 500)
     bad = api.post(paths.CONFIGS, json={"version": "V4", "config": {"docker": {"parallelism": 0}}})
     assert bad.status_code == 400, bad.text
+
+
+def test_a_training_run_is_not_split_and_says_so(tmp_path: Path, scene: Scene) -> None:
+    server = _server(tmp_path, scene)
+    api = Api(server.url, token(server.database_url))
+    make_images(tmp_path / "mounts" / "input" / "few", n=8)
+    _workers(tmp_path, scene, api, "t", 1)
+    ds = _dataset(api, "few")
+    config = {
+        "workerType": "FULL",
+        "docker": {"parallelism": 3, "enableTraining": True},
+        "lightly": {"trainer": {"maxEpochs": 1}, "collate": {"inputSize": 32}, "loader": {"batchSize": 4}},
+        "selection": {**SELECTION, "nSamples": 3},
+    }
+    cid = ok(api.post(paths.CONFIGS, json={"version": "V4", "config": config}), 201)["id"]
+    sid = _schedule(api, ds, cid)
+    run = scene.wait("the training run DONE", lambda: _finished(api, ds, sid), 240)
+    assert run["state"] == "COMPLETED", f"{run}\n{scene.logs()}"
+    messages = [e["msg"] for e in ok(api.get(paths.run_logs(run["id"])))["logs"]]
+    assert any("parallelism 3 is ignored: enable_training is set" in m for m in messages), messages
+    assert api.get(paths.scheduled_shards(sid)).status_code == 404  # nothing was published

@@ -150,3 +150,16 @@ def test_training_runs_are_not_split(tmp_path: Path) -> None:
     train = Job(_config({"enable_training": True}), paths, NullReporter(), None, {})  # type: ignore[arg-type]
     assert "training run is not split" in (distributable(train) or "")
     assert distributable(Job(_config(), paths, NullReporter(), None, {})) is None  # type: ignore[arg-type]
+
+
+def test_the_fleet_default_from_the_command_line_and_the_runs_own_value_wins() -> None:
+    from lightly_worker.agent import merge_cli_defaults
+    from lightly_worker.config import parse_args
+    from lightly_worker.shards import parallelism_of
+
+    fleet = parse_args(["docker.parallelism=auto", "docker.shard_size=500"])  # what spec.workerConfig passes
+    assert parallelism_of(merge_cli_defaults(_config(), fleet)) == "auto"
+    assert merge_cli_defaults(_config(), fleet).docker.shard_size == 500  # type: ignore[union-attr]
+    assert parallelism_of(merge_cli_defaults(_config({"parallelism": 1}), fleet)) == 1
+    assert parallelism_of(merge_cli_defaults(_config(), parse_args(["parallelism=4"]))) == 4
+    assert parallelism_of(merge_cli_defaults(_config(), parse_args([]))) == 1
