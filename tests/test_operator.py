@@ -575,3 +575,40 @@ def test_the_cli_process_runs_the_operator_with_leader_election(env: Env, tmp_pa
     assert code == 0, log.read_text()
     released = env.kube.get("leases.coordination.k8s.io", "lightly-operator")["spec"]
     assert not released.get("holderIdentity"), released  # a successor need not wait for it to expire
+
+
+def test_one_big_split_run_grows_the_fleet_and_it_shrinks_after(env: Env) -> None:
+    """Issue 11: OPEN shards are queue depth, shard holders are busy and counted in ``status.shardsInFlight``."""
+    from flows import register, run_state, start_run
+    from lightly_protocol import paths
+    from lightly_protocol.shards import WorkData, encode_listing
+
+    def split_run(n_files: int, labels: list[str]) -> str:
+        coordinator = register(env.api, labels=labels)  # outside the fleet
+        ds = dataset(env.api)
+        sid = schedule(env.api, ds, config(env.api), runs_on=labels)
+        ok(lock(env.api, ds, coordinator, sid), 204)
+        rid = start_run(env.api, ds, sid)
+        query = {"workerId": coordinator, "runId": rid, "shardSize": 1}
+        listing = encode_listing([f"img-{i}.jpg" for i in range(n_files)])
+        ok(env.api.put(paths.scheduled_shards(sid), params=query, content=listing))
+        return rid
+
+    with running(env):
+        env.fleet(
+            labels=["gpu"],
+            autoscaling={"enabled": True, "minReplicas": 0, "maxReplicas": 3, "scaleDownDelaySeconds": 0},
+        )
+        env.wait(lambda: env.status().get("phase") == "ScaledToZero", "zero")
+        split_run(2, ["gpu", "big"])  # not this fleet's: its labels lack "big"
+        rid = split_run(20, ["gpu"])
+        env.wait(lambda: len(env.pods()) == 3 and env.status().get("desiredReplicas") == 3, "scaled to max")
+        assert env.status().get("shardsInFlight") == 0
+        workers = env.wait(lambda: len(env.status().get("workers") or []) == 3 and env.status()["workers"], "workers")
+        for w in workers[:2]:  # two of the fleet's workers take a shard each
+            assert WorkData.model_validate(ok(env.api.get(paths.worker_work(w["workerId"])))).shard is not None
+        env.wait(lambda: env.status().get("shardsInFlight") == 2, "shards in flight")
+        env.wait(lambda: env.status().get("busyReplicas") == 2, "shard holders are busy")
+        run_state(env.api, rid, "COMPLETED")  # the run ends: its shards are canceled
+        env.wait(lambda: len(env.pods()) == 0 and env.status().get("phase") == "ScaledToZero", "back to zero")
+        assert env.status().get("shardsInFlight") == 0
