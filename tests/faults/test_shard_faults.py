@@ -9,6 +9,7 @@ The coordinator holds at EMBEDDING (right after it published the shards) and sha
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,3 +140,29 @@ def test_kill_9_of_the_coordinator_mid_run(tmp_path: Path, scene: Scene) -> None
     attempts = [s["attempts"] for s in _plan(api, sid)["shards"]]
     assert attempts == [1] * 6, f"{attempts}\n{scene.logs()}"
     assert len(SHARD_START.findall(logs())) == 6, f"no shard started twice\n{scene.logs()}"
+
+
+def test_sigterm_of_a_shard_worker_hands_its_shard_back_at_once(tmp_path: Path, scene: Scene) -> None:
+    """The lease is long (60 s): only the hand-back can reopen the shard within the waits here."""
+    api = _setup(tmp_path, scene, lease=60)
+    coordinator, stopping = _worker(tmp_path, scene, api, "coord"), _worker(tmp_path, scene, api, "stopping")
+    coordinator.hold("EMBEDDING")
+    coordinator.start()
+    ds = dataset(api)
+    cid = config(api, {"parallelism": "auto", "shardSize": 4})
+    sid = ok(api.post(paths.dataset_schedule(ds), json={"configId": cid, "priority": "MID", "runsOn": []}), 201)["id"]
+    scene.wait("the coordinator published and held at EMBEDDING", lambda: coordinator.reached("EMBEDDING"), 90)
+    stopping.hold("SHARD")
+    stopping.start()
+    scene.wait("the stopping worker holding a shard", lambda: stopping.reached("SHARD"), 90)
+    held = next(s for s in _plan(api, sid)["shards"] if s["state"] == "LEASED")
+    assert stopping.proc is not None
+    stopping.proc.send_signal(signal.SIGTERM)
+    assert stopping.proc.wait(30) == 0, scene.logs()
+    shard = next(s for s in _plan(api, sid)["shards"] if s["index"] == held["index"])
+    assert shard["state"] == "OPEN", f"{shard}\n{scene.logs()}"
+    coordinator.open_gate()
+    scene.wait("the run DONE", lambda: scheduled(api, ds)[sid]["state"] == "DONE", 120)
+    assert run_states(api, ds, sid) == ["COMPLETED"], scene.logs()
+    check_outcomes(api, [(ds, sid)], scene)
+    assert _done([coordinator, stopping]) == list(range(6)), f"each shard done once\n{scene.logs()}"

@@ -33,7 +33,7 @@ from .failpoints import failpoint
 from .job import Cancelled, Job, JobError, JobOptions, JobPaths
 from .pipeline import Stage, job_stages
 from .shard_work import assemble, distributable, process_shard
-from .shardfile import ShardFileError, decode, encode
+from .shardfile import ShardFileError, ShardResult, decode, encode
 
 log = logging.getLogger("lightly_worker")
 run_log = logging.getLogger("lightly_worker.run")
@@ -193,6 +193,7 @@ class Coordinator:
         self.plan: ShardPlanData | None = None
         self.split = False
         self._last_progress = 0.0
+        self._moved = 0
 
     def stages(self) -> tuple[Stage, ...]:
         swap = {"CHECKING_CORRUPTNESS": self.publish, "EMBEDDING": self.embed}
@@ -246,6 +247,8 @@ class Coordinator:
         plan = self.plan
         assert plan is not None
         job.say(self._progress_message(plan))
+        results: dict[int, ShardResult] = {}  # downloaded while the other shards are still worked on
+        self._moved = 0
         while True:
             job.reporter.check_cancel()
             assignment = self.api.claim_shard(self.scheduled_id, self.worker_id)
@@ -259,28 +262,34 @@ class Coordinator:
                 raise JobError(
                     f"shard {s.index} (files {s.start}-{s.stop}) {s.state}: {s.message or 'no reason given'}"
                 )
-            if all(s.state == "DONE" for s in plan.shards):
+            self._download(plan, results, job)
+            if len(results) == len(plan.shards):
                 break
             self._maybe_report(job, plan)
             if self.cancel.wait(PLAN_POLL_SECONDS):
                 raise Cancelled("the worker is shutting down")
         job.say(self._progress_message(plan))
-        results = []
-        moved = 0
-        for s in sorted(plan.shards, key=lambda s: s.index):
-            data = self.api.shard_result(s.id)
-            moved += len(data)
-            try:
-                results.append(decode(data))
-            except ShardFileError as exc:
-                raise JobError(f"shard {s.index} has an unreadable result: {exc}") from None
         run_log.info(
             "downloaded %d shard results: %d bytes (%.0f bytes per file)",
             len(results),
-            moved,
-            moved / max(1, plan.total),
+            self._moved,
+            self._moved / max(1, plan.total),
         )
-        assemble(job, job.names, results, [(s.start, s.stop) for s in sorted(plan.shards, key=lambda s: s.index)])
+        ordered = sorted(plan.shards, key=lambda s: s.index)
+        assemble(job, job.names, [results[s.index] for s in ordered], [(s.start, s.stop) for s in ordered])
+
+    def _download(self, plan: ShardPlanData, results: dict[int, ShardResult], job: Job) -> None:
+        """Fetch the results of the DONE shards not fetched yet."""
+        for s in plan.shards:
+            if s.state != "DONE" or s.index in results:
+                continue
+            job.reporter.check_cancel()
+            data = self.api.shard_result(s.id)
+            self._moved += len(data)
+            try:
+                results[s.index] = decode(data)
+            except ShardFileError as exc:
+                raise JobError(f"shard {s.index} has an unreadable result: {exc}") from None
 
     def _maybe_report(self, job: Job, plan: ShardPlanData | None = None) -> None:
         now = time.monotonic()
