@@ -77,13 +77,7 @@ def list_scheduled_for_dataset(conn: Connection, user_id: str, dataset_id: str, 
 def lock_scheduled(conn: Connection, user_id: str, dataset_id: str, worker_id: str, scheduled_id: str) -> None:
     """Atomic compare-and-set OPEN -> LOCKED; at most one LOCKED run per dataset (a unique index)."""
     worker = get_worker(conn, user_id, worker_id)
-    s = get_scheduled(conn, user_id, scheduled_id)
-    if s.dataset_id != dataset_id:
-        raise not_found(
-            ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN,
-            f"scheduled run of dataset {dataset_id}",
-            scheduled_id,
-        )
+    s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
     if not runs_on_fits(s, set(json.loads(worker.labels))):
         raise conflict(
             f"worker {worker_id} has labels {json.loads(worker.labels)} but scheduled run {scheduled_id} "
@@ -143,14 +137,24 @@ def update_scheduled_by_worker(
     holder), OPEN -> CANCELED; priority/runsOn change only while OPEN.
     """
     if req.state == ScheduledState.LOCKED:
-        s = get_scheduled(conn, user_id, scheduled_id)
-        if s.state == ScheduledState.LOCKED and s.worker_id == worker_id:
-            return  # idempotent retry of our own claim
-        if req.priority or req.runs_on is not None:
-            raise bad_request("priority and runsOn cannot change while locking; send only {'state': 'LOCKED'}")
-        lock_scheduled(conn, user_id, dataset_id, worker_id, scheduled_id)
+        _claim(conn, user_id, dataset_id, worker_id, scheduled_id, req)
         return
     get_worker(conn, user_id, worker_id)
+    s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
+    values: dict[str, Any] = {"last_modified_at": now_ms(), **_transition(conn, s, req.state, worker_id)}
+    values.update(_reprioritised(s, values.get("state") or s.state, req))
+    conn.execute(
+        update(scheduled_runs)
+        .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == s.state)
+        .values(**values)
+    )
+    if values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
+        end_shards(conn, scheduled_id, values["state"])
+    touch_worker(conn, worker_id)
+
+
+def scheduled_of_dataset(conn: Connection, user_id: str, dataset_id: str, scheduled_id: str) -> Row:
+    """One of the user's scheduled runs, 404 unless it is a run of ``dataset_id`` (the path says so)."""
     s = get_scheduled(conn, user_id, scheduled_id)
     if s.dataset_id != dataset_id:
         raise not_found(
@@ -158,40 +162,57 @@ def update_scheduled_by_worker(
             f"scheduled run of dataset {dataset_id}",
             scheduled_id,
         )
-    now = now_ms()
-    values: dict[str, Any] = {"last_modified_at": now}
-    if req.state == ScheduledState.OPEN:
-        if s.state == ScheduledState.OPEN:
-            pass
-        elif s.state == ScheduledState.LOCKED and s.worker_id == worker_id:
-            values.update(state=ScheduledState.OPEN, worker_id=None)
-            abort_active_runs(conn, scheduled_id, "the worker handed the scheduled run back")
-        else:
-            raise conflict(_illegal(s, req.state, worker_id), ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED)
-    elif req.state == ScheduledState.DONE:
-        if s.state == ScheduledState.LOCKED and s.worker_id == worker_id:
-            values.update(state=ScheduledState.DONE)
-        elif s.state != ScheduledState.DONE:
-            raise conflict(_illegal(s, req.state, worker_id), ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED)
-    elif req.state == ScheduledState.CANCELED:
-        if s.state != ScheduledState.OPEN:
-            raise conflict(_illegal(s, req.state, worker_id), ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED)
-        values.update(state=ScheduledState.CANCELED)
+    return s
+
+
+def _claim(
+    conn: Connection,
+    user_id: str,
+    dataset_id: str,
+    worker_id: str,
+    scheduled_id: str,
+    req: ScheduledRunUpdateRequest,
+) -> None:
+    s = get_scheduled(conn, user_id, scheduled_id)
+    if s.state == ScheduledState.LOCKED and s.worker_id == worker_id:
+        return  # idempotent retry of our own claim
     if req.priority or req.runs_on is not None:
-        if (values.get("state") or s.state) != ScheduledState.OPEN:
-            raise conflict(f"priority and runsOn of scheduled run {scheduled_id} can only change while it is OPEN")
-        if req.priority:
-            values.update(priority=req.priority, priority_rank=PRIORITY_RANK[Priority(req.priority)])
-        if req.runs_on is not None:
-            values.update(runs_on=json.dumps(sorted(set(req.runs_on))))
-    res = conn.execute(
-        update(scheduled_runs)
-        .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == s.state)
-        .values(**values)
-    )
-    if res.rowcount and values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
-        end_shards(conn, scheduled_id, values["state"])  # a split run's shards end with it
-    touch_worker(conn, worker_id)
+        raise bad_request("priority and runsOn cannot change while locking; send only {'state': 'LOCKED'}")
+    lock_scheduled(conn, user_id, dataset_id, worker_id, scheduled_id)
+
+
+def _transition(conn: Connection, s: Row, target: str, worker_id: str) -> dict[str, Any]:
+    """The column values of the move of ``s`` to ``target`` by ``worker_id`` ({} when already there); 409
+    for a move the state machine does not allow."""
+    holder = s.state == ScheduledState.LOCKED and s.worker_id == worker_id
+    if target == ScheduledState.OPEN:
+        if s.state == ScheduledState.OPEN:
+            return {}
+        if holder:
+            abort_active_runs(conn, s.id, "the worker handed the scheduled run back")
+            return {"state": ScheduledState.OPEN, "worker_id": None}
+    elif target == ScheduledState.DONE:
+        if holder:
+            return {"state": ScheduledState.DONE}
+        if s.state == ScheduledState.DONE:
+            return {}
+    elif target == ScheduledState.CANCELED and s.state == ScheduledState.OPEN:
+        return {"state": ScheduledState.CANCELED}
+    raise conflict(_illegal(s, target, worker_id), ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED)
+
+
+def _reprioritised(s: Row, state_after: str, req: ScheduledRunUpdateRequest) -> dict[str, Any]:
+    """The column values of a priority/runsOn change, which only an OPEN run takes (409 otherwise)."""
+    if not req.priority and req.runs_on is None:
+        return {}
+    if state_after != ScheduledState.OPEN:
+        raise conflict(f"priority and runsOn of scheduled run {s.id} can only change while it is OPEN")
+    values: dict[str, Any] = {}
+    if req.priority:
+        values.update(priority=req.priority, priority_rank=PRIORITY_RANK[Priority(req.priority)])
+    if req.runs_on is not None:
+        values.update(runs_on=json.dumps(sorted(set(req.runs_on))))
+    return values
 
 
 def _illegal(s: Row, target: str, worker_id: str) -> str:
@@ -203,13 +224,7 @@ def _illegal(s: Row, target: str, worker_id: str) -> str:
 
 
 def cancel_scheduled(conn: Connection, user_id: str, dataset_id: str, scheduled_id: str) -> None:
-    s = get_scheduled(conn, user_id, scheduled_id)
-    if s.dataset_id != dataset_id:
-        raise not_found(
-            ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN,
-            f"scheduled run of dataset {dataset_id}",
-            scheduled_id,
-        )
+    s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
     res = conn.execute(
         update(scheduled_runs)
         .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == ScheduledState.OPEN)
