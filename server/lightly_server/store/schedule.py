@@ -149,7 +149,7 @@ def update_scheduled_by_worker(
         .values(**values)
     )
     if values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
-        end_shards(conn, scheduled_id, values["state"])
+        end_shards(conn, scheduled_id, values["state"])  # a split run's shards end with it
     touch_worker(conn, worker_id)
 
 
