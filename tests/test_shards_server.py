@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 import pytest
-from conftest import Api, Backend, ServerProcess
+from conftest import Api, Backend, ServerProcess, run_sql
 from flows import config, dataset, lock, ok, register, run_state, schedule, set_state, start_run, wait_until
 from lightly_protocol import paths
 from lightly_protocol.shards import ShardAssignment, ShardPlanData, WorkData, encode_listing, listing_digest
@@ -74,7 +74,7 @@ def upload(api: Api, shard_id: str, worker_id: str, data: bytes = b"result-bytes
 # ---------------------------------------------------------------- publish, resume, replace
 
 
-def test_publish_splits_the_listing_and_a_republish_resumes(api: Api) -> None:
+def test_publish_splits_the_listing_and_a_republish_resumes(api: Api, db_backend: Backend) -> None:
     run = locked_run(api)
     plan = ShardPlanData.model_validate(ok(run.publish()))
     assert plan.created and plan.total == 10 and plan.shard_size == 3 and plan.parallelism == "auto"
@@ -106,6 +106,12 @@ def test_publish_splits_the_listing_and_a_republish_resumes(api: Api) -> None:
     assert by_index[0].state == "DONE" and by_index[0].result_bytes == 4
     assert by_index[1].state == "LEASED" and by_index[1].worker_id == helper
     assert api.get(paths.shard_result(own.shard.id)).content == b"zero"
+
+    # FAILED (and CANCELED) shards of a still active run open again on a republish: a new attempt
+    run_sql(db_backend, "UPDATE shards SET state = 'FAILED', message = 'x' WHERE id = :id", id=by_index[2].id)
+    run_sql(db_backend, "UPDATE shards SET state = 'CANCELED' WHERE id = :id", id=by_index[3].id)
+    states = {s.index: (s.state, s.attempts) for s in ShardPlanData.model_validate(ok(run.publish())).shards}
+    assert states == {0: ("DONE", 1), 1: ("LEASED", 1), 2: ("OPEN", 0), 3: ("OPEN", 0)}
 
     # another listing (or shard size) replaces the plan and its results
     new = ShardPlanData.model_validate(ok(run.publish(NAMES[:4], size=2)))

@@ -148,7 +148,7 @@ def publish(
     """The coordinator publishes its listing. Returns the plan and the shard ids whose results to delete.
 
     The same listing (digest) and shard size as the stored plan: the plan is kept (DONE shards keep their
-    results, LEASED ones their holders, FAILED ones open again for this new attempt) and its run becomes
+    results, LEASED ones their holders, FAILED and CANCELED ones open again for this new attempt) and its run becomes
     ``run_id``. Anything else replaces the plan and its results. ``parallelism`` None: no cap ("auto").
     """
     s = _scheduled(conn, user_id, scheduled_id)
@@ -173,10 +173,23 @@ def publish(
             .where(shard_plans.c.scheduled_id == scheduled_id)
             .values(run_id=run_id, parallelism=parallelism, last_modified_at=now)
         )
+        # FAILED ones get a new chance with this attempt of the scheduled run; CANCELED ones of a run that is
+        # still active (its end raced with a reopen) are open again too (their results are gone)
         res = conn.execute(
             update(shards)
-            .where(shards.c.scheduled_id == scheduled_id, shards.c.state == ShardState.FAILED)
-            .values(state=ShardState.OPEN, worker_id=None, attempts=0, leased_at=None, message=None, updated_at=now)
+            .where(
+                shards.c.scheduled_id == scheduled_id,
+                shards.c.state.in_([ShardState.FAILED, ShardState.CANCELED]),
+            )
+            .values(
+                state=ShardState.OPEN,
+                worker_id=None,
+                attempts=0,
+                leased_at=None,
+                result_bytes=None,
+                message=None,
+                updated_at=now,
+            )
         )
         if res.rowcount:
             notify(conn, [user_id])
