@@ -38,8 +38,13 @@ from .shardfile import ShardFileError, ShardResult, decode, encode
 log = logging.getLogger("lightly_worker")
 run_log = logging.getLogger("lightly_worker.run")
 
-#: how often a waiting coordinator looks at its plan (and reports progress at most)
-PLAN_POLL_SECONDS = 1.0
+
+def plan_poll_seconds(n_shards: int) -> float:
+    """How often a waiting coordinator reads its plan: the last shard's end is noticed within this (a
+    small run's tail), and a big plan (~300 bytes per shard) is not read more than every 2 s."""
+    return min(2.0, max(0.25, n_shards / 400))
+
+
 PROGRESS_EVERY_SECONDS = 5.0
 
 
@@ -266,7 +271,7 @@ class Coordinator:
             if len(results) == len(plan.shards):
                 break
             self._maybe_report(job, plan)
-            if self.cancel.wait(PLAN_POLL_SECONDS):
+            if self.cancel.wait(plan_poll_seconds(len(plan.shards))):
                 raise Cancelled("the worker is shutting down")
         job.say(self._progress_message(plan))
         run_log.info(
