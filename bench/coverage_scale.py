@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         dist, idx = approx_knn(xt, args.neighbours, args.device, n_probe=args.probe)
         sync(args.device)
         row["ivf_knn_s"] = round(time.perf_counter() - t0, 2)
+        print(f"  ivf graph: {row['ivf_knn_s']} s", file=sys.stderr, flush=True)
         rows = np.random.default_rng(1).choice(n, min(args.queries, n), replace=False)
         truth = exact_rows(xt, rows, args.neighbours)
         row["recall_at_k"] = round(
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         row["recall_at_10"] = round(
             float(np.mean([len(set(a[:10]) & set(b[:10])) / 10 for a, b in zip(idx[rows], truth, strict=True)])), 4
         )
+        print(f"  recall@{args.neighbours}: {row['recall_at_k']}", file=sys.stderr, flush=True)
         radius, m = budget_radius(dist, args.k)
         row["radius"], row["radius_m"] = round(radius, 4), m
         graphs = {"ivf": (dist, idx)}
