@@ -144,7 +144,7 @@ def make_plots(
     xy = pca_2d(emb[idx])
     chosen = np.isin(idx, np.array(selected, dtype=int))
     order = {s: r for r, s in enumerate(selected)}
-    rank = np.array([order[i] for i in idx[chosen]], dtype=float)
+    rank = np.array([order[i] + 1 for i in idx[chosen]], dtype=float)  # 1 = first pick
     fig, ax = plt.subplots(figsize=(6.5, 5))
     ax.scatter(xy[~chosen, 0], xy[~chosen, 1], s=6, c="#b0b7c3", label="not selected")
     if chosen.any():
@@ -153,8 +153,8 @@ def make_plots(
         )
         fig.colorbar(pts, ax=ax, label="pick order")
         for (px, py), r in zip(xy[chosen], rank, strict=True):
-            if r < 10:
-                ax.annotate(str(int(r) + 1), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if r <= 10:
+                ax.annotate(str(int(r)), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_title("Embeddings (PCA), selection in pick order (first 10 numbered)")
     ax.legend(loc="best")
     path = plot_dir / "scatter_pca.png"
