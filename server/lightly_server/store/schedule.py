@@ -143,12 +143,14 @@ def update_scheduled_by_worker(
     s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
     values: dict[str, Any] = {"last_modified_at": now_ms(), **_transition(conn, s, req.state, worker_id)}
     values.update(_reprioritised(s, values.get("state") or s.state, req))
-    conn.execute(
+    res = conn.execute(
         update(scheduled_runs)
         .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == s.state)
         .values(**values)
     )
-    if values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
+    # only when this update really ended it: a concurrent reopen (lease sweep, restart) wins otherwise,
+    # and the shards of the run that goes on must not be canceled
+    if res.rowcount and values.get("state") in (ScheduledState.DONE, ScheduledState.CANCELED):
         end_shards(conn, scheduled_id, values["state"])  # a split run's shards end with it
     touch_worker(conn, worker_id)
 
