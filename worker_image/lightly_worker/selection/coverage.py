@@ -115,7 +115,7 @@ def coverage_select(
     details: dict[str, Any] = {"knn": method, "num_nearest_neighbors": kn}
     if radius is None:
         radius, m = budget_radius(dist, want)
-        details.update(radius_rule=f"median distance to the {m}-th nearest neighbour")
+        details.update(radius_rule=f"median distance to the m-th nearest neighbour, m = N / (2 k) = {m}")
     else:
         details.update(radius_rule="configured")
     details["radius"] = float(radius)
