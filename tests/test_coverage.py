@@ -155,3 +155,15 @@ def test_diversity_alone_warning_follows_the_benchmark() -> None:
     assert strategy_warning(cfg(COV, n_samples=20), 1000) is None
     assert strategy_warning(cfg({**div, "strength": -1.0}, n_samples=20), 1000) is None
     assert strategy_warning(cfg(div, n_samples=20), 20) is None  # everything is selected anyway
+
+
+def test_large_inputs_take_the_ivf_graph_through_select(monkeypatch: pytest.MonkeyPatch) -> None:
+    from lightly_worker.selection import neighbours
+
+    monkeypatch.setitem(neighbours.EXACT_WORK_LIMIT, "cpu", 1.0)  # every input counts as large
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((8, 16)) * 5
+    x = (centres[np.arange(4000) % 8] + rng.standard_normal((4000, 16))).astype(np.float32)
+    res = select(cfg(COV, n_samples=8), SelectionInputs([str(i) for i in range(len(x))], x))
+    assert res.details["coverage"]["knn"] == "ivf"
+    assert sorted(int(i) % 8 for i in res.selected) == list(range(8)), res.selected  # one per cluster
