@@ -168,41 +168,9 @@ def publish(
     now = now_ms()
     plan = conn.execute(select(shard_plans).where(shard_plans.c.scheduled_id == scheduled_id).with_for_update()).first()
     if plan is not None and (plan.input_digest, plan.shard_size, plan.total) == (digest, shard_size, len(names)):
-        conn.execute(
-            update(shard_plans)
-            .where(shard_plans.c.scheduled_id == scheduled_id)
-            .values(run_id=run_id, parallelism=parallelism, last_modified_at=now)
-        )
-        # FAILED ones get a new chance with this attempt of the scheduled run; CANCELED ones of a run that is
-        # still active (its end raced with a reopen) are open again too (their results are gone)
-        res = conn.execute(
-            update(shards)
-            .where(
-                shards.c.scheduled_id == scheduled_id,
-                shards.c.state.in_([ShardState.FAILED, ShardState.CANCELED]),
-            )
-            .values(
-                state=ShardState.OPEN,
-                worker_id=None,
-                attempts=0,
-                leased_at=None,
-                result_bytes=None,
-                message=None,
-                updated_at=now,
-            )
-        )
-        if res.rowcount:
-            notify(conn, [user_id])
+        _resume(conn, user_id, scheduled_id, run_id, parallelism, now)
         return _plan_data(conn, _plan_row(conn, scheduled_id), created=False), []  # type: ignore[arg-type]
-    stale: list[str] = []
-    if plan is not None:
-        stale = list(
-            conn.execute(
-                select(shards.c.id).where(shards.c.scheduled_id == scheduled_id, shards.c.result_bytes.is_not(None))
-            ).scalars()
-        )
-        conn.execute(delete(shards).where(shards.c.scheduled_id == scheduled_id))
-        conn.execute(delete(shard_plans).where(shard_plans.c.scheduled_id == scheduled_id))
+    stale = _drop_plan(conn, scheduled_id) if plan is not None else []
     try:
         with conn.begin_nested():
             conn.execute(
@@ -220,7 +188,60 @@ def publish(
             )
     except IntegrityError:
         raise conflict(f"scheduled run {scheduled_id}: another publish of its shards ran at once; retry") from None
-    rows = [
+    rows = _new_shards(user_id, scheduled_id, names, ranges, now)
+    for chunk in range(0, len(rows), 1000):
+        conn.execute(shards.insert(), rows[chunk : chunk + 1000])
+    if rows:
+        notify(conn, [user_id])
+    return _plan_data(conn, _plan_row(conn, scheduled_id), created=True), stale  # type: ignore[arg-type]
+
+
+def _resume(conn: Connection, user_id: str, scheduled_id: str, run_id: str, parallelism: int | None, now: int) -> None:
+    """The same listing again (a new attempt of the scheduled run): keep the plan, hand it to ``run_id``."""
+    conn.execute(
+        update(shard_plans)
+        .where(shard_plans.c.scheduled_id == scheduled_id)
+        .values(run_id=run_id, parallelism=parallelism, last_modified_at=now)
+    )
+    # FAILED ones get a new chance with this attempt of the scheduled run; CANCELED ones of a run that is
+    # still active (its end raced with a reopen) are open again too (their results are gone)
+    res = conn.execute(
+        update(shards)
+        .where(
+            shards.c.scheduled_id == scheduled_id,
+            shards.c.state.in_([ShardState.FAILED, ShardState.CANCELED]),
+        )
+        .values(
+            state=ShardState.OPEN,
+            worker_id=None,
+            attempts=0,
+            leased_at=None,
+            result_bytes=None,
+            message=None,
+            updated_at=now,
+        )
+    )
+    if res.rowcount:
+        notify(conn, [user_id])
+
+
+def _drop_plan(conn: Connection, scheduled_id: str) -> list[str]:
+    """Deletes a plan and its shards; returns the ids of the shards whose stored results must go too."""
+    stale = list(
+        conn.execute(
+            select(shards.c.id).where(shards.c.scheduled_id == scheduled_id, shards.c.result_bytes.is_not(None))
+        ).scalars()
+    )
+    conn.execute(delete(shards).where(shards.c.scheduled_id == scheduled_id))
+    conn.execute(delete(shard_plans).where(shard_plans.c.scheduled_id == scheduled_id))
+    return stale
+
+
+def _new_shards(
+    user_id: str, scheduled_id: str, names: Sequence[str], ranges: Sequence[tuple[int, int]], now: int
+) -> list[dict[str, Any]]:
+    """The rows of a new plan's shards, all OPEN, each with its names (gzip: one row read serves ``/files``)."""
+    return [
         {
             "id": new_id(),
             "user_id": user_id,
@@ -240,11 +261,6 @@ def publish(
         }
         for i, (start, stop) in enumerate(ranges)
     ]
-    for chunk in range(0, len(rows), 1000):
-        conn.execute(shards.insert(), rows[chunk : chunk + 1000])
-    if rows:
-        notify(conn, [user_id])
-    return _plan_data(conn, _plan_row(conn, scheduled_id), created=True), stale  # type: ignore[arg-type]
 
 
 def get_plan(conn: Connection, user_id: str, scheduled_id: str) -> ShardPlanData:
