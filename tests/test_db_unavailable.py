@@ -3,7 +3,8 @@
 Real PostgreSQL, real server processes: "too many connections" is a role whose CONNECTION LIMIT
 drops to 0 while its backends are terminated (what PostgreSQL answers when ``max_connections`` or a
 role's limit is reached: SQLSTATE 53300); "server down" is PostgreSQL reached through a loopback
-forwarder that is then stopped, so the server's port refuses connections. In both cases the server
+forwarder that is then stopped, so the server's port refuses connections; "a host that drops packets" is
+the same forwarder accepting connections it never answers (the engine's connect timeout). In all cases the server
 must say what is wrong and what to do, and answer normally again once the database does.
 """
 
@@ -115,6 +116,32 @@ def test_a_database_server_that_is_down_answers_503_until_it_is_back(
         assert server.proc.poll() is None, server.log()
         forwarder.start()
         _first(api, server, lambda r: r.status_code == 200)
+    finally:
+        server.stop()
+        forwarder.stop()
+
+
+def test_a_database_host_that_never_answers_gives_503_after_the_connect_timeout(
+    pg_role_db: tuple[str, str], tmp_path: Path
+) -> None:
+    role, name = pg_role_db
+    admin = make_url(PG_ADMIN_URL)
+    forwarder = TcpForwarder((admin.host or "127.0.0.1", admin.port or 5432)).start()
+    url = admin.set(username=role, password=None, host="127.0.0.1", port=forwarder.port, database=name)
+    url = url.render_as_string(False)
+    server, api = _server(url, tmp_path)
+    try:
+        assert api.get(paths.WORKERS).status_code == 200
+        forwarder.stop()
+        forwarder.silent = True  # the port accepts, PostgreSQL never answers: no request may hang on it
+        forwarder.start()
+        r = _first(api, server, lambda r: r.status_code != 200, timeout=60)
+        _assert_unavailable(r, "cannot connect", "timeout")
+        assert server.proc.poll() is None, server.log()
+        forwarder.stop()
+        forwarder.silent = False
+        forwarder.start()
+        _first(api, server, lambda r: r.status_code == 200, timeout=60)
     finally:
         server.stop()
         forwarder.stop()

@@ -21,8 +21,10 @@ class TcpForwarder:
     """A loopback TCP port that forwards every connection to ``target``, and can go away and come back.
 
     ``stop`` closes the listener and every forwarded connection, so the port refuses connections
-    like a server that is down; ``start`` listens on the same port again. Tests put it between a
-    process and a real server (e.g. PostgreSQL) to take that server away from it.
+    like a server that is down; ``start`` listens on the same port again. With ``silent`` set, new
+    connections are accepted and then never answered, like a host that drops packets (what a client's
+    connect timeout is for). Tests put it between a process and a real server (e.g. PostgreSQL) to take
+    that server away from it.
     """
 
     def __init__(self, target: tuple[str, int], host: str = "127.0.0.1", port: int | None = None) -> None:
@@ -32,6 +34,7 @@ class TcpForwarder:
         self._listener: socket.socket | None = None
         self._conns: set[socket.socket] = set()
         self._lock = threading.Lock()
+        self.silent = False
 
     def start(self) -> TcpForwarder:
         listener = socket.socket()
@@ -61,6 +64,10 @@ class TcpForwarder:
                 client, _ = listener.accept()
             except OSError:
                 return  # stopped
+            if self.silent:
+                with self._lock:
+                    self._conns.add(client)  # held open, never answered; closed by stop()
+                continue
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
             except OSError:

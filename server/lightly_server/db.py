@@ -306,7 +306,16 @@ def make_engine(url: str) -> Engine:
         return engine
     if u.get_backend_name() == "postgresql" and u.drivername == "postgresql":
         url = u.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
-    return create_engine(url, pool_size=20, max_overflow=40, pool_pre_ping=True, pool_timeout=30)
+    # a host that drops packets instead of refusing must not hang a request: connecting gives up after 10 s
+    # (the request then answers 503, see error_handlers)
+    return create_engine(
+        url,
+        pool_size=20,
+        max_overflow=40,
+        pool_pre_ping=True,
+        pool_timeout=30,
+        connect_args={"connect_timeout": 10},
+    )
 
 
 class Database:
