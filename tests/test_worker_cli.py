@@ -179,3 +179,26 @@ def test_a_worker_name_outside_lightlys_pattern_is_refused_with_what_to_use() ->
     with pytest.raises(ConfigError, match=r"worker.name='gpu.host.example'.*e.g. worker.name=gpu-worker-1"):
         parse_args(["worker.name=gpu.host.example", "token=t"])
     assert parse_args(["worker.name=gpu-worker 1", "token=t"])["worker.name"] == "gpu-worker 1"
+
+
+def test_the_n_samples_shorthand_uses_the_recommended_strategies_unless_told_otherwise() -> None:
+    from lightly_worker.cli import local_config
+    from lightly_worker.config import ConfigError, parse_args
+    from lightly_worker.selection.advice import RECOMMENDED_STRATEGIES
+
+    def types(*extra: str) -> list[str]:
+        cfg = local_config(parse_args(["mode=local", "n_samples=10", *extra]))
+        return [e.strategy.type for e in cfg.selection.strategies]
+
+    assert types() == [s["type"] for s in RECOMMENDED_STRATEGIES] == ["DIVERSITY", "TYPICALITY"]
+    typicality = local_config(parse_args(["mode=local", "n_samples=10"])).selection.strategies[1].strategy
+    assert typicality.num_nearest_neighbors == RECOMMENDED_STRATEGIES[1]["num_nearest_neighbors"]
+    assert types("strategy=diversity") == ["DIVERSITY"]  # Lightly's DIVERSITY alone, on request
+    assert types("strategy=coverage") == ["COVERAGE_EXT"]
+    with pytest.raises(ConfigError, match="strategy='best' is not one of recommended, diversity, coverage"):
+        parse_args(["mode=local", "n_samples=10", "strategy=best"])
+
+
+def test_a_folder_option_without_a_folder_says_so() -> None:
+    r = run("mode=local", "input_mount=none", "output_dir=out", "n_samples=2")
+    assert r.returncode == 2 and "input_mount must be a folder path, got None" in r.stderr, r.stderr

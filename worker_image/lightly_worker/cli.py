@@ -2,7 +2,7 @@
 
     lightly-worker sanity_check=True
     lightly-worker token=... worker.worker_id=...                      # waiting mode (the default)
-    lightly-worker mode=local input_mount=./images output_dir=./out n_samples=100
+    lightly-worker mode=local input_mount=./images output_dir=./out n_samples=100 [strategy=diversity]
     lightly-worker mode=local input_mount=./images output_dir=./out config=run.json
 
 ``run.json`` (local mode) holds what ``schedule_compute_worker_run`` takes:
@@ -66,14 +66,23 @@ def local_config(args: WorkerArgs) -> Any:
     elif args["n_samples"]:
         wire = {
             "workerType": "FULL",
-            "selection": {
-                "nSamples": args["n_samples"],
-                "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
-            },
+            "selection": {"nSamples": args["n_samples"], "strategies": _shorthand_strategies(args["strategy"])},
         }
     else:
-        raise ConfigError("mode=local needs n_samples=N (a DIVERSITY selection) or config=FILE")
+        raise ConfigError("mode=local needs n_samples=N (with strategy=recommended|diversity|coverage) or config=FILE")
     return WorkerConfigV4.model_validate(wire)
+
+
+def _shorthand_strategies(choice: str) -> list[dict[str, Any]]:
+    """The strategies of ``n_samples=N strategy=...``, each on EMBEDDINGS."""
+    from .selection.advice import RECOMMENDED_STRATEGIES
+
+    chosen = {
+        "recommended": RECOMMENDED_STRATEGIES,
+        "diversity": [{"type": "DIVERSITY"}],
+        "coverage": [{"type": "COVERAGE_EXT"}],
+    }[choice]
+    return [{"input": {"type": "EMBEDDINGS"}, "strategy": dict(s)} for s in chosen]  # the model takes snake_case
 
 
 def run_local(args: WorkerArgs) -> int:

@@ -22,13 +22,19 @@ class ConfigError(ValueError):
     """A bad command line; the message says what to fix."""
 
 
+#: the ``strategy=`` choices of local mode's ``n_samples=N`` shorthand: the label-efficiency benchmark's best
+#: (DIVERSITY + TYPICALITY), Lightly's DIVERSITY alone (exact semantics; picks outliers first), the extension
+#: COVERAGE_EXT (selection/advice.py and docs/benchmarks.md say why)
+LOCAL_STRATEGIES = ("recommended", "diversity", "coverage")
+
 #: top-level options of this worker with their defaults
 DEFAULTS: dict[str, Any] = {
     "token": None,
     "sanity_check": False,
     "mode": "waiting",  # or "local": select from a folder into an output folder, no server
     "config": None,  # local mode: a JSON/YAML file {worker_config, lightly_config, selection_config}
-    "n_samples": None,  # local mode shorthand: a DIVERSITY selection of this many samples
+    "n_samples": None,  # local mode shorthand: a selection of this many samples, with `strategy`
+    "strategy": "recommended",  # local mode shorthand: recommended | diversity | coverage (see LOCAL_STRATEGIES)
     "input_mount": "/input_mount",
     "lightly_mount": "/lightly_mount",
     "output_dir": "/home/output_dir",
@@ -98,7 +104,10 @@ class WorkerArgs:
         return self.values.get(key, default)
 
     def path(self, key: str) -> Path:
-        return Path(self.values[key]).expanduser()
+        value = self.values[key]
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key} must be a folder path, got {value!r} (e.g. {key}=./folder)")
+        return Path(value).expanduser()
 
     def lightly_overrides(self) -> dict[str, Any]:
         """``lightly.*`` keys as a nested dict (snake_case), for merging under a run's lightly config."""
@@ -189,6 +198,11 @@ def _check(values: dict[str, Any]) -> None:
     n = values["n_samples"]
     if n is not None and (not isinstance(n, int) or isinstance(n, bool) or n < 1):
         raise ConfigError(f"n_samples must be a positive integer, got {n!r}")
+    if values["strategy"] not in LOCAL_STRATEGIES:
+        raise ConfigError(
+            f"strategy={values['strategy']!r} is not one of {', '.join(LOCAL_STRATEGIES)} "
+            "(the strategies of the n_samples shorthand; config=FILE takes any selection)"
+        )
     for key in ("lightly.loader.batch_size", "lightly.collate.input_size", "lightly.trainer.max_epochs"):
         v = values.get(key)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < (0 if "epochs" in key else 1)):
