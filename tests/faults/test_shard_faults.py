@@ -105,7 +105,7 @@ def test_kill_9_of_the_coordinator_mid_run(tmp_path: Path, scene: Scene) -> None
     """The coordinator dies after publishing, while another worker holds a shard and a third has
     finished the rest: the retried run republishes the same listing, keeps the finished shards
     (attempts stay 1, nobody redoes them) and completes once when the held shard is done."""
-    api = _setup(tmp_path, scene, lease=30)
+    api = _setup(tmp_path, scene, lease=5)
     coordinator = _worker(tmp_path, scene, api, "coord")
     holder, busy = _worker(tmp_path, scene, api, "holder"), _worker(tmp_path, scene, api, "busy")
     coordinator.hold("EMBEDDING")
@@ -117,12 +117,16 @@ def test_kill_9_of_the_coordinator_mid_run(tmp_path: Path, scene: Scene) -> None
     holder.hold("SHARD")
     holder.start()
     scene.wait("the holder holding a shard", lambda: holder.reached("SHARD"), 90)
+    held_since = time.monotonic()
     busy.start()
     scene.wait(
         "5 of 6 shards DONE by the third worker",
         lambda: sum(s["state"] == "DONE" for s in _plan(api, sid)["shards"]) == 5,
         120,
     )
+    time.sleep(max(0.0, held_since + 7 - time.monotonic()))  # held past the 5 s lease: its heartbeats keep it
+    held = [s for s in _plan(api, sid)["shards"] if s["state"] == "LEASED"]
+    assert len(held) == 1 and held[0]["attempts"] == 1 and held[0]["processed"] == 0, f"{held}\n{scene.logs()}"
     coordinator.kill()
     (coordinator.gate / "EMBEDDING.hold").unlink()
     coordinator.start()  # same worker id, new session: its run is released at once and retried
