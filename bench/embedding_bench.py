@@ -17,21 +17,17 @@ import json
 import logging
 import math
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker_image"))
-
 from lightly_worker.embed import EmbedConfig, embed_samples, embedding_model_from_config, load_image
 from lightly_worker.embed._common import cpu_count, resolve_device, resolve_workers
 from lightly_worker.embed.decode import ChunkDataset, make_chunks
 from lightly_worker.embed.files import resolve_sample
+from PIL import Image, ImageDraw, ImageFilter
 
 
 def make_jpegs(root: Path, n: int, size: tuple[int, int] = (1920, 1080), seed: int = 0) -> list[str]:

@@ -36,8 +36,6 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "worker_image"))
-sys.path.insert(0, str(ROOT / "devkit"))
 
 from lightly_devkit.data import make_dataset  # noqa: E402
 from lightly_devkit.processes import proc_cpu_s, stop_process  # noqa: E402

@@ -29,10 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "worker_image"))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "protocol"))
-
 from lightly_protocol.models import SelectionConfigV4
 from lightly_worker.selection import HAVE_NUMBA, SelectionInputs, kcenter_greedy, select
 

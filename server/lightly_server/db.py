@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -372,3 +373,33 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def listen_forever(
+    db: Database,
+    channel: str,
+    stop: threading.Event,
+    on_connect: Callable[[], None],
+    on_notify: Callable[[str], None],
+    on_lost: Callable[[], None] = lambda: None,
+) -> None:
+    """PostgreSQL ``LISTEN channel`` until ``stop`` is set, reconnecting 1 s after a lost connection.
+
+    ``on_connect`` runs after each (re)connect (a notification may have been missed meanwhile),
+    ``on_notify`` with each notification's payload, ``on_lost`` when the connection is lost.
+    """
+    import psycopg
+
+    url = db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    while not stop.is_set():
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                conn.execute(f"LISTEN {channel}")
+                on_connect()
+                while not stop.is_set():
+                    for n in conn.notifies(timeout=1.0):
+                        on_notify(n.payload)
+        except Exception as exc:
+            log.warning("LISTEN %s: connection to PostgreSQL lost (%s); reconnecting in 1 s", channel, exc)
+            on_lost()
+            time.sleep(1.0)

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Row
 
-from .db import Database
+from .db import Database, listen_forever
 from .store import dispatchable, open_candidates
 
 log = logging.getLogger(__name__)
@@ -281,21 +281,11 @@ class ScheduleBroker:
                 self._schedule_refresh()
 
     def _listen_pg(self) -> None:
-        import psycopg
+        def lost() -> None:
+            self._stale = True
 
-        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self.poke()  # we may have missed something while (re)connecting
-                    while not self._stop.is_set():
-                        for _ in conn.notifies(timeout=1.0):
-                            self.poke()  # pokes coalesce: a burst of NOTIFYs costs a refresh or two
-            except Exception as exc:
-                log.warning("LISTEN connection to PostgreSQL lost (%s); reconnecting in 1 s", exc)
-                self._stale = True
-                time.sleep(1.0)
+        # pokes coalesce: a burst of NOTIFYs costs a refresh or two; after a (re)connect we may have missed one
+        listen_forever(self.db, CHANNEL, self._stop, self.poke, lambda _payload: self.poke(), lost)
 
     # -------------------------------------------------------------- waiting
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from lightly_protocol.enums import WorkerState
 from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 
@@ -132,6 +134,19 @@ class Server:
             _, stale = shard_store.sweep(tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts)
         delete_results(self.store.root, stale)  # results of shards whose scheduled run ended
         return offline, reopened
+
+    def polling_worker_labels(self, user_id: str, worker_id: str) -> set[str]:
+        """A worker polls for work (its queue, or the shard work poll): it is alive and idle, so renew its
+        lease (reviving it when an outage marked it OFFLINE) and answer its labels. Blocking: call it in
+        the threadpool."""
+        with self.db.read() as conn:
+            w = store.get_worker(conn, user_id, worker_id)
+        if w.state == WorkerState.OFFLINE:
+            with self.db.write() as conn:
+                store.revive_polling_worker(conn, worker_id)
+        else:
+            self.touch_if_stale(worker_id, seen=w.last_seen_at)
+        return set(json.loads(w.labels))
 
     def touch_if_stale(self, worker_id: str, seen: int | None = None) -> None:
         """Renew a polling worker's lease, writing only when it is a few seconds old.

@@ -24,13 +24,12 @@ import asyncio
 import contextlib
 import logging
 import threading
-import time
 from typing import Any
 
 from lightly_protocol.enums import ShardState
 from sqlalchemy import case, func, select
 
-from .db import Database, shards
+from .db import Database, listen_forever, shards
 
 log = logging.getLogger(__name__)
 
@@ -141,17 +140,5 @@ class ShardWakeup:
         return {r[0]: (int(r[1] or 0), int(r[2] or 0), int(r[3] or 0)) for r in rows}
 
     def _listen_pg(self) -> None:
-        import psycopg
-
-        url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        while not self._stop.is_set():
-            try:
-                with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    self._wake_all_soon()  # we may have missed something while (re)connecting
-                    while not self._stop.is_set():
-                        for n in conn.notifies(timeout=1.0):
-                            self.poke(n.payload)
-            except Exception as exc:
-                log.warning("LISTEN %s connection to PostgreSQL lost (%s); reconnecting in 1 s", CHANNEL, exc)
-                time.sleep(1.0)
+        # after a (re)connect a notification may have been missed: wake every waiter soon
+        listen_forever(self.db, CHANNEL, self._stop, self._wake_all_soon, self.poke)

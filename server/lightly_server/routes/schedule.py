@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
 from lightly_protocol import paths
-from lightly_protocol.enums import ScheduledState, WorkerState
+from lightly_protocol.enums import ScheduledState
 from lightly_protocol.models import (
     CreateEntityResponse,
     ScheduledRunCreateRequest,
@@ -72,18 +71,7 @@ async def schedule_for_worker(
 ) -> JSONResponse:
     states = [state] if state else []
 
-    def worker_labels() -> set[str]:
-        with server.db.read() as conn:
-            w = store.get_worker(conn, user_id, worker_id)
-        if w.state == WorkerState.OFFLINE:
-            # a worker polling its queue is alive and idle (e.g. marked OFFLINE during an outage)
-            with server.write() as tx:
-                store.revive_polling_worker(tx.conn, worker_id)
-        else:
-            server.touch_if_stale(worker_id, seen=w.last_seen_at)
-        return set(json.loads(w.labels))
-
-    labels = await run_in_threadpool(worker_labels)
+    labels = await run_in_threadpool(server.polling_worker_labels, user_id, worker_id)
 
     def query() -> list[Any]:
         with server.db.read() as conn:

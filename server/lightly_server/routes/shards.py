@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import time
 from typing import Annotated
@@ -18,7 +17,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from lightly_protocol import paths
-from lightly_protocol.enums import ApiErrorCode, WorkerState
+from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import MAX_INT64, OID_PATTERN
 from lightly_protocol.paths import template
 from lightly_protocol.shards import (
@@ -150,18 +149,7 @@ async def work(
     """
     wake = _wakeup(request, server)
 
-    def worker_labels() -> set[str]:
-        # the same lease renewal as the schedule long poll (routes/schedule.py)
-        with server.db.read() as conn:
-            w = store.get_worker(conn, user_id, worker_id)
-        if w.state == WorkerState.OFFLINE:
-            with server.write() as tx:
-                store.revive_polling_worker(tx.conn, worker_id)
-        else:
-            server.touch_if_stale(worker_id, seen=w.last_seen_at)
-        return set(json.loads(w.labels))
-
-    labels = await run_in_threadpool(worker_labels)
+    labels = await run_in_threadpool(server.polling_worker_labels, user_id, worker_id)
 
     def try_claim() -> ShardAssignment | None:
         with server.db.read() as conn:
