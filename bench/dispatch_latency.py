@@ -439,7 +439,7 @@ class Bench:
             self.procs.append(proc)
             self.conns.append(ev_r)
             loop.add_reader(ev_r.fileno(), self._on_events, ev_r)
-        deadline = now() + 120
+        deadline = now() + 120 + self.n / 50  # 10,000 registrations take ~100 s on a 2-core box
         while self.registered < self.n:
             if self.errors or now() > deadline:
                 raise RuntimeError(f"workers did not register: {self.errors or 'timeout'}")

@@ -35,12 +35,14 @@ from cluster import (
     OPERATOR_SELECTOR,
     RELEASE,
     SELECTION,
+    WORKER_CONFIG,
     Stack,
     fleet,
     render_chart,
     require,
 )
 from lightly_devkit.net import free_port
+from lightly_protocol import paths
 
 pytest_plugins = ("e2e_fixtures",)
 
@@ -222,3 +224,35 @@ def test_deleting_the_fleet_deregisters_its_workers_and_its_pods_go(stack: Stack
     stack.kube.run("-n", stack.ns, "delete", "lw", "fleet", "gpu", "--timeout=180s", timeout=200)
     assert not names & stack.worker_names()
     stack.wait_for(lambda: not stack.pods("fleet") or None, what="the fleet's pods to go", timeout=120)
+
+
+def test_a_fleet_with_parallelism_auto_splits_one_run_over_its_pods(stack: Stack) -> None:
+    """Issue 11 as a user runs it: the fleet default ``docker.parallelism: auto`` in ``spec.workerConfig``
+    (the unmodified client refuses the key per run), one run from the real client, shards on both pods."""
+    label = "e2e-split"
+    config = {**WORKER_CONFIG, "docker.parallelism": "auto", "docker.shard_size": 10}
+    stack.kube.apply([fleet("split", 2, labels=[label], workerConfig=config)], ns=stack.ns)
+    stack.kube.wait_condition(
+        stack.ns, "lightlyworker/split", "jsonpath={.status.readyReplicas}=2", 300, operator_selector=OPERATOR_SELECTOR
+    )
+    table = stack.kube.run("-n", stack.ns, "get", "lw", "split").stdout
+    assert "SHARDS" in table.split("\n")[0], table
+    stack.client.set_dataset_id_by_name(stack.dataset)
+    sid = stack.client.schedule_compute_worker_run(
+        worker_config={"shutdown_when_job_finished": False}, selection_config=SELECTION, runs_on=[label]
+    )
+    stack.wait_completed(sid)
+    r = httpx.get(stack.url + paths.scheduled_shards(sid), params={"token": stack.token}, timeout=30)
+    assert r.status_code == 200, r.text
+    plan = r.json()
+    shards = plan["shards"]
+    assert plan["total"] == N_IMAGES and len(shards) == N_IMAGES // 10, plan
+    assert all(s["state"] == "DONE" and s["attempts"] == 1 for s in shards), shards
+    holders = {s["workerId"] for s in shards}
+    ids = {w["workerId"] for w in stack.lw("split")["status"]["workers"]}
+    assert holders == ids and len(ids) == 2, (holders, ids, stack.kube.diagnostics(stack.ns, OPERATOR_SELECTOR))
+    run = stack.client.get_compute_worker_run_from_scheduled_run(sid)
+    tags = stack.client.get_compute_worker_run_tags(run.id)
+    selected = stack.client.export_filenames_by_tag_name(tags[0].name).splitlines()
+    assert len(selected) == SELECTION["n_samples"] and len(set(selected)) == len(selected)
+    stack.kube.run("-n", stack.ns, "delete", "lw", "split", "--timeout=180s", timeout=200)
