@@ -82,7 +82,7 @@ def test_fleet_of_two_completes_a_diversity_run_from_the_real_client(stack: Stac
     names = stack.wait_for(lambda: len(stack.worker_names()) >= 2 and stack.worker_names(), what="2 workers")
     assert len(names) == 2
     table = stack.kube.run("-n", stack.ns, "get", "lw").stdout
-    assert table.split()[:5] == ["NAME", "DESIRED", "READY", "BUSY", "PHASE"], table
+    assert table.split()[:6] == ["NAME", "DESIRED", "READY", "BUSY", "SHARDS", "PHASE"], table
 
     sid = stack.schedule(stack.dataset)
     stack.wait_completed(sid)
