@@ -202,3 +202,36 @@ def test_the_n_samples_shorthand_uses_the_recommended_strategies_unless_told_oth
 def test_a_folder_option_without_a_folder_says_so() -> None:
     r = run("mode=local", "input_mount=none", "output_dir=out", "n_samples=2")
     assert r.returncode == 2 and "input_mount must be a folder path, got None" in r.stderr, r.stderr
+
+
+def test_a_sigterm_while_the_worker_starts_stops_it_cleanly(tmp_path: Path) -> None:
+    """As PID 1 of a pod a SIGTERM without a handler is ignored: one that arrives while the worker still
+    imports torch must not be lost (the pod would hang in Terminating for its whole grace period)."""
+    import signal
+    import time
+
+    from lightly_devkit.servers import create_token, loopback_env, start_server
+
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+    server = start_server(url, tmp_path / "server.log")
+    try:
+        env = {
+            **loopback_env(),
+            "LIGHTLY_SERVER_LOCATION": server.url,
+            "LIGHTLY_TOKEN": create_token(url, "alice"),
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lightly_worker.cli", "worker.name=early-sigterm", "worker.poll_wait_seconds=5"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        time.sleep(1.0)  # inside the imports (torch), before the agent's own handlers
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+        assert "SIGTERM received while starting: stopping" in out, out[-3000:]
+        assert "worker stopped" in out, out[-3000:]
+    finally:
+        server.stop()

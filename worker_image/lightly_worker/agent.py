@@ -24,7 +24,7 @@ from lightly_protocol.enums import LogLevel
 from lightly_protocol.models import LogCreateEntry, ScheduledRunData, WorkerConfigV4
 from lightly_protocol.shards import ShardAssignment, WorkData
 
-from . import worker_version
+from . import startup_signals, worker_version
 from .api import ApiError, WorkerApi
 from .config import WorkerArgs
 from .failpoints import failpoint
@@ -199,6 +199,10 @@ class WorkerAgent:
 
     def serve(self) -> int:
         self.install_signals()
+        early = startup_signals.received()
+        if early:
+            log.info("%s received while starting: stopping", early)
+            self.stop.set()
         try:
             self.worker_id = self.resolve_worker()
             # the first report of this process (a new session): the server releases what the id still holds

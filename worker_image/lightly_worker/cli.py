@@ -141,6 +141,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_waiting(args: WorkerArgs) -> int:
+    from . import startup_signals
+
+    startup_signals.remember()  # before the heavy imports: a pod deleted while starting must still stop
     from .agent import WorkerAgent
     from .api import WorkerApi
     from .metrics import WorkerMetrics
