@@ -99,49 +99,45 @@ def test_too_many_connections_answer_503_until_the_database_accepts_again(
         server.stop()
 
 
-def test_a_database_server_that_is_down_answers_503_until_it_is_back(
-    pg_role_db: tuple[str, str], tmp_path: Path
-) -> None:
+@pytest.fixture
+def behind_forwarder(pg_role_db: tuple[str, str], tmp_path: Path) -> Iterator[tuple[TcpForwarder, ServerProcess, Api]]:
+    """A server whose PostgreSQL is reached through a loopback forwarder the test can take away."""
     role, name = pg_role_db
     admin = make_url(PG_ADMIN_URL)
     forwarder = TcpForwarder((admin.host or "127.0.0.1", admin.port or 5432)).start()
     url = admin.set(username=role, password=None, host="127.0.0.1", port=forwarder.port, database=name)
-    url = url.render_as_string(False)
-    server, api = _server(url, tmp_path)
+    server, api = _server(url.render_as_string(False), tmp_path)
     try:
         assert api.get(paths.WORKERS).status_code == 200
-        forwarder.stop()  # PostgreSQL is gone from the server's point of view: its port refuses
-        r = _first(api, server, lambda r: r.status_code != 200)
-        _assert_unavailable(r, "cannot connect", "check that PostgreSQL runs")
-        assert server.proc.poll() is None, server.log()
-        forwarder.start()
-        _first(api, server, lambda r: r.status_code == 200)
+        yield forwarder, server, api
     finally:
         server.stop()
         forwarder.stop()
+
+
+def test_a_database_server_that_is_down_answers_503_until_it_is_back(
+    behind_forwarder: tuple[TcpForwarder, ServerProcess, Api],
+) -> None:
+    forwarder, server, api = behind_forwarder
+    forwarder.stop()  # PostgreSQL is gone from the server's point of view: its port refuses
+    r = _first(api, server, lambda r: r.status_code != 200)
+    _assert_unavailable(r, "cannot connect", "check that PostgreSQL runs")
+    assert server.proc.poll() is None, server.log()
+    forwarder.start()
+    _first(api, server, lambda r: r.status_code == 200)
 
 
 def test_a_database_host_that_never_answers_gives_503_after_the_connect_timeout(
-    pg_role_db: tuple[str, str], tmp_path: Path
+    behind_forwarder: tuple[TcpForwarder, ServerProcess, Api],
 ) -> None:
-    role, name = pg_role_db
-    admin = make_url(PG_ADMIN_URL)
-    forwarder = TcpForwarder((admin.host or "127.0.0.1", admin.port or 5432)).start()
-    url = admin.set(username=role, password=None, host="127.0.0.1", port=forwarder.port, database=name)
-    url = url.render_as_string(False)
-    server, api = _server(url, tmp_path)
-    try:
-        assert api.get(paths.WORKERS).status_code == 200
-        forwarder.stop()
-        forwarder.silent = True  # the port accepts, PostgreSQL never answers: no request may hang on it
-        forwarder.start()
-        r = _first(api, server, lambda r: r.status_code != 200, timeout=60)
-        _assert_unavailable(r, "cannot connect", "timeout")
-        assert server.proc.poll() is None, server.log()
-        forwarder.stop()
-        forwarder.silent = False
-        forwarder.start()
-        _first(api, server, lambda r: r.status_code == 200, timeout=60)
-    finally:
-        server.stop()
-        forwarder.stop()
+    forwarder, server, api = behind_forwarder
+    forwarder.stop()
+    forwarder.silent = True  # the port accepts, PostgreSQL never answers: no request may hang on it
+    forwarder.start()
+    r = _first(api, server, lambda r: r.status_code != 200, timeout=60)
+    _assert_unavailable(r, "cannot connect", "timeout")
+    assert server.proc.poll() is None, server.log()
+    forwarder.stop()
+    forwarder.silent = False
+    forwarder.start()
+    _first(api, server, lambda r: r.status_code == 200, timeout=60)
