@@ -72,17 +72,26 @@ def _done(workers: list[Worker]) -> list[int]:
     return sorted(int(i) for w in workers for i in SHARD_DONE.findall(w.log_path.read_text(errors="replace")))
 
 
+def _split_run_held_at_embedding(
+    api: Api, scene: Scene, coordinator: Worker, parallelism: int | str
+) -> tuple[str, str]:
+    """Schedules a split run (shards of 4) that ``coordinator`` takes, publishes and then holds at EMBEDDING;
+    returns (dataset id, scheduled run id)."""
+    coordinator.hold("EMBEDDING")
+    coordinator.start()
+    ds = dataset(api)
+    cid = config(api, {"parallelism": parallelism, "shardSize": 4})
+    sid = ok(api.post(paths.dataset_schedule(ds), json={"configId": cid, "priority": "MID", "runsOn": []}), 201)["id"]
+    scene.wait("the coordinator published and held at EMBEDDING", lambda: coordinator.reached("EMBEDDING"), 90)
+    return ds, sid
+
+
 def test_kill_9_of_a_shard_worker_mid_shard(tmp_path: Path, scene: Scene) -> None:
     """The killed worker's shard reopens when its lease runs out and is done once, by another worker;
     the shards finished before are not recomputed."""
     api = _setup(tmp_path, scene, lease=4)
     coordinator, victim = _worker(tmp_path, scene, api, "coord"), _worker(tmp_path, scene, api, "victim")
-    coordinator.hold("EMBEDDING")
-    coordinator.start()
-    ds = dataset(api)
-    cid = config(api, {"parallelism": 2, "shardSize": 4})
-    sid = ok(api.post(paths.dataset_schedule(ds), json={"configId": cid, "priority": "MID", "runsOn": []}), 201)["id"]
-    scene.wait("the coordinator published and held at EMBEDDING", lambda: coordinator.reached("EMBEDDING"), 90)
+    ds, sid = _split_run_held_at_embedding(api, scene, coordinator, 2)
     assert len(_plan(api, sid)["shards"]) == 6, scene.logs()  # 24 images / 4
     victim.hold("SHARD")
     victim.start()
@@ -108,12 +117,7 @@ def test_kill_9_of_the_coordinator_mid_run(tmp_path: Path, scene: Scene) -> None
     api = _setup(tmp_path, scene, lease=5)
     coordinator = _worker(tmp_path, scene, api, "coord")
     holder, busy = _worker(tmp_path, scene, api, "holder"), _worker(tmp_path, scene, api, "busy")
-    coordinator.hold("EMBEDDING")
-    coordinator.start()
-    ds = dataset(api)
-    cid = config(api, {"parallelism": "auto", "shardSize": 4})
-    sid = ok(api.post(paths.dataset_schedule(ds), json={"configId": cid, "priority": "MID", "runsOn": []}), 201)["id"]
-    scene.wait("the coordinator published and held at EMBEDDING", lambda: coordinator.reached("EMBEDDING"), 90)
+    ds, sid = _split_run_held_at_embedding(api, scene, coordinator, "auto")
     holder.hold("SHARD")
     holder.start()
     scene.wait("the holder holding a shard", lambda: holder.reached("SHARD"), 90)
@@ -150,12 +154,7 @@ def test_sigterm_of_a_shard_worker_hands_its_shard_back_at_once(tmp_path: Path, 
     """The lease is long (60 s): only the hand-back can reopen the shard within the waits here."""
     api = _setup(tmp_path, scene, lease=60)
     coordinator, stopping = _worker(tmp_path, scene, api, "coord"), _worker(tmp_path, scene, api, "stopping")
-    coordinator.hold("EMBEDDING")
-    coordinator.start()
-    ds = dataset(api)
-    cid = config(api, {"parallelism": "auto", "shardSize": 4})
-    sid = ok(api.post(paths.dataset_schedule(ds), json={"configId": cid, "priority": "MID", "runsOn": []}), 201)["id"]
-    scene.wait("the coordinator published and held at EMBEDDING", lambda: coordinator.reached("EMBEDDING"), 90)
+    ds, sid = _split_run_held_at_embedding(api, scene, coordinator, "auto")
     stopping.hold("SHARD")
     stopping.start()
     scene.wait("the stopping worker holding a shard", lambda: stopping.reached("SHARD"), 90)
