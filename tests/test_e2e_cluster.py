@@ -191,17 +191,27 @@ def test_a_real_prometheus_scrapes_operator_server_and_worker(stack: Stack, tmp_
         http = es.enter_context(httpx.Client(base_url=f"http://127.0.0.1:{web}", timeout=10, trust_env=False))
 
         def query(expr: str) -> dict[str, Any]:
-            return http.get("/api/v1/query", params={"query": expr}).json()
+            r = http.get("/api/v1/query", params={"query": expr})
+            assert r.status_code == 200, f"{expr}: HTTP {r.status_code}: {r.text[:500]}"
+            return r.json()
 
         def all_up() -> bool:
-            try:
-                r = query("up")
+            try:  # Prometheus answers 503 "Service Unavailable" until its TSDB is open
+                r = http.get("/api/v1/query", params={"query": "up"})
             except httpx.HTTPError:
                 return False
+            if r.status_code != 200:
+                return False
+            r = r.json()
             up = {s["metric"]["job"]: s["value"][1] for s in r.get("data", {}).get("result", [])}
             return up == {job: "1" for job in ports}
 
-        stack.wait_for(all_up, what="Prometheus to scrape operator, server and worker", timeout=60)
+        try:
+            stack.wait_for(all_up, what="Prometheus to scrape operator, server and worker", timeout=90)
+        except AssertionError as exc:
+            log.flush()
+            tail = (tmp_path / "prometheus.log").read_text(errors="replace")[-3000:]
+            raise AssertionError(f"{exc}\n--- prometheus log (tail) ---\n{tail}") from None
         time.sleep(6)  # a few samples for rate()/increase()
         empty = []
         for expr in _dashboard_queries():
