@@ -391,6 +391,7 @@ class Bench:
         self.procs: list[mp.process.BaseProcess] = []
         self.conns: list[Any] = []
         self.stop_w: Any = None
+        self.on_registered: Any = None  # called once every worker is registered (starts the profiler)
 
     # ---------------------------------------------------------------- clients
 
@@ -534,6 +535,8 @@ class Bench:
         res = Result(self.n)
         cid, ds = await self.setup_datasets(n_schedules + burst_k)
         await self.start_clients()
+        if self.on_registered is not None:
+            self.on_registered()
         sched = Http("127.0.0.1", self.server.port, self.server.token)
         loop = asyncio.get_running_loop()
         try:
@@ -621,7 +624,20 @@ class Bench:
 
 
 def start_profiler(pid: int, out: Path, py_spy: str, gil: bool) -> subprocess.Popen[bytes]:
-    cmd = [py_spy, "record", "--pid", str(pid), "--format", "raw", "--output", str(out), "--threads", "--rate", "200"]
+    cmd = [
+        py_spy,
+        "record",
+        "--pid",
+        str(pid),
+        "--format",
+        "raw",
+        "--output",
+        str(out),
+        "--threads",
+        "--rate",
+        "200",
+        "--nonblocking",
+    ]
     return subprocess.Popen(
         [*cmd, "--gil"] if gil else cmd,
         stdout=subprocess.DEVNULL,
@@ -735,11 +751,17 @@ async def bench_one(args: argparse.Namespace, n: int, workdir: Path, profile_dir
                 rdir = workdir / f"replica{i}"
                 rdir.mkdir(exist_ok=True)
                 servers.append(start_server(rdir, args.server_pythonpath, db))
+            bench = Bench(args, n, servers)
             if profile_dir is not None and args.py_spy:
                 out = profile_dir / f"server-{n}-workers{'-gil' if args.py_spy_gil else ''}.txt"
-                prof = start_profiler(servers[0].proc.pid, out, args.py_spy, args.py_spy_gil)
+
+                def profile() -> None:  # the phases, not the registration of N workers
+                    nonlocal prof
+                    prof = start_profiler(servers[0].proc.pid, out, args.py_spy, args.py_spy_gil)
+
+                bench.on_registered = profile
             n_sched = args.schedules if n < 200 else args.schedules_large
-            res = await Bench(args, n, servers).run(n_sched, args.burst)
+            res = await bench.run(n_sched, args.burst)
         finally:
             if prof is not None:
                 stop_profiler(prof)

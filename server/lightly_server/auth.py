@@ -38,6 +38,14 @@ class TokenCache:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[str | None, float]] = {}
 
+    def cached(self, token: str) -> tuple[bool, str | None]:
+        """(True, user id or None) when the answer is cached and fresh; (False, None) when only
+        ``user_for`` (a database read) can tell."""
+        hit = self._cache.get(hash_token(token))
+        if hit and hit[1] > time.monotonic():
+            return True, hit[0]
+        return False, None
+
     def user_for(self, token: str) -> str | None:
         h = hash_token(token)
         now = time.monotonic()

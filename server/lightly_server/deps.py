@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import MAX_INT64, OID_PATTERN
+from starlette.concurrency import run_in_threadpool
 
 from .errors import ApiError
 from .runtime import Server
@@ -16,7 +17,11 @@ PageSize = Annotated[int | None, Query(alias="pageSize", ge=1)]
 PageOffset = Annotated[int | None, Query(alias="pageOffset", ge=0, le=MAX_INT64, description="element offset")]
 
 
-def get_server(request: Request) -> Server:
+# Both are ``async``: FastAPI runs a plain ``def`` dependency in the threadpool, a hop per request that
+# cost an idle fleet's polls more than their matching (docs/benchmarks.md, 10,000 waiting workers).
+
+
+async def get_server(request: Request) -> Server:
     server: Server = request.app.state.server
     return server
 
@@ -24,11 +29,13 @@ def get_server(request: Request) -> Server:
 ServerDep = Annotated[Server, Depends(get_server)]
 
 
-def user(server: ServerDep, token: Annotated[str | None, Query(description="API token")] = None) -> str:
+async def user(server: ServerDep, token: Annotated[str | None, Query(description="API token")] = None) -> str:
     """The id of the user whose token the request carries (401 without a valid one)."""
     if not token:
         raise ApiError(401, ApiErrorCode.UNAUTHORIZED, "missing token: pass ?token=<your API token>")
-    user_id = server.tokens.user_for(token)
+    hit, user_id = server.tokens.cached(token)
+    if not hit:  # a database read: not on the event loop
+        user_id = await run_in_threadpool(server.tokens.user_for, token)
     if user_id is None:
         raise ApiError(
             401,

@@ -21,6 +21,7 @@ from .db import Database
 from .ids import now_ms
 from .metrics import ServerMetrics
 from .notify import ScheduleBroker
+from .polling import PollingWorkers
 from .settings import ServerSettings
 from .shard_results import delete_results
 from .store import shards as shard_store
@@ -43,6 +44,7 @@ class Server:
         self.db.migrate()
         self.tokens = TokenCache(self.db)
         self.broker = ScheduleBroker(self.db)
+        self.polling = PollingWorkers(self.db, interval_s=min(1.0, settings.lease_seconds / 8))
         self.metrics = ServerMetrics(self.db)
         # the secret key lives outside the database: credentials at rest, artifact URL signatures
         self.keyring = crypto.Keyring(crypto.load_keys(settings.secret_key_file))
@@ -72,11 +74,14 @@ class Server:
         await self.broker.start()
         self.judge_after = time.monotonic() + self.settings.lease_seconds  # from when this process serves
         self._tasks.append(asyncio.create_task(self._lease_loop()))
+        self._tasks.append(asyncio.create_task(self._renewal_loop()))
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
         await self.broker.stop()
+        with contextlib.suppress(Exception):  # the last renewals of this process (logged if they fail)
+            await run_in_threadpool(self.polling.flush)
         self.db.dispose()
 
     async def _lease_loop(self) -> None:
@@ -126,6 +131,7 @@ class Server:
             store.ping(conn)
 
     def _expire_leases(self) -> tuple[list[str], list[str]]:
+        self.polling.flush()  # never judge a worker by a renewal still in memory
         with self.write() as tx:
             offline, reopened = store.expire_leases(
                 tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts
@@ -135,28 +141,28 @@ class Server:
         delete_results(self.store.root, stale)  # results of shards whose scheduled run ended
         return offline, reopened
 
-    def polling_worker_labels(self, user_id: str, worker_id: str) -> set[str]:
+    async def polling_worker_labels(self, user_id: str, worker_id: str) -> frozenset[str]:
         """A worker polls for work (its queue, or the shard work poll): it is alive and idle, so renew its
-        lease (reviving it when an outage marked it OFFLINE) and answer its labels. Blocking: call it in
-        the threadpool."""
+        lease (reviving it when an outage marked it OFFLINE) and answer its labels. No database work once
+        this process knows the worker: the renewal is written by the next flush (``polling``)."""
+        polled_at = now_ms()
+        labels = self.polling.labels(user_id, worker_id)
+        if labels is None:
+            labels = await run_in_threadpool(self._load_polling_worker, user_id, worker_id)
+        self.polling.renew(worker_id, polled_at)
+        return labels
+
+    def _load_polling_worker(self, user_id: str, worker_id: str) -> frozenset[str]:
         with self.db.read() as conn:
-            w = store.get_worker(conn, user_id, worker_id)
+            w = store.get_worker(conn, user_id, worker_id)  # 404 for an unknown (or deleted) worker
         if w.state == WorkerState.OFFLINE:
             with self.db.write() as conn:
                 store.revive_polling_worker(conn, worker_id)
-        else:
-            self.touch_if_stale(worker_id, seen=w.last_seen_at)
-        return set(json.loads(w.labels))
+        return self.polling.remember(user_id, worker_id, json.loads(w.labels))
 
-    def touch_if_stale(self, worker_id: str, seen: int | None = None) -> None:
-        """Renew a polling worker's lease, writing only when it is a few seconds old.
-
-        ``seen``: the worker's ``last_seen_at`` when the caller already read its row.
-        """
-        threshold = now_ms() - int(min(5.0, self.settings.lease_seconds / 8) * 1000)
-        if seen is None:
-            with self.db.read() as conn:
-                seen = store.worker_last_seen(conn, worker_id)
-        if seen is not None and seen < threshold:
-            with self.db.write() as conn:
-                store.touch_worker(conn, worker_id)
+    async def _renewal_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.polling.interval_s)
+            if self.polling.pending:
+                with contextlib.suppress(Exception):  # logged by flush; the renewals are kept
+                    await run_in_threadpool(self.polling.flush)

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Any
 
 from lightly_protocol.enums import ShardState
@@ -43,6 +44,10 @@ class ShardWakeup:
         self._waiting: dict[str, int] = {}
         self._seen: dict[str, tuple[Any, ...]] = {}  # user -> the last poll's numbers
         self._poll_s = sqlite_poll_s if db.sqlite else safety_poll_s
+        # (user, labels) -> (generation, monotonic time) of a claim attempt that found nothing claimable
+        self._generation: dict[str, int] = {}
+        self._empty: dict[tuple[str, frozenset[str]], tuple[int, float]] = {}
+        self.empty_ttl_s = self._poll_s
         self.loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._stop = threading.Event()
@@ -70,6 +75,27 @@ class ShardWakeup:
         if fut is None or fut.done():
             fut = self._tickets[user_id] = asyncio.get_running_loop().create_future()
         return fut
+
+    # ---------------------------------------------------------- known to be empty
+
+    def generation(self, user_id: str) -> int:
+        """Moves with every shard change seen for ``user_id``; take it before trying a claim."""
+        return self._generation.get(user_id, 0)
+
+    def known_empty(self, user_id: str, labels: frozenset[str]) -> bool:
+        """True when a claim attempt for these labels found nothing, no shard change for the user was seen
+        since, and that is younger than the safety poll: an idle fleet's polls skip the database then."""
+        seen = self._empty.get((user_id, labels))
+        if seen is None:
+            return False
+        gen, at = seen
+        return gen == self.generation(user_id) and time.monotonic() - at < self.empty_ttl_s
+
+    def mark_empty(self, user_id: str, labels: frozenset[str], generation: int) -> None:
+        if generation == self.generation(user_id):
+            if len(self._empty) > 10_000:
+                self._empty.clear()
+            self._empty[(user_id, labels)] = (generation, time.monotonic())
 
     @contextlib.contextmanager
     def waiting(self, user_id: str) -> Any:
@@ -102,9 +128,15 @@ class ShardWakeup:
         loop = self.loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(lambda: [self._wake(uid) for uid in list(self._tickets)])
+                loop.call_soon_threadsafe(self._wake_all)
+
+    def _wake_all(self) -> None:
+        self._empty.clear()  # a notification may have been missed: nothing is known to be empty
+        for uid in list(self._tickets):
+            self._wake(uid)
 
     def _wake(self, user_id: str) -> None:
+        self._generation[user_id] = self._generation.get(user_id, 0) + 1
         fut = self._tickets.pop(user_id, None)
         if fut is not None and not fut.done():
             self.wakeups += 1

@@ -71,7 +71,7 @@ async def schedule_for_worker(
 ) -> JSONResponse:
     states = [state] if state else []
 
-    labels = await run_in_threadpool(server.polling_worker_labels, user_id, worker_id)
+    labels = await server.polling_worker_labels(user_id, worker_id)
 
     def query() -> list[Any]:
         with server.db.read() as conn:

@@ -149,7 +149,7 @@ async def work(
     """
     wake = _wakeup(request, server)
 
-    labels = await run_in_threadpool(server.polling_worker_labels, user_id, worker_id)
+    labels = await server.polling_worker_labels(user_id, worker_id)
 
     def try_claim() -> ShardAssignment | None:
         with server.db.read() as conn:
@@ -168,7 +168,12 @@ async def work(
     with wake.waiting(user_id):
         while True:
             ticket = wake.ticket(user_id)  # before the claim: a shard opening after it is not missed
-            got = await run_in_threadpool(try_claim)
+            generation = wake.generation(user_id)
+            got = None
+            if not wake.known_empty(user_id, labels):  # an idle fleet's polls skip the database
+                got = await run_in_threadpool(try_claim)
+                if got is None:
+                    wake.mark_empty(user_id, labels, generation)
             if got is not None:
                 return _json(WorkData(shard=got, scheduled=[]))
             if wait <= 0:

@@ -78,4 +78,5 @@ def delete_worker(worker_id: WorkerId, user_id: User, server: ServerDep):
     with server.write() as tx:
         reopened = store.delete_worker(tx.conn, user_id, worker_id)
         tx.schedule_changed = bool(reopened)
+    server.polling.forget([worker_id])
     return _no_content()
