@@ -168,6 +168,7 @@ def client_main(
     token: str,
     pick: str,
     wait_s: float,
+    poll_mode: str,
     counters: Any,
     events: Any,
     stop: Any,
@@ -187,7 +188,10 @@ def client_main(
             wid = (await http.json("POST", paths.WORKERS, reg, 201))["id"]
             await http.json("PUT", paths.worker(wid), {"state": "IDLE"}, 204)
         await ready.put(wid)
-        poll = f"{paths.worker_schedule(wid)}?state=OPEN&waitSeconds={wait_s:g}"
+        if poll_mode == "work":  # what our worker polls: a shard of a split run first, else the runs
+            poll = f"{paths.worker_work(wid)}?waitSeconds={wait_s:g}"
+        else:
+            poll = f"{paths.worker_schedule(wid)}?state=OPEN&waitSeconds={wait_s:g}"
         while True:
             counters[base + C_POLLING] += 1
             counters[base + C_POLLS] += 1
@@ -200,6 +204,8 @@ def client_main(
                 await asyncio.sleep(0.1)
                 continue
             rows = json.loads(payload)
+            if poll_mode == "work":
+                rows = rows["scheduled"]
             if not rows:
                 counters[base + C_EMPTY] += 1
                 continue
@@ -430,8 +436,14 @@ class Bench:
             srv = self.servers[p % len(self.servers)]
             proc = ctx.Process(
                 target=client_main,
-                args=(p, first, share[p], "127.0.0.1", srv.port, srv.token, self.args.pick, self.args.wait_seconds),
-                kwargs={"counters": self.counters, "events": ev_w, "stop": stop_r},
+                args=(p, first, share[p], "127.0.0.1", srv.port, srv.token, self.args.pick),
+                kwargs={
+                    "wait_s": self.args.wait_seconds,
+                    "poll_mode": self.args.poll,
+                    "counters": self.counters,
+                    "events": ev_w,
+                    "stop": stop_r,
+                },
                 daemon=True,
             )
             proc.start()
@@ -708,6 +720,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--postgres", help="admin URL of a PostgreSQL server, e.g. postgresql://postgres@127.0.0.1:5432/postgres"
     )
     p.add_argument("--replicas", type=int, default=1, help="server processes on the same database (default 1)")
+    p.add_argument(
+        "--poll",
+        choices=["schedule", "work"],
+        default="schedule",
+        help="the workers' long poll: schedule = GET /v1/docker/worker/{id}/schedule (the protocol's, default); "
+        "work = GET /v1/ext/workers/{id}/work (what this project's worker polls: shards first, then runs)",
+    )
     p.add_argument("--wait-seconds", type=float, default=25, help="the workers' long-poll waitSeconds (default 25)")
     p.add_argument("--idle-s", type=float, default=0, help="idle phase: seconds of server CPU measured, 0: skip")
     p.add_argument("--py-spy", help="path of py-spy: profile the server during each run (raw stacks beside --json)")
@@ -793,7 +812,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(
         f"lightly-server dispatch benchmark: workers {args.workers}, {os.cpu_count()} CPUs, "
-        f"python {sys.version.split()[0]}, {'PostgreSQL' if args.postgres else 'SQLite'} x{args.replicas}"
+        f"python {sys.version.split()[0]}, {'PostgreSQL' if args.postgres else 'SQLite'} x{args.replicas}, "
+        f"poll {args.poll}, waitSeconds {args.wait_seconds:g}"
     )
     results = []
     profile_dir = args.json.parent if args.json else None

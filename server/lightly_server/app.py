@@ -47,10 +47,13 @@ def create_app(settings: ServerSettings) -> FastAPI:
     )
     app.add_middleware(RequestMetrics, histogram=server.metrics.http_latency)
     openapi_doc.install(app)
-    # the order matters where a literal segment meets a parameter: /v1/docker/worker/schedule (schedule)
-    # is matched before /v1/docker/worker/{workerId} (workers)
-    app.include_router(ops.router)
+    # routes are matched one by one in this order, so the idle fleet's polls come first: the work poll
+    # (shards, extension /v1/ext/: docs/server.md, "Shards") and the queue poll (schedule). The order
+    # also matters where a literal segment meets a parameter: /v1/docker/worker/schedule (schedule) is
+    # matched before /v1/docker/worker/{workerId} (workers)
+    app.include_router(shards.router)
     app.include_router(schedule.router)
+    app.include_router(ops.router)
     app.include_router(workers.router)
     app.include_router(configs.router)
     app.include_router(datasets.router)
@@ -58,5 +61,4 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(artifacts.router)
     app.include_router(tags.router)
-    app.include_router(shards.router)  # extension: /v1/ext/ (docs/server.md, "Shards")
     return app

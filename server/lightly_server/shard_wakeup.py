@@ -40,7 +40,7 @@ CHANNEL = "lightly_shards"  # the same as store.shards.CHANNEL
 class ShardWakeup:
     def __init__(self, db: Database, sqlite_poll_s: float = 1.0, safety_poll_s: float = 5.0) -> None:
         self.db = db
-        self._tickets: dict[str, asyncio.Future[None]] = {}
+        self._tickets: dict[str, dict[asyncio.Future[None], None]] = {}  # user -> its polls' tickets
         self._waiting: dict[str, int] = {}
         self._seen: dict[str, tuple[Any, ...]] = {}  # user -> the last poll's numbers
         self._poll_s = sqlite_poll_s if db.sqlite else safety_poll_s
@@ -69,12 +69,25 @@ class ShardWakeup:
 
     # ---------------------------------------------------------- waiting
 
-    def ticket(self, user_id: str) -> asyncio.Future[None]:
-        """Take before trying a claim; done as soon as a shard change for ``user_id`` was seen after that."""
-        fut = self._tickets.get(user_id)
-        if fut is None or fut.done():
-            fut = self._tickets[user_id] = asyncio.get_running_loop().create_future()
+    def ticket(self, user_id: str, previous: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
+        """Take before trying a claim; done as soon as a shard change for ``user_id`` was seen after that.
+
+        One future per waiting poll (``previous``, its last one, is dropped), kept in a dict per user: a
+        poll that ends adds and removes its callbacks in O(1), never in O(waiters of the user).
+        """
+        mine = self._tickets.setdefault(user_id, {})
+        if previous is not None:
+            mine.pop(previous, None)
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        mine[fut] = None
         return fut
+
+    def drop(self, user_id: str, ticket: asyncio.Future[None] | None) -> None:
+        mine = self._tickets.get(user_id)
+        if mine is not None and ticket is not None:
+            mine.pop(ticket, None)
+            if not mine:
+                del self._tickets[user_id]
 
     # ---------------------------------------------------------- known to be empty
 
@@ -110,9 +123,6 @@ class ShardWakeup:
             else:
                 del self._waiting[user_id]
                 self._seen.pop(user_id, None)
-                fut = self._tickets.pop(user_id, None)
-                if fut is not None and not fut.done():
-                    fut.cancel()
 
     # ---------------------------------------------------------- pokes
 
@@ -137,10 +147,12 @@ class ShardWakeup:
 
     def _wake(self, user_id: str) -> None:
         self._generation[user_id] = self._generation.get(user_id, 0) + 1
-        fut = self._tickets.pop(user_id, None)
-        if fut is not None and not fut.done():
+        woken = self._tickets.pop(user_id, None)
+        if woken:
             self.wakeups += 1
-            fut.set_result(None)
+            for fut in woken:
+                if not fut.done():
+                    fut.set_result(None)
 
     async def _poll_loop(self) -> None:
         while not self._stop.is_set():

@@ -8,7 +8,6 @@ listings and results are capped by ``--max-shard-bytes`` (``limits.RequestLimits
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import time
@@ -165,34 +164,31 @@ async def work(
 
     wait = min(wait_seconds, server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
     deadline = time.monotonic() + wait
+    ticket = None
     with wake.waiting(user_id):
-        while True:
-            ticket = wake.ticket(user_id)  # before the claim: a shard opening after it is not missed
-            generation = wake.generation(user_id)
-            got = None
-            if not wake.known_empty(user_id, labels):  # an idle fleet's polls skip the database
-                got = await run_in_threadpool(try_claim)
-                if got is None:
-                    wake.mark_empty(user_id, labels, generation)
-            if got is not None:
-                return _json(WorkData(shard=got, scheduled=[]))
-            if wait <= 0:
-                return _json(WorkData(scheduled=await run_in_threadpool(listing)))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _json(WorkData(scheduled=[]))
-            poll = asyncio.ensure_future(server.broker.wait(user_id, labels, False, remaining))
-            try:
-                await asyncio.wait({poll, ticket}, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                if not poll.done():
-                    poll.cancel()  # the broker hands a run it gave this waiter to the next one
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await poll
-            rows = [] if poll.cancelled() else poll.result()
-            if rows or not ticket.done():
-                return _json(WorkData(scheduled=[store.scheduled_data(r) for r in rows]))
-            # a shard changed: try the claim again
+        try:
+            while True:
+                ticket = wake.ticket(user_id, ticket)  # before the claim: a shard opening after it is not missed
+                generation = wake.generation(user_id)
+                got = None
+                if not wake.known_empty(user_id, labels):  # an idle fleet's polls skip the database
+                    got = await run_in_threadpool(try_claim)
+                    if got is None:
+                        wake.mark_empty(user_id, labels, generation)
+                if got is not None:
+                    return _json(WorkData(shard=got, scheduled=[]))
+                if wait <= 0:
+                    return _json(WorkData(scheduled=await run_in_threadpool(listing)))
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return _json(WorkData(scheduled=[]))
+                # a shard change (the ticket) ends the wait like its timeout; a run handed meanwhile is answered
+                rows = await server.broker.wait(user_id, labels, False, remaining, interrupt=ticket)
+                if rows or not ticket.done():
+                    return _json(WorkData(scheduled=[store.scheduled_data(r) for r in rows]))
+                # a shard changed: try the claim again
+        finally:
+            wake.drop(user_id, ticket)
 
 
 @router.get(template(paths.shard_files, "shardId"), response_model=list[str])
