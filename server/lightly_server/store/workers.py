@@ -7,7 +7,7 @@ from typing import Any
 
 from lightly_protocol.enums import ApiErrorCode, WorkerState
 from lightly_protocol.models import WorkerCreateRequest
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, select, update
 
 from ..db import workers
 from ..errors import conflict
@@ -84,33 +84,34 @@ def revive_polling_worker(conn: Connection, worker_id: str) -> None:
 def renew_polled_leases(conn: Connection, polled: dict[str, int]) -> set[str]:
     """Renew the leases of workers that polled (worker id -> when, ms) in one go; answer the ids that no
     longer exist. A worker marked OFFLINE before its poll is IDLE again (like ``revive_polling_worker``);
-    one that reported OFFLINE after its poll stays OFFLINE."""
+    one that reported OFFLINE after its poll stays OFFLINE.
+
+    Two statements per 500 workers (a read of their states, one ``UPDATE ... WHERE id IN``), not one per
+    worker: building an ``executemany``'s parameters cost more than the polls themselves.
+    """
     ids = list(polled)
-    present: set[str] = set()
+    now = now_ms()
+    gone = set(ids)
+    revive: list[str] = []
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
-        present.update(conn.execute(select(workers.c.id).where(workers.c.id.in_(chunk))).scalars())
-    if not present:
-        return set(ids)
-    now = now_ms()
-    rows = [{"wid": wid, "at": polled[wid]} for wid in present]
-    conn.execute(
-        update(workers)
-        .where(workers.c.id == bindparam("wid"), workers.c.last_seen_at < bindparam("at"))
-        .values(last_seen_at=bindparam("at")),
-        rows,
-    )
-    conn.execute(
-        update(workers)
-        .where(
-            workers.c.id == bindparam("wid"),
-            workers.c.state == WorkerState.OFFLINE,
-            workers.c.last_modified_at < bindparam("at"),
+        rows = conn.execute(
+            select(workers.c.id, workers.c.state, workers.c.last_modified_at).where(workers.c.id.in_(chunk))
+        ).all()
+        present = [r.id for r in rows]
+        gone.difference_update(present)
+        revive += [r.id for r in rows if r.state == WorkerState.OFFLINE and r.last_modified_at < polled[r.id]]
+        if present:
+            conn.execute(
+                update(workers).where(workers.c.id.in_(present), workers.c.last_seen_at < now).values(last_seen_at=now)
+            )
+    if revive:
+        conn.execute(
+            update(workers)
+            .where(workers.c.id.in_(revive), workers.c.state == WorkerState.OFFLINE)
+            .values(state=WorkerState.IDLE, last_modified_at=now)
         )
-        .values(state=WorkerState.IDLE, last_modified_at=now),
-        rows,
-    )
-    return set(ids) - present
+    return gone
 
 
 def update_worker_state(
