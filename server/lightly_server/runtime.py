@@ -120,6 +120,7 @@ class Server:
             finally:
                 last = time.monotonic()
             if offline:
+                self.polling.forget(offline)  # their next poll reads the row and revives them at once
                 self.metrics.leases_expired.inc(len(offline))
                 log.warning("workers stopped reporting, marked OFFLINE: %s", ", ".join(offline))
             if reopened:

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import JSONResponse, Response
 from lightly_protocol import paths
+from lightly_protocol.enums import WorkerState
 from lightly_protocol.models import CreateEntityResponse, WorkerCreateRequest, WorkerData, WorkerUpdateRequest
 from lightly_protocol.paths import template
 
@@ -67,6 +68,8 @@ def update_worker(
             tx.conn, user_id, worker_id, body.state, body.docker_version, session, server.settings.max_attempts
         )
         tx.schedule_changed = bool(reopened)
+    if body.state == WorkerState.OFFLINE:
+        server.polling.forget([worker_id])  # a poll after its goodbye reads the row (and revives it) at once
     if reopened:
         server.metrics.runs_reopened.inc(len(reopened))
         log.warning("worker %s restarted; scheduled runs it held reopened: %s", worker_id, ", ".join(reopened))
