@@ -7,7 +7,7 @@ Before, every poll read the worker's row and wrote its lease (one write lock per
 Now a poll costs no database work in the steady state:
 
 * **Labels** are fixed at a worker's first registration (``store.register_worker``), so they are read
-  once per worker and process and kept (key: user and worker id, so another user's token never sees
+  once per worker and process and kept with the worker's user (another user's token never sees
   them). A worker deleted on this process is forgotten at once; one deleted on another replica is
   forgotten at the next flush, which finds its row gone (its next poll then reads the row: 404).
 * **Lease renewals** are collected (worker id -> time of its latest poll) and written every
@@ -37,7 +37,7 @@ class PollingWorkers:
     def __init__(self, db: Database, interval_s: float) -> None:
         self.db = db
         self.interval_s = interval_s
-        self._labels: dict[tuple[str, str], frozenset[str]] = {}
+        self._labels: dict[str, tuple[str, frozenset[str]]] = {}  # worker id -> (its user, its labels)
         self._pending: dict[str, int] = {}  # worker id -> when it last polled (ms)
         self._lock = threading.Lock()  # the flush runs in a thread; everything else on the event loop
         self._flush_lock = threading.Lock()  # one flush at a time (the loop's and the lease sweep's)
@@ -48,14 +48,15 @@ class PollingWorkers:
     # ---------------------------------------------------------- labels
 
     def labels(self, user_id: str, worker_id: str) -> frozenset[str] | None:
-        return self._labels.get((user_id, worker_id))
+        known = self._labels.get(worker_id)
+        return known[1] if known is not None and known[0] == user_id else None
 
     def remember(self, user_id: str, worker_id: str, labels: Iterable[str]) -> frozenset[str]:
         fixed = frozenset(labels)
         with self._lock:
             if len(self._labels) >= MAX_REMEMBERED:
                 self._labels.clear()
-            self._labels[(user_id, worker_id)] = fixed
+            self._labels[worker_id] = (user_id, fixed)
         return fixed
 
     def forget(self, worker_ids: Iterable[str]) -> None:
@@ -63,9 +64,8 @@ class PollingWorkers:
         if not gone:
             return
         with self._lock:
-            for key in [k for k in self._labels if k[1] in gone]:
-                del self._labels[key]
             for wid in gone:
+                self._labels.pop(wid, None)
                 self._pending.pop(wid, None)
 
     # ---------------------------------------------------------- lease renewals
