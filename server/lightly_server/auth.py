@@ -47,12 +47,11 @@ class TokenCache:
         return False, None
 
     def user_for(self, token: str) -> str | None:
+        hit, cached_user = self.cached(token)
+        if hit:
+            return cached_user
         h = hash_token(token)
         now = time.monotonic()
-        with self._lock:
-            hit = self._cache.get(h)
-            if hit and hit[1] > now:
-                return hit[0]
         with self.db.read() as conn:
             row = conn.execute(select(tokens.c.user_id).where(tokens.c.token_hash == h)).first()
         user_id = row.user_id if row else None

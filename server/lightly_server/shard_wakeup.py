@@ -1,10 +1,15 @@
 """Wake-ups of the work long poll (extension, ``GET /v1/ext/workers/{id}/work``) when shards open.
 
-A waiting work poll holds a *ticket*: one asyncio future per user, shared by all of that user's waiters
-on this replica. A shard change that can hand a waiter something (a publish, a reopen, a hand-back, a
-result that frees a slot of a capped run) wakes every waiter of that user: each tries the atomic claim
-once (a read first; the write lock only when a claimable shard exists) and waits again with a new
-ticket when it got nothing. No lost wake-up: the ticket is taken before the claim is tried.
+A waiting work poll holds a *ticket*: its own asyncio future, kept per user in a dict (added and
+dropped in O(1)). A shard change that can hand a waiter something (a publish, a reopen, a hand-back, a
+result that frees a slot of a capped run) completes every ticket of that user: each poll tries the
+atomic claim once (a read first; the write lock only when a claimable shard exists) and waits again
+with a new ticket when it got nothing. No lost wake-up: the ticket is taken before the claim is tried.
+
+Known to be empty: a claim attempt that found nothing is remembered per (user, labels) with the user's
+*generation* (it moves with every shard change seen for the user) taken before the attempt; while the
+generation stands, and for at most the re-check interval, the next polls skip the read. A notification
+that may have been missed forgets every such answer.
 
 Across replicas: PostgreSQL ``NOTIFY lightly_shards, '<user id>'`` (``store.shards.notify``, delivered on
 commit) reaches a LISTEN connection of every replica (one more connection per replica). SQLite (one
@@ -12,10 +17,9 @@ file, maybe several processes) and, as a safety net, PostgreSQL: a poll every ``
 ``safety_poll_s`` while someone waits reads one aggregate per waiting user (OPEN and LEASED counts, the
 latest change) and wakes the users whose numbers moved and who have OPEN shards.
 
-Cost: a wake-up costs each of the user's waiting work polls on each replica one read query (a claim
-attempt); a user whose fleet has N idle workers pays N reads per shard-opening burst (pokes coalesce
-while nobody has re-armed). That is the simplest correct design; it is O(waiters of one user), not
-O(all waiters), and the hand-out itself is the database's conditional update.
+Cost: an idle poll costs no query while nothing changed; a wake-up costs each of the user's waiting
+work polls on each replica one read query (a claim attempt): O(waiters of one user), not O(all
+waiters), and the hand-out itself is the database's conditional update.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from lightly_protocol.enums import ShardState
@@ -35,6 +40,19 @@ from .db import Database, listen_forever, shards
 log = logging.getLogger(__name__)
 
 CHANNEL = "lightly_shards"  # the same as store.shards.CHANNEL
+
+
+class Ticket:
+    """A waiting work poll's ticket (``ShardWakeup.waiting``)."""
+
+    def __init__(self, wake: ShardWakeup, user_id: str) -> None:
+        self.wake, self.user_id = wake, user_id
+        self.future: asyncio.Future[None] | None = None
+
+    def take(self) -> asyncio.Future[None]:
+        """Take before trying a claim; done as soon as a shard change for the user was seen after that."""
+        self.future = self.wake._take(self.user_id, self.future)
+        return self.future
 
 
 class ShardWakeup:
@@ -69,20 +87,13 @@ class ShardWakeup:
 
     # ---------------------------------------------------------- waiting
 
-    def ticket(self, user_id: str, previous: asyncio.Future[None] | None = None) -> asyncio.Future[None]:
-        """Take before trying a claim; done as soon as a shard change for ``user_id`` was seen after that.
-
-        One future per waiting poll (``previous``, its last one, is dropped), kept in a dict per user: a
-        poll that ends adds and removes its callbacks in O(1), never in O(waiters of the user).
-        """
-        mine = self._tickets.setdefault(user_id, {})
-        if previous is not None:
-            mine.pop(previous, None)
+    def _take(self, user_id: str, previous: asyncio.Future[None] | None) -> asyncio.Future[None]:
+        self._drop(user_id, previous)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        mine[fut] = None
+        self._tickets.setdefault(user_id, {})[fut] = None
         return fut
 
-    def drop(self, user_id: str, ticket: asyncio.Future[None] | None) -> None:
+    def _drop(self, user_id: str, ticket: asyncio.Future[None] | None) -> None:
         mine = self._tickets.get(user_id)
         if mine is not None and ticket is not None:
             mine.pop(ticket, None)
@@ -111,12 +122,15 @@ class ShardWakeup:
             self._empty[(user_id, labels)] = (generation, time.monotonic())
 
     @contextlib.contextmanager
-    def waiting(self, user_id: str) -> Any:
-        """Counts a work poll as waiting (the poll loop looks only at users with waiters)."""
+    def waiting(self, user_id: str) -> Iterator[Ticket]:
+        """One work poll of ``user_id`` waits: counted (the poll loop looks only at users with waiters),
+        with its ticket, dropped when the poll ends."""
         self._waiting[user_id] = self._waiting.get(user_id, 0) + 1
+        ticket = Ticket(self, user_id)
         try:
-            yield
+            yield ticket
         finally:
+            self._drop(user_id, ticket.future)
             left = self._waiting[user_id] - 1
             if left:
                 self._waiting[user_id] = left

@@ -164,31 +164,27 @@ async def work(
 
     wait = min(wait_seconds, server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
     deadline = time.monotonic() + wait
-    ticket = None
-    with wake.waiting(user_id):
-        try:
-            while True:
-                ticket = wake.ticket(user_id, ticket)  # before the claim: a shard opening after it is not missed
-                generation = wake.generation(user_id)
-                got = None
-                if not wake.known_empty(user_id, labels):  # an idle fleet's polls skip the database
-                    got = await run_in_threadpool(try_claim)
-                    if got is None:
-                        wake.mark_empty(user_id, labels, generation)
-                if got is not None:
-                    return _json(WorkData(shard=got, scheduled=[]))
-                if wait <= 0:
-                    return _json(WorkData(scheduled=await run_in_threadpool(listing)))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return _json(WorkData(scheduled=[]))
-                # a shard change (the ticket) ends the wait like its timeout; a run handed meanwhile is answered
-                rows = await server.broker.wait(user_id, labels, False, remaining, interrupt=ticket)
-                if rows or not ticket.done():
-                    return _json(WorkData(scheduled=[store.scheduled_data(r) for r in rows]))
-                # a shard changed: try the claim again
-        finally:
-            wake.drop(user_id, ticket)
+    with wake.waiting(user_id) as tickets:
+        while True:
+            ticket = tickets.take()  # before the claim: a shard opening after it is not missed
+            generation = wake.generation(user_id)
+            got = None
+            if not wake.known_empty(user_id, labels):  # an idle fleet's polls skip the database
+                got = await run_in_threadpool(try_claim)
+                if got is None:
+                    wake.mark_empty(user_id, labels, generation)
+            if got is not None:
+                return _json(WorkData(shard=got, scheduled=[]))
+            if wait <= 0:
+                return _json(WorkData(scheduled=await run_in_threadpool(listing)))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return _json(WorkData(scheduled=[]))
+            # a shard change (the ticket) ends the wait like its timeout; a run handed meanwhile is answered
+            rows = await server.broker.wait(user_id, labels, False, remaining, interrupt=ticket)
+            if rows or not ticket.done():
+                return _json(WorkData(scheduled=[store.scheduled_data(r) for r in rows]))
+            # a shard changed: try the claim again
 
 
 @router.get(template(paths.shard_files, "shardId"), response_model=list[str])
