@@ -85,3 +85,11 @@ class ServerMetrics:
         )
         for outcome in ("locked", "conflict", "error"):
             self.claims.labels(outcome)
+        self.fast_polls = Counter(
+            "lightly_server_fast_polls_total",
+            "Long polls answered in their steady-state shape without FastAPI's request machinery, by poll",
+            ["poll"],
+            registry=self.registry,
+        )
+        for poll in ("work", "queue"):
+            self.fast_polls.labels(poll)

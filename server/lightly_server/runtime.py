@@ -24,6 +24,7 @@ from .notify import ScheduleBroker
 from .polling import PollingWorkers
 from .settings import ServerSettings
 from .shard_results import delete_results
+from .shard_wakeup import ShardWakeup
 from .store import shards as shard_store
 
 log = logging.getLogger("lightly_server")
@@ -44,6 +45,7 @@ class Server:
         self.db.migrate()
         self.tokens = TokenCache(self.db)
         self.broker = ScheduleBroker(self.db)
+        self.shard_wakeup = ShardWakeup(self.db)  # the work poll's wake-ups when shards open
         self.polling = PollingWorkers(self.db, interval_s=min(1.0, settings.lease_seconds / 8))
         self.metrics = ServerMetrics(self.db)
         # the secret key lives outside the database: credentials at rest, artifact URL signatures
@@ -72,6 +74,7 @@ class Server:
 
         anyio.to_thread.current_default_thread_limiter().total_tokens = 64
         await self.broker.start()
+        self.shard_wakeup.start()
         self.judge_after = time.monotonic() + self.settings.lease_seconds  # from when this process serves
         self._tasks.append(asyncio.create_task(self._lease_loop()))
         self._tasks.append(asyncio.create_task(self._renewal_loop()))
@@ -80,6 +83,7 @@ class Server:
         for t in self._tasks:
             t.cancel()
         await self.broker.stop()
+        self.shard_wakeup.stop()
         with contextlib.suppress(Exception):  # the last renewals of this process (logged if they fail)
             await run_in_threadpool(self.polling.flush)
         self.db.dispose()
@@ -147,10 +151,18 @@ class Server:
         lease (reviving it when an outage marked it OFFLINE) and answer its labels. No database work once
         this process knows the worker: the renewal is written by the next flush (``polling``)."""
         polled_at = now_ms()
-        labels = self.polling.labels(user_id, worker_id)
+        labels = self.known_polling_labels(user_id, worker_id, polled_at)
         if labels is None:
             labels = await run_in_threadpool(self._load_polling_worker, user_id, worker_id)
-        self.polling.renew(worker_id, polled_at)
+            self.polling.renew(worker_id, polled_at)
+        return labels
+
+    def known_polling_labels(self, user_id: str, worker_id: str, polled_at: int) -> frozenset[str] | None:
+        """The steady state of ``polling_worker_labels``: a worker this process knows polls (its lease is
+        renewed by the next flush). None: the worker must be read first (``polling_worker_labels``)."""
+        labels = self.polling.labels(user_id, worker_id)
+        if labels is not None:
+            self.polling.renew(worker_id, polled_at)
         return labels
 
     def _load_polling_worker(self, user_id: str, worker_id: str) -> frozenset[str]:

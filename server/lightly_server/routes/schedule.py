@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse, Response
@@ -15,15 +15,14 @@ from lightly_protocol.models import (
     ScheduledRunUpdateRequest,
 )
 from lightly_protocol.paths import template
-from starlette.concurrency import run_in_threadpool
 
 from .. import store
 from ..deps import DatasetId, ScheduledId, ServerDep, User, WorkerId
 from ..errors import ApiError
+from ..polls import queue_poll
 from ..responses import created as _created
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
-from ..runtime import Server
 
 router = APIRouter()
 
@@ -38,27 +37,8 @@ async def schedule_by_labels(
     include_unlockable: Annotated[bool, Query(alias="includeUnlockableRuns")] = False,
     wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
 ) -> JSONResponse:
-    label_set = set(labels or [])
     states = [state] if state else []
-
-    def query() -> list[Any]:
-        with server.db.read() as conn:
-            return store.schedule_query(conn, user_id, states, label_set, include_unlockable)
-
-    return await _long_poll(server, user_id, states, label_set, include_unlockable, wait_seconds, query)
-
-
-async def _long_poll(
-    server: Server, user_id: str, states: list[Any], labels: set[str], include_unlockable: bool, wait: float, query: Any
-) -> JSONResponse:
-    """Without ``waitSeconds``: the protocol's plain listing. With it (our extension): one run for
-    this worker as soon as there is one, handed out so that concurrent pollers get different runs."""
-    if wait > 0 and states in ([], [ScheduledState.OPEN]):
-        cap = min(server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
-        rows = await server.broker.wait(user_id, labels, include_unlockable, min(wait, cap))
-    else:
-        rows = await run_in_threadpool(query)
-    return _json([store.scheduled_data(r) for r in rows])
+    return JSONResponse(await queue_poll(server, user_id, states, set(labels or []), include_unlockable, wait_seconds))
 
 
 @router.get(template(paths.worker_schedule, "workerId"), response_model=list[ScheduledRunData], tags=["docker"])
@@ -69,17 +49,9 @@ async def schedule_for_worker(
     state: Annotated[ScheduledState | None, Query()] = None,
     wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
 ) -> JSONResponse:
-    states = [state] if state else []
-
-    labels = await server.polling_worker_labels(user_id, worker_id)
-
-    def query() -> list[Any]:
-        with server.db.read() as conn:
-            return store.schedule_query(conn, user_id, states, labels, include_unlockable=False)
-
-    # the lease was renewed above, before the wait (which is capped at half a lease): an idle
-    # worker costs one row read and at most one write per poll, the poll after this one renews
-    return await _long_poll(server, user_id, states, labels, False, wait_seconds, query)
+    """The steady state of an idle fleet's poll is answered by ``fast_polls`` before it gets here."""
+    labels = await server.polling_worker_labels(user_id, worker_id)  # renews the worker's lease
+    return JSONResponse(await queue_poll(server, user_id, [state] if state else [], labels, False, wait_seconds))
 
 
 @router.put(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
@@ -32,14 +31,13 @@ from lightly_protocol.shards import (
 )
 from starlette.concurrency import run_in_threadpool
 
-from .. import store
 from ..deps import ScheduledId, ServerDep, User, WorkerId
 from ..errors import ApiError, bad_request
+from ..polls import work_poll
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
 from ..runtime import Server
 from ..shard_results import delete_results, result_path, upload_paths
-from ..shard_wakeup import ShardWakeup
 from ..store import shards as shard_store
 
 router = APIRouter(tags=["ext"])
@@ -52,20 +50,10 @@ ShardId = Annotated[str, Path(alias="shardId", pattern=OID_PATTERN)]
 CallerWorker = Annotated[str, Query(alias="workerId", pattern=OID_PATTERN, description="the calling worker")]
 
 
-def _wakeup(request: Request, server: Server) -> ShardWakeup:
-    """This process's shard wake-ups, started on first use (on the event loop)."""
-    wake: ShardWakeup | None = getattr(request.app.state, "shard_wakeup", None)
-    if wake is None:
-        wake = request.app.state.shard_wakeup = ShardWakeup(server.db)
-        wake.start()
-    return wake
-
-
-def _poke(request: Request, server: Server, user_id: str) -> None:
+def _poke(server: Server, user_id: str) -> None:
     """After a commit that may let a waiter claim: wake this process's waiters (PostgreSQL: the NOTIFY does)."""
-    wake: ShardWakeup | None = getattr(request.app.state, "shard_wakeup", None)
-    if wake is not None and server.db.sqlite:
-        wake.poke(user_id)
+    if server.db.sqlite:
+        server.shard_wakeup.poke(user_id)
 
 
 def _parallelism(raw: str | None) -> int | None:
@@ -112,7 +100,7 @@ async def publish_shards(
         return plan
 
     plan = await run_in_threadpool(publish)
-    _poke(request, server, user_id)
+    _poke(server, user_id)
     return _json(plan)
 
 
@@ -136,7 +124,6 @@ def claim_own_shard(scheduled_id: ScheduledId, user_id: User, server: ServerDep,
 @router.get(template(paths.worker_work, "workerId"), response_model=WorkData)
 async def work(
     worker_id: WorkerId,
-    request: Request,
     user_id: User,
     server: ServerDep,
     wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll wait")] = 0,
@@ -145,46 +132,10 @@ async def work(
 
     Renews the worker's lease like ``GET /v1/docker/worker/{id}/schedule``. With ``waitSeconds`` it answers
     as soon as a shard opens or a run is scheduled for it, else empty after the wait (capped like there).
+    The steady state of an idle fleet's poll is answered by ``fast_polls`` before it gets here.
     """
-    wake = _wakeup(request, server)
-
-    labels = await server.polling_worker_labels(user_id, worker_id)
-
-    def try_claim() -> ShardAssignment | None:
-        with server.db.read() as conn:
-            if not shard_store.has_claimable(conn, user_id, labels):
-                return None  # an idle poll takes no write lock
-        with server.write() as tx:
-            return shard_store.claim(tx.conn, user_id, worker_id, labels)
-
-    def listing() -> list[dict]:
-        with server.db.read() as conn:
-            rows = store.schedule_query(conn, user_id, [], labels, include_unlockable=False)
-        return [store.scheduled_data(r) for r in rows]
-
-    wait = min(wait_seconds, server.settings.max_wait_seconds, server.settings.lease_seconds / 2)
-    deadline = time.monotonic() + wait
-    with wake.waiting(user_id) as tickets:
-        while True:
-            ticket = tickets.take()  # before the claim: a shard opening after it is not missed
-            generation = wake.generation(user_id)
-            got = None
-            if not wake.known_empty(user_id, labels):  # an idle fleet's polls skip the database
-                got = await run_in_threadpool(try_claim)
-                if got is None:
-                    wake.mark_empty(user_id, labels, generation)
-            if got is not None:
-                return _json(WorkData(shard=got, scheduled=[]))
-            if wait <= 0:
-                return _json(WorkData(scheduled=await run_in_threadpool(listing)))
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return _json(WorkData(scheduled=[]))
-            # a shard change (the ticket) ends the wait like its timeout; a run handed meanwhile is answered
-            rows = await server.broker.wait(user_id, labels, False, remaining, interrupt=ticket)
-            if rows or not ticket.done():
-                return _json(WorkData(scheduled=[store.scheduled_data(r) for r in rows]))
-            # a shard changed: try the claim again
+    labels = await server.polling_worker_labels(user_id, worker_id)  # renews the worker's lease
+    return JSONResponse(await work_poll(server, user_id, worker_id, labels, wait_seconds))
 
 
 @router.get(template(paths.shard_files, "shardId"), response_model=list[str])
@@ -204,7 +155,7 @@ def update_shard(
         else:
             data = shard_store.hand_back(tx.conn, user_id, shard_id, body.worker_id)
     if body.state == "OPEN":
-        _poke(request, server, user_id)
+        _poke(server, user_id)
     return _json(data)
 
 
@@ -241,7 +192,7 @@ async def put_shard_result(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _poke(request, server, user_id)
+    _poke(server, user_id)
     return _json(data)
 
 
