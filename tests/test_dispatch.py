@@ -9,7 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import Api, Backend, ServerProcess
-from flows import config, dataset, lock, ok, queue, register, schedule
+from flows import config, dataset, lock, ok, queue, register, run_state, schedule, start_run
+from lightly_server import store
+from lightly_server.db import Database
 
 
 def test_priority_then_fifo(api: Api) -> None:
@@ -158,3 +160,34 @@ def test_concurrent_long_polls_are_handed_different_runs(api: Api) -> None:
     handed = [r["rows"] for _, r in polls]
     assert all(len(rows) == 1 for rows in handed)
     assert {rows[0]["id"] for rows in handed} == sids  # one run each, no two workers on the same run
+
+
+def test_the_end_of_a_run_wakes_a_waiter_for_the_next_run_of_its_dataset(api: Api, db_backend: Backend) -> None:
+    """A run's end wakes waiters only when its dataset holds OPEN runs back (``store.has_open_runs``);
+    the waiter for the next run of that dataset gets it on the wake-up."""
+    busy, waiting, third = register(api), register(api), register(api)
+    ds, cid = dataset(api), config(api)
+    first, second = schedule(api, ds, cid), schedule(api, ds, cid)
+    ok(lock(api, ds, busy, first), 204)
+    run = start_run(api, ds, first)
+    other = dataset(api)
+    lone = schedule(api, other, cid)
+    ok(lock(api, other, third, lone), 204)
+    waiter, result = _poll_in_background(api, waiting)
+    time.sleep(0.5)
+    assert waiter.is_alive(), result  # the dataset is locked: nothing for the waiter yet
+    db = Database(db_backend.database_url)
+    try:
+        with db.read() as conn:
+            assert store.has_open_runs(conn, first)  # its end must wake the waiter
+            assert not store.has_open_runs(conn, lone)  # its end changes nothing a waiter could get
+    finally:
+        db.dispose()
+    run_state(api, start_run(api, other, lone), "COMPLETED")
+    time.sleep(0.3)
+    assert waiter.is_alive(), result
+    started = time.monotonic()
+    run_state(api, run, "COMPLETED")
+    waiter.join(30)
+    assert [r["id"] for r in result["rows"]] == [second]
+    assert time.monotonic() - started < 15, "the end of the run should wake the waiter, not the end of its wait"

@@ -89,7 +89,9 @@ def update_run(
 ) -> Response:
     with server.write() as tx:
         before, terminal = store.update_run(tx.conn, user_id, run_id, body)
-        tx.schedule_changed = terminal and before.scheduled_id is not None
+        # the run's dataset lock is gone: waiters are woken when that lets one of its OPEN runs go out
+        ended_scheduled = terminal and before.scheduled_id is not None
+        tx.schedule_changed = ended_scheduled and store.has_open_runs(tx.conn, before.scheduled_id)
     if terminal:
         server.metrics.run_duration.labels(body.state).observe(max(0.0, (now_ms() - before.created_at) / 1000))
     return _no_content()

@@ -32,6 +32,19 @@ def open_candidates(conn: Connection, user_ids: Iterable[str]) -> tuple[list[Row
     return rows, locked
 
 
+def has_open_runs(conn: Connection, scheduled_id: str) -> bool:
+    """Whether the dataset of a scheduled run has an OPEN scheduled run: one that the run's lock (now
+    ended) was holding back. When it has none, the end of the run changes nothing a waiting worker
+    could get (no wake-up is needed)."""
+    its_dataset = select(scheduled_runs.c.dataset_id).where(scheduled_runs.c.id == scheduled_id).scalar_subquery()
+    found = conn.execute(
+        select(scheduled_runs.c.id)
+        .where(scheduled_runs.c.dataset_id == its_dataset, scheduled_runs.c.state == ScheduledState.OPEN)
+        .limit(1)
+    ).first()
+    return found is not None
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_runs_on(raw: str) -> frozenset[str]:
     """A stored runsOn (sorted JSON list) as a set; a fleet has few distinct ones, so this is cached."""
