@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from lightly_devkit import servers as devkit_servers
-from lightly_devkit.processes import proc_cpu_s
+from lightly_devkit.processes import proc_cpu_s, tree_cpu_s
 from lightly_protocol import paths
 
 CONFIG = {
@@ -271,7 +271,7 @@ class ServerProc:
     log: Path
 
 
-def start_server(workdir: Path, extra_pythonpath: str | None, db: str | None = None) -> ServerProc:
+def start_server(workdir: Path, extra_pythonpath: str | None, db: str | None = None, processes: int = 1) -> ServerProc:
     db = db or f"sqlite:///{workdir / 'bench.sqlite3'}"
     env = dict(os.environ)
     env["LIGHTLY_SERVER_ARTIFACTS_DIR"] = str(workdir / "artifacts")
@@ -280,7 +280,8 @@ def start_server(workdir: Path, extra_pythonpath: str | None, db: str | None = N
     token = devkit_servers.create_token(db, "bench", env=env, timeout=None)
     log = workdir / "server.log"
     try:
-        server = devkit_servers.start_server(db, log, env=env)
+        extra = ("--processes", str(processes)) if processes > 1 else ()  # older servers lack the flag
+        server = devkit_servers.start_server(db, log, *extra, env=env)
     except RuntimeError as exc:
         raise RuntimeError(f"server did not start: {str(exc)[-2000:]}") from None
     return ServerProc(server.proc, server.port, token, log)
@@ -486,7 +487,7 @@ class Bench:
         )
 
     def server_cpu_s(self) -> float:
-        return sum(proc_cpu_s(s.proc.pid) for s in self.servers)
+        return sum(tree_cpu_s(s.proc.pid) for s in self.servers)  # with --server-processes: all of them
 
     @staticmethod
     def cpu_delta(a: tuple[float, ...], b: tuple[float, ...]) -> PhaseCpu:
@@ -649,6 +650,7 @@ def start_profiler(pid: int, out: Path, py_spy: str, gil: bool) -> subprocess.Po
         "--rate",
         "200",
         "--nonblocking",
+        "--subprocesses",  # a server started with --processes N: all of them
     ]
     return subprocess.Popen(
         [*cmd, "--gil"] if gil else cmd,
@@ -721,6 +723,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--replicas", type=int, default=1, help="server processes on the same database (default 1)")
     p.add_argument(
+        "--server-processes",
+        type=int,
+        default=1,
+        help="each replica is 'lightly-server serve --processes N' (one port, N processes; default 1)",
+    )
+    p.add_argument(
         "--poll",
         choices=["schedule", "work"],
         default="schedule",
@@ -769,7 +777,7 @@ async def bench_one(args: argparse.Namespace, n: int, workdir: Path, profile_dir
             for i in range(args.replicas):
                 rdir = workdir / f"replica{i}"
                 rdir.mkdir(exist_ok=True)
-                servers.append(start_server(rdir, args.server_pythonpath, db))
+                servers.append(start_server(rdir, args.server_pythonpath, db, args.server_processes))
             bench = Bench(args, n, servers)
             if profile_dir is not None and args.py_spy:
                 out = profile_dir / f"server-{n}-workers{'-gil' if args.py_spy_gil else ''}.txt"

@@ -134,9 +134,16 @@ def test_many_concurrent_fast_polls_each_get_one_run_and_none_is_lost(api: Api, 
     async def main() -> list[dict]:
         async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
 
-            async def poll(w: str) -> dict:
+            async def poll(w: str) -> dict:  # a worker: poll, and claim what it is handed
                 r = await http.get(paths.worker_work(w), params={"token": api.token, "waitSeconds": "3"})
                 assert r.status_code == 200, r.text
+                for run in r.json()["scheduled"]:
+                    claim = await http.put(
+                        paths.scheduled_run(run["datasetId"], w, run["id"]),
+                        params={"token": api.token},
+                        json={"state": "LOCKED"},
+                    )
+                    assert claim.status_code == 204, claim.text  # handed to this worker only: no 409
                 return r.json()
 
             polls = [asyncio.create_task(poll(w)) for w in wids]
@@ -146,5 +153,5 @@ def test_many_concurrent_fast_polls_each_get_one_run_and_none_is_lost(api: Api, 
 
     answers = asyncio.run(main())
     handed = [a["scheduled"][0]["id"] for a in answers if a["scheduled"]]
-    assert len(handed) == 10 and len(set(handed)) == 10  # one waiter per run, every run handed
+    assert len(handed) == 10 and len(set(handed)) == 10, answers  # one waiter per run, every run handed
     assert all(re.fullmatch(r"[0-9a-f]{24}", h) for h in handed)

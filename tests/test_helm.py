@@ -61,6 +61,7 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
         "server": {
             "enabled": True,
             "replicas": 3,
+            "processes": 4,
             "database": {"type": "external", "existingSecret": "lightly-db"},
             "persistence": {"accessModes": ["ReadWriteMany"], "storageClass": "nfs"},
             "tokenBootstrap": {"enabled": False},
@@ -237,6 +238,7 @@ INVALID = [
     ({"replicaCount": -1}, "/replicaCount"),
     ({"server": {"database": {"type": "mysql"}}}, "/server/database/type"),
     ({"server": {"persistence": {"size": "ten gigs"}}}, "/server/persistence/size"),
+    ({"server": {"processes": 0}}, "/server/processes"),
     ({"prometheusRule": {"pendingFor": "15 minutes"}}, "/prometheusRule/pendingFor"),
     ({"serviceMonitr": {"enabled": True}}, "serviceMonitr"),  # typos are not silently ignored
     ({"logLevel": "verbose"}, "/logLevel"),
@@ -255,6 +257,7 @@ def test_invalid_values_are_rejected_by_the_schema(values: dict[str, Any], where
 TEMPLATE_CHECKS = [
     ({"replicaCount": 2, "leaderElection": "off"}, "needs leaderElection: on"),
     ({"server": {"enabled": True, "replicas": 2}}, "SQLite serves one replica"),
+    ({"server": {"enabled": True, "processes": 2}}, "SQLite serves from one process"),
     ({"server": {"enabled": True, "database": {"type": "external"}}}, "existingSecret"),
     ({"lightlyToken": {"create": True}}, "lightlyToken.value"),
     ({"registryCredentials": {"create": True}}, "registryCredentials.value"),
@@ -522,6 +525,7 @@ def test_bundled_server_sqlite() -> None:
     assert c["image"] == "ghcr.io/lightly-worker-fleet/server:0.1.0" and c["args"] == ["serve"]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env["LIGHTLY_SERVER_DATABASE"] == "sqlite:////data/lightly-server.sqlite3"
+    assert env["LIGHTLY_SERVER_PROCESSES"] == "1"  # SQLite: one process (more are refused)
     assert env["LIGHTLY_SERVER_HOST"] == "0.0.0.0"
     assert c["readinessProbe"]["httpGet"]["path"] == "/healthz"
     pvc = one(docs, "PersistentVolumeClaim", server)
@@ -551,6 +555,7 @@ def test_bundled_server_postgres_and_quickstart_secrets() -> None:
     c = dep["spec"]["template"]["spec"]["containers"][0]
     db = next(e for e in c["env"] if e["name"] == "LIGHTLY_SERVER_DATABASE")
     assert db["valueFrom"]["secretKeyRef"] == {"name": "lightly-db", "key": "url"}
+    assert next(e["value"] for e in c["env"] if e["name"] == "LIGHTLY_SERVER_PROCESSES") == "4"
     assert "initContainers" not in dep["spec"]["template"]["spec"]
     assert one(docs, "PersistentVolumeClaim")["spec"]["accessModes"] == ["ReadWriteMany"]
     secret = one(docs, "Secret", "lightly-token", NAMESPACE)

@@ -36,6 +36,26 @@ def proc_cpu_s(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def tree_cpu_s(pid: int | None) -> float:
+    """``proc_cpu_s`` of a process and all its live descendants (a server started with ``--processes N``)."""
+    if pid is None:
+        return 0.0
+    total, todo, seen = 0.0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        total += proc_cpu_s(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            continue
+    return total
+
+
 def proc_mem_mb(pid: int) -> dict[str, float]:
     """VmRSS and VmHWM (peak RSS) in MB."""
     out = {}

@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("LIGHTLY_SERVER_MAX_UPLOAD_BYTES", str(20 * 1024**3)) or 0),
         help="largest artifact upload [env LIGHTLY_SERVER_MAX_UPLOAD_BYTES]",
     )
+    s.add_argument(
+        "--processes",
+        type=int,
+        default=int(_env("LIGHTLY_SERVER_PROCESSES", "1") or 1),
+        help="server processes sharing the port, each using up to one core (PostgreSQL only; default 1) "
+        "[env LIGHTLY_SERVER_PROCESSES]",
+    )
     s.add_argument("--log-level", default=_env("LIGHTLY_SERVER_LOG_LEVEL", "info"))
 
     t = sub.add_parser("create-token", help="create a token for a user (printed alone on stdout, shown once)")
@@ -171,6 +178,17 @@ def _run(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
+    if not 1 <= args.processes <= MAX_PROCESSES:
+        print(f"error: --processes must be 1 to {MAX_PROCESSES} (got {args.processes})", file=sys.stderr)
+        return 2
+    if args.processes > 1 and args.database.startswith("sqlite"):
+        print(
+            "error: --processes > 1 needs PostgreSQL (--database postgresql://...): the processes agree on who "
+            "gets a run through PostgreSQL (NOTIFY, advisory locks); on one SQLite file they would hand each "
+            "run to a worker in every process and queue their writes on the file lock",
+            file=sys.stderr,
+        )
+        return 2
     if args.lease_seconds <= 0 or args.max_attempts < 1:
         print("error: --lease-seconds must be > 0 and --max-attempts >= 1", file=sys.stderr)
         return 2
@@ -201,13 +219,68 @@ def _run(args: argparse.Namespace) -> int:
         max_shard_bytes=args.max_shard_bytes,
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
     )
-    app = create_app(settings)
     # access_log off: uvicorn's access log would print ?token=... query strings
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level.lower(), "access_log": False}
+    options["timeout_keep_alive"] = 75
+    if args.processes > 1:
+        return _serve_processes(settings, args.processes, args.log_level, options)
+    app = create_app(settings)
     tune_gc()
-    uvicorn.run(
-        app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False, timeout_keep_alive=75
-    )
+    uvicorn.run(app, **options)
     return 0
+
+
+MAX_PROCESSES = 64
+ENV_CHILD_SETTINGS = "LIGHTLY_SERVER_CHILD_SETTINGS"
+
+
+def _serve_processes(settings: ServerSettings, processes: int, log_level: str, options: dict) -> int:
+    """``--processes N``: uvicorn's process manager runs N processes on one listening socket (it restarts
+    one that dies). The database is migrated and the keys are set up here, once, before they start.
+
+    They agree on who gets a run like replicas do (PostgreSQL NOTIFY and advisory locks, ``notify.py``).
+    What they share besides the database: a private folder (removed at the end) with the settings they
+    start from and the Prometheus values of all of them (``PROMETHEUS_MULTIPROC_DIR``: any process
+    answers ``/metrics`` for all).
+    """
+    import dataclasses
+    import json
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from .app import create_app
+
+    create_app(settings).state.server.db.dispose()  # migrations, sealed credentials, signing key: once
+    shared = Path(tempfile.mkdtemp(prefix="lightly-server-"))  # 0700: the settings may hold a password
+    try:
+        (shared / "metrics").mkdir()
+        values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()}
+        (shared / "settings.json").write_text(json.dumps({"settings": values, "log_level": log_level}))
+        os.environ[ENV_CHILD_SETTINGS] = str(shared / "settings.json")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
+        uvicorn.run("lightly_server.cli:process_app", factory=True, workers=processes, **options)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    return 0
+
+
+def process_app() -> object:
+    """One process of ``--processes N`` (uvicorn calls this in each process it starts)."""
+    import json
+
+    from .app import create_app
+
+    raw = json.loads(Path(os.environ[ENV_CHILD_SETTINGS]).read_text())
+    logging.basicConfig(level=raw["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    values = raw["settings"]
+    for key in ("artifacts_dir", "secret_key_file"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    app = create_app(ServerSettings(**values))
+    tune_gc()
+    return app
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 from lightly_protocol.enums import TERMINAL_RUN_STATES, Priority, ScheduledState, WorkerState
@@ -48,7 +49,8 @@ class StateCollector(Collector):
 class ServerMetrics:
     def __init__(self, db: Database) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(StateCollector(db))
+        self.state = StateCollector(db)
+        self.registry.register(self.state)
         self.http_latency = Histogram(
             "lightly_server_http_request_duration_seconds",
             "HTTP request latency by route template",
@@ -93,3 +95,15 @@ class ServerMetrics:
         )
         for poll in ("work", "queue"):
             self.fast_polls.labels(poll)
+
+    def exposition(self) -> CollectorRegistry:
+        """What ``/metrics`` shows: this process's metrics, or with ``--processes N``
+        (``PROMETHEUS_MULTIPROC_DIR`` set) those of every process of the server, summed."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            return self.registry
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(self.state)
+        return registry

@@ -69,6 +69,12 @@ class Server:
         if tx.schedule_changed and self.db.sqlite:
             self.broker.poke()
 
+    def shards_changed(self, user_id: str) -> None:
+        """After a commit that may let a work poll of ``user_id`` claim a shard: wake this process's
+        waiters (PostgreSQL: the commit's NOTIFY reaches every replica instead)."""
+        if self.db.sqlite:
+            self.shard_wakeup.poke(user_id)
+
     async def start(self) -> None:
         import anyio.to_thread
 

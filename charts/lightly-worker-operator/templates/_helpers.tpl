@@ -118,6 +118,9 @@ app.kubernetes.io/component: server
 {{- if and .Values.server.enabled (eq .Values.server.database.type "sqlite") (gt (int .Values.server.replicas) 1) }}
 {{- fail "server.replicas > 1 needs server.database.type: external (PostgreSQL); SQLite serves one replica" }}
 {{- end }}
+{{- if and .Values.server.enabled (eq .Values.server.database.type "sqlite") (gt (int (.Values.server.processes | default 1)) 1) }}
+{{- fail "server.processes > 1 needs server.database.type: external (PostgreSQL); SQLite serves from one process" }}
+{{- end }}
 {{- if and .Values.server.enabled (eq .Values.server.database.type "external") (not .Values.server.database.existingSecret) }}
 {{- fail "server.database.type external needs server.database.existingSecret (a Secret holding the PostgreSQL URL)" }}
 {{- end }}

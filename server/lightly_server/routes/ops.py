@@ -38,4 +38,4 @@ def healthz(server: ServerDep) -> dict[str, str]:
 
 @router.get(paths.METRICS, tags=["ops"])
 def metrics(server: ServerDep) -> Response:
-    return Response(generate_latest(server.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(server.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)

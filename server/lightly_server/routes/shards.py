@@ -36,7 +36,6 @@ from ..errors import ApiError, bad_request
 from ..polls import work_poll
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
-from ..runtime import Server
 from ..shard_results import delete_results, result_path, upload_paths
 from ..store import shards as shard_store
 
@@ -48,12 +47,6 @@ _BINARY_BODY = {"requestBody": {"required": True, "content": _BINARY}}
 
 ShardId = Annotated[str, Path(alias="shardId", pattern=OID_PATTERN)]
 CallerWorker = Annotated[str, Query(alias="workerId", pattern=OID_PATTERN, description="the calling worker")]
-
-
-def _poke(server: Server, user_id: str) -> None:
-    """After a commit that may let a waiter claim: wake this process's waiters (PostgreSQL: the NOTIFY does)."""
-    if server.db.sqlite:
-        server.shard_wakeup.poke(user_id)
 
 
 def _parallelism(raw: str | None) -> int | None:
@@ -100,7 +93,7 @@ async def publish_shards(
         return plan
 
     plan = await run_in_threadpool(publish)
-    _poke(server, user_id)
+    server.shards_changed(user_id)
     return _json(plan)
 
 
@@ -155,7 +148,7 @@ def update_shard(
         else:
             data = shard_store.hand_back(tx.conn, user_id, shard_id, body.worker_id)
     if body.state == "OPEN":
-        _poke(server, user_id)
+        server.shards_changed(user_id)
     return _json(data)
 
 
@@ -192,7 +185,7 @@ async def put_shard_result(
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    _poke(server, user_id)
+    server.shards_changed(user_id)
     return _json(data)
 
 
