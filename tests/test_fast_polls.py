@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -155,3 +156,43 @@ def test_many_concurrent_fast_polls_each_get_one_run_and_none_is_lost(api: Api, 
     handed = [a["scheduled"][0]["id"] for a in answers if a["scheduled"]]
     assert len(handed) == 10 and len(set(handed)) == 10, answers  # one waiter per run, every run handed
     assert all(re.fullmatch(r"[0-9a-f]{24}", h) for h in handed)
+
+
+# ------------------------------------------------------------------------------ errors inside the fast path
+
+
+def test_an_error_while_answering_gets_the_applications_error_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In-process (the error must be forced): the app's own exception handlers answer for the fast path."""
+    from lightly_protocol.enums import ApiErrorCode
+    from lightly_server import fast_polls
+    from lightly_server.app import create_app
+    from lightly_server.auth import create_token
+    from lightly_server.errors import ApiError
+    from lightly_server.settings import ServerSettings
+    from sqlalchemy.exc import OperationalError
+    from starlette.testclient import TestClient
+
+    app = create_app(ServerSettings(database_url=f"sqlite:///{tmp_path / 'db.sqlite3'}"))
+    token = create_token(app.state.server.db, "alice")
+    with TestClient(app) as http:
+        body = {"name": "worker-1", "workerType": "FULL", "labels": []}
+        wid = ok(http.post(paths.WORKERS, params={"token": token}, json=body), 201)["id"]
+        ok(http.get(paths.worker_work(wid), params={"token": token}))  # FastAPI: known now
+        fails: list[Exception] = [
+            ApiError(409, ApiErrorCode.CONFLICT, "forced"),
+            OperationalError("SELECT 1", {}, Exception("connection refused")),
+        ]
+
+        async def failing(*_a: object, **_k: object) -> dict:
+            raise fails.pop(0)
+
+        monkeypatch.setattr(fast_polls, "work_poll", failing)
+        r = http.get(paths.worker_work(wid), params={"token": token})
+        assert (r.status_code, r.json()) == (409, {"code": "CONFLICT", "error": "forced"})
+        r = http.get(paths.worker_work(wid), params={"token": token})
+        assert r.status_code == 503 and r.json()["error"].startswith("database unavailable: cannot connect")
+        assert r.headers["retry-after"]
+        metrics = http.get("/metrics").text
+    assert f'route="{paths.worker_work("{workerId}")}",status="503"' in metrics
