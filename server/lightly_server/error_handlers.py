@@ -107,8 +107,9 @@ def database_unavailable(exc: OperationalError | PoolTimeout) -> str | None:
     if state in _TOO_MANY or "too many c" in detail:
         return (
             f"PostgreSQL refused a connection: too many connections ({detail}); retry, or raise PostgreSQL's "
-            "max_connections (or the role's or database's CONNECTION LIMIT): each server replica opens up to 62 "
-            "(a pool of 20 plus 40 overflow, LISTEN, offer locks), so leave room for every replica or run fewer"
+            "max_connections (or the role's or database's CONNECTION LIMIT): each server process (a replica, or "
+            "one of --processes) opens up to 62 (a pool of 20 plus 40 overflow, LISTEN, offer locks), so leave "
+            "room for every process or run fewer"
         )
     if exc.connection_invalidated or state.startswith("08") or state in _CANNOT_CONNECT or "connect" in detail:
         return (
