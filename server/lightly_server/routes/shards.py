@@ -138,9 +138,7 @@ def shard_files(shard_id: ShardId, user_id: User, server: ServerDep) -> JSONResp
 
 
 @router.put(template(paths.shard, "shardId"), response_model=ShardData)
-def update_shard(
-    shard_id: ShardId, body: ShardUpdateRequest, request: Request, user_id: User, server: ServerDep
-) -> JSONResponse:
+def update_shard(shard_id: ShardId, body: ShardUpdateRequest, user_id: User, server: ServerDep) -> JSONResponse:
     """``state: LEASED``: heartbeat (renews the shard's and the worker's lease). ``OPEN``: hand it back."""
     with server.write() as tx:
         if body.state == "LEASED":
