@@ -40,12 +40,9 @@ def tree_cpu_s(pid: int | None) -> float:
     """``proc_cpu_s`` of a process and all its live descendants (a server started with ``--processes N``)."""
     if pid is None:
         return 0.0
-    total, todo, seen = 0.0, [pid], set()
+    total, todo = 0.0, [pid]
     while todo:
         p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
         total += proc_cpu_s(p)
         try:
             for task in os.listdir(f"/proc/{p}/task"):

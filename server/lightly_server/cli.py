@@ -220,8 +220,13 @@ def _run(args: argparse.Namespace) -> int:
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
     )
     # access_log off: uvicorn's access log would print ?token=... query strings
-    options = {"host": args.host, "port": args.port, "log_level": args.log_level.lower(), "access_log": False}
-    options["timeout_keep_alive"] = 75
+    options = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level.lower(),
+        "access_log": False,
+        "timeout_keep_alive": 75,
+    }
     if args.processes > 1:
         return _serve_processes(settings, args.processes, args.log_level, options)
     app = create_app(settings)
