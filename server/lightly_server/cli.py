@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import logging
 import os
 import sys
 from pathlib import Path
 
+from .gc_pacing import tune_process
 from .settings import ServerSettings
-
-#: (generation 0 allocations, collections of 0 per 1, of 1 per 2); CPython's defaults are (700, 10, 10)
-GC_THRESHOLDS = (50_000, 20, 100)
-
 
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
@@ -144,21 +140,6 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def tune_gc() -> None:
-    """Garbage collection for a server that holds thousands of long polls.
-
-    Each waiting poll keeps a few dozen objects alive for its whole wait, so with 10,000 waiters they
-    pile up in the oldest generation and CPython's full collections, triggered by that growth, walked
-    every object of the process: 21 pauses of 0.7-2.0 s in a 10,000-worker benchmark run (the p99 of
-    dispatch, docs/benchmarks.md). The objects of the started application (modules, routes, models)
-    are moved out of the collector's sight (``gc.freeze``) and the young generations are collected
-    less often; reference counting still frees almost everything at once.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
-
-
 def _run(args: argparse.Namespace) -> int:
     if args.command == "create-token":
         from .auth import create_token
@@ -230,7 +211,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.processes > 1:
         return _serve_processes(settings, args.processes, args.log_level, options)
     app = create_app(settings)
-    tune_gc()
+    tune_process()  # the collector paced by the clock: thousands of waiting polls (gc_pacing.py)
     uvicorn.run(app, **options)
     return 0
 
@@ -284,7 +265,7 @@ def process_app() -> object:
         if values.get(key) is not None:
             values[key] = Path(values[key])
     app = create_app(ServerSettings(**values))
-    tune_gc()
+    tune_process()
     return app
 
 

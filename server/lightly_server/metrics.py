@@ -12,6 +12,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
 from .db import Database, scheduled_runs, workers
+from .gc_pacing import GC_PAUSES
 
 
 class StateCollector(Collector):
@@ -95,6 +96,7 @@ class ServerMetrics:
         )
         for poll in ("work", "queue"):
             self.fast_polls.labels(poll)
+        self.registry.register(GC_PAUSES)  # process-wide, like the collector it measures (gc_pacing.py)
 
     def exposition(self) -> CollectorRegistry:
         """What ``/metrics`` shows: this process's metrics, or with ``--processes N``
