@@ -11,6 +11,7 @@ from pathlib import Path
 from .gc_pacing import tune_process
 from .settings import ServerSettings
 
+
 def _env(name: str, default: str | None = None) -> str | None:
     return os.environ.get(name, default)
 
