@@ -73,8 +73,15 @@ def _workers(tmp: Path, scene: Scene, api: Api, prefix: str, n: int, *extra: str
 
 
 def _finished(api: Api, ds: str, sid: str) -> dict:
+    """The scheduled run's last run once the scheduled run is DONE, else {}.
+
+    The scheduled run is read first: it becomes DONE in the transaction that ends its run, so a run
+    read after it is final (read the other way round, a run could be caught just before its end).
+    """
+    if scheduled(api, ds)[sid]["state"] != "DONE":
+        return {}
     run = [r for r in runs_of(api, ds) if r["scheduledId"] == sid]
-    return run[-1] if scheduled(api, ds)[sid]["state"] == "DONE" and run else {}
+    return run[-1] if run else {}
 
 
 def _selected(api: Api, ds: str, run_id: str) -> list[str]:
