@@ -80,6 +80,24 @@ def _assert_unavailable(r: httpx.Response, *words: str) -> None:
         assert word in message, message
 
 
+def _first_unavailable(api: Api, server: ServerProcess, *words: str, timeout: float = 30) -> None:
+    """The first 503 that says ``words``. A connection used a moment ago is not pinged (db.PING_IDLE_S), so
+    the request on it may learn of the outage itself: a well-formed 503 as well, and at most one, since
+    the pool drops every connection at the first dead one; the next requests cannot connect and say why."""
+    failed: list[httpx.Response] = []
+
+    def says(r: httpx.Response) -> bool:
+        if r.status_code != 200:
+            failed.append(r)
+        return r.status_code != 200 and all(w in error_detail(r.text) for w in words)
+
+    r = _first(api, server, says, timeout=timeout)
+    for answer in failed:
+        _assert_unavailable(answer)
+    assert len(failed) <= 2, [a.text for a in failed]
+    _assert_unavailable(r, *words)
+
+
 def test_too_many_connections_answer_503_until_the_database_accepts_again(
     pg_role_db: tuple[str, str], tmp_path: Path
 ) -> None:
@@ -90,8 +108,7 @@ def test_too_many_connections_answer_503_until_the_database_accepts_again(
         assert api.get(paths.WORKERS).status_code == 200
         _admin(f'ALTER ROLE "{role}" CONNECTION LIMIT 0')
         _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'")
-        r = _first(api, server, lambda r: r.status_code != 200)
-        _assert_unavailable(r, "too many connections", "max_connections", "pool")
+        _first_unavailable(api, server, "too many connections", "max_connections", "pool")
         assert server.proc.poll() is None, server.log()
         _admin(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
         _first(api, server, lambda r: r.status_code == 200)
@@ -120,8 +137,7 @@ def test_a_database_server_that_is_down_answers_503_until_it_is_back(
 ) -> None:
     forwarder, server, api = behind_forwarder
     forwarder.stop()  # PostgreSQL is gone from the server's point of view: its port refuses
-    r = _first(api, server, lambda r: r.status_code != 200)
-    _assert_unavailable(r, "cannot connect", "check that PostgreSQL runs")
+    _first_unavailable(api, server, "cannot connect", "check that PostgreSQL runs")
     assert server.proc.poll() is None, server.log()
     forwarder.start()
     _first(api, server, lambda r: r.status_code == 200)
@@ -134,10 +150,44 @@ def test_a_database_host_that_never_answers_gives_503_after_the_connect_timeout(
     forwarder.stop()
     forwarder.silent = True  # the port accepts, PostgreSQL never answers: no request may hang on it
     forwarder.start()
-    r = _first(api, server, lambda r: r.status_code != 200, timeout=60)
-    _assert_unavailable(r, "cannot connect", "timeout")
+    _first_unavailable(api, server, "cannot connect", "timeout", timeout=60)
     assert server.proc.poll() is None, server.log()
     forwarder.stop()
     forwarder.silent = False
     forwarder.start()
     _first(api, server, lambda r: r.status_code == 200, timeout=60)
+
+
+# ---------------------------------------------------------------------------- the pool's ping
+
+
+def test_a_pooled_connection_is_pinged_only_after_sitting_idle_and_replaced_when_dead(
+    pg_role_db: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lightly_server import db as dbmod
+    from sqlalchemy import text
+
+    role, name = pg_role_db
+    engine = dbmod.make_engine(
+        make_url(PG_ADMIN_URL).set(username=role, password=None, database=name).render_as_string(False)
+    )
+    pings: list[int] = []
+    real_ping = engine.dialect.do_ping
+    monkeypatch.setattr(engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+
+    def backend_pid() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT pg_backend_pid()")).scalar_one())
+
+    try:
+        first = backend_pid()
+        for _ in range(5):  # back to back: the same hot connection (LIFO), no ping
+            assert backend_pid() == first
+        assert pings == []
+        _admin(f"SELECT pg_terminate_backend({first})")
+        time.sleep(dbmod.PING_IDLE_S + 0.2)
+        second = backend_pid()  # idle long enough: pinged, found dead, replaced without an error
+        assert pings, "an idle connection was handed out without a ping"
+        assert second != first
+    finally:
+        engine.dispose()

@@ -68,7 +68,9 @@ def update_scheduled_by_worker(
     server: ServerDep,
 ) -> Response:
     try:
-        if body.state == ScheduledState.LOCKED and body.priority is None and body.runs_on is None:
+        # SQLite has one writer: a read answers most losing claims without the write lock. PostgreSQL locks
+        # rows, so the claim's own transaction decides at once (one transaction less on the dispatch path)
+        if body.state == ScheduledState.LOCKED and body.priority is None and body.runs_on is None and server.db.sqlite:
             with server.db.read() as conn:
                 if not store.claim_precheck(conn, user_id, worker_id, scheduled_id):
                     return _no_content()

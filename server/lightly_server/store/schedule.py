@@ -74,10 +74,16 @@ def list_scheduled_for_dataset(conn: Connection, user_id: str, dataset_id: str, 
     ).all()
 
 
-def lock_scheduled(conn: Connection, user_id: str, dataset_id: str, worker_id: str, scheduled_id: str) -> None:
-    """Atomic compare-and-set OPEN -> LOCKED; at most one LOCKED run per dataset (a unique index)."""
+def lock_scheduled(
+    conn: Connection, user_id: str, dataset_id: str, worker_id: str, scheduled_id: str, s: Row | None = None
+) -> None:
+    """Atomic compare-and-set OPEN -> LOCKED; at most one LOCKED run per dataset (a unique index).
+
+    ``s``: the scheduled run, when the caller has read it in this transaction already.
+    """
     worker = get_worker(conn, user_id, worker_id)
-    s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
+    if s is None or s.dataset_id != dataset_id:
+        s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
     if not runs_on_fits(s, set(json.loads(worker.labels))):
         raise conflict(
             f"worker {worker_id} has labels {json.loads(worker.labels)} but scheduled run {scheduled_id} "
@@ -86,12 +92,12 @@ def lock_scheduled(conn: Connection, user_id: str, dataset_id: str, worker_id: s
         )
     now = now_ms()
     try:
-        with conn.begin_nested():
-            res = conn.execute(
-                update(scheduled_runs)
-                .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == ScheduledState.OPEN)
-                .values(state=ScheduledState.LOCKED, worker_id=worker_id, last_modified_at=now)
-            )
+        # no savepoint: a violation aborts the whole transaction, which the 409 rolls back anyway
+        res = conn.execute(
+            update(scheduled_runs)
+            .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == ScheduledState.OPEN)
+            .values(state=ScheduledState.LOCKED, worker_id=worker_id, last_modified_at=now)
+        )
     except IntegrityError:
         raise conflict(
             f"another run of dataset {dataset_id} is already LOCKED; scheduled run {scheduled_id} can be "
@@ -180,7 +186,7 @@ def _claim(
         return  # idempotent retry of our own claim
     if req.priority or req.runs_on is not None:
         raise bad_request("priority and runsOn cannot change while locking; send only {'state': 'LOCKED'}")
-    lock_scheduled(conn, user_id, dataset_id, worker_id, scheduled_id)
+    lock_scheduled(conn, user_id, dataset_id, worker_id, scheduled_id, s)
 
 
 def _transition(conn: Connection, s: Row, target: str, worker_id: str) -> dict[str, Any]:
