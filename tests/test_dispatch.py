@@ -11,7 +11,8 @@ import pytest
 from conftest import Api, Backend, ServerProcess
 from flows import config, dataset, lock, ok, queue, register, run_state, schedule, start_run
 from lightly_server import store
-from lightly_server.db import Database
+from lightly_server.db import Database, scheduled_runs
+from sqlalchemy import select
 
 
 def test_priority_then_fifo(api: Api) -> None:
@@ -191,3 +192,25 @@ def test_the_end_of_a_run_wakes_a_waiter_for_the_next_run_of_its_dataset(api: Ap
     waiter.join(30)
     assert [r["id"] for r in result["rows"]] == [second]
     assert time.monotonic() - started < 15, "the end of the run should wake the waiter, not the end of its wait"
+
+
+def test_open_candidates_name_only_the_locked_datasets_that_hold_open_runs_back(api: Api, db_backend: Backend) -> None:
+    """The broker's one query: the OPEN runs, and which of their datasets hold a lock. A dataset whose only
+    run is LOCKED (a busy worker) is not in it: a fleet of thousands of busy workers costs the query nothing."""
+    wid, other = register(api), register(api)
+    cid = config(api)
+    held, busy, free = dataset(api), dataset(api), dataset(api)
+    held_first, held_second = schedule(api, held, cid), schedule(api, held, cid)
+    busy_run, free_run = schedule(api, busy, cid), schedule(api, free, cid)
+    ok(lock(api, held, wid, held_first), 204)
+    ok(lock(api, busy, other, busy_run), 204)
+    db = Database(db_backend.database_url)
+    try:
+        with db.read() as conn:
+            user = conn.execute(select(scheduled_runs.c.user_id).where(scheduled_runs.c.id == free_run)).scalar()
+            rows, locked = store.open_candidates(conn, [user])
+    finally:
+        db.dispose()
+    mine = [r.id for r in rows if r.dataset_id in (held, busy, free)]
+    assert mine == [held_second, free_run]  # dispatch order; the LOCKED ones are not candidates
+    assert locked & {held, busy, free} == {held}

@@ -15,21 +15,25 @@ DISPATCH_ORDER = (scheduled_runs.c.priority_rank.desc(), scheduled_runs.c.create
 
 
 def open_candidates(conn: Connection, user_ids: Iterable[str]) -> tuple[list[Row], set[str]]:
-    """OPEN scheduled runs of these users in dispatch order, and the datasets that hold a lock."""
+    """OPEN scheduled runs of these users in dispatch order, and those of their datasets that hold a lock.
+
+    One query, and O(open runs): whether a run's dataset is locked is an EXISTS on the one-LOCKED-run-per-
+    dataset index, so a fleet of thousands of busy workers (as many LOCKED runs) adds nothing to it.
+    """
     ids = list(set(user_ids))
+    holder = scheduled_runs.alias("holder")
+    dataset_locked = (
+        select(holder.c.id)
+        .where(holder.c.dataset_id == scheduled_runs.c.dataset_id, holder.c.state == ScheduledState.LOCKED)
+        .exists()
+        .label("dataset_locked")
+    )
     rows = conn.execute(
-        select(scheduled_runs)
+        select(scheduled_runs, dataset_locked)
         .where(scheduled_runs.c.state == ScheduledState.OPEN, scheduled_runs.c.user_id.in_(ids))
         .order_by(*DISPATCH_ORDER)
     ).all()
-    locked = set(
-        conn.execute(
-            select(scheduled_runs.c.dataset_id).where(
-                scheduled_runs.c.state == ScheduledState.LOCKED, scheduled_runs.c.user_id.in_(ids)
-            )
-        ).scalars()
-    )
-    return rows, locked
+    return rows, {r.dataset_id for r in rows if r.dataset_locked}
 
 
 def has_open_runs(conn: Connection, scheduled_id: str) -> bool:
