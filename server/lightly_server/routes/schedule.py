@@ -101,8 +101,9 @@ def schedule_run(
     disable_validation: Annotated[bool, Query(alias="disableConfigValidation")] = False,
 ) -> JSONResponse:
     with server.write() as tx:
-        sid = store.create_scheduled(tx.conn, user_id, dataset_id, body, validate=not disable_validation)
-        tx.schedule_changed = True
+        sid = store.create_scheduled(
+            tx.conn, user_id, dataset_id, body, validate=not disable_validation, notify_channel=tx.notify_inline()
+        )
     return _created(sid)
 
 

@@ -48,7 +48,6 @@ from .schedule import (
     create_scheduled,
     get_scheduled,
     list_scheduled_for_dataset,
-    lock_scheduled,
     update_scheduled_by_worker,
 )
 from .tags import ensure_samples, get_tag, list_tags, materialize_selection_tag, tag_filenames, tags_of_run
@@ -104,7 +103,6 @@ __all__ = [
     "list_scheduled_for_dataset",
     "list_tags",
     "list_workers",
-    "lock_scheduled",
     "mark_uploaded",
     "materialize_selection_tag",
     "open_candidates",

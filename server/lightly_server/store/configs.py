@@ -30,10 +30,14 @@ def create_config(conn: Connection, user_id: str, config: WorkerConfigV4, orig: 
 
 def get_config(conn: Connection, user_id: str, config_id: str) -> WorkerConfigData:
     r = owned(conn, configs, config_id, user_id, ApiErrorCode.DOCKER_WORKER_CONFIG_UNKNOWN, "worker config")
-    stored = json.loads(r.config)
+    return config_data(r.id, r.created_at, r.config)
+
+
+def config_data(config_id: str, created_at: int, stored_json: str) -> WorkerConfigData:
+    """A stored config (its columns) as the wire model."""
     return WorkerConfigData(
-        id=r.id,
+        id=config_id,
         version="V4",
-        created_at=r.created_at,
-        config=WorkerConfigV4.model_validate(stored["config"]),
+        created_at=created_at,
+        config=WorkerConfigV4.model_validate(json.loads(stored_json)["config"]),
     )

@@ -7,16 +7,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from lightly_protocol.enums import PRIORITY_RANK, ApiErrorCode, DatasourcePurpose, Priority, ScheduledState
-from lightly_protocol.models import ScheduledRunCreateRequest, ScheduledRunUpdateRequest
-from sqlalchemy import Connection, Row, select, update
+from lightly_protocol.models import ScheduledRunCreateRequest, ScheduledRunUpdateRequest, WorkerConfigData
+from sqlalchemy import Connection, Row, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..db import scheduled_runs, workers
+from ..db import configs, datasets, datasources, scheduled_runs, workers
 from ..errors import ApiError, bad_request, conflict, not_found
 from ..ids import new_id, now_ms
 from .common import owned
-from .configs import get_config
-from .datasets import get_dataset, get_datasources, resolve_datasource
+from .configs import config_data
+from .datasets import get_dataset, resolve_datasource
 from .dispatch import DISPATCH_ORDER, runs_on_fits
 from .leases import abort_active_runs
 from .shards import end_shards
@@ -30,15 +30,24 @@ def get_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> Row:
 
 
 def create_scheduled(
-    conn: Connection, user_id: str, dataset_id: str, req: ScheduledRunCreateRequest, validate: bool
+    conn: Connection,
+    user_id: str,
+    dataset_id: str,
+    req: ScheduledRunCreateRequest,
+    validate: bool,
+    notify_channel: str | None = None,
 ) -> str:
+    """A new OPEN scheduled run: one read (dataset, config, datasources) and one insert.
+
+    ``notify_channel`` (PostgreSQL): the insert itself sends the wake-up NOTIFY on that channel (one
+    statement, not two; it is delivered on commit like a NOTIFY statement).
+    """
     from lightly_protocol.validation import config_problems
 
-    get_dataset(conn, user_id, dataset_id)
-    cfg = get_config(conn, user_id, req.config_id)
+    cfg, by_purpose = _schedule_inputs(conn, user_id, dataset_id, req.config_id)
     if validate:
         problems = config_problems(cfg.config)
-        if resolve_datasource(get_datasources(conn, dataset_id), DatasourcePurpose.INPUT) is None:
+        if resolve_datasource(by_purpose, DatasourcePurpose.INPUT) is None:
             problems.append(
                 "the dataset has no INPUT datasource: set one first, e.g. client.set_local_config(purpose='INPUT')"
             )
@@ -46,22 +55,54 @@ def create_scheduled(
             raise ApiError(400, ApiErrorCode.DOCKER_WORKER_CONFIG_INVALID, "; ".join(problems))
     now = now_ms()
     sid = new_id()
-    conn.execute(
-        scheduled_runs.insert().values(
-            id=sid,
-            user_id=user_id,
-            dataset_id=dataset_id,
-            config_id=req.config_id,
-            priority=req.priority,
-            priority_rank=PRIORITY_RANK[Priority(req.priority)],
-            runs_on=json.dumps(sorted(set(req.runs_on or []))),
-            state=ScheduledState.OPEN,
-            attempts=0,
-            created_at=now,
-            last_modified_at=now,
-        )
+    insert = scheduled_runs.insert().values(
+        id=sid,
+        user_id=user_id,
+        dataset_id=dataset_id,
+        config_id=req.config_id,
+        priority=req.priority,
+        priority_rank=PRIORITY_RANK[Priority(req.priority)],
+        runs_on=json.dumps(sorted(set(req.runs_on or []))),
+        state=ScheduledState.OPEN,
+        attempts=0,
+        created_at=now,
+        last_modified_at=now,
     )
+    if notify_channel:
+        created = insert.returning(scheduled_runs.c.id).cte("created")
+        conn.execute(select(func.pg_notify(notify_channel, "")).select_from(created))
+    else:
+        conn.execute(insert)
     return sid
+
+
+def _schedule_inputs(
+    conn: Connection, user_id: str, dataset_id: str, config_id: str
+) -> tuple[WorkerConfigData, dict[str, dict[str, Any]]]:
+    """The user's config and the datasources (by purpose) of the user's dataset, in one query; the 404 of
+    a missing (or not owned) dataset, then of a missing config."""
+    rows = conn.execute(
+        select(
+            configs.c.id.label("config_id"),
+            configs.c.created_at.label("config_created_at"),
+            configs.c.config.label("config"),
+            datasources.c.purpose,
+            datasources.c.config.label("datasource"),
+        )
+        .select_from(
+            datasets.outerjoin(configs, and_(configs.c.id == config_id, configs.c.user_id == user_id)).outerjoin(
+                datasources, datasources.c.dataset_id == datasets.c.id
+            )
+        )
+        .where(datasets.c.id == dataset_id, datasets.c.user_id == user_id)
+    ).all()
+    if not rows:
+        raise not_found(ApiErrorCode.DATASET_UNKNOWN, "dataset", dataset_id)
+    first = rows[0]
+    if first.config_id is None:
+        raise not_found(ApiErrorCode.DOCKER_WORKER_CONFIG_UNKNOWN, "worker config", config_id)
+    by_purpose = {r.purpose: json.loads(r.datasource) for r in rows if r.purpose is not None}
+    return config_data(first.config_id, first.config_created_at, first.config), by_purpose
 
 
 def list_scheduled_for_dataset(conn: Connection, user_id: str, dataset_id: str, states: Sequence[str]) -> list[Row]:
@@ -74,43 +115,45 @@ def list_scheduled_for_dataset(conn: Connection, user_id: str, dataset_id: str, 
     ).all()
 
 
-def lock_scheduled(
-    conn: Connection, user_id: str, dataset_id: str, worker_id: str, scheduled_id: str, s: Row | None = None
-) -> None:
-    """Atomic compare-and-set OPEN -> LOCKED; at most one LOCKED run per dataset (a unique index).
-
-    ``s``: the scheduled run, when the caller has read it in this transaction already.
-    """
-    worker = get_worker(conn, user_id, worker_id)
-    if s is None or s.dataset_id != dataset_id:
-        s = scheduled_of_dataset(conn, user_id, dataset_id, scheduled_id)
-    if not runs_on_fits(s, set(json.loads(worker.labels))):
+def _lock(conn: Connection, dataset_id: str, worker_id: str, s: Row) -> None:
+    """Atomic compare-and-set OPEN -> LOCKED of ``s`` (read by ``_claim`` in this transaction, with the
+    worker's labels); at most one LOCKED run per dataset (a unique index)."""
+    labels = json.loads(s.worker_labels)
+    if not runs_on_fits(s, set(labels)):
         raise conflict(
-            f"worker {worker_id} has labels {json.loads(worker.labels)} but scheduled run {scheduled_id} "
+            f"worker {worker_id} has labels {labels} but scheduled run {s.id} "
             f"needs runsOn {json.loads(s.runs_on)}; register a worker with those labels",
             ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED,
         )
     now = now_ms()
+    claim = (
+        update(scheduled_runs)
+        .where(scheduled_runs.c.id == s.id, scheduled_runs.c.state == ScheduledState.OPEN)
+        .values(state=ScheduledState.LOCKED, worker_id=worker_id, last_modified_at=now)
+    )
+    touch = update(workers).where(workers.c.id == worker_id).values(last_seen_at=now)
     try:
         # no savepoint: a violation aborts the whole transaction, which the 409 rolls back anyway
-        res = conn.execute(
-            update(scheduled_runs)
-            .where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.state == ScheduledState.OPEN)
-            .values(state=ScheduledState.LOCKED, worker_id=worker_id, last_modified_at=now)
-        )
+        if conn.dialect.name == "postgresql":
+            # one statement: the worker's row is touched only when the claim took (its rowcount says so)
+            claimed = claim.returning(scheduled_runs.c.id).cte("claimed")
+            res = conn.execute(touch.where(select(claimed.c.id).exists()))
+        else:
+            res = conn.execute(claim)
+            if res.rowcount == 1:
+                conn.execute(touch)
     except IntegrityError:
         raise conflict(
-            f"another run of dataset {dataset_id} is already LOCKED; scheduled run {scheduled_id} can be "
+            f"another run of dataset {dataset_id} is already LOCKED; scheduled run {s.id} can be "
             "locked when it is finished",
             ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED,
         ) from None
     if res.rowcount != 1:
-        current = conn.execute(select(scheduled_runs.c.state).where(scheduled_runs.c.id == scheduled_id)).scalar()
+        current = conn.execute(select(scheduled_runs.c.state).where(scheduled_runs.c.id == s.id)).scalar()
         raise conflict(
-            f"scheduled run {scheduled_id} is {current}, not OPEN: another worker claimed it or it ended",
+            f"scheduled run {s.id} is {current}, not OPEN: another worker claimed it or it ended",
             ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED,
         )
-    conn.execute(update(workers).where(workers.c.id == worker_id).values(last_seen_at=now))
 
 
 def claim_precheck(conn: Connection, user_id: str, worker_id: str, scheduled_id: str) -> bool:
@@ -181,12 +224,31 @@ def _claim(
     scheduled_id: str,
     req: ScheduledRunUpdateRequest,
 ) -> None:
-    s = get_scheduled(conn, user_id, scheduled_id)
+    # one read: the scheduled run and the claiming worker's labels (NULL: no such worker of this user)
+    worker_labels = (
+        select(workers.c.labels)
+        .where(workers.c.id == worker_id, workers.c.user_id == user_id)
+        .scalar_subquery()
+        .label("worker_labels")
+    )
+    s = conn.execute(
+        select(scheduled_runs, worker_labels).where(
+            scheduled_runs.c.id == scheduled_id, scheduled_runs.c.user_id == user_id
+        )
+    ).first()
+    if s is None:
+        raise not_found(ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN, "scheduled run", scheduled_id)
     if s.state == ScheduledState.LOCKED and s.worker_id == worker_id:
         return  # idempotent retry of our own claim
     if req.priority or req.runs_on is not None:
         raise bad_request("priority and runsOn cannot change while locking; send only {'state': 'LOCKED'}")
-    lock_scheduled(conn, user_id, dataset_id, worker_id, scheduled_id, s)
+    if s.worker_labels is None:
+        raise not_found(ApiErrorCode.DOCKER_WORKER_UNKNOWN, "worker", worker_id)
+    if s.dataset_id != dataset_id:
+        raise not_found(
+            ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN, f"scheduled run of dataset {dataset_id}", scheduled_id
+        )
+    _lock(conn, dataset_id, worker_id, s)
 
 
 def _transition(conn: Connection, s: Row, target: str, worker_id: str) -> dict[str, Any]:
