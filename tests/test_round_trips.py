@@ -30,9 +30,11 @@ def counted(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
         app = create_app(ServerSettings(database_url=url, artifacts_dir=tmp_path / "artifacts"))
         server = app.state.server
         statements: list[str] = []
-        event.listen(
-            server.db.engine, "before_cursor_execute", lambda _c, _cur, sql, *_a: statements.append(" ".join(sql.split()))
-        )
+
+        def record(_conn: object, _cursor: object, sql: str, *_rest: object) -> None:
+            statements.append(" ".join(sql.split()))
+
+        event.listen(server.db.engine, "before_cursor_execute", record)
         with TestClient(app) as http:
             api = Api("http://testserver", create_token(server.db, "alice"))
             api.http = http
