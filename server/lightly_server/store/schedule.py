@@ -208,12 +208,15 @@ def scheduled_of_dataset(conn: Connection, user_id: str, dataset_id: str, schedu
     """One of the user's scheduled runs, 404 unless it is a run of ``dataset_id`` (the path says so)."""
     s = get_scheduled(conn, user_id, scheduled_id)
     if s.dataset_id != dataset_id:
-        raise not_found(
-            ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN,
-            f"scheduled run of dataset {dataset_id}",
-            scheduled_id,
-        )
+        raise _not_of_dataset(dataset_id, scheduled_id)
     return s
+
+
+def _not_of_dataset(dataset_id: str, scheduled_id: str) -> ApiError:
+    """The 404 of a scheduled run addressed under a dataset it does not belong to."""
+    return not_found(
+        ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN, f"scheduled run of dataset {dataset_id}", scheduled_id
+    )
 
 
 def _claim(
@@ -245,9 +248,7 @@ def _claim(
     if s.worker_labels is None:
         raise not_found(ApiErrorCode.DOCKER_WORKER_UNKNOWN, "worker", worker_id)
     if s.dataset_id != dataset_id:
-        raise not_found(
-            ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN, f"scheduled run of dataset {dataset_id}", scheduled_id
-        )
+        raise _not_of_dataset(dataset_id, scheduled_id)
     _lock(conn, dataset_id, worker_id, s)
 
 
