@@ -1,4 +1,4 @@
-"""``lightly-server``: serve the API, or create a token."""
+"""``lightly-server``: serve the API, or create, list and revoke tokens."""
 
 from __future__ import annotations
 
@@ -101,6 +101,28 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("create-token", help="create a token for a user (printed alone on stdout, shown once)")
     t.add_argument("--database", default=default_db, help=db_help)
     t.add_argument("--user", required=True, help="user name (created if new)")
+    t.add_argument(
+        "--label",
+        help="what the token is for, shown by list-tokens (e.g. the LightlyWorker fleet that uses it: one token "
+        "per fleet, so each can be revoked alone)",
+    )
+
+    lt = sub.add_parser(
+        "list-tokens", help="list the tokens: fingerprint, label, user, created, last used (never the tokens)"
+    )
+    lt.add_argument("--database", default=default_db, help=db_help)
+
+    rt = sub.add_parser(
+        "revoke-token",
+        help="delete a token, named by its FINGERPRINT from list-tokens (or given itself with --token-file); "
+        "every server refuses it within 5 s",
+    )
+    rt.add_argument("--database", default=default_db, help=db_help)
+    rt.add_argument("fingerprint", nargs="?", help="the token's FINGERPRINT column in list-tokens")
+    rt.add_argument(
+        "--token-file",
+        help="read the token itself from this file ('-': stdin) instead of naming its fingerprint",
+    )
 
     sub.add_parser(
         "generate-secret-key",
@@ -142,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "list-tokens":
+        return _list_tokens(args)
+    if args.command == "revoke-token":
+        return _revoke_token(args)
     if args.command == "create-token":
         from .auth import create_token
         from .db import Database
@@ -150,9 +176,16 @@ def _run(args: argparse.Namespace) -> int:
         if not 1 <= len(user) <= 200 or "\x00" in user:
             print("error: --user must be 1 to 200 characters without NUL", file=sys.stderr)
             return 2
+        if args.label is not None:
+            from .auth import label_problem
+
+            problem = label_problem(args.label)
+            if problem:
+                print(f"error: {problem}", file=sys.stderr)
+                return 2
         db = Database(args.database)
         db.migrate()
-        print(create_token(db, user))
+        print(create_token(db, user, args.label))
         db.dispose()
         return 0
 
@@ -214,6 +247,69 @@ def _run(args: argparse.Namespace) -> int:
     app = create_app(settings)
     tune_process()  # the collector paced by the clock: thousands of waiting polls (gc_pacing.py)
     uvicorn.run(app, **options)
+    return 0
+
+
+def _when(ms: int | None) -> str:
+    import datetime
+
+    if ms is None:
+        return "never"
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _list_tokens(args: argparse.Namespace) -> int:
+    """One tab-separated line per token after a header; the token itself is never stored, so never shown."""
+    from .auth import list_tokens
+    from .db import Database
+
+    db = Database(args.database)
+    try:
+        db.migrate()
+        found = list_tokens(db)
+    finally:
+        db.dispose()
+    print("FINGERPRINT\tLABEL\tUSER\tCREATED\tLAST_USED")
+    for t in found:
+        print(f"{t.fingerprint}\t{t.label or '-'}\t{t.user}\t{_when(t.created_at)}\t{_when(t.last_used_at)}")
+    return 0
+
+
+def _revoke_token(args: argparse.Namespace) -> int:
+    from .auth import TOKEN_TTL_S, TokenNotFound, revoke_token
+    from .db import Database
+
+    if (args.fingerprint is None) == (args.token_file is None):
+        print(
+            "error: name the token to revoke: its FINGERPRINT from 'lightly-server list-tokens', or the token "
+            "itself with --token-file FILE ('-': stdin)",
+            file=sys.stderr,
+        )
+        return 2
+    token = None
+    if args.token_file is not None:
+        try:
+            raw = sys.stdin.read() if args.token_file == "-" else Path(args.token_file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"error: cannot read --token-file {args.token_file}: {type(exc).__name__}", file=sys.stderr)
+            return 2
+        token = raw.strip()
+        if not token or len(token) > 1000:
+            print("error: --token-file must hold the token (alone on one line)", file=sys.stderr)
+            return 2
+    db = Database(args.database)
+    try:
+        db.migrate()
+        gone = revoke_token(db, fingerprint_or_hash=args.fingerprint, token=token)
+    except TokenNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        db.dispose()
+    print(
+        f"revoked token {gone.fingerprint} (label {gone.label or '-'}, user {gone.user}); every server refuses it "
+        f"within {TOKEN_TTL_S:g} s"
+    )
     return 0
 
 

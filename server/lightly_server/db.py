@@ -52,6 +52,8 @@ tokens = Table(
     Column("token_hash", String(64), primary_key=True),
     Column("user_id", ID, ForeignKey("users.id"), nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    Column("label", String(200)),  # what the token is for (``create-token --label``), e.g. a fleet (version 3)
+    Column("last_used_at", BigInteger),  # ms, to the minute: written at most once a minute per process (version 3)
 )
 
 workers = Table(
@@ -259,11 +261,15 @@ settings = Table(
     Column("value", Text, nullable=False),
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: migrations from version N-1 to N, applied in order on start; version 1 is metadata.create_all
 MIGRATIONS: dict[int, list[str]] = {
     2: ["ALTER TABLE workers ADD COLUMN session_id VARCHAR(64)"],  # worker process sessions (ownership)
+    3: [  # token labels and last use (list-tokens, revoke-token)
+        "ALTER TABLE tokens ADD COLUMN label VARCHAR(200)",
+        "ALTER TABLE tokens ADD COLUMN last_used_at BIGINT",
+    ],
 }
 
 
