@@ -612,3 +612,40 @@ def test_one_big_split_run_grows_the_fleet_and_it_shrinks_after(env: Env) -> Non
         run_state(env.api, rid, "COMPLETED")  # the run ends: its shards are canceled
         env.wait(lambda: len(env.pods()) == 0 and env.status().get("phase") == "ScaledToZero", "back to zero")
         assert env.status().get("shardsInFlight") == 0
+
+
+def test_the_operator_command_logs_no_token_even_at_debug(env: Env, tmp_path: Path) -> None:
+    """``lightly-operator`` as the chart runs it (its own process, its own logging), at DEBUG: it registers
+    a fleet's workers and polls the API several times, and its log holds the token 0 times (httpx would
+    print every request URL, ``?token=...``, at INFO)."""
+    log_path = tmp_path / "operator.log"
+    environ = {
+        **os.environ,
+        "KUBECONFIG": str(env.kube.kubeconfig),
+        "LIGHTLY_SERVER_LOCATION": env.server.url,
+        "LIGHTLY_CLUSTER_NAME": env.settings.cluster_name,
+        "LIGHTLY_WORKER_IMAGE": "lightly-worker:test",
+        "LIGHTLY_OPERATOR_RESYNC_SECONDS": "0.3",
+        "LIGHTLY_OPERATOR_SWEEP_SECONDS": "0.5",
+    }
+    argv = [sys.executable, "-m", "lightly_operator.cli", "--namespace", env.ns, "--metrics-port", "0"]
+    argv += ["--health-port", "0", "--leader-election", "off", "--log-level", "DEBUG"]
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            env.fleet(replicas=1)
+
+            def registered() -> Any:
+                if proc.poll() is not None:
+                    raise AssertionError(f"the operator exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+                return env.status().get("workers") and env.api_workers()
+
+            env.wait(registered, "the operator process to register the fleet's worker", timeout=60)
+            env.wait(lambda: env.condition("Registered").get("status") == "True", "Registered")
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    text = log_path.read_text(errors="replace")
+    assert "lightly_operator" in text or "kopf" in text, f"the operator logged nothing at DEBUG:\n{text[-2000:]}"
+    lines = [line for line in text.splitlines() if env.token in line]
+    assert not lines, "the operator's log holds the token:\n" + "\n".join(lines[:5])

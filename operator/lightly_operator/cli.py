@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
 from typing import TYPE_CHECKING, Any
+
+from lightly_protocol.logsafe import configure_logging
 
 from . import __version__
 
@@ -155,7 +156,7 @@ def watch_scope(namespaces: list[str] | None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)  # tokens redacted; httpx's request lines (?token=...) silenced
     import kubernetes
 
     from .settings import SettingsError

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
+
+from lightly_protocol.logsafe import configure_logging
 
 from .gc_pacing import tune_process
 from .settings import ServerSettings
@@ -220,7 +221,7 @@ def _run(args: argparse.Namespace) -> int:
     except SecretKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level)  # tokens redacted in every record
     settings = ServerSettings(
         database_url=args.database,
         artifacts_dir=Path(args.artifacts_dir) if args.artifacts_dir else None,
@@ -356,7 +357,7 @@ def process_app() -> object:
     from .app import create_app
 
     raw = json.loads(Path(os.environ[ENV_CHILD_SETTINGS]).read_text())
-    logging.basicConfig(level=raw["log_level"].upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(raw["log_level"])
     values = raw["settings"]
     for key in ("artifacts_dir", "secret_key_file"):
         if values.get(key) is not None:

@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lightly_protocol.logsafe import LOG_FORMAT, configure_logging
+
 from . import worker_version
 from .config import ConfigError, WorkerArgs, parse_args
 
@@ -95,7 +97,7 @@ def run_local(args: WorkerArgs) -> int:
     paths = JobPaths(args.path("input_mount"), lightly_root if lightly_root.is_dir() else None, out)
     out.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(out / "log.txt")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger("lightly_worker.run").addHandler(handler)
     try:
         result = run_job(
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         print(BANNER)
         print("Congratulations! It looks like the Lightly container is running!")
         return 0
-    logging.basicConfig(level=str(args["log_level"]).upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(str(args["log_level"]))  # tokens redacted in every record, the uploaded run log too
     try:
         if args["mode"] == "local":
             return run_local(args)
