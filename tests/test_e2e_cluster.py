@@ -228,6 +228,27 @@ def test_a_real_prometheus_scrapes_operator_server_and_worker(stack: Stack, tmp_
                     assert query(metric)["data"]["result"], f"{alert}: no series of {metric}"
 
 
+def test_the_token_is_in_no_log_and_no_event(stack: Stack) -> None:
+    """After registrations, runs, a killed pod and a scale-down: the logs of every pod of the install
+    (operator, server, its token bootstrap, worker pods, current and previous containers) and every
+    Event of the namespace hold the token 0 times."""
+    pods = stack.kube.json("-n", stack.ns, "get", "pods")["items"]
+    kinds = {p["metadata"].get("labels", {}).get("app.kubernetes.io/component", "worker") for p in pods}
+    assert {"operator", "server"} <= kinds and stack.pods("fleet"), kinds
+    found = []
+    for p in pods:
+        name = p["metadata"]["name"]
+        for c in p["spec"]["containers"] + p["spec"].get("initContainers", []):
+            for previous in ([], ["--previous"]):
+                out = stack.kube.run("-n", stack.ns, "logs", name, "-c", c["name"], *previous, check=False)
+                if stack.token in out.stdout:
+                    found.append(f"pod {name} container {c['name']} {' '.join(previous)}")
+    events = stack.kube.run("-n", stack.ns, "get", "events", "-o", "json").stdout
+    if stack.token in events:
+        found.append("events")
+    assert not found, f"the token is in: {found}"
+
+
 def test_deleting_the_fleet_deregisters_its_workers_and_its_pods_go(stack: Stack) -> None:
     names = {w["name"] for w in stack.lw("fleet")["status"]["workers"]}
     assert names and names <= stack.worker_names()
