@@ -44,6 +44,7 @@ FULLNAME = f"{RELEASE}-lightly-worker-operator"
 
 COMBINATIONS: dict[str, dict[str, Any]] = {
     "default": {},
+    "all-namespaces": {"watch": {"allNamespaces": True}},
     "namespaced": {"watch": {"allNamespaces": False, "namespaces": ["ml", "research"]}},
     "namespaced-no-discovery": {
         "watch": {"allNamespaces": False},
@@ -260,6 +261,7 @@ TEMPLATE_CHECKS = [
     ({"server": {"enabled": True, "processes": 2}}, "SQLite serves from one process"),
     ({"server": {"enabled": True, "database": {"type": "external"}}}, "existingSecret"),
     ({"lightlyToken": {"create": True}}, "lightlyToken.value"),
+    ({"watch": {"allNamespaces": True, "namespaces": ["ml"]}}, "watch.namespaces (ml) is set but"),
     ({"registryCredentials": {"create": True}}, "registryCredentials.value"),
     ({"server": {"enabled": True}, "lightlyToken": {"create": True, "value": "t"}}, "turn one off"),
 ]
@@ -281,7 +283,13 @@ def test_operator_deployment_defaults() -> None:
     pod = dep["spec"]["template"]["spec"]
     (c,) = pod["containers"]
     assert c["image"] == "ghcr.io/lightly-worker-fleet/operator:0.1.0"
-    assert c["args"] == ["--metrics-port=8080", "--health-port=8081", "--leader-election=on", "--log-level=INFO"]
+    assert c["args"] == [
+        f"--namespace={NAMESPACE}",  # by default only the release namespace (docs/operator.md, blast radius)
+        "--metrics-port=8080",
+        "--health-port=8081",
+        "--leader-election=on",
+        "--log-level=INFO",
+    ]
     env = {e["name"]: e for e in c["env"]}
     assert env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"
     assert env["LIGHTLY_SERVER_LOCATION"]["value"] == "http://lightly-server:8080"
@@ -343,7 +351,7 @@ def _bound(docs: list[dict[str, Any]], kind: str, role: dict[str, Any]) -> None:
 
 
 def test_rendered_rbac_all_namespaces_is_exactly_rbac_py() -> None:
-    docs = render("default")
+    docs = render("all-namespaces")
     cr = one(docs, "ClusterRole", FULLNAME)
     assert _rules(cr) == _expected(rbac.CLUSTER_DISCOVERY, rbac.WATCHED_NAMESPACES)
     _bound(docs, "ClusterRoleBinding", cr)
@@ -366,6 +374,15 @@ def test_rendered_rbac_namespaced_is_exactly_rbac_py() -> None:
     assert _rules(one(docs, "ClusterRole", FULLNAME)) == _expected(rbac.CLUSTER_DISCOVERY)
     assert _rules(one(docs, "Role", FULLNAME, NAMESPACE)) == _expected(rbac.WATCHED_NAMESPACES)
     assert not find(docs, "Role", f"{FULLNAME}-leader-election")  # leader election off
+
+
+def test_default_rbac_is_namespaced_to_the_release_namespace() -> None:
+    """The default install grants pods and Secrets in the release namespace only: no ClusterRole rule on them."""
+    docs = render("default")
+    assert _rules(one(docs, "ClusterRole", FULLNAME)) == _expected(rbac.CLUSTER_DISCOVERY, rbac.NAMESPACE_DISCOVERY)
+    assert _rules(one(docs, "Role", FULLNAME, NAMESPACE)) == _expected(rbac.WATCHED_NAMESPACES)
+    assert {r["metadata"]["namespace"] for r in find(docs, "Role")} == {NAMESPACE}
+    assert "Watching: lightly-system" in notes({})
 
 
 def test_rbac_py_covers_the_calls_in_the_operator_code() -> None:

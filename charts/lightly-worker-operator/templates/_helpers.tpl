@@ -112,6 +112,9 @@ app.kubernetes.io/component: server
 
 {{/* Checks the schema cannot express. */}}
 {{- define "lwo.validate" -}}
+{{- if and .Values.watch.allNamespaces .Values.watch.namespaces }}
+{{- fail (printf "watch.namespaces (%s) is set but watch.allNamespaces is true: remove one (allNamespaces grants access to every namespace)" (join ", " .Values.watch.namespaces)) }}
+{{- end }}
 {{- if and (gt (int .Values.replicaCount) 1) (eq .Values.leaderElection "off") }}
 {{- fail "replicaCount > 1 needs leaderElection: on (otherwise several operators act on the same fleets at once)" }}
 {{- end }}
