@@ -60,7 +60,10 @@ class ApiAccess:
         """One connection pool per event loop (kopf runs one loop; tests may run several in turn)."""
         loop = asyncio.get_running_loop()
         if self._http is None or self._http_loop is not loop:
-            self._http = httpx.AsyncClient(limits=httpx.Limits(max_connections=50, max_keepalive_connections=20))
+            self._http = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
+                verify=self.settings.tls_verify(),
+            )
             self._http_loop = loop
             self.cache = ApiStateCache(ttl=self.cache.ttl)
         return self._http

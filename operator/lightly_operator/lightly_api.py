@@ -11,6 +11,7 @@ from lightly_protocol import paths
 from lightly_protocol.client import NO_ANSWER, ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
 from lightly_protocol.models import CreateEntityResponse, ScheduledRunData, WorkerCreateRequest, WorkerData
 from lightly_protocol.shards import ShardSummary
+from lightly_protocol.tls import tls_problem
 
 
 class ApiProblem(ApiCallError):
@@ -44,6 +45,9 @@ class LightlyApi(ClientCore):
                 method, self.url_of(path), params=self.query(params), json=json, timeout=self.timeout
             )
         except (httpx.TimeoutException, httpx.TransportError) as exc:
+            tls = tls_problem(exc)
+            if tls:
+                raise ApiUnreachable(f"cannot reach the Lightly API at {self.url}: {tls}") from None
             raise ApiUnreachable(
                 f"cannot reach the Lightly API at {self.url} ({type(exc).__name__}); check spec.api.url / "
                 "LIGHTLY_SERVER_LOCATION and that the server is up"

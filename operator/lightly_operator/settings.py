@@ -6,6 +6,7 @@ Nothing is read from the environment at import time, nor by ``OperatorSettings()
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -36,8 +37,9 @@ ENV = {
     "orphan_grace_seconds": "LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS",
     "call_timeout_seconds": "LIGHTLY_OPERATOR_CALL_TIMEOUT_SECONDS",
     "offline_grace_seconds": "LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS",
+    "ca_certs": "LIGHTLY_CA_CERTS",
 }
-_STRINGS = {"api_url", "worker_image", "cluster_name"}
+_STRINGS = {"api_url", "worker_image", "cluster_name", "ca_certs"}
 
 
 class SettingsError(ValueError):
@@ -63,6 +65,8 @@ class OperatorSettings:
     namespaces: tuple[str, ...] = ()
     #: grace period of worker pods (a busy worker finishes or hands its run back within it)
     termination_grace_seconds: int = 300
+    #: PEM file of CA certificates trusted for https:// APIs besides the system's (a private CA); "": none
+    ca_certs: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OperatorSettings:
@@ -83,6 +87,25 @@ class OperatorSettings:
         problem = cluster_name_problem(self.cluster_name)
         if problem:
             raise SettingsError(f"LIGHTLY_CLUSTER_NAME: {problem}")
+        if self.ca_certs:
+            self.tls_verify()  # a missing or unreadable CA file is an error at start
+
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """httpx's ``verify=``: the system's CAs, plus those of ``ca_certs`` when set."""
+        if not self.ca_certs:
+            return True
+        ctx = ssl.create_default_context()
+        try:
+            ctx.load_verify_locations(cafile=self.ca_certs)
+        except FileNotFoundError:
+            raise SettingsError(f"LIGHTLY_CA_CERTS={self.ca_certs}: no such file; mount the CA's PEM file") from None
+        except (OSError, ssl.SSLError) as exc:
+            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+            raise SettingsError(
+                f"LIGHTLY_CA_CERTS={self.ca_certs} cannot be used ({why}); it must be a readable file of PEM "
+                "CA certificates (-----BEGIN CERTIFICATE-----)"
+            ) from None
+        return ctx
 
     def name_prefix(self) -> str:
         """Every API worker name this operator makes starts with this (see ``lightly_protocol.names``)."""

@@ -97,6 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="server processes sharing the port, each using up to one core (PostgreSQL only; default 1) "
         "[env LIGHTLY_SERVER_PROCESSES]",
     )
+    s.add_argument(
+        "--tls-cert",
+        default=_env("LIGHTLY_SERVER_TLS_CERT"),
+        help="serve HTTPS with this PEM certificate (chain); needs --tls-key. Without both: plain HTTP, "
+        "which shows every ?token= to whoever is on the path [env LIGHTLY_SERVER_TLS_CERT]",
+    )
+    s.add_argument(
+        "--tls-key",
+        default=_env("LIGHTLY_SERVER_TLS_KEY"),
+        help="the PEM private key of --tls-cert [env LIGHTLY_SERVER_TLS_KEY]",
+    )
+    s.add_argument(
+        "--metrics-token-file",
+        type=Path,
+        default=_env("LIGHTLY_SERVER_METRICS_TOKEN_FILE"),
+        help="file with a token: /metrics then answers only requests with 'Authorization: Bearer <token>' "
+        "(401 otherwise); read at every scrape, so a rotated file takes effect at once "
+        "[env LIGHTLY_SERVER_METRICS_TOKEN_FILE]",
+    )
     s.add_argument("--log-level", default=_env("LIGHTLY_SERVER_LOG_LEVEL", "info"))
 
     t = sub.add_parser("create-token", help="create a token for a user (printed alone on stdout, shown once)")
@@ -221,6 +240,15 @@ def _run(args: argparse.Namespace) -> int:
     except SecretKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from .netsec import NetworkSettingError, check_tls, read_token_file
+
+    try:
+        tls = check_tls(args.tls_cert, args.tls_key)
+        if args.metrics_token_file:
+            read_token_file(args.metrics_token_file, "--metrics-token-file")
+    except NetworkSettingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     configure_logging(args.log_level)  # tokens redacted in every record
     settings = ServerSettings(
         database_url=args.database,
@@ -234,6 +262,7 @@ def _run(args: argparse.Namespace) -> int:
         max_upload_bytes=args.max_upload_bytes,
         max_shard_bytes=args.max_shard_bytes,
         secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
+        metrics_token_file=Path(args.metrics_token_file) if args.metrics_token_file else None,
     )
     # access_log off: uvicorn's access log would print ?token=... query strings
     options = {
@@ -243,6 +272,8 @@ def _run(args: argparse.Namespace) -> int:
         "access_log": False,
         "timeout_keep_alive": 75,
     }
+    if tls:  # uvicorn loads them in every process of --processes N
+        options["ssl_certfile"], options["ssl_keyfile"] = tls
     if args.processes > 1:
         return _serve_processes(settings, args.processes, args.log_level, options)
     app = create_app(settings)
@@ -359,7 +390,7 @@ def process_app() -> object:
     raw = json.loads(Path(os.environ[ENV_CHILD_SETTINGS]).read_text())
     configure_logging(raw["log_level"])
     values = raw["settings"]
-    for key in ("artifacts_dir", "secret_key_file"):
+    for key in ("artifacts_dir", "secret_key_file", "metrics_token_file"):
         if values.get(key) is not None:
             values[key] = Path(values[key])
     app = create_app(ServerSettings(**values))

@@ -23,6 +23,8 @@ class ServerSettings:
     max_shard_bytes: int = 256 * 1024**2
     #: file with the secret key(s), one a line; None: LIGHTLY_SERVER_SECRET_KEY_FILE, LIGHTLY_SERVER_SECRET_KEY
     secret_key_file: Path | None = None
+    #: file with the bearer token /metrics asks for (read at every scrape); None: /metrics is open
+    metrics_token_file: Path | None = None
 
     def resolved_artifacts_dir(self) -> Path:
         if self.artifacts_dir is not None:

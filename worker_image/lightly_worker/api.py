@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import ssl
 import threading
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from lightly_protocol.shards import (
     WorkData,
     encode_listing,
 )
+from lightly_protocol.tls import tls_problem
 
 # 1000 lines of at most 4000 characters stay well under the server's 8 MiB body limit
 LOG_BATCH_LINES = min(1000, MAX_LOG_ENTRIES)
@@ -65,9 +67,10 @@ class WorkerApi(ClientCore):
         timeout: float = 60.0,
         stop: threading.Event | None = None,
         max_backoff: float = 30.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         super().__init__(url, token)
-        self.http = httpx.Client(timeout=timeout)
+        self.http = httpx.Client(timeout=timeout, verify=verify)  # verify: config.tls_verify (LIGHTLY_CA_CERTS)
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
         # extension: this process's session id, sent with every worker-state report, so the server
@@ -110,6 +113,9 @@ class WorkerApi(ClientCore):
                     break
                 problem = f"{r.status_code} {r.text[:200]}"
             except httpx.TransportError as exc:
+                tls = tls_problem(exc)
+                if tls:  # a certificate does not become trusted by waiting: say what to set
+                    raise ApiError(503, f"{method} {bare(path)}: the API at {self.url}: {tls}") from None
                 problem = f"{type(exc).__name__}"
             if not retry or self.stop.is_set():
                 raise ApiError(503, f"{method} {path}: the API at {self.url} is not answering ({problem})")

@@ -21,7 +21,7 @@ from typing import Any
 from lightly_protocol.logsafe import LOG_FORMAT, configure_logging
 
 from . import worker_version
-from .config import ConfigError, WorkerArgs, parse_args
+from .config import ConfigError, WorkerArgs, parse_args, tls_verify
 
 BANNER = f"Lightly worker (lightly-worker-fleet) version {worker_version()}"
 
@@ -156,7 +156,7 @@ def run_waiting(args: WorkerArgs) -> int:
     url = os.environ.get("LIGHTLY_SERVER_LOCATION", "https://api.lightly.ai")
     metrics = WorkerMetrics()
     metrics.serve(int(args["metrics.port"]))
-    api = WorkerApi(url, token, timeout=float(args["worker.request_timeout_seconds"]))
+    api = WorkerApi(url, token, timeout=float(args["worker.request_timeout_seconds"]), verify=tls_verify())
     try:
         return WorkerAgent(args, api, metrics).serve()
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -142,6 +143,26 @@ class WorkerArgs:
                 raise ConfigError(f"LIGHTLY_TOKEN_FILE={path} is empty; put the API token in it")
             return token
         return os.environ.get("LIGHTLY_TOKEN") or None
+
+
+def tls_verify(environ: dict[str, str] | None = None) -> ssl.SSLContext | bool:
+    """httpx's ``verify=`` for the API: the system's CAs, plus the PEM file in ``LIGHTLY_CA_CERTS`` (a
+    private CA; the same variable lightly's own client reads)."""
+    path = (os.environ if environ is None else environ).get("LIGHTLY_CA_CERTS", "")
+    if not path:
+        return True
+    ctx = ssl.create_default_context()
+    try:
+        ctx.load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ConfigError(f"LIGHTLY_CA_CERTS={path}: no such file; mount the CA's PEM file there") from None
+    except (OSError, ssl.SSLError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
+        raise ConfigError(
+            f"LIGHTLY_CA_CERTS={path} cannot be used ({why}); it must be a readable file of PEM CA certificates "
+            "(-----BEGIN CERTIFICATE-----)"
+        ) from None
+    return ctx
 
 
 def parse_args(argv: list[str]) -> WorkerArgs:

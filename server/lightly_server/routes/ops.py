@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from lightly_protocol import PROTOCOL_CLIENT_VERSION, paths
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .. import store
 from ..deps import ServerDep
+from ..netsec import NetworkSettingError, bearer_matches, read_token_file
 
 log = logging.getLogger("lightly_server")
 
@@ -37,5 +38,18 @@ def healthz(server: ServerDep) -> dict[str, str]:
 
 
 @router.get(paths.METRICS, tags=["ops"])
-def metrics(server: ServerDep) -> Response:
+def metrics(server: ServerDep, request: Request) -> Response:
+    token_file = server.settings.metrics_token_file
+    if token_file is not None:  # --metrics-token-file: only scrapers with the bearer token
+        try:
+            token = read_token_file(token_file, "--metrics-token-file")
+        except NetworkSettingError as exc:
+            log.error("/metrics refused: %s", exc)
+            return Response("the metrics token file cannot be read; see the server's log\n", status_code=503)
+        if not bearer_matches(request.headers.get("authorization"), token):
+            return Response(
+                "/metrics needs 'Authorization: Bearer <token>' (the token of --metrics-token-file)\n",
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+            )
     return Response(generate_latest(server.metrics.exposition()), media_type=CONTENT_TYPE_LATEST)
