@@ -41,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of /metrics (Prometheus); 0 disables",
     )
     p.add_argument(
+        "--metrics-token-file",
+        default=os.environ.get("LIGHTLY_OPERATOR_METRICS_TOKEN_FILE") or None,
+        help="file with a token: /metrics then answers only 'Authorization: Bearer <token>' (401 otherwise); "
+        "read at every scrape [env LIGHTLY_OPERATOR_METRICS_TOKEN_FILE]",
+    )
+    p.add_argument(
         "--health-port",
         type=int,
         default=int(os.environ.get("LIGHTLY_OPERATOR_HEALTH_PORT", "8081")),
@@ -85,15 +91,15 @@ class Health:
 
 async def run(args: argparse.Namespace) -> int:
     import kopf
-    from prometheus_client import start_http_server
 
     from .handlers import build_operator
     from .kube import load_client
     from .leader import LeaseLock
+    from .metrics_http import MetricsEndpoint
 
     app = build_operator(operator_settings(args))
-    if args.metrics_port:
-        start_http_server(args.metrics_port, registry=app.reconciler.metrics.registry)
+    metrics = MetricsEndpoint(app.reconciler.metrics.registry, args.metrics_token_file)
+    metrics_runner = await metrics.serve(args.metrics_port) if args.metrics_port else None
     health = Health()
     runner = await health.serve(args.health_port) if args.health_port else None
     stop = asyncio.Event()
@@ -135,6 +141,8 @@ async def run(args: argparse.Namespace) -> int:
             await asyncio.to_thread(lease.release)  # a successor need not wait for the Lease to expire
         if runner is not None:
             await runner.cleanup()
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
 
 
 def operator_settings(args: argparse.Namespace) -> OperatorSettings:
