@@ -10,6 +10,7 @@ from lightly_protocol.models import MAX_INT64, OID_PATTERN
 from starlette.concurrency import run_in_threadpool
 
 from .errors import ApiError
+from .polls import INVALID_TOKEN
 from .runtime import Server
 
 WORKER_SESSION_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
@@ -37,11 +38,7 @@ async def user(server: ServerDep, token: Annotated[str | None, Query(description
     if not hit:  # a database read: not on the event loop
         user_id = await run_in_threadpool(server.tokens.user_for, token)
     if user_id is None:
-        raise ApiError(
-            401,
-            ApiErrorCode.UNAUTHORIZED,
-            "invalid token: create one with 'lightly-server create-token --user NAME'",
-        )
+        raise ApiError(401, ApiErrorCode.UNAUTHORIZED, INVALID_TOKEN)
     return user_id
 
 

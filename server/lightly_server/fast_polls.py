@@ -121,9 +121,10 @@ class FastPolls:
         if labels is None:
             return None  # FastAPI reads the worker (404 for an unknown one) and remembers it
         wait = float(raw_wait)
+        token = query["token"]  # checked again after the wait (revoked meanwhile: 401)
         if route == WORK_TEMPLATE:
-            return work_poll(server, user_id, worker_id, labels, wait)
-        return queue_poll(server, user_id, [ScheduledState.OPEN] if state else [], labels, False, wait)
+            return work_poll(server, user_id, worker_id, labels, wait, token)
+        return queue_poll(server, user_id, [ScheduledState.OPEN] if state else [], labels, False, wait, token)
 
     async def _respond(
         self, scope: Scope, receive: Receive, send: Send, route: str, answer: Awaitable[Any], start: float

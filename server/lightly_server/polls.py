@@ -9,6 +9,11 @@ Both are reached through FastAPI (``routes/schedule.py``, ``routes/shards.py``) 
 steady-state shape of an idle fleet's request, through ``fast_polls.FastPolls``, which skips FastAPI's
 request machinery. Each returns the answer's wire form (what goes into the JSON body); the caller has
 already renewed the worker's lease (``Server.polling_worker_labels`` / ``Server.known_polling_labels``).
+
+A long poll's token was checked when the request came in, but its wait lasts up to ``--max-wait-seconds``:
+with ``token`` given, a poll about to answer a run (or to claim a shard) after its wait checks the token
+again (the token cache: no database work while the entry is fresh, ``auth.TOKEN_TTL_S``), so a token
+revoked during the wait gets 401 and the run goes to the next waiter.
 """
 
 from __future__ import annotations
@@ -16,13 +21,38 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from lightly_protocol.enums import ScheduledState
+from lightly_protocol.enums import ApiErrorCode, ScheduledState
 from lightly_protocol.shards import ShardAssignment, WorkData
 from starlette.concurrency import run_in_threadpool
 
 from . import store
+from .errors import ApiError
 from .runtime import Server
 from .store import shards as shard_store
+
+INVALID_TOKEN = "invalid token: create one with 'lightly-server create-token --user NAME'"
+
+
+def invalid_token() -> ApiError:
+    return ApiError(401, ApiErrorCode.UNAUTHORIZED, INVALID_TOKEN)
+
+
+async def token_still_valid(server: Server, token: str | None) -> bool:
+    """Whether ``token`` (None: not checked again) is still valid, from the cache while it is fresh."""
+    if token is None:
+        return True
+    hit, user_id = server.tokens.cached(token)
+    if not hit:
+        user_id = await run_in_threadpool(server.tokens.user_for, token)
+    return user_id is not None
+
+
+async def _refuse_if_revoked(server: Server, token: str | None, rows: list[Any]) -> None:
+    """After a wait: 401 when the token was revoked meanwhile; the runs handed to this poll go to the next waiter."""
+    if rows and not await token_still_valid(server, token):
+        for r in rows:
+            server.broker.release(r.id)
+        raise invalid_token()
 
 
 def wait_cap(server: Server, wait_seconds: float) -> float:
@@ -37,11 +67,13 @@ async def queue_poll(
     labels: frozenset[str] | set[str],
     include_unlockable: bool,
     wait_seconds: float,
+    token: str | None = None,
 ) -> list[dict[str, Any]]:
     """Without ``waitSeconds``: the protocol's plain listing. With it (our extension): one run for
     this worker as soon as there is one, handed out so that concurrent pollers get different runs."""
     if wait_seconds > 0 and states in ([], [ScheduledState.OPEN]):
         rows = await server.broker.wait(user_id, labels, include_unlockable, wait_cap(server, wait_seconds))
+        await _refuse_if_revoked(server, token, rows)
     else:
 
         def query() -> list[Any]:
@@ -53,7 +85,7 @@ async def queue_poll(
 
 
 async def work_poll(
-    server: Server, user_id: str, worker_id: str, labels: frozenset[str], wait_seconds: float
+    server: Server, user_id: str, worker_id: str, labels: frozenset[str], wait_seconds: float, token: str | None = None
 ) -> dict[str, Any]:
     """A shard the worker may take (claimed for it), else the scheduled runs it may take; with
     ``waitSeconds`` as soon as a shard opens or a run is scheduled for it, else empty after the wait."""
@@ -91,6 +123,9 @@ async def work_poll(
                 return WorkData(scheduled=[]).wire()
             # a shard change (the ticket) ends the wait like its timeout; a run handed meanwhile is answered
             rows = await server.broker.wait(user_id, labels, False, remaining, interrupt=ticket)
+            await _refuse_if_revoked(server, token, rows)
             if rows or not ticket.done():
                 return WorkData(scheduled=[store.scheduled_data(r) for r in rows]).wire()
-            # a shard changed: try the claim again
+            # a shard changed: try the claim again (with a token still valid)
+            if not await token_still_valid(server, token):
+                raise invalid_token()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from lightly_protocol import paths
 from lightly_protocol.enums import ScheduledState
@@ -29,6 +29,7 @@ router = APIRouter()
 
 @router.get(paths.SCHEDULE, response_model=list[ScheduledRunData], tags=["docker"])
 async def schedule_by_labels(
+    request: Request,
     user_id: User,
     server: ServerDep,
     state: Annotated[ScheduledState | None, Query()] = None,
@@ -38,11 +39,15 @@ async def schedule_by_labels(
     wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
 ) -> JSONResponse:
     states = [state] if state else []
-    return JSONResponse(await queue_poll(server, user_id, states, set(labels or []), include_unlockable, wait_seconds))
+    token = request.query_params.get("token")  # checked again after a long wait (revoked meanwhile: 401)
+    return JSONResponse(
+        await queue_poll(server, user_id, states, set(labels or []), include_unlockable, wait_seconds, token)
+    )
 
 
 @router.get(template(paths.worker_schedule, "workerId"), response_model=list[ScheduledRunData], tags=["docker"])
 async def schedule_for_worker(
+    request: Request,
     worker_id: WorkerId,
     user_id: User,
     server: ServerDep,
@@ -51,7 +56,8 @@ async def schedule_for_worker(
 ) -> JSONResponse:
     """The steady state of an idle fleet's poll is answered by ``fast_polls`` before it gets here."""
     labels = await server.polling_worker_labels(user_id, worker_id)  # renews the worker's lease
-    return JSONResponse(await queue_poll(server, user_id, [state] if state else [], labels, False, wait_seconds))
+    token = request.query_params.get("token")  # checked again after a long wait (revoked meanwhile: 401)
+    return JSONResponse(await queue_poll(server, user_id, [state] if state else [], labels, False, wait_seconds, token))
 
 
 @router.put(

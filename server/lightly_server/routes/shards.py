@@ -116,6 +116,7 @@ def claim_own_shard(scheduled_id: ScheduledId, user_id: User, server: ServerDep,
 
 @router.get(template(paths.worker_work, "workerId"), response_model=WorkData)
 async def work(
+    request: Request,
     worker_id: WorkerId,
     user_id: User,
     server: ServerDep,
@@ -128,7 +129,8 @@ async def work(
     The steady state of an idle fleet's poll is answered by ``fast_polls`` before it gets here.
     """
     labels = await server.polling_worker_labels(user_id, worker_id)  # renews the worker's lease
-    return JSONResponse(await work_poll(server, user_id, worker_id, labels, wait_seconds))
+    token = request.query_params.get("token")  # checked again after a long wait (revoked meanwhile: 401)
+    return JSONResponse(await work_poll(server, user_id, worker_id, labels, wait_seconds, token))
 
 
 @router.get(template(paths.shard_files, "shardId"), response_model=list[str])
