@@ -687,16 +687,43 @@ def test_token_bootstrap_creates_the_server_secret_key_once_and_never_replaces_i
     assert base64.b64decode(first).decode() not in out.out + out.err
 
 
+def _secret_key_file(server: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the secret-key volume, its mount) of the server pod, after checking the key reaches the server as a
+    file (``LIGHTLY_SERVER_SECRET_KEY_FILE``) and never as an environment variable."""
+    (c,) = server["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    assert "LIGHTLY_SERVER_SECRET_KEY" not in env, env
+    assert env["LIGHTLY_SERVER_SECRET_KEY_FILE"]["value"] == "/etc/lightly-server/secret-key/secret-key"
+    mount = next(m for m in c["volumeMounts"] if m["name"] == "secret-key")
+    assert mount == {"name": "secret-key", "mountPath": "/etc/lightly-server/secret-key", "readOnly": True}
+    volume = next(v for v in server["volumes"] if v["name"] == "secret-key")
+    return volume["secret"], mount
+
+
 def test_the_bundled_server_gets_its_secret_key_from_a_secret() -> None:
     docs = render("server")
     server = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["spec"]
-    env = {e["name"]: e for e in server["containers"][0]["env"]}
-    ref = env["LIGHTLY_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
-    assert ref == {"name": f"{FULLNAME}-server-secret-key", "key": "secret-key"}
+    secret, _ = _secret_key_file(server)
+    assert secret["items"] == [{"key": "secret-key", "path": "secret-key"}] and secret["defaultMode"] == 0o440
+    assert secret["optional"] is True  # the bootstrap (an init container) creates it after the pod's volumes
+    ref = {"name": secret["secretName"], "key": "secret-key"}
+    assert ref["name"] == f"{FULLNAME}-server-secret-key"
     boot = {e["name"]: e.get("value") for e in server["initContainers"][0]["env"]}
     assert boot["SECRET_KEY_SECRET_NAME"] == ref["name"] and boot["SECRET_KEY_NAMESPACE"] == NAMESPACE
     role = one(docs, "Role", f"{FULLNAME}-server-secret-key", NAMESPACE)
     assert {"get"} == set(role["rules"][1]["verbs"]) and role["rules"][1]["resourceNames"] == [ref["name"]]
+
+
+def test_a_given_secret_key_secret_is_mounted_as_a_required_file() -> None:
+    values = {"server": {"enabled": True, "secretKey": {"existingSecret": "my-key", "key": "k"}}}
+    with helm.Chart.load(str(CHART)) as chart:
+        chart.validate_schema(values)
+        out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    docs = [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
+    server = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["spec"]
+    secret, _ = _secret_key_file(server)
+    assert secret["secretName"] == "my-key" and secret["items"] == [{"key": "k", "path": "secret-key"}]
+    assert "optional" not in secret  # the pod waits for a missing Secret instead of starting without its key
 
 
 # ---------------------------------------------------------------------------- on a real apiserver
