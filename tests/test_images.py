@@ -193,10 +193,16 @@ _built: dict[str, str] = {}
 
 def _image(name: str, engine, request: pytest.FixtureRequest) -> str:  # type: ignore[no-untyped-def]
     """The tag of the built (or reused) image; says on the terminal how long the build took."""
-    from lightly_devkit.engine import build_image
+    from lightly_devkit.engine import BuildError, build_failure_verdict, build_image, is_ci
 
     if name not in _built:
-        result = build_image(name, engine=engine)
+        try:
+            result = build_image(name, engine=engine)
+        except BuildError as exc:  # no registry for the base image: skip outside CI, with the engine's message
+            verdict, why = build_failure_verdict(str(exc), is_ci())
+            if verdict == "skip":
+                pytest.skip(why)
+            raise
         _built[name] = result.tag
         line = f"[images] {result.describe()}"
         reporter = request.config.pluginmanager.get_plugin("terminalreporter")

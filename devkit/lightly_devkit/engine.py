@@ -57,6 +57,39 @@ class BuildError(RuntimeError):
     """An image build failed; the message holds the end of the build log."""
 
 
+#: what docker, BuildKit and podman/buildah print when the FROM image cannot be pulled (no registry
+#: reachable, DNS, auth, rate limits); matched line by line, never pip's own network errors
+_PULL_FAILURE = re.compile(
+    r"pull access denied|failed to resolve source metadata|failed to resolve reference|error pulling image"
+    r"|initializing source docker://|manifest unknown|requested access to the resource is denied"
+    r"|unable to pull|failed to pull|pinging container registry|toomanyrequests",
+    re.IGNORECASE,
+)
+
+
+def base_image_pull_failure(output: str) -> str | None:
+    """The engine's line saying the base image could not be pulled, or None (some other build failure)."""
+    for line in output.splitlines():
+        if _PULL_FAILURE.search(line):
+            return line.strip()
+    return None
+
+
+def build_failure_verdict(output: str, ci: bool) -> tuple[str, str]:
+    """What a test does with a failed image build: ("skip", the engine's message) when the base image
+    could not be pulled and this is not CI; ("fail", why) otherwise (CI=true needs every image)."""
+    reason = base_image_pull_failure(output)
+    if reason is None:
+        return "fail", "the build failed (not a base image pull)"
+    if ci:
+        return "fail", f"CI=true and the base image cannot be pulled: {reason}"
+    return "skip", f"the container engine cannot pull the base image: {reason}"
+
+
+def is_ci() -> bool:
+    return os.environ.get("CI", "").lower() == "true"
+
+
 @dataclass(frozen=True)
 class Engine:
     """A container engine command (docker, podman or a wrapper around either)."""
