@@ -37,6 +37,7 @@ import httpx
 import pytest
 import yaml
 from cluster import Stack, fleet, require
+from lightly_operator.policy import SECRET_LABEL
 
 pytest_plugins = ("e2e_fixtures",)
 
@@ -130,7 +131,8 @@ class Setup:
         kube.run("-n", ns, "delete", "secret", KEY_SECRET, "--ignore-not-found")
         if value is not None:
             data = {key_file: base64.b64encode(value.encode()).decode()}
-            kube.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": KEY_SECRET}, "data": data}], ns=ns)
+            meta = {"name": KEY_SECRET, "labels": {SECRET_LABEL: "true"}}  # opted in: fleets may use it
+            kube.apply([{"apiVersion": "v1", "kind": "Secret", "metadata": meta, "data": data}], ns=ns)
 
     def pull_secret_password(self, fleet_name: str) -> str:
         raw = self.stack.kube.secret_value(self.stack.ns, f"{fleet_name}-registry", ".dockerconfigjson")
@@ -227,7 +229,8 @@ def test_pods_pull_from_the_private_registry_with_the_operators_pull_secret(setu
 
 
 def _secret(name: str, data: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}, "stringData": data}
+    meta = {"name": name, "labels": {SECRET_LABEL: "true"}}  # opted in: fleets may use it
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": meta, "stringData": data}
 
 
 def _fix_and_recover(setup: Setup, fleet_name: str, secret: str) -> None:

@@ -82,6 +82,16 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     },
 }
 
+# network security (TLS, /metrics token, NetworkPolicy): tests at the end of this file
+COMBINATIONS["network"] = {
+    "watch": {"allNamespaces": False, "namespaces": ["ml", "research"]},
+    "server": {"enabled": True, "tls": {"enabled": True, "existingSecret": "lightly-server-tls"}},
+    "apiCaCerts": {"existingSecret": "lightly-server-tls"},
+    "metricsAuth": {"enabled": True, "existingSecret": "lightly-metrics-token"},
+    "serviceMonitor": {"enabled": True},
+    "networkPolicy": {"enabled": True, "extraFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}]},
+}
+
 
 @functools.cache
 def _render(key: str) -> tuple[dict[str, Any], ...]:
@@ -132,6 +142,12 @@ def test_strict_lint_is_clean(key: str) -> None:
     assert report["errors"] == [] and report["messages"] == [], report
 
 
+SECRET_KEY_SELECTOR = {
+    "type": "object",
+    "required": ["key"],
+    "additionalProperties": False,
+    "properties": {"name": {"type": "string", "minLength": 1}, "key": {"type": "string", "minLength": 1}},
+}
 # ServiceMonitor/PrometheusRule are CRDs kubernetes-validate has no schema for: the fields we set
 MONITORING_SCHEMAS = {
     "ServiceMonitor": {
@@ -158,6 +174,25 @@ MONITORING_SCHEMAS = {
                                 "path": {"type": "string"},
                                 "interval": {"type": "string"},
                                 "scrapeTimeout": {"type": "string"},
+                                # as in monitoring.coreos.com/v1 Endpoint (prometheus-operator's CRD)
+                                "scheme": {"enum": ["http", "https"]},
+                                "authorization": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {"type": {"type": "string"}, "credentials": SECRET_KEY_SELECTOR},
+                                },
+                                "tlsConfig": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "serverName": {"type": "string"},
+                                        "ca": {
+                                            "type": "object",
+                                            "additionalProperties": False,
+                                            "properties": {"secret": SECRET_KEY_SELECTOR},
+                                        },
+                                    },
+                                },
                             },
                         },
                     },
@@ -243,6 +278,8 @@ INVALID = [
     ({"prometheusRule": {"pendingFor": "15 minutes"}}, "/prometheusRule/pendingFor"),
     ({"serviceMonitr": {"enabled": True}}, "serviceMonitr"),  # typos are not silently ignored
     ({"logLevel": "verbose"}, "/logLevel"),
+    ({"networkPolicy": {"enabled": "yes"}}, "/networkPolicy/enabled"),
+    ({"server": {"tls": {"secret": "x"}}}, "secret"),
 ]
 
 
@@ -264,6 +301,8 @@ TEMPLATE_CHECKS = [
     ({"watch": {"allNamespaces": True, "namespaces": ["ml"]}}, "watch.namespaces (ml) is set but"),
     ({"registryCredentials": {"create": True}}, "registryCredentials.value"),
     ({"server": {"enabled": True}, "lightlyToken": {"create": True, "value": "t"}}, "turn one off"),
+    ({"server": {"enabled": True, "tls": {"enabled": True}}}, "server.tls.existingSecret"),
+    ({"metricsAuth": {"enabled": True}}, "metricsAuth.existingSecret"),
 ]
 
 
@@ -671,16 +710,22 @@ def test_token_bootstrap_creates_the_server_secret_key_once_and_never_replaces_i
         store[name] = body
         return 201, body
 
+    handed = tmp_path / "secret-key"
     env = {
         "SECRET_KEY_SECRET_NAME": "srv-secret-key",
         "SECRET_KEY_SECRET_KEY": "secret-key",
         "SECRET_KEY_NAMESPACE": "ns",
+        "SECRET_KEY_OUT_FILE": str(handed),
     }
     with mock.patch.dict(os.environ, env), mock.patch.object(mod, "api", api):
         assert mod.ensure_secret_key() == 0
         first = store["srv-secret-key"]["data"]["secret-key"]
         assert len(base64.b64decode(first)) >= 32  # the server wants at least 32 characters
+        # handed to the server as a file only its user reads
+        assert handed.read_text().strip() == base64.b64decode(first).decode() and handed.stat().st_mode & 0o777 == 0o400
+        handed.unlink()
         assert mod.ensure_secret_key() == 0 and store["srv-secret-key"]["data"]["secret-key"] == first
+        assert handed.read_text().strip() == base64.b64decode(first).decode()  # a restarted pod reads it back
         store["srv-secret-key"] = {"data": {"other": "eA=="}}
         assert mod.ensure_secret_key() == 1  # a foreign Secret is never overwritten
     out = capsys.readouterr()
@@ -697,19 +742,22 @@ def _secret_key_file(server: dict[str, Any]) -> tuple[dict[str, Any], dict[str, 
     mount = next(m for m in c["volumeMounts"] if m["name"] == "secret-key")
     assert mount == {"name": "secret-key", "mountPath": "/etc/lightly-server/secret-key", "readOnly": True}
     volume = next(v for v in server["volumes"] if v["name"] == "secret-key")
-    return volume["secret"], mount
+    return volume, mount
 
 
 def test_the_bundled_server_gets_its_secret_key_from_a_secret() -> None:
     docs = render("server")
     server = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["spec"]
-    secret, _ = _secret_key_file(server)
-    assert secret["items"] == [{"key": "secret-key", "path": "secret-key"}] and secret["defaultMode"] == 0o440
-    assert secret["optional"] is True  # the bootstrap (an init container) creates it after the pod's volumes
-    ref = {"name": secret["secretName"], "key": "secret-key"}
-    assert ref["name"] == f"{FULLNAME}-server-secret-key"
-    boot = {e["name"]: e.get("value") for e in server["initContainers"][0]["env"]}
+    volume, _ = _secret_key_file(server)
+    # the bootstrap (an init container) creates the Secret after the pod's volumes are set up, and hands the key
+    # to the server through an in-memory volume: no wait for the kubelet, no restart at the first install
+    assert volume["emptyDir"] == {"medium": "Memory", "sizeLimit": "1Mi"}
+    (init,) = server["initContainers"]
+    assert {"name": "secret-key", "mountPath": "/etc/lightly-server/secret-key"} in init["volumeMounts"]
+    ref = {"name": f"{FULLNAME}-server-secret-key", "key": "secret-key"}
+    boot = {e["name"]: e.get("value") for e in init["env"]}
     assert boot["SECRET_KEY_SECRET_NAME"] == ref["name"] and boot["SECRET_KEY_NAMESPACE"] == NAMESPACE
+    assert boot["SECRET_KEY_OUT_FILE"] == "/etc/lightly-server/secret-key/secret-key"
     role = one(docs, "Role", f"{FULLNAME}-server-secret-key", NAMESPACE)
     assert {"get"} == set(role["rules"][1]["verbs"]) and role["rules"][1]["resourceNames"] == [ref["name"]]
 
@@ -721,7 +769,8 @@ def test_a_given_secret_key_secret_is_mounted_as_a_required_file() -> None:
         out = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
     docs = [d for path, text in out.items() if not path.endswith("NOTES.txt") for d in yaml.safe_load_all(text) if d]
     server = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["spec"]
-    secret, _ = _secret_key_file(server)
+    volume, _ = _secret_key_file(server)
+    secret = volume["secret"]
     assert secret["secretName"] == "my-key" and secret["items"] == [{"key": "k", "path": "secret-key"}]
     assert "optional" not in secret  # the pod waits for a missing Secret instead of starting without its key
 
@@ -878,3 +927,99 @@ def test_chart_readme_documents_every_value() -> None:
         for sub in subkeys or [None]:
             path = f"{key}.{sub}" if sub else key
             assert f"`{path}" in readme, f"charts/lightly-worker-operator/README.md does not document {path}"
+
+
+# ---------------------------------------------------------------------------- TLS, /metrics token, NetworkPolicy
+
+
+def test_server_tls_mounts_the_tls_secret_and_the_default_api_url_is_https() -> None:
+    docs = render("network")
+    server = f"{FULLNAME}-server"
+    pod = one(docs, "Deployment", server)["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    assert env["LIGHTLY_SERVER_TLS_CERT"] == "/etc/lightly-server/tls/tls.crt"
+    assert env["LIGHTLY_SERVER_TLS_KEY"] == "/etc/lightly-server/tls/tls.key"
+    assert {"name": "tls", "mountPath": "/etc/lightly-server/tls", "readOnly": True} in c["volumeMounts"]
+    tls = next(v for v in pod["volumes"] if v["name"] == "tls")["secret"]
+    assert tls["secretName"] == "lightly-server-tls" and {i["key"] for i in tls["items"]} == {"tls.crt", "tls.key"}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["scheme"] == "HTTPS", probe
+    op = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    opc = op["containers"][0]
+    openv = {e["name"]: e.get("value") for e in opc["env"]}
+    assert openv["LIGHTLY_SERVER_LOCATION"] == f"https://{server}.{NAMESPACE}.svc:8080"
+    assert openv["LIGHTLY_CA_CERTS"] == "/etc/lightly-operator/ca/ca.pem"
+    ca = next(v for v in op["volumes"] if v["name"] == "api-ca")["secret"]
+    assert ca == {"secretName": "lightly-server-tls", "items": [{"key": "ca.crt", "path": "ca.pem"}]}
+    # without TLS: plain http, no scheme on the probes, no CA
+    plain = one(render("server"), "Deployment", server)["spec"]["template"]["spec"]["containers"][0]
+    assert "scheme" not in plain["readinessProbe"]["httpGet"]
+    assert not any(e["name"].startswith("LIGHTLY_SERVER_TLS") for e in plain["env"])
+
+
+def test_metrics_auth_mounts_the_token_and_the_service_monitors_send_it() -> None:
+    docs = render("network")
+    op = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]["containers"][0]
+    assert "--metrics-token-file=/etc/lightly-operator/metrics/token" in op["args"]
+    server = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["spec"]
+    env = {e["name"]: e.get("value") for e in server["containers"][0]["env"]}
+    assert env["LIGHTLY_SERVER_METRICS_TOKEN_FILE"] == "/etc/lightly-server/metrics/token"
+    vol = next(v for v in server["volumes"] if v["name"] == "metrics-token")["secret"]
+    assert vol["secretName"] == "lightly-metrics-token" and vol["items"] == [{"key": "token", "path": "token"}]
+    auth = {"type": "Bearer", "credentials": {"name": "lightly-metrics-token", "key": "token"}}
+    for name in (FULLNAME, f"{FULLNAME}-server"):
+        (endpoint,) = one(docs, "ServiceMonitor", name)["spec"]["endpoints"]
+        assert endpoint["authorization"] == auth
+    (server_ep,) = one(docs, "ServiceMonitor", f"{FULLNAME}-server")["spec"]["endpoints"]
+    assert server_ep["scheme"] == "https"
+    assert server_ep["tlsConfig"]["ca"]["secret"] == {"name": "lightly-server-tls", "key": "ca.crt"}
+    # off by default: no token anywhere
+    plain = render("monitoring")
+    assert all("authorization" not in ep for sm in find(plain, "ServiceMonitor") for ep in sm["spec"]["endpoints"])
+
+
+def test_network_policy_admits_workers_operator_prometheus_and_extra_peers_only() -> None:
+    assert not find(render("server"), "NetworkPolicy")  # off by default
+    docs = render("network")
+    policy = one(docs, "NetworkPolicy", f"{FULLNAME}-server")
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    server_pod = one(docs, "Deployment", f"{FULLNAME}-server")["spec"]["template"]["metadata"]["labels"]
+    assert spec["podSelector"]["matchLabels"].items() <= server_pod.items()
+    (rule,) = spec["ingress"]
+    assert rule["ports"] == [{"port": 8080, "protocol": "TCP"}]
+    workers, operator, prometheus, extra = rule["from"]
+    # the labels the operator puts on worker pods
+    from lightly_operator.builders import MANAGED_BY
+
+    assert workers["podSelector"]["matchLabels"] == {
+        "app.kubernetes.io/name": "lightly-worker",
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+    }
+    (expr,) = workers["namespaceSelector"]["matchExpressions"]
+    assert expr["key"] == "kubernetes.io/metadata.name" and expr["values"] == ["ml", "research"]
+    op_labels = one(docs, "Deployment", FULLNAME)["spec"]["template"]["metadata"]["labels"]
+    assert operator["podSelector"]["matchLabels"].items() <= op_labels.items() and "namespaceSelector" not in operator
+    assert prometheus == {
+        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+        "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+    }
+    assert extra == {"namespaceSelector": {"matchLabels": {"team": "ml"}}}
+    # the operator's /metrics: Prometheus only; its health port stays open to the kubelet's probes
+    op_policy = one(docs, "NetworkPolicy", FULLNAME)["spec"]
+    metrics_rule, health_rule = op_policy["ingress"]
+    assert metrics_rule["ports"] == [{"port": 8080, "protocol": "TCP"}] and metrics_rule["from"] == [prometheus]
+    assert health_rule == {"ports": [{"port": 8081, "protocol": "TCP"}]}
+
+
+def test_network_policy_when_watching_all_namespaces_admits_workers_of_any_namespace() -> None:
+    with helm.Chart.load(str(CHART)) as chart:
+        out = chart.render(
+            {"watch": {"allNamespaces": True}, "server": {"enabled": True}, "networkPolicy": {"enabled": True}},
+            name=RELEASE,
+            namespace=NAMESPACE,
+        )
+    docs = [d for k, v in out.items() if not k.endswith("NOTES.txt") for d in yaml.safe_load_all(v) if d]
+    workers = one(docs, "NetworkPolicy", f"{FULLNAME}-server")["spec"]["ingress"][0]["from"][0]
+    assert workers["namespaceSelector"] == {}

@@ -25,6 +25,7 @@ from conftest import Api, Backend, ServerProcess, backend
 from flows import config, dataset, lock, ok, schedule
 from kube.harness import pod_running, pod_unschedulable, pod_waiting
 from lightly_operator import handlers
+from lightly_operator.policy import SECRET_LABEL
 from lightly_operator.settings import OperatorSettings
 from lightly_server.auth import hash_token
 
@@ -35,6 +36,7 @@ pytest_plugins = ("kube.fixtures",)
 
 ROOT = Path(__file__).resolve().parent.parent
 LW = "lightlyworkers.lightly.ai"
+UNREACHABLE_API = "http://127.0.0.1:9"
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +62,21 @@ class Env:
     def apply(self, manifest: dict[str, Any] | str) -> None:
         self.kube.apply(manifest)
 
-    def token_secret(self, token: str | None = None, name: str = "lightly-token", key: str = "token") -> None:
-        value = base64.b64encode((token or self.token).encode()).decode()
+    def token_secret(
+        self, token: str | None = None, name: str = "lightly-token", key: str = "token", opted_in: bool = True
+    ) -> None:
+        """The token Secret; ``opted_in``: with the label that lets fleets use it (``policy.SECRET_LABEL``)."""
+        self.secret(name, {key: token or self.token}, opted_in)
+
+    def secret(self, name: str, data: dict[str, str], opted_in: bool = True) -> None:
+        labels = {SECRET_LABEL: "true"} if opted_in else {}
+        encoded = {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}
         self.apply(
             {
                 "apiVersion": "v1",
                 "kind": "Secret",
-                "metadata": {"name": name, "namespace": self.ns},
-                "data": {key: value},
+                "metadata": {"name": name, "namespace": self.ns, "labels": labels},
+                "data": encoded,
             }
         )
 
@@ -136,6 +145,9 @@ def env(kube: Kube, lightly_crd: Path, api_server: ServerProcess, api_backend: B
         call_timeout_seconds=2.0,
         offline_grace_seconds=3600.0,
         namespaces=(kube.namespace,),
+        # the tests' unreachable API, and the image of the autoscaling example
+        allowed_api_urls=(api_server.url, UNREACHABLE_API),
+        allowed_images=("lightly-worker:*", "eu.gcr.io/my-project/lightly-worker:*"),
     )
     e = Env(kube, api_server, api_backend.token(), settings)
     e.token_secret()
@@ -357,9 +369,7 @@ def test_missing_secret_and_invalid_token(env: Env) -> None:
 
 def test_api_down_then_recovery(env: Env, api_backend: Backend) -> None:
     with running(env):
-        env.fleet(
-            name="far", replicas=1, api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}}
-        )
+        env.fleet(name="far", replicas=1, api={"url": UNREACHABLE_API, "tokenSecretRef": {"name": "lightly-token"}})
         cond = env.wait(
             lambda: (
                 env.condition("Degraded", "far").get("reason") == "ApiUnreachable" and env.condition("Degraded", "far")
@@ -409,7 +419,7 @@ def test_deregistration_times_out_with_an_event(env: Env) -> None:
         env.fleet(
             replicas=1,
             deregistration={"timeoutSeconds": 1},
-            api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}},
+            api={"url": UNREACHABLE_API, "tokenSecretRef": {"name": "lightly-token"}},
         )
         env.kube.kubectl("delete", "lw", "fleet", "--wait=false")
         env.wait(lambda: not env.lw(), "released after the timeout", timeout=30)
@@ -427,7 +437,7 @@ def test_a_failed_deregistration_is_retried_until_the_timeout(env: Env) -> None:
         env.fleet(
             replicas=1,
             deregistration={"timeoutSeconds": 4},
-            api={"url": "http://127.0.0.1:9", "tokenSecretRef": {"name": "lightly-token"}},
+            api={"url": UNREACHABLE_API, "tokenSecretRef": {"name": "lightly-token"}},
         )
         env.kube.kubectl("delete", "lw", "fleet", "--wait=false")
         # the first attempt fails within the timeout (TemporaryError, retried after 4 s); the retry gives up
@@ -468,15 +478,8 @@ def test_operator_restart_never_registers_twice(env: Env) -> None:
 
 
 def test_example_manifests_reconcile(env: Env) -> None:
-    key = base64.b64encode(json.dumps({"type": "service_account", "private_key_id": "k"}).encode()).decode()
-    env.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Secret",
-            "metadata": {"name": "lightly-registry-key", "namespace": env.ns},
-            "data": {"container-credentials.json": key},
-        }
-    )
+    key = json.dumps({"type": "service_account", "private_key_id": "k"})
+    env.secret("lightly-registry-key", {"container-credentials.json": key})
     with running(env):
         for path in sorted((ROOT / "examples").glob("*.yaml")):
             env.kube.kubectl("apply", "-n", env.ns, "-f", str(path))
@@ -649,3 +652,103 @@ def test_the_operator_command_logs_no_token_even_at_debug(env: Env, tmp_path: Pa
     assert "lightly_operator" in text or "kopf" in text, f"the operator logged nothing at DEBUG:\n{text[-2000:]}"
     lines = [line for line in text.splitlines() if env.token in line]
     assert not lines, "the operator's log holds the token:\n" + "\n".join(lines[:5])
+
+
+def _refusal(env: Env, reason: str, name: str = "fleet") -> dict[str, Any]:
+    def refused() -> dict[str, Any] | None:
+        c = env.condition("Degraded", name)
+        return c if c.get("reason") == reason else None
+
+    return env.wait(refused, f"Degraded {reason} on {name}")
+
+
+def test_a_fleet_that_asks_for_more_than_the_policy_allows_is_refused_with_the_reason(env: Env) -> None:
+    """podTemplate cannot get around the policy: what is checked is the pod the operator would build."""
+    with running(env):
+        env.fleet(
+            name="escalate",
+            replicas=1,
+            podTemplate={
+                "spec": {
+                    "hostNetwork": True,
+                    "serviceAccountName": "default",
+                    "containers": [
+                        {"name": "worker", "image": "evil.example/miner:1", "securityContext": {"privileged": True}}
+                    ],
+                    "volumes": [{"name": "root", "hostPath": {"path": "/"}}],
+                }
+            },
+        )
+        env.fleet(
+            name="exfiltrate",
+            replicas=1,
+            api={"url": "http://attacker.example", "tokenSecretRef": {"name": "lightly-token"}},
+        )
+        env.fleet(
+            name="foreign-registry",
+            replicas=1,
+            registryCredentials={"registry": "attacker.example", "secretRef": {"name": "lightly-token"}},
+        )
+        c = _refusal(env, "PolicyViolation", "escalate")
+        for words in ("hostNetwork", "evil.example/miner:1", "privileged", "hostPath", "serviceAccountName default"):
+            assert words in c["message"], c["message"]
+        assert env.status("escalate")["phase"] == "Error"
+        c = _refusal(env, "PolicyViolation", "exfiltrate")
+        assert "spec.api.url http://attacker.example is not an allowed" in c["message"], c["message"]
+        c = _refusal(env, "PolicyViolation", "foreign-registry")
+        assert "registry attacker.example is not an allowed" in c["message"], c["message"]
+        warned = {(e["reason"], e["type"], e["involvedObject"]["name"]) for e in env.events("PolicyViolation")}
+        assert {("PolicyViolation", "Warning", n) for n in ("escalate", "exfiltrate", "foreign-registry")} <= warned
+    # nothing was created nor registered for them
+    assert not [p for n in ("escalate", "exfiltrate", "foreign-registry") for p in env.pods(n)]
+    prefix = env.settings.name_prefix()
+    assert not [w for w in env.api_workers() if w.startswith(prefix)]
+
+
+def test_secrets_without_the_opt_in_label_are_not_used(env: Env) -> None:
+    env.token_secret(name="plain-token", opted_in=False)
+    env.secret("aws", {"key": "x"}, opted_in=False)
+    with running(env):
+        env.fleet(name="plain", replicas=1, api={"tokenSecretRef": {"name": "plain-token"}})
+        c = _refusal(env, "SecretNotOptedIn", "plain")
+        assert f"kubectl -n {env.ns} label secret plain-token {SECRET_LABEL}=true" in c["message"], c["message"]
+        assert env.condition("Registered", "plain")["status"] == "False"
+        env.fleet(
+            name="envref",
+            replicas=1,
+            env=[{"name": "AWS_KEY", "valueFrom": {"secretKeyRef": {"name": "aws", "key": "key"}}}],
+        )
+        c = _refusal(env, "SecretNotOptedIn", "envref")
+        assert "Secret " + env.ns + "/aws" in c["message"] and "AWS_KEY" in c["message"], c["message"]
+        assert not env.pods("plain") and not env.pods("envref")
+        # opting in is all it takes
+        env.token_secret(name="plain-token", opted_in=True)
+        env.wait(lambda: len(env.pods("plain")) == 1, "the opted-in fleet's pod", timeout=30)
+
+
+def test_a_pod_the_apiserver_refuses_is_a_degraded_condition_and_a_warning_event(env: Env) -> None:
+    """A real refusal (a ResourceQuota of 0 pods): the apiserver's own message in the condition and an Event."""
+    env.apply(
+        {"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-pods"}, "spec": {"hard": {"pods": "0"}}}
+    )
+    env.wait(lambda: (env.kube.get("resourcequotas", "no-pods") or {}).get("status", {}).get("hard"), "quota status")
+    with running(env):
+        env.fleet(replicas=1)
+        c = _refusal(env, "PodRejected")
+        assert "the apiserver refused pod fleet-0-" in c["message"] and "exceeded quota" in c["message"], c["message"]
+        events = env.wait(lambda: env.events("PodRejected"), "the PodRejected Event")
+        assert events[0]["type"] == "Warning" and "exceeded quota" in events[0]["message"], events
+        env.kube.delete("resourcequotas", "no-pods")
+        env.wait(lambda: len(env.pods()) == 1, "the pod, once the quota is gone", timeout=40)
+        env.wait(lambda: env.condition("Degraded").get("reason") != "PodRejected", "PodRejected cleared", timeout=40)
+
+
+def test_a_pull_secret_the_operator_does_not_own_is_never_overwritten(env: Env) -> None:
+    env.secret("lightly-registry-key", {"container-credentials.json": json.dumps({"type": "service_account"})})
+    env.secret("fleet-registry", {"precious": "data"}, opted_in=False)
+    with running(env):
+        env.fleet(replicas=1, registryCredentials={"secretRef": {"name": "lightly-registry-key"}})
+        c = _refusal(env, "RegistrySecretNotOwned")
+        assert f"Secret {env.ns}/fleet-registry exists and is not owned by LightlyWorker fleet" in c["message"], c
+    kept = env.kube.get("secrets", "fleet-registry")
+    assert kept and base64.b64decode(kept["data"]["precious"]).decode() == "data" and "type" not in kept.get("data", {})

@@ -89,13 +89,14 @@ def test_pod_has_worker_id_token_file_gpu_shm_and_a_restrictive_security_context
     ]
     env = {e["name"]: e.get("value") for e in c["env"]}
     assert env == {"LIGHTLY_SERVER_LOCATION": "http://api:8080", "LIGHTLY_TOKEN_FILE": "/var/run/secrets/lightly/token"}
-    assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+    # one GPU, and a floor of requests so the pod is never BestEffort
+    assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "100m", "memory": "512Mi"}}
     mounts = {m["mountPath"]: m for m in c["volumeMounts"]}
     assert mounts["/input_mount"]["readOnly"] and "/lightly_mount" in mounts and "/home/output_dir" in mounts
     vols = {v["name"]: v for v in p["spec"]["volumes"]}
     assert vols["dshm"] == {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1024Mi"}}
     assert vols["lightly-token"]["secret"]["items"] == [{"key": "token", "path": "token"}]
-    assert vols["output"] == {"name": "output", "emptyDir": {}}
+    assert vols["output"] == {"name": "output", "emptyDir": {"sizeLimit": "20Gi"}}
     assert c["securityContext"] == {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
@@ -103,7 +104,7 @@ def test_pod_has_worker_id_token_file_gpu_shm_and_a_restrictive_security_context
         "readOnlyRootFilesystem": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
-    assert mounts["/tmp"]["name"] == "tmp" and vols["tmp"] == {"name": "tmp", "emptyDir": {}}
+    assert mounts["/tmp"]["name"] == "tmp" and vols["tmp"] == {"name": "tmp", "emptyDir": {"sizeLimit": "4Gi"}}
     # the token Secret is mounted 0440 root:<fsGroup>: the worker's user must be in that group to read it
     pod_sc = p["spec"]["securityContext"]
     assert (pod_sc["runAsNonRoot"], pod_sc["runAsUser"], pod_sc["fsGroup"]) == (True, 10001, 10001)

@@ -7,6 +7,7 @@ reconcile; registration failures come back as a condition for the status.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +31,15 @@ from .status import Condition, PodView
 MAX_BACKOFF_SECONDS = 300.0
 
 
+def apiserver_message(exc: ApiException) -> str:
+    """The apiserver's own words from a refused call (its Status's message), cut to 800 characters."""
+    try:
+        message = json.loads(exc.body or "{}").get("message")
+    except (ValueError, AttributeError):
+        message = None
+    return str(message or exc.body or exc.reason)[:800]
+
+
 @dataclass
 class ActContext:
     """One fleet's reconcile as its actions see it; ``registered`` is updated as they (de)register."""
@@ -43,6 +53,8 @@ class ActContext:
     api: LightlyApi
     url: str
     checksum: str = ""
+    #: the apiserver refused a pod this reconcile created (its message), for the status and an Event
+    pod_refused: Condition | None = None
 
     @property
     def namespace(self) -> str:
@@ -58,6 +70,7 @@ class FleetActions:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
+        self.policy = settings.policy()
 
     async def sync_pull_secret(self, ctx: ActContext, pods: Sequence[PodView]) -> Condition | None:
         """Keep the dockerconfigjson pull Secret equal to the key file; pods that never got their image
@@ -69,7 +82,11 @@ class FleetActions:
         assert creds is not None
         try:
             key, _ = await self.kube.read_secret_value(
-                ctx.namespace, creds.secret_ref.name, creds.secret_ref.key, "spec.registryCredentials.secretRef"
+                ctx.namespace,
+                creds.secret_ref.name,
+                creds.secret_ref.key,
+                "spec.registryCredentials.secretRef",
+                self.policy,
             )
             changed = await self.kube.apply_secret(ctx.namespace, build_pull_secret(ctx.body, creds.registry, key))
         except SecretProblem as exc:
@@ -190,7 +207,14 @@ class FleetActions:
                     self.metrics.pod_actions.labels("create").inc()
                     ctx.logger.info(f"created pod {name} for worker {wid}")
             except ApiException as exc:
-                ctx.logger.warning(f"could not create pod {name} ({exc.status} {exc.reason}); will retry")
+                message = apiserver_message(exc)
+                ctx.logger.warning(f"could not create pod {name} ({exc.status} {exc.reason}: {message}); will retry")
+                ctx.pod_refused = Condition(
+                    "Degraded",
+                    True,
+                    "PodRejected",
+                    f"the apiserver refused pod {name} ({exc.status} {exc.reason}): {message}",
+                )
 
     async def _deregister(self, ctx: ActContext, p: Plan) -> None:
         for i in p.deregister:

@@ -54,6 +54,7 @@ class ApiAccess:
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self.cache = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
         self.secrets = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
+        self.policy = settings.policy()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -81,12 +82,23 @@ class ApiAccess:
         ref = spec.api.token_secret_ref
 
         async def read() -> tuple[str, str]:
-            value, raw = await self.kube.read_secret_value(namespace, ref.name, ref.key, "spec.api.tokenSecretRef")
+            value, raw = await self.kube.read_secret_value(
+                namespace, ref.name, ref.key, "spec.api.tokenSecretRef", self.policy
+            )
             return value, token_fingerprint({ref.key: raw}, ref.key)
 
         if fresh:
             return await read()
         return await self.secrets.get((namespace, ref.name, ref.key), read)
+
+    async def check_secret(self, namespace: str, name: str, field: str) -> None:
+        """SecretProblem unless the Secret exists and is opted in; the answer is kept for a resync interval."""
+
+        async def read() -> bool:
+            await self.kube.read_secret(namespace, name, field, self.policy)
+            return True
+
+        await self.secrets.get((namespace, name, "", "opted-in"), read)
 
     def client(self, url: str, token: str) -> LightlyApi:
         return LightlyApi(url, token, self.settings.call_timeout_seconds, self.http)

@@ -23,6 +23,13 @@ OUTPUT_DIR = "/home/output_dir"
 INPUT_MOUNT = "/input_mount"
 LIGHTLY_MOUNT = "/lightly_mount"
 DEFAULT_RESOURCES = {"limits": {"nvidia.com/gpu": "1"}}
+#: requests added for cpu and memory when spec.resources names neither a request nor a limit for them: a
+#: floor that keeps worker pods out of the BestEffort class (evicted first) and in the scheduler's sums
+DEFAULT_REQUESTS = {"cpu": "100m", "memory": "512Mi"}
+#: sizeLimits of the operator's emptyDirs (the kubelet evicts a pod that writes more, instead of filling
+#: the node's disk): the default output folder (a volume in spec.output has its own size) and /tmp (caches)
+OUTPUT_SIZE_LIMIT = "20Gi"
+TMP_SIZE_LIMIT = "4Gi"
 #: fields of the spec that do not change what a pod looks like
 # updateStrategy is pod-relevant: it sets how a worker shuts down (see worker_args)
 NON_POD_FIELDS = ("replicas", "autoscaling", "deregistration")
@@ -128,6 +135,17 @@ def _metrics_port(spec: LightlyWorkerSpec) -> int:
         return WORKER_METRICS_PORT
 
 
+def worker_resources(spec: LightlyWorkerSpec) -> dict[str, Any]:
+    """spec.resources (default: one GPU), with ``DEFAULT_REQUESTS`` for cpu and memory where it names
+    neither a request nor a limit for them."""
+    res = quantities(spec.resources if spec.resources is not None else DEFAULT_RESOURCES)
+    limits, requests = res.get("limits") or {}, dict(res.get("requests") or {})
+    for name, value in DEFAULT_REQUESTS.items():
+        if name not in limits and name not in requests:
+            requests[name] = value
+    return {**res, "requests": requests}
+
+
 def build_volumes(spec: LightlyWorkerSpec) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(volumes, container volumeMounts): token file, shm, output, optional input and lightly mounts."""
     token_ref = spec.api.token_secret_ref
@@ -141,9 +159,9 @@ def build_volumes(spec: LightlyWorkerSpec) -> tuple[list[dict[str, Any]], list[d
             },
         },
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.shm_size}},
-        {"name": "output", **(spec.output or {"emptyDir": {}})},
+        {"name": "output", **(spec.output or {"emptyDir": {"sizeLimit": OUTPUT_SIZE_LIMIT}})},
         # the root filesystem is read-only: caches (matplotlib, numba, torch) and temp files go here
-        {"name": "tmp", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {"sizeLimit": TMP_SIZE_LIMIT}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "lightly-token", "mountPath": TOKEN_DIR, "readOnly": True},
@@ -185,7 +203,7 @@ def build_pod(
         "image": spec.image or settings.worker_image,
         "args": worker_args(worker_id, spec),
         "env": env,
-        "resources": quantities(spec.resources if spec.resources is not None else DEFAULT_RESOURCES),
+        "resources": worker_resources(spec),
         "volumeMounts": mounts,
         "ports": [{"name": "metrics", "containerPort": _metrics_port(spec), "protocol": "TCP"}],
         "securityContext": {

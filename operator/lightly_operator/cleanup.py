@@ -53,8 +53,11 @@ class Deregistration:
         try:
             spec = parse_spec(body.get("spec") or {})
             timeout = spec.deregistration.timeout_seconds
+            url = self.apis.url(spec)
+            if not self.apis.policy.api_url_allowed(url):  # never send the token where the policy forbids
+                raise SpecError(f"spec.api.url {url} is not an allowed Lightly API URL")
             token, _fp = await self.apis.token(namespace, spec, fresh=True)
-            api = self.apis.client(self.apis.url(spec), token)
+            api = self.apis.client(url, token)
             ids |= await self._fleet_worker_ids(api, namespace, name)
             for wid in sorted(ids):
                 await api.delete_worker(wid)

@@ -10,6 +10,8 @@ from typing import Any
 import kubernetes
 from kubernetes.client import ApiException
 
+from .policy import FleetPolicy, opt_in_hint, secret_opted_in
+
 
 class SecretProblem(Exception):
     def __init__(self, reason: str, message: str) -> None:
@@ -46,8 +48,8 @@ class Kube:
 
         await asyncio.to_thread(call)
 
-    async def read_secret_value(self, namespace: str, name: str, key: str, field: str) -> tuple[str, str]:
-        """(decoded value, raw base64 value) of one key; SecretProblem says what is missing."""
+    async def read_secret(self, namespace: str, name: str, field: str, policy: FleetPolicy) -> Any:
+        """The Secret, if it exists and carries the policy's opt-in label; SecretProblem says what is wrong."""
         try:
             secret = await self._run(self.core.read_namespaced_secret, name, namespace)
         except ApiException as exc:
@@ -56,6 +58,19 @@ class Kube:
                     "SecretNotFound", f"Secret {namespace}/{name} (named by {field}) does not exist; create it"
                 ) from None
             raise
+        if not secret_opted_in(secret.metadata.labels, policy):
+            raise SecretProblem(
+                "SecretNotOptedIn",
+                f"Secret {namespace}/{name} (named by {field}) lacks the label {policy.secret_label}=true that lets "
+                f"LightlyWorkers use it; if this fleet may use it: {opt_in_hint(namespace, name, policy)}",
+            )
+        return secret
+
+    async def read_secret_value(
+        self, namespace: str, name: str, key: str, field: str, policy: FleetPolicy
+    ) -> tuple[str, str]:
+        """(decoded value, raw base64 value) of one key; SecretProblem says what is missing."""
+        secret = await self.read_secret(namespace, name, field, policy)
         raw = (secret.data or {}).get(key)
         if not raw:
             raise SecretProblem(
@@ -81,7 +96,8 @@ class Kube:
                 raise
 
     async def apply_secret(self, namespace: str, body: dict[str, Any]) -> bool:
-        """Create or update a Secret we own; True if something changed."""
+        """Create or update a Secret we own (``ownerReferences`` of ``body``: a Secret of that name owned by
+        anything else is refused with SecretProblem); True if something changed."""
         name = body["metadata"]["name"]
         try:
             current = await self._run(self.core.read_namespaced_secret, name, namespace)
@@ -90,6 +106,14 @@ class Kube:
                 raise
             await self._run(self.core.create_namespaced_secret, namespace, body)
             return True
+        owners = {ref["uid"] for ref in body["metadata"].get("ownerReferences") or []}
+        if not owners & {ref.uid for ref in current.metadata.owner_references or []}:
+            owner = ", ".join(f"{r['kind']} {r['name']}" for r in body["metadata"].get("ownerReferences") or [])
+            raise SecretProblem(
+                "SecretNotOwned",
+                f"Secret {namespace}/{name} exists and is not owned by {owner}; the operator never overwrites a "
+                "Secret it did not create: delete or rename that Secret",
+            )
         if (current.data or {}) == body["data"] and current.type == body["type"]:
             return False
         await self._run(self.core.patch_namespaced_secret, name, namespace, {"data": body["data"]})

@@ -21,21 +21,23 @@ from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any
 
 import kopf
+from kubernetes.client import ApiException
 
 from .actions import ActContext, FleetActions
 from .api_access import ApiAccess
-from .builders import spec_checksum
+from .builders import build_pod, pull_secret_name, spec_checksum
 from .cleanup import Deregistration, OrphanSweep
 from .fleet_status import FleetStatus, StatusInput, compute_status, invalid_spec_status
 from .indexes import FleetIndex, PodIndex, pods_of
-from .kube import Kube
+from .kube import Kube, SecretProblem
 from .memo import FleetKey, FleetMemo, FleetMemos
 from .metrics import OperatorMetrics
 from .observe import Observation, observe
 from .plan import Plan, plan
+from .policy import check_fleet, secret_references
 from .settings import OperatorSettings
 from .sizing import desired_replicas
-from .spec import SpecError, parse_spec
+from .spec import LightlyWorkerSpec, SpecError, parse_spec
 from .status import Condition, PodView, PullErrors, now_iso
 
 log = logging.getLogger("lightly_operator")
@@ -94,6 +96,9 @@ class FleetReconciler:
         except SpecError as exc:
             problem = Condition("Degraded", True, "InvalidSpec", str(exc))
             return self._publish(body, memo, invalid_spec_status(self._status_input(body, memo), problem))
+        refused = await self._refusal(body, spec)
+        if refused is not None:
+            return self._publish(body, memo, invalid_spec_status(self._status_input(body, memo), refused))
         seen = await observe(body, spec, pods, memo, self.apis, self.metrics)
         ctx = None
         if seen.api is not None:
@@ -111,12 +116,38 @@ class FleetReconciler:
         memo.offline_since = status.offline_since
         return self._publish(body, memo, status)
 
+    async def _refusal(self, body: dict[str, Any], spec: LightlyWorkerSpec) -> Condition | None:
+        """Why the operator's policy refuses this fleet (``policy.py``), else None: checked on the pod the
+        operator would build, so ``podTemplate`` cannot get around it."""
+        url = self.apis.url(spec)
+        pod = build_pod(body, spec, 0, "policy-check", "policy", self.settings, url)["spec"]
+        problems = check_fleet(body.get("spec") or {}, url, pod, self.apis.policy)
+        if problems:
+            return Condition("Degraded", True, "PolicyViolation", "; ".join(problems))
+        # the token Secret is read (and its label checked) by observe; the pull Secret is the operator's own
+        skip = {spec.api.token_secret_ref.name}
+        if spec.registry_credentials:
+            skip.add(pull_secret_name(body["metadata"]["name"]))
+        try:
+            for name, where in dict(secret_references(pod)).items():
+                if name not in skip:
+                    await self.apis.check_secret(body["metadata"]["namespace"], name, where)
+        except SecretProblem as exc:
+            return Condition("Degraded", True, exc.reason, str(exc))
+        except ApiException as exc:
+            return Condition(
+                "Degraded", True, "SecretUnreadable", f"cannot read a Secret the pods use: {exc.status} {exc.reason}"
+            )
+        return None
+
     async def _plan_and_act(self, ctx: ActContext, seen: Observation, desired: int, now: float) -> Plan:
         ctx.checksum = spec_checksum(ctx.body.get("spec") or {}, seen.fp, self.settings, seen.url)
         blocked = {i for i, t in ctx.memo.retry_at.items() if t > now}
         strategy = ctx.spec.update_strategy.type
         the_plan = plan(desired, seen.registered, seen.by_index, seen.busy, ctx.checksum, strategy, blocked)
         problem = await self.actions.apply(ctx, the_plan)
+        if ctx.pod_refused:
+            seen.problems.append(ctx.pod_refused)
         if problem:
             seen.problems.append(problem)
             seen.registration_problem = Condition("Registered", False, problem.reason, problem.message)

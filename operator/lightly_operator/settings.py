@@ -23,6 +23,7 @@ from lightly_protocol.names import (
 )
 
 from . import __version__
+from .policy import SECRET_LABEL, FleetPolicy
 
 DEFAULT_IMAGE = f"ghcr.io/lightly-worker-fleet/worker:{__version__}"
 
@@ -38,12 +39,32 @@ ENV = {
     "call_timeout_seconds": "LIGHTLY_OPERATOR_CALL_TIMEOUT_SECONDS",
     "offline_grace_seconds": "LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS",
     "ca_certs": "LIGHTLY_CA_CERTS",
+    "allowed_api_urls": "LIGHTLY_OPERATOR_ALLOWED_API_URLS",
+    "allowed_images": "LIGHTLY_OPERATOR_ALLOWED_IMAGES",
+    "allowed_registries": "LIGHTLY_OPERATOR_ALLOWED_REGISTRIES",
+    "allowed_service_accounts": "LIGHTLY_OPERATOR_ALLOWED_SERVICE_ACCOUNTS",
+    "allow_host_path": "LIGHTLY_OPERATOR_ALLOW_HOST_PATH",
+    "allow_host_namespaces": "LIGHTLY_OPERATOR_ALLOW_HOST_NAMESPACES",
+    "allow_privileged": "LIGHTLY_OPERATOR_ALLOW_PRIVILEGED",
+    "secret_label": "LIGHTLY_OPERATOR_SECRET_LABEL",
 }
-_STRINGS = {"api_url", "worker_image", "cluster_name", "ca_certs"}
+_STRINGS = {"api_url", "worker_image", "cluster_name", "ca_certs", "secret_label"}
+#: comma-separated lists
+_LISTS = {"allowed_api_urls", "allowed_images", "allowed_registries", "allowed_service_accounts"}
+_FLAGS = {"allow_host_path", "allow_host_namespaces", "allow_privileged"}
 
 
 class SettingsError(ValueError):
     """A setting that cannot work; the message says which and what to change."""
+
+
+def _flag(var: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise SettingsError(f"{var}={raw!r}: use true or false")
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,16 @@ class OperatorSettings:
     termination_grace_seconds: int = 300
     #: PEM file of CA certificates trusted for https:// APIs besides the system's (a private CA); "": none
     ca_certs: str = ""
+    #: what fleets may ask for (``policy.FleetPolicy``); an empty list means its narrow default
+    allowed_api_urls: tuple[str, ...] = ()
+    allowed_images: tuple[str, ...] = ()
+    allowed_registries: tuple[str, ...] = ()
+    allowed_service_accounts: tuple[str, ...] = ()
+    allow_host_path: bool = False
+    allow_host_namespaces: bool = False
+    allow_privileged: bool = False
+    #: the label (value "true") a Secret needs before a fleet may use it; "": none needed
+    secret_label: str = SECRET_LABEL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OperatorSettings:
@@ -79,6 +110,10 @@ class OperatorSettings:
             if name in _STRINGS:
                 if var in env:
                     values[name] = env[var]
+            elif name in _LISTS:
+                values[name] = tuple(x.strip() for x in env.get(var, "").split(",") if x.strip())
+            elif name in _FLAGS:
+                values[name] = _flag(var, env.get(var, ""))
             elif env.get(var):
                 values[name] = float(env[var])
         return cls(**{**values, **overrides})
@@ -106,6 +141,21 @@ class OperatorSettings:
                 "CA certificates (-----BEGIN CERTIFICATE-----)"
             ) from None
         return ctx
+
+    def policy(self) -> FleetPolicy:
+        """What fleets may ask for: these settings, each empty allowlist narrowed to its default."""
+        return FleetPolicy.defaults_for(
+            self.api_url,
+            self.worker_image,
+            api_urls=self.allowed_api_urls,
+            images=self.allowed_images,
+            registries=self.allowed_registries,
+            service_accounts=self.allowed_service_accounts,
+            allow_host_path=self.allow_host_path,
+            allow_host_namespaces=self.allow_host_namespaces,
+            allow_privileged=self.allow_privileged,
+            secret_label=self.secret_label,
+        )
 
     def name_prefix(self) -> str:
         """Every API worker name this operator makes starts with this (see ``lightly_protocol.names``)."""

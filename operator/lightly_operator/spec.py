@@ -27,7 +27,7 @@ class SecretKeyRef(_Spec):
 
 
 class ApiRef(_Spec):
-    url: str | None = Field(None, pattern=r"^https?://")
+    url: str | None = Field(None, pattern=r"^https?://[^/?#]+")
     token_secret_ref: SecretKeyRef = Field(alias="tokenSecretRef")
 
 
@@ -76,7 +76,7 @@ class LightlyWorkerSpec(_Spec):
     replicas: int = Field(1, ge=0)
     labels: list[str] = Field(default_factory=list)
     api: ApiRef
-    image: str | None = None
+    image: str | None = Field(None, min_length=1)  # empty: refused (not "the default image")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(None, alias="imagePullPolicy")
     image_pull_secrets: list[dict[str, str]] = Field(default_factory=list, alias="imagePullSecrets")
     registry_credentials: RegistryCredentials | None = Field(None, alias="registryCredentials")
@@ -88,9 +88,9 @@ class LightlyWorkerSpec(_Spec):
     node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     affinity: dict[str, Any] | None = None
-    priority_class_name: str | None = Field(None, alias="priorityClassName")
-    runtime_class_name: str | None = Field(None, alias="runtimeClassName")
-    service_account_name: str | None = Field(None, alias="serviceAccountName")
+    priority_class_name: str | None = Field(None, alias="priorityClassName", min_length=1)
+    runtime_class_name: str | None = Field(None, alias="runtimeClassName", min_length=1)
+    service_account_name: str | None = Field(None, alias="serviceAccountName", min_length=1)
     env: list[dict[str, Any]] = Field(default_factory=list)
     pod_template: PodTemplate = Field(default_factory=PodTemplate, alias="podTemplate")
     worker_config: dict[str, str | int | float | bool] = Field(default_factory=dict, alias="workerConfig")

@@ -46,8 +46,9 @@ def api(method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
         return exc.code, {}
 
 
-def create_secret(ns: str, name: str, key: str, value: str, what: str) -> bool:
-    """Create Secret ns/name holding ``value`` under ``key``; an existing one is kept. False: it failed."""
+def create_secret(ns: str, name: str, key: str, value: str, what: str, labels: dict | None = None) -> str:
+    """Create Secret ns/name holding ``value`` under ``key`` (with ``labels`` besides the bootstrap's own);
+    an existing one is kept. "created", "exists" (made meanwhile by another pod) or "failed"."""
     body = {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -55,19 +56,28 @@ def create_secret(ns: str, name: str, key: str, value: str, what: str) -> bool:
         "metadata": {
             "name": name,
             "namespace": ns,
-            "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap"},
+            "labels": {"app.kubernetes.io/managed-by": "lightly-server-token-bootstrap", **(labels or {})},
         },
         "data": {key: base64.b64encode(value.encode()).decode()},
     }
     status, _ = api("POST", f"/api/v1/namespaces/{ns}/secrets", body)
     if status == 409:
         print(f"Secret {ns}/{name} was created meanwhile; kept it")
-    elif status not in (200, 201):
+        return "exists"
+    if status not in (200, 201):
         print(f"cannot create Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
-        return False
-    else:
-        print(f"stored {what} in Secret {ns}/{name} (key {key})")
-    return True
+        return "failed"
+    print(f"stored {what} in Secret {ns}/{name} (key {key})")
+    return "created"
+
+
+def hand_over_secret_key(value: str) -> None:
+    """Write the key where the server reads it (SECRET_KEY_OUT_FILE, an in-memory volume), readable by us alone."""
+    out = os.environ.get("SECRET_KEY_OUT_FILE")
+    if out:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(value + "\n")
 
 
 def ensure_secret_key() -> int:
@@ -75,17 +85,28 @@ def ensure_secret_key() -> int:
     if not name:
         return 0
     key, ns = os.environ.get("SECRET_KEY_SECRET_KEY", "secret-key"), os.environ["SECRET_KEY_NAMESPACE"]
-    status, secret = api("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
-    if status == 200:
-        if not (secret.get("data") or {}).get(key):
-            print(f"Secret {ns}/{name} exists without key {key!r}; add it or delete the Secret", file=sys.stderr)
+    for _ in range(2):  # a second look when another replica created it meanwhile
+        status, secret = api("GET", f"/api/v1/namespaces/{ns}/secrets/{name}")
+        if status == 200:
+            raw = (secret.get("data") or {}).get(key)
+            if not raw:
+                print(f"Secret {ns}/{name} exists without key {key!r}; add it or delete the Secret", file=sys.stderr)
+                return 1
+            print(f"secret key Secret {ns}/{name} exists; handed to the server")
+            hand_over_secret_key(base64.b64decode(raw).decode().strip())
+            return 0
+        if status != 404:
+            print(f"cannot read Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
             return 1
-        print(f"secret key Secret {ns}/{name} exists; nothing to do")
-        return 0
-    if status != 404:
-        print(f"cannot read Secret {ns}/{name}: HTTP {status} (RBAC?)", file=sys.stderr)
-        return 1
-    return 0 if create_secret(ns, name, key, secrets.token_urlsafe(48), "a new server secret key") else 1
+        value = secrets.token_urlsafe(48)
+        status = create_secret(ns, name, key, value, "a new server secret key")
+        if status == "created":
+            hand_over_secret_key(value)
+            return 0
+        if status == "failed":
+            return 1
+    print(f"Secret {ns}/{name} keeps changing; try again", file=sys.stderr)
+    return 1
 
 
 def main() -> int:
@@ -119,7 +140,9 @@ def main() -> int:
         token = out.stdout.strip()
         print(f"created a token for user {user!r}")
     for ns in missing:
-        if not create_secret(ns, name, key, token, "the token"):
+        # the operator uses a token Secret only when it carries the fleet-secret label (its policy.secretLabel)
+        opt_in = os.environ.get("FLEET_SECRET_LABEL", "")
+        if create_secret(ns, name, key, token, "the token", {opt_in: "true"} if opt_in else None) == "failed":
             return 1
     return 0
 

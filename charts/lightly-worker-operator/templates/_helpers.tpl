@@ -92,7 +92,7 @@ app.kubernetes.io/component: server
 {{- end }}
 
 {{- define "lwo.serverUrl" -}}
-{{- printf "http://%s.%s.svc:%d" (include "lwo.serverName" .) .Release.Namespace (int .Values.server.service.port) }}
+{{- printf "%s://%s.%s.svc:%d" (ternary "https" "http" .Values.server.tls.enabled) (include "lwo.serverName" .) .Release.Namespace (int .Values.server.service.port) }}
 {{- end }}
 
 {{- define "lwo.apiUrl" -}}
@@ -133,6 +133,12 @@ app.kubernetes.io/component: server
 {{- if and .Values.registryCredentials.create (not .Values.registryCredentials.value) }}
 {{- fail "registryCredentials.create needs registryCredentials.value (the content of container-credentials.json)" }}
 {{- end }}
+{{- if and .Values.server.enabled .Values.server.tls.enabled (not .Values.server.tls.existingSecret) }}
+{{- fail "server.tls.enabled needs server.tls.existingSecret (a Secret of type kubernetes.io/tls with tls.crt and tls.key, e.g. from cert-manager)" }}
+{{- end }}
+{{- if and .Values.metricsAuth.enabled (not .Values.metricsAuth.existingSecret) }}
+{{- fail "metricsAuth.enabled needs metricsAuth.existingSecret (a Secret holding the /metrics bearer token under metricsAuth.key)" }}
+{{- end }}
 {{- if and .Values.lightlyToken.create .Values.server.enabled .Values.server.tokenBootstrap.enabled }}
 {{- fail "lightlyToken.create and server.tokenBootstrap.enabled both make the token Secret; turn one off" }}
 {{- end }}
@@ -157,5 +163,16 @@ app.kubernetes.io/component: server
 {{- .Values.server.secretKey.existingSecret }}
 {{- else if .Values.server.tokenBootstrap.enabled }}
 {{- printf "%s-secret-key" (include "lwo.serverName" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* A ServiceMonitor endpoint's bearer token (metricsAuth); empty when off. */}}
+{{- define "lwo.metricsAuthorization" -}}
+{{- if .Values.metricsAuth.enabled }}
+authorization:
+  type: Bearer
+  credentials:
+    name: {{ .Values.metricsAuth.existingSecret | quote }}
+    key: {{ .Values.metricsAuth.key | quote }}
 {{- end }}
 {{- end }}
