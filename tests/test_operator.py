@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -752,3 +753,31 @@ def test_a_pull_secret_the_operator_does_not_own_is_never_overwritten(env: Env) 
         assert f"Secret {env.ns}/fleet-registry exists and is not owned by LightlyWorker fleet" in c["message"], c
     kept = env.kube.get("secrets", "fleet-registry")
     assert kept and base64.b64decode(kept["data"]["precious"]).decode() == "data" and "type" not in kept.get("data", {})
+
+
+def test_a_fleet_deleted_while_no_operator_runs_is_released_as_the_docs_say(env: Env) -> None:
+    """docs/operator.md, "Deleting a fleet while no operator runs": the fleet stays Terminating; the documented
+    ``kubectl patch`` removes the finalizer; its worker id stays registered until the documented call of the
+    unmodified lightly client deregisters it."""
+    with running(env):
+        env.fleet(replicas=1)
+        workers = env.wait(lambda: env.status().get("workers"), "the fleet's worker")
+    wid = workers[0]["workerId"]
+    env.kube.kubectl("delete", "lw", "fleet", "--wait=false")
+    lw = env.wait(lambda: env.lw().get("metadata", {}).get("deletionTimestamp") and env.lw(), "deletionTimestamp")
+    assert lw["metadata"]["finalizers"] == ["lightly.ai/deregister-workers"]
+    time.sleep(2)
+    assert env.lw(), "without an operator the fleet stays Terminating"
+    env.kube.kubectl("patch", "lw", "fleet", "--type=json", "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+    env.kube.wait_deleted(LW, "fleet")
+    assert wid in {w["id"] for w in env.api_workers().values()}, "the worker id is left registered"
+    script = f"from lightly.api import ApiWorkflowClient; ApiWorkflowClient().delete_compute_worker({wid!r})"
+    environ = {
+        **os.environ,
+        "LIGHTLY_SERVER_LOCATION": env.server.url,
+        "LIGHTLY_TOKEN": env.token,
+        "LIGHTLY_DID_VERSION_CHECK": "True",
+    }
+    out = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert wid not in {w["id"] for w in env.api_workers().values()}
