@@ -181,6 +181,13 @@ def test_worker_config_keeps_scalars_of_every_type(kube: Kube, lightly_crd: Path
         ({"imagePullPolicy": "Sometimes"}, ['spec.imagePullPolicy: Unsupported value: "Sometimes"']),
         ({"api": {"url": "ftp://x", "tokenSecretRef": {"name": "t"}}}, ["spec.api.url", "should match"]),
         ({"api": {}}, ["spec.api.tokenSecretRef: Required value"]),
+        # an empty string that has a meaning: refused, never silently "the default"
+        ({"image": ""}, ["spec.image", "at least 1 chars long"]),
+        ({"serviceAccountName": ""}, ["spec.serviceAccountName", "at least 1 chars long"]),
+        ({"runtimeClassName": ""}, ["spec.runtimeClassName", "at least 1 chars long"]),
+        ({"priorityClassName": ""}, ["spec.priorityClassName", "at least 1 chars long"]),
+        ({"imagePullSecrets": [{"name": ""}]}, ["spec.imagePullSecrets[0].name", "at least 1 chars long"]),
+        ({"api": {"url": "http://", "tokenSecretRef": {"name": "t"}}}, ["spec.api.url", "should match"]),
     ],
     ids=lambda v: json.dumps(v) if isinstance(v, dict) else "",
 )
