@@ -78,6 +78,26 @@ def test_the_operators_own_pod_passes_its_policy() -> None:
             "capabilities.add ['SYS_ADMIN'] is not allowed",
         ),
         ({"registryCredentials": {"registry": "evil.example", "secretRef": {"name": "k"}}}, "registry evil.example"),
+        (
+            {"podTemplate": {"spec": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}}},
+            "seccompProfile Unconfined",
+        ),
+        (
+            {
+                "podTemplate": {
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "w",
+                                "image": "ghcr.io/acme/worker:1",
+                                "ports": [{"containerPort": 80, "hostPort": 80}],
+                            }
+                        ]
+                    }
+                }
+            },
+            "hostPort [80] is not allowed",
+        ),
     ],
 )
 def test_each_escalation_is_refused_with_the_field_and_what_to_do(spec: dict[str, Any], words: str) -> None:

@@ -146,6 +146,12 @@ def check_pod_spec(pod_spec: dict[str, Any], policy: FleetPolicy) -> list[str]:
             )
         if not policy.allow_privileged:
             problems += _container_privileges(c_where, c.get("securityContext") or {})
+        if not policy.allow_host_namespaces:
+            ports = [p.get("hostPort") for p in c.get("ports") or [] if isinstance(p, dict) and p.get("hostPort")]
+            if ports:
+                problems.append(
+                    f"{c_where}.ports hostPort {ports} is not allowed (Pod Security 'restricted'); remove it"
+                )
     if not policy.allow_host_namespaces:
         for field in ("hostNetwork", "hostPID", "hostIPC"):
             if pod_spec.get(field):
@@ -193,6 +199,8 @@ def _pod_privileges(sc: dict[str, Any]) -> list[str]:
 
 def _root(where: str, sc: dict[str, Any]) -> list[str]:
     problems = []
+    if (sc.get("seccompProfile") or {}).get("type") == "Unconfined":
+        problems.append(f"{where}.seccompProfile Unconfined is not allowed; use RuntimeDefault")
     if sc.get("runAsUser") == 0:
         problems.append(f"{where}.runAsUser: 0 (root) is not allowed; use a non-zero user")
     if sc.get("runAsNonRoot") is False:
