@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 from conftest import Api, Backend, ServerProcess, backend
-from flows import config, dataset, lock, ok, schedule
+from flows import config, dataset, lock, ok, schedule, scheduled_state
 from kube.harness import pod_running, pod_unschedulable, pod_waiting
 from lightly_operator import handlers
 from lightly_operator.policy import SECRET_LABEL
@@ -285,6 +285,51 @@ def test_scale_down_keeps_busy_removes_idle_and_deregisters(env: Env) -> None:
             w["index"]
             for w in env.wait(lambda: len(env.status()["workers"]) == 1 and env.status()["workers"], "status")
         ] == [2]
+
+
+HOLD = "test.lightly.ai/graceful-termination"
+
+
+def _hold(env: Env, pod: str, finalizers: list[str] | None) -> None:
+    """Play a kubelet's graceful termination: with the finalizer a deleted pod stays Terminating."""
+    patch = json.dumps({"metadata": {"finalizers": finalizers}})
+    env.kube.kubectl("patch", "pod", pod, "--type=merge", "-p", patch)
+
+
+def test_a_replica_removed_by_a_scale_down_never_gets_its_pod_back(env: Env) -> None:
+    """The scale-down deletes replica 2's (idle) pod. While the pod terminates its worker looks busy (it took a
+    run in its last seconds, or the API's view is older than the delete; an unreachable API makes everyone
+    look busy too). The replica is still the one removed: its pod is not recreated and no other pod goes."""
+    from prometheus_client import generate_latest
+
+    with running(env):
+        workers = _ready_fleet(env, 3)
+        before = {p["metadata"]["name"] for p in env.pods()}
+        doomed = env.pods()[2]["metadata"]["name"]
+        _hold(env, doomed, [HOLD])
+        try:
+            env.kube.kubectl("scale", "lw", "fleet", "--replicas=2")
+            env.wait(lambda: (env.kube.get("pods", doomed) or {})["metadata"].get("deletionTimestamp"), "terminating")
+            ds = dataset(env.api)
+            sid = schedule(env.api, ds, config(env.api))
+            ok(lock(env.api, ds, workers[2]["workerId"], sid), 204)
+            env.wait(lambda: env.status().get("busyReplicas") == 1, "the terminating worker seen busy")
+            time.sleep(1.0)  # a few resyncs with replica 2 busy and its pod terminating
+        finally:
+            _hold(env, doomed, None)
+        env.wait(lambda: not env.kube.get("pods", doomed), "pod 2 gone")
+        env.wait(lambda: len(env.api_workers()) == 2, "replica 2 deregistered")
+        deadline = time.monotonic() + 3.0  # a few resyncs and pod events more: nothing comes back
+        while time.monotonic() < deadline:
+            assert {p["metadata"]["name"] for p in env.pods()} == before - {doomed}
+            time.sleep(0.1)
+        assert sorted(env.api_workers()) == [env.worker_name(0), env.worker_name(1)]
+        assert [w["index"] for w in env.status()["workers"]] == [0, 1]
+        # the run the removed worker held went back to the queue
+        assert scheduled_state(env.api, ds, sid) == "OPEN"
+        text = generate_latest(env.app.reconciler.metrics.registry).decode()
+    assert 'lightly_operator_pod_actions_total{action="create"} 3.0' in text
+    assert 'lightly_operator_pod_actions_total{action="delete"} 1.0' in text
 
 
 def test_autoscaling_follows_the_queue(env: Env) -> None:

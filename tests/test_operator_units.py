@@ -17,6 +17,8 @@ from lightly_operator.builders import (
     token_fingerprint,
     worker_args,
 )
+from lightly_operator.memo import FleetMemo
+from lightly_operator.observe import CREATED_POD_MEMORY_SECONDS, with_created_pods
 from lightly_operator.plan import plan
 from lightly_operator.settings import OperatorSettings
 from lightly_operator.spec import SpecError, parse_spec
@@ -203,6 +205,41 @@ def test_scale_down_waits_when_all_surplus_workers_are_busy() -> None:
     assert p.keep == [0, 1] and p.delete == [] and sorted(p.waiting_busy) == [0, 1]
     forced = plan(0, [0, 1], pods, busy={0, 1}, checksum="c", strategy="Recreate")
     assert forced.keep == [] and len(forced.delete) == 2
+
+
+def test_a_replica_scaled_down_stays_removed_when_its_worker_looks_busy_afterwards() -> None:
+    """Replica 2's idle pod was deleted for a scale-down to 2. Later reconciles see its worker busy (a run
+    taken in its last seconds, an old API view; an unreachable API makes everyone busy): 2 is still the
+    one removed, no other pod is deleted in its place and its pod is never created again."""
+    for busy in ({2}, {0, 1, 2}):
+        ending = plan(2, [0, 1, 2], {0: [pod(0)], 1: [pod(1)], 2: [pod(2, deleting=True)]}, busy, "c")
+        assert (ending.keep, ending.delete, ending.create, ending.deregister) == ([0, 1], [], [], [])
+        gone = plan(2, [0, 1, 2], {0: [pod(0)], 1: [pod(1)]}, busy, "c")
+        assert (gone.keep, gone.delete, gone.create, gone.deregister) == ([0, 1], [], [], [2])
+    # a busy worker whose pod runs is still never removed under WhenIdle
+    running = plan(2, [0, 1, 2], {0: [pod(0)], 1: [pod(1, deleting=True)], 2: [pod(2)]}, {2}, "c")
+    assert running.keep == [0, 2] and running.deregister == [] and running.create == []
+
+
+def test_a_pod_we_deleted_counts_as_terminating_until_the_index_shows_it() -> None:
+    """The pods index lags behind our delete: the next reconcile still sees the pod alive. It counts as
+    terminating, so that reconcile never picks another replica to remove (and later recreates this one)."""
+    memo = FleetMemo()
+    memo.deleted["p2-c"] = 100.0
+    seen = with_created_pods([pod(0), pod(1), pod(2)], memo, 101.0)
+    assert [p.deleting for p in seen] == [False, False, True]
+    by_index = {p.index: [p] for p in seen}
+    p = plan(2, [0, 1, 2], by_index, {2}, "c")  # its worker looks busy now
+    assert (p.keep, p.delete, p.create) == ([0, 1], [], [])
+    # the index shows it terminating, then gone: forgotten, so a new pod of the same name is not hidden
+    assert with_created_pods([pod(0), pod(1), pod(2, deleting=True)], memo, 102.0)[2].deleting
+    assert memo.deleted == {}
+    memo.deleted["p1-c"] = 100.0
+    assert [p.name for p in with_created_pods([pod(0)], memo, 102.0)] == ["p0-c"] and memo.deleted == {}
+    assert not with_created_pods([pod(1)], memo, 103.0)[0].deleting
+    # and remembered no longer than a created pod is
+    memo.deleted["p1-c"] = 100.0
+    assert not with_created_pods([pod(1)], memo, 100.0 + CREATED_POD_MEMORY_SECONDS)[0].deleting
 
 
 def test_rollout_replaces_only_idle_workers_under_when_idle() -> None:

@@ -104,6 +104,7 @@ class FleetActions:
             if pod.image_pull and not pod.deleting:
                 try:
                     await self.kube.delete_pod(ctx.namespace, pod.name)
+                    ctx.memo.deleted[pod.name] = time.monotonic()
                     self.metrics.pod_actions.labels("delete").inc()
                     ctx.logger.info(
                         f"deleted pod {pod.name}: it could not pull its image; retrying with new credentials"
@@ -138,6 +139,7 @@ class FleetActions:
                 for pod in ctx.by_index.get(i, []):
                     if pod.worker_id == wid and not pod.deleting:
                         await self.kube.delete_pod(namespace, pod.name)
+                        ctx.memo.deleted[pod.name] = time.monotonic()
                 await api.delete_worker(wid)
             except (ApiException, ApiProblem) as exc:
                 ctx.logger.warning(f"legacy-named worker {wid} ({w.name}) not removed yet ({exc}); the sweep will")
@@ -187,6 +189,7 @@ class FleetActions:
         for pod_name, reason in p.delete:
             try:
                 await self.kube.delete_pod(ctx.namespace, pod_name)
+                ctx.memo.deleted[pod_name] = time.monotonic()
                 self.metrics.pod_actions.labels("delete").inc()
                 ctx.logger.info(f"deleted pod {pod_name}: {reason}")
             except ApiException as exc:

@@ -33,6 +33,8 @@ class FleetMemo:
     deregistered: set[str] = field(default_factory=set)
     # pods created but not yet seen in the pods index: pod name -> (when, its view)
     created: dict[str, tuple[float, PodView]] = field(default_factory=dict)
+    # pods this process deleted while the index still shows them alive: pod name -> when
+    deleted: dict[str, float] = field(default_factory=dict)
 
 
 class FleetMemos:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .api_access import ApiAccess, ApiView
@@ -65,10 +65,15 @@ async def observe(
 
 
 def with_created_pods(indexed: Sequence[PodView], memo: FleetMemo, now: float) -> list[PodView]:
-    """The indexed pods, plus those we created that the index has not shown yet (no duplicate creates)."""
+    """The indexed pods, plus those we created that the index has not shown yet (no duplicate creates), and
+    those we deleted counted as terminating until the index shows it (so a lagging index never shows the
+    pod of a replica just scaled down alive again: the next plan must not pick another replica instead)."""
     names = {p.name for p in indexed}
     memo.created = {n: v for n, v in memo.created.items() if n not in names and now - v[0] < CREATED_POD_MEMORY_SECONDS}
-    return [*indexed, *(v[1] for v in memo.created.values())]
+    pods = [*indexed, *(v[1] for v in memo.created.values())]
+    alive = {p.name for p in pods if not p.deleting}  # a name neither here nor terminating: gone, may be reused
+    memo.deleted = {n: t for n, t in memo.deleted.items() if n in alive and now - t < CREATED_POD_MEMORY_SECONDS}
+    return [replace(p, deleting=True) if p.name in memo.deleted else p for p in pods]
 
 
 def registered_workers(body: Mapping[str, Any], memo: FleetMemo) -> dict[int, str]:

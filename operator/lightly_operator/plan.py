@@ -2,8 +2,9 @@
 
 Given the registered workers, the pods, which workers are busy and the desired size, ``plan``
 returns the registrations, pod creations and deletions and deregistrations to perform now.
-Rules: a busy worker is never removed or replaced under ``WhenIdle``; when shrinking, pods that
-do not run (pending, unschedulable, failing) go first, then idle workers (highest index first);
+Rules: a busy worker is never removed or replaced under ``WhenIdle``; when shrinking, replicas
+whose pod is gone or terminating go first (busy or not: no job runs there), then pods that do not
+run (pending, unschedulable, failing), then idle workers (highest index first);
 when growing, the lowest free indices are used; a replica's new pod is created only after its
 old pod is gone, so two pods never act as one worker id.
 """
@@ -27,9 +28,19 @@ class Plan:
     backing_off: list[int] = field(default_factory=list)
 
 
+def _has_live_pod(pods: list[PodView]) -> bool:
+    return any(not p.deleting for p in pods)
+
+
 def _removal_cost(index: int, pods: list[PodView], busy: bool) -> tuple[int, int]:
+    # A replica whose pod is gone or terminating (deleted by an earlier scale-down, say) runs nothing: it
+    # goes first, busy or not. Ranking it by its worker's busy flag instead let a later reconcile, one
+    # that saw that worker busy (a run taken in its last seconds, an old API view, an unreachable API),
+    # remove another replica and create the removed replica's pod again.
+    if not _has_live_pod(pods):
+        return 0, -index
     running = any(p.phase == "Running" and not p.problem and not p.deleting for p in pods)
-    rank = 2 if busy else (1 if running else 0)
+    rank = 3 if busy else (2 if running else 1)
     return rank, -index
 
 
@@ -53,7 +64,7 @@ def plan(
         for i in candidates:
             if len(removing) == surplus:
                 break
-            if i in busy and strategy == "WhenIdle":
+            if i in busy and strategy == "WhenIdle" and _has_live_pod(pods.get(i, [])):
                 p.waiting_busy.append(i)
                 continue
             removing.add(i)
