@@ -838,7 +838,8 @@ def test_chart_on_a_real_apiserver_runs_an_operator_that_reconciles_the_example(
     with mock.patch.dict(os.environ, env):
         args = cli.build_parser().parse_args(container["args"])
         settings = cli.operator_settings(args)
-    assert args.namespace == [ns] and args.leader_election == "on" and args.lease_namespace == ns
+        process = cli.process_options(args)
+    assert args.namespace == [ns] and process.leader_election == "on" and process.lease_namespace == ns
     assert (settings.api_url, settings.cluster_name) == (api_server.url, cluster)
     assert settings.worker_image == "lightly-worker:chart-test" and settings.call_timeout_seconds == 2
 
@@ -850,8 +851,8 @@ def test_chart_on_a_real_apiserver_runs_an_operator_that_reconciles_the_example(
     can_i = kube.kubectl("auth", "can-i", "create", "pods", "-n", ns, f"--as=system:serviceaccount:{ns}:{sa}")
     assert can_i.stdout.strip() == "yes"
     # leader election in the release namespace, where the chart's Role grants the Lease
-    assert LeaseLock(kube.cp.api_client(sa_kubeconfig), args.lease_namespace, identity="chart-test").try_acquire()
-    assert kube.get("leases.coordination.k8s.io", "lightly-operator", args.lease_namespace)
+    assert LeaseLock(kube.cp.api_client(sa_kubeconfig), process.lease_namespace, identity="chart-test").try_acquire()
+    assert kube.get("leases.coordination.k8s.io", "lightly-operator", process.lease_namespace)
 
     app = handlers.build_operator(settings)
     scope = {"namespaces": args.namespace, "clusterwide": not args.namespace}

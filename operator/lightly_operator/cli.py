@@ -2,7 +2,8 @@
 
 Settings come from flags and the environment: LIGHTLY_SERVER_LOCATION (default API URL),
 LIGHTLY_WORKER_IMAGE (default worker image), LIGHTLY_CLUSTER_NAME (prefix of registered worker
-names), LIGHTLY_OPERATOR_RESYNC_SECONDS, LIGHTLY_OPERATOR_SWEEP_SECONDS, ... (see settings.py).
+names), LIGHTLY_OPERATOR_RESYNC_SECONDS, LIGHTLY_OPERATOR_SWEEP_SECONDS, ... (see settings.py:
+OperatorSettings and ProcessOptions).
 Kubernetes access: the in-cluster service account, else the standard kubeconfig ($KUBECONFIG).
 """
 
@@ -13,55 +14,50 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightly_protocol.logsafe import configure_logging
+from lightly_protocol.options import add_flags, flag_values, load
 
 from . import __version__
 
 if TYPE_CHECKING:
-    from .settings import OperatorSettings
+    from .settings import OperatorSettings, ProcessOptions
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """One flag per setting that has one (``ProcessOptions``, ``OperatorSettings``); each flag's default is
+    None, so ``process_options`` and ``operator_settings`` look further (the environment, the default)."""
+    from .settings import OperatorSettings, ProcessOptions
+
     p = argparse.ArgumentParser(
-        prog="lightly-operator", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="lightly-operator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        conflict_handler="resolve",  # --namespace below replaces the one add_flags makes
     )
+    add_flags(p, ProcessOptions)
+    add_flags(p, OperatorSettings)
     p.add_argument(
         "--namespace",
         "-n",
         action="append",
-        default=[],
+        dest="namespace",
+        default=None,
         help="watch this namespace (repeatable); default: all namespaces",
     )
-    p.add_argument(
-        "--metrics-port",
-        type=int,
-        default=int(os.environ.get("LIGHTLY_OPERATOR_METRICS_PORT", "8080")),
-        help="port of /metrics (Prometheus); 0 disables",
-    )
-    p.add_argument(
-        "--metrics-token-file",
-        default=os.environ.get("LIGHTLY_OPERATOR_METRICS_TOKEN_FILE") or None,
-        help="file with a token: /metrics then answers only 'Authorization: Bearer <token>' (401 otherwise); "
-        "read at every scrape [env LIGHTLY_OPERATOR_METRICS_TOKEN_FILE]",
-    )
-    p.add_argument(
-        "--health-port",
-        type=int,
-        default=int(os.environ.get("LIGHTLY_OPERATOR_HEALTH_PORT", "8081")),
-        help="port of the /healthz liveness endpoint; 0 disables",
-    )
-    p.add_argument(
-        "--leader-election",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="hold a coordination.k8s.io Lease before acting (auto: on inside a cluster)",
-    )
-    p.add_argument("--lease-namespace", default=os.environ.get("POD_NAMESPACE", "default"))
-    p.add_argument("--log-level", default=os.environ.get("LIGHTLY_OPERATOR_LOG_LEVEL", "INFO"))
     p.add_argument("--version", action="version", version=f"lightly-operator {__version__}")
     return p
+
+
+def process_options(args: argparse.Namespace) -> ProcessOptions:
+    """The process's options: the flags given, else the environment, else the defaults."""
+    from .settings import ProcessOptions
+
+    given = flag_values(args, ProcessOptions)
+    given["namespace"] = tuple(args.namespace or ())
+    return load(ProcessOptions, os.environ, given)
 
 
 class Health:
@@ -89,7 +85,7 @@ class Health:
         return runner
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, process: ProcessOptions) -> int:
     import kopf
 
     from .handlers import build_operator
@@ -98,19 +94,16 @@ async def run(args: argparse.Namespace) -> int:
     from .metrics_http import MetricsEndpoint
 
     app = build_operator(operator_settings(args))
-    metrics = MetricsEndpoint(app.reconciler.metrics.registry, args.metrics_token_file)
-    metrics_runner = await metrics.serve(args.metrics_port) if args.metrics_port else None
+    metrics = MetricsEndpoint(app.reconciler.metrics.registry, process.metrics_token_file)
+    metrics_runner = await metrics.serve(process.metrics_port) if process.metrics_port else None
     health = Health()
-    runner = await health.serve(args.health_port) if args.health_port else None
+    runner = await health.serve(process.health_port) if process.health_port else None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # the operator runs on Linux (a container)
         loop.add_signal_handler(sig, stop.set)
 
-    elect = args.leader_election == "on" or (
-        args.leader_election == "auto" and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-    )
-    lease = LeaseLock(load_client(), args.lease_namespace) if elect else None
+    lease = LeaseLock(load_client(), process.lease_namespace) if process.elects_leader() else None
     try:
         health.role = "standby" if lease else "leader"
         if lease and not await lease.acquire(stop):
@@ -118,7 +111,7 @@ async def run(args: argparse.Namespace) -> int:
         health.role = "leader"
         operator = asyncio.create_task(
             kopf.operator(
-                **watch_scope(args.namespace),
+                **watch_scope(process.namespace),
                 registry=app.registry,
                 memo=app.memo(),
                 standalone=True,  # leader election above replaces kopf's peering
@@ -146,13 +139,14 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def operator_settings(args: argparse.Namespace) -> OperatorSettings:
-    """The operator's settings: the environment's (see ``settings.ENV``), the watched namespaces from flags."""
+    """The operator's settings: the environment's (``OperatorSettings.from_env``), the watched namespaces
+    from flags."""
     from .settings import OperatorSettings
 
-    return OperatorSettings.from_env(namespaces=tuple(args.namespace))
+    return OperatorSettings.from_env(os.environ, namespaces=tuple(args.namespace or ()))
 
 
-def watch_scope(namespaces: list[str] | None) -> dict[str, Any]:
+def watch_scope(namespaces: Sequence[str] | None) -> dict[str, Any]:
     """kopf's scope arguments: the listed namespaces, else cluster-wide.
 
     kopf wants a collection for ``namespaces`` even when cluster-wide (``None`` crashes its namespace
@@ -163,15 +157,20 @@ def watch_scope(namespaces: list[str] | None) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lightly_protocol.options import OptionError
+
     args = build_parser().parse_args(argv)
-    configure_logging(args.log_level)  # tokens redacted; httpx's request lines (?token=...) silenced
+    try:
+        process = process_options(args)
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(process.log_level)  # tokens redacted; httpx's request lines (?token=...) silenced
     import kubernetes
 
-    from .settings import SettingsError
-
     try:
-        return asyncio.run(run(args))
-    except SettingsError as exc:
+        return asyncio.run(run(args, process))
+    except OptionError as exc:  # a SettingsError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except kubernetes.config.ConfigException as exc:

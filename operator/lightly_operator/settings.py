@@ -1,6 +1,10 @@
-"""Operator settings: one frozen object, built once by the CLI (``from_env`` and flags) and passed in.
+"""Operator settings: frozen objects in the one settings idiom (``lightly_protocol.options``), built once
+by the CLI from flags, the environment and defaults, and passed in.
 
-Nothing is read from the environment at import time, nor by ``OperatorSettings()`` (its defaults).
+``OperatorSettings``: what the reconciler, the handlers and the policy use. ``ProcessOptions``: what the
+process itself needs (ports, the metrics token file, leader election, the watched namespaces, logging).
+Nothing is read from the environment at import time, nor by ``OperatorSettings()`` (its defaults): the
+CLI hands ``os.environ`` to ``OperatorSettings.from_env`` and ``load(ProcessOptions, ...)``.
 """
 
 from __future__ import annotations
@@ -21,102 +25,112 @@ from lightly_protocol.names import (
     parse_legacy_k8s_worker_name,
     parse_renamed_k8s_worker_name,
 )
+from lightly_protocol.options import OptionError, load, option, options
 
 from . import __version__
 from .policy import SECRET_LABEL, FleetPolicy
 
 DEFAULT_IMAGE = f"ghcr.io/lightly-worker-fleet/worker:{__version__}"
 
-
-#: the environment variable of each setting (``OperatorSettings.from_env``)
-ENV = {
-    "api_url": "LIGHTLY_SERVER_LOCATION",
-    "worker_image": "LIGHTLY_WORKER_IMAGE",
-    "cluster_name": "LIGHTLY_CLUSTER_NAME",
-    "resync_seconds": "LIGHTLY_OPERATOR_RESYNC_SECONDS",
-    "sweep_seconds": "LIGHTLY_OPERATOR_SWEEP_SECONDS",
-    "orphan_grace_seconds": "LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS",
-    "call_timeout_seconds": "LIGHTLY_OPERATOR_CALL_TIMEOUT_SECONDS",
-    "offline_grace_seconds": "LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS",
-    "ca_certs": "LIGHTLY_CA_CERTS",
-    "allowed_api_urls": "LIGHTLY_OPERATOR_ALLOWED_API_URLS",
-    "allowed_images": "LIGHTLY_OPERATOR_ALLOWED_IMAGES",
-    "allowed_registries": "LIGHTLY_OPERATOR_ALLOWED_REGISTRIES",
-    "allowed_service_accounts": "LIGHTLY_OPERATOR_ALLOWED_SERVICE_ACCOUNTS",
-    "allow_host_path": "LIGHTLY_OPERATOR_ALLOW_HOST_PATH",
-    "allow_host_namespaces": "LIGHTLY_OPERATOR_ALLOW_HOST_NAMESPACES",
-    "allow_privileged": "LIGHTLY_OPERATOR_ALLOW_PRIVILEGED",
-    "secret_label": "LIGHTLY_OPERATOR_SECRET_LABEL",
-}
-_STRINGS = {"api_url", "worker_image", "cluster_name", "ca_certs", "secret_label"}
-#: comma-separated lists
-_LISTS = {"allowed_api_urls", "allowed_images", "allowed_registries", "allowed_service_accounts"}
-_FLAGS = {"allow_host_path", "allow_host_namespaces", "allow_privileged"}
+#: the values ``--leader-election`` takes
+LEADER_ELECTION = ("auto", "on", "off")
 
 
-class SettingsError(ValueError):
+class SettingsError(OptionError):
     """A setting that cannot work; the message says which and what to change."""
-
-
-def _flag(var: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("", "false", "0", "no"):
-        return False
-    if value in ("true", "1", "yes"):
-        return True
-    raise SettingsError(f"{var}={raw!r}: use true or false")
 
 
 @dataclass(frozen=True)
 class OperatorSettings:
-    api_url: str = "http://lightly-server:8080"
-    worker_image: str = DEFAULT_IMAGE
-    cluster_name: str = "default"
-    #: reconcile every fleet this often (level-triggered; pods and the API are re-read)
-    resync_seconds: float = 10.0
-    #: look for orphaned API workers this often
-    sweep_seconds: float = 300.0
-    #: an API worker must be this old before the sweep may remove it (protects fleets being created)
-    orphan_grace_seconds: float = 600.0
-    #: timeout of every call to the Lightly API and to Kubernetes
-    call_timeout_seconds: float = 10.0
-    #: a worker OFFLINE this long while its pod is ready is reported as Degraded
-    offline_grace_seconds: float = 120.0
-    #: namespaces this operator watches (empty: all); the orphan sweep stays inside them
+    api_url: str = option(
+        "http://lightly-server:8080", env="LIGHTLY_SERVER_LOCATION", help="API URL when spec.api.url is unset"
+    )
+    worker_image: str = option(DEFAULT_IMAGE, env="LIGHTLY_WORKER_IMAGE", help="image when spec.image is unset")
+    cluster_name: str = option(
+        "default",
+        env="LIGHTLY_CLUSTER_NAME",
+        help="part of registered names k8s_<cluster>_<ns>_<name>_<index>: a DNS label of at most 40 characters",
+    )
+    resync_seconds: float = option(
+        10.0,
+        env="LIGHTLY_OPERATOR_RESYNC_SECONDS",
+        help="reconcile every fleet this often (level-triggered; pods and the API are re-read)",
+    )
+    sweep_seconds: float = option(
+        300.0, env="LIGHTLY_OPERATOR_SWEEP_SECONDS", help="look for orphaned API workers this often"
+    )
+    orphan_grace_seconds: float = option(
+        600.0,
+        env="LIGHTLY_OPERATOR_ORPHAN_GRACE_SECONDS",
+        help="an API worker must be this old before the sweep may remove it (protects fleets being created)",
+    )
+    call_timeout_seconds: float = option(
+        10.0,
+        env="LIGHTLY_OPERATOR_CALL_TIMEOUT_SECONDS",
+        help="timeout of every call to the Lightly API and to Kubernetes",
+    )
+    offline_grace_seconds: float = option(
+        120.0,
+        env="LIGHTLY_OPERATOR_OFFLINE_GRACE_SECONDS",
+        help="a worker OFFLINE this long while its pod is ready is reported as Degraded",
+    )
+    #: namespaces this operator watches (empty: all); the orphan sweep stays inside them (``--namespace``,
+    #: a ``ProcessOptions`` flag, passed in by the CLI)
     namespaces: tuple[str, ...] = ()
     #: grace period of worker pods (a busy worker finishes or hands its run back within it)
     termination_grace_seconds: int = 300
-    #: PEM file of CA certificates trusted for https:// APIs besides the system's (a private CA); "": none
-    ca_certs: str = ""
-    #: what fleets may ask for (``policy.FleetPolicy``); an empty list means its narrow default
-    allowed_api_urls: tuple[str, ...] = ()
-    allowed_images: tuple[str, ...] = ()
-    allowed_registries: tuple[str, ...] = ()
-    allowed_service_accounts: tuple[str, ...] = ()
-    allow_host_path: bool = False
-    allow_host_namespaces: bool = False
-    allow_privileged: bool = False
-    #: the label (value "true") a Secret needs before a fleet may use it; "": none needed
-    secret_label: str = SECRET_LABEL
+    ca_certs: str = option(
+        "",
+        env="LIGHTLY_CA_CERTS",
+        help="PEM file of CA certificates trusted for https:// APIs besides the system's (a private CA); empty: none",
+    )
+    # what fleets may ask for (``policy.FleetPolicy``); an empty list means its narrow default
+    allowed_api_urls: tuple[str, ...] = option(
+        (), env="LIGHTLY_OPERATOR_ALLOWED_API_URLS", help="comma-separated URLs a fleet's spec.api.url may name"
+    )
+    allowed_images: tuple[str, ...] = option(
+        (), env="LIGHTLY_OPERATOR_ALLOWED_IMAGES", help="comma-separated image patterns the pods' containers may run"
+    )
+    allowed_registries: tuple[str, ...] = option(
+        (),
+        env="LIGHTLY_OPERATOR_ALLOWED_REGISTRIES",
+        help="comma-separated registries spec.registryCredentials.registry may name",
+    )
+    allowed_service_accounts: tuple[str, ...] = option(
+        (),
+        env="LIGHTLY_OPERATOR_ALLOWED_SERVICE_ACCOUNTS",
+        help="comma-separated service accounts worker pods may run as",
+    )
+    allow_host_path: bool = option(False, env="LIGHTLY_OPERATOR_ALLOW_HOST_PATH", help="allow hostPath volumes")
+    allow_host_namespaces: bool = option(
+        False, env="LIGHTLY_OPERATOR_ALLOW_HOST_NAMESPACES", help="allow hostNetwork, hostPID, hostIPC"
+    )
+    allow_privileged: bool = option(
+        False,
+        env="LIGHTLY_OPERATOR_ALLOW_PRIVILEGED",
+        help="allow privileged containers, privilege escalation, added capabilities, root users",
+    )
+    secret_label: str = option(
+        SECRET_LABEL,
+        env="LIGHTLY_OPERATOR_SECRET_LABEL",
+        help='the label (value "true") a Secret needs before a fleet may use it; empty: none needed',
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OperatorSettings:
-        """The settings the environment gives (see ``ENV``), with ``overrides`` (e.g. from flags) on top.
+        """The settings the environment gives (``load``), with ``overrides`` on top.
 
-        A number's variable that is set but empty means its default."""
+        A number's, a list's or a switch's variable that is set but empty means its default; a text's means
+        the empty text (``LIGHTLY_OPERATOR_SECRET_LABEL=""``: no label needed; ``LIGHTLY_CLUSTER_NAME=""``
+        is refused). A value that cannot be parsed is a ``SettingsError`` naming the variable."""
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, var in ENV.items():
-            if name in _STRINGS:
-                if var in env:
-                    values[name] = env[var]
-            elif name in _LISTS:
-                values[name] = tuple(x.strip() for x in env.get(var, "").split(",") if x.strip())
-            elif name in _FLAGS:
-                values[name] = _flag(var, env.get(var, ""))
-            elif env.get(var):
-                values[name] = float(env[var])
-        return cls(**{**values, **overrides})
+        empty_texts = {f.name: "" for f, o, kind in options(cls) if kind is str and o.env and env.get(o.env) == ""}
+        try:
+            return load(cls, env, empty_texts, **overrides)
+        except SettingsError:
+            raise
+        except OptionError as exc:
+            raise SettingsError(str(exc)) from None
 
     def __post_init__(self) -> None:
         problem = cluster_name_problem(self.cluster_name)
@@ -184,3 +198,52 @@ class OperatorSettings:
             or parse_legacy_k8s_worker_name(worker_name, self.cluster_name)
             or parse_renamed_k8s_worker_name(worker_name, self.cluster_name, fleets)
         )
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """What the ``lightly-operator`` process needs besides ``OperatorSettings``: its flags and variables."""
+
+    #: ``--namespace``/``-n`` is repeatable (the CLI replaces the flag ``add_flags`` makes with one that is)
+    namespace: tuple[str, ...] = option(
+        (), flag="--namespace", help="watch this namespace (repeatable); default: all namespaces"
+    )
+    metrics_port: int = option(
+        8080,
+        env="LIGHTLY_OPERATOR_METRICS_PORT",
+        flag="--metrics-port",
+        help="port of /metrics (Prometheus); 0 disables",
+    )
+    metrics_token_file: str | None = option(
+        None,
+        env="LIGHTLY_OPERATOR_METRICS_TOKEN_FILE",
+        flag="--metrics-token-file",
+        help="file with a token: /metrics then answers only 'Authorization: Bearer <token>' (401 otherwise); "
+        "read at every scrape",
+    )
+    health_port: int = option(
+        8081,
+        env="LIGHTLY_OPERATOR_HEALTH_PORT",
+        flag="--health-port",
+        help="port of the /healthz liveness endpoint; 0 disables",
+    )
+    leader_election: str = option(
+        "auto",
+        flag="--leader-election",
+        help="hold a coordination.k8s.io Lease before acting: auto, on or off (auto: on inside a cluster)",
+    )
+    lease_namespace: str = option(
+        "default", env="POD_NAMESPACE", flag="--lease-namespace", help="namespace of the Lease (the operator's own)"
+    )
+    log_level: str = option("INFO", env="LIGHTLY_OPERATOR_LOG_LEVEL", flag="--log-level", help="log level")
+    kubernetes_service_host: str = option(
+        "", env="KUBERNETES_SERVICE_HOST", help="set inside a cluster (by the kubelet): --leader-election auto elects"
+    )
+
+    def __post_init__(self) -> None:
+        if self.leader_election not in LEADER_ELECTION:
+            raise OptionError(f"--leader-election={self.leader_election!r}: use {', '.join(LEADER_ELECTION)}")
+
+    def elects_leader(self) -> bool:
+        """Whether to hold the Lease before acting: ``on``, or ``auto`` inside a cluster."""
+        return self.leader_election == "on" or (self.leader_election == "auto" and bool(self.kubernetes_service_host))
