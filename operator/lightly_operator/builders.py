@@ -12,6 +12,7 @@ from .settings import OperatorSettings
 from .spec import GROUP, KIND, VERSION, LightlyWorkerSpec
 
 MANAGED_BY = "lightly-operator"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_FLEET = "lightly.ai/fleet"
 LABEL_INDEX = "lightly.ai/worker-index"
 ANN_CHECKSUM = "lightly.ai/spec-checksum"
@@ -36,7 +37,7 @@ NON_POD_FIELDS = ("replicas", "autoscaling", "deregistration")
 
 
 def selector_labels(name: str) -> dict[str, str]:
-    return {"app.kubernetes.io/managed-by": MANAGED_BY, LABEL_FLEET: name}
+    return {LABEL_MANAGED_BY: MANAGED_BY, LABEL_FLEET: name}
 
 
 def selector_string(name: str) -> str:

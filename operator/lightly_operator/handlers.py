@@ -13,7 +13,7 @@ from typing import Any
 
 import kopf
 
-from .builders import MANAGED_BY
+from .builders import LABEL_FLEET, LABEL_MANAGED_BY, MANAGED_BY
 from .indexes import FleetEntry, FleetIndex, PodIndex, plain_body, pods_of
 from .kopf_state import MemoryDiffBaseStorage, MemoryProgressStorage
 from .kube import Kube, load_client
@@ -24,7 +24,7 @@ from .settings import OperatorSettings
 from .spec import GROUP, PLURAL, VERSION
 from .status import PodView, pod_view, pull_error_of
 
-POD_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}
+POD_LABELS = {LABEL_MANAGED_BY: MANAGED_BY}
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ def fleet_pods(
     **_: Any,
 ) -> dict[FleetKey, PodView] | None:
     """Pods of every fleet, by (namespace, fleet name): reconciles read this, never LIST pods."""
-    fleet = labels.get("lightly.ai/fleet")
+    fleet = labels.get(LABEL_FLEET)
     st = dict(status or {})
     pull_error = _reconciler(memo).pull_errors.note(str(meta.get("uid") or name), pull_error_of(st))
     view = pod_view(name, dict(labels), dict(annotations), dict(meta), st, pull_error)
@@ -170,7 +170,7 @@ async def pod_changed(
     labels: kopf.Labels, namespace: str, memo: kopf.Memo, fleets: FleetIndex, fleet_pods: PodIndex, **_: Any
 ) -> None:
     """A fleet's pod changed: reconcile that fleet soon (bursts folded into one reconcile)."""
-    fleet = labels.get("lightly.ai/fleet")
+    fleet = labels.get(LABEL_FLEET)
     if fleet:
         _reconciler(memo).reconcile_soon((namespace, fleet), fleets, fleet_pods)
 
