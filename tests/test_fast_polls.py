@@ -17,7 +17,7 @@ import pytest
 from conftest import Api, ServerProcess
 from flows import config, dataset, lock, ok, register, schedule, set_state
 from lightly_protocol import paths
-from lightly_server.fast_polls import QUEUE_KEYS, QUEUE_PATH, WORK_KEYS, WORK_PATH, parse_query
+from lightly_server.longpoll.asgi_fast_path import QUEUE_KEYS, QUEUE_PATH, WORK_KEYS, WORK_PATH, parse_query
 
 
 def _metric(server: ServerProcess, name: str, **labels: str) -> float:
@@ -166,10 +166,10 @@ def test_an_error_while_answering_gets_the_applications_error_answer(
 ) -> None:
     """In-process (the error must be forced): the app's own exception handlers answer for the fast path."""
     from lightly_protocol.enums import ApiErrorCode
-    from lightly_server import fast_polls
     from lightly_server.app import create_app
     from lightly_server.auth import create_token
     from lightly_server.errors import ApiError
+    from lightly_server.longpoll import asgi_fast_path
     from lightly_server.settings import ServerSettings
     from sqlalchemy.exc import OperationalError
     from starlette.testclient import TestClient
@@ -188,7 +188,7 @@ def test_an_error_while_answering_gets_the_applications_error_answer(
         async def failing(*_a: object, **_k: object) -> dict:
             raise fails.pop(0)
 
-        monkeypatch.setattr(fast_polls, "work_poll", failing)
+        monkeypatch.setattr(asgi_fast_path, "work_poll", failing)
         r = http.get(paths.worker_work(wid), params={"token": token})
         assert (r.status_code, r.json()) == (409, {"code": "CONFLICT", "error": "forced"})
         r = http.get(paths.worker_work(wid), params={"token": token})

@@ -19,7 +19,7 @@ from lightly_protocol.models import WorkerCreateRequest
 from lightly_server import store
 from lightly_server.db import Database, workers
 from lightly_server.ids import now_ms
-from lightly_server.polling import PollingWorkers
+from lightly_server.longpoll.polling_workers import PollingWorkers
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 

@@ -1,4 +1,5 @@
-"""The long-poll wake-up index (server/lightly_server/notify.py): who is woken, and that nobody is lost.
+"""The long-poll wake-up index (server/lightly_server/longpoll/schedule_broker.py): who is woken, and that
+nobody is lost.
 
 Unit tests drive the broker with stand-in rows (no database, no timing); the API tests run the
 same rules through real server processes on SQLite and PostgreSQL.
@@ -16,8 +17,8 @@ from typing import Any
 import pytest
 from conftest import Api
 from flows import config, dataset, lock, ok, queue, register, schedule
-from lightly_server import notify
-from lightly_server.notify import ScheduleBroker
+from lightly_server.longpoll import schedule_broker
+from lightly_server.longpoll.schedule_broker import ScheduleBroker
 
 
 def run_row(rid: str, dataset_id: str | None = None, runs_on: list[str] | None = None, user: str = "u") -> Any:
@@ -184,13 +185,13 @@ def test_a_released_run_goes_to_the_next_waiter() -> None:
 
 def test_matching_work_does_not_grow_with_the_waiters(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
-    real = notify.dispatchable
+    real = schedule_broker.dispatchable
 
     def counting(*args: Any) -> bool:
         calls["n"] += 1
         return real(*args)
 
-    monkeypatch.setattr(notify, "dispatchable", counting)
+    monkeypatch.setattr(schedule_broker, "dispatchable", counting)
 
     async def main() -> None:
         rows: list[Any] = []

@@ -13,8 +13,8 @@ from fastapi import FastAPI
 
 from . import __version__, error_handlers
 from . import openapi as openapi_doc
-from .fast_polls import FastPolls
 from .limits import RequestLimits
+from .longpoll.asgi_fast_path import FastPolls
 from .middleware import RequestMetrics
 from .routes import artifacts, configs, datasets, datasources, ops, runs, schedule, shards, tags, workers
 from .runtime import Server
@@ -47,7 +47,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_shard_bytes=settings.max_shard_bytes,
     )
     app.add_middleware(RequestMetrics, histogram=server.metrics.http_latency)
-    # outermost: an idle fleet's steady-state polls are answered before any other layer (fast_polls.py)
+    # outermost: an idle fleet's steady-state polls are answered before any other layer (longpoll/asgi_fast_path.py)
     app.add_middleware(FastPolls, server=server)
     openapi_doc.install(app)
     # routes are matched one by one in this order, so the idle fleet's polls come first: the work poll

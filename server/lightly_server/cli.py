@@ -353,7 +353,8 @@ def _serve_processes(settings: ServerSettings, processes: int, log_level: str, o
     """``--processes N``: uvicorn's process manager runs N processes on one listening socket (it restarts
     one that dies). The database is migrated and the keys are set up here, once, before they start.
 
-    They agree on who gets a run like replicas do (PostgreSQL NOTIFY and advisory locks, ``notify.py``).
+    They agree on who gets a run like replicas do (PostgreSQL NOTIFY and advisory locks,
+    ``longpoll/schedule_broker.py``).
     What they share besides the database: a private folder (removed at the end) with the settings they
     start from and the Prometheus values of all of them (``PROMETHEUS_MULTIPROC_DIR``: any process
     answers ``/metrics`` for all).

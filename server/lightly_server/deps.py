@@ -10,7 +10,7 @@ from lightly_protocol.models import MAX_INT64, OID_PATTERN
 from starlette.concurrency import run_in_threadpool
 
 from .errors import ApiError
-from .polls import INVALID_TOKEN
+from .longpoll.answers import INVALID_TOKEN
 from .runtime import Server
 
 WORKER_SESSION_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"

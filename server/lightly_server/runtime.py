@@ -19,12 +19,12 @@ from .artifacts import ArtifactStore
 from .auth import TokenCache
 from .db import Database
 from .ids import now_ms
+from .longpoll.polling_workers import PollingWorkers
+from .longpoll.schedule_broker import CHANNEL, ScheduleBroker
+from .longpoll.shard_wakeup import ShardWakeup
 from .metrics import ServerMetrics
-from .notify import CHANNEL, ScheduleBroker
-from .polling import PollingWorkers
 from .settings import ServerSettings
 from .shard_results import delete_results
-from .shard_wakeup import ShardWakeup
 from .store import shards as shard_store
 
 log = logging.getLogger("lightly_server")
@@ -62,7 +62,7 @@ class Server:
         self.keyring = crypto.Keyring(crypto.load_keys(settings.secret_key_file))
         crypto.seal_stored_datasources(self.db, self.keyring)
         artifacts_dir = settings.resolved_artifacts_dir()
-        self.store = ArtifactStore(artifacts_dir, crypto.url_signing_key(self.db, self.keyring, artifacts_dir))
+        self.artifacts = ArtifactStore(artifacts_dir, crypto.url_signing_key(self.db, self.keyring, artifacts_dir))
         self._tasks: list[asyncio.Task[None]] = []
         # the sweep judges workers only after they had one full lease to reach this process: after its
         # start, and again after a sweep failed (the database was unreachable, so were the workers' reports)
@@ -159,13 +159,13 @@ class Server:
             )
             tx.schedule_changed = bool(reopened) or bool(offline)
             _, stale = shard_store.sweep(tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts)
-        delete_results(self.store.root, stale)  # results of shards whose scheduled run ended
+        delete_results(self.artifacts.root, stale)  # results of shards whose scheduled run ended
         return offline, reopened
 
     async def polling_worker_labels(self, user_id: str, worker_id: str) -> frozenset[str]:
         """A worker polls for work (its queue, or the shard work poll): it is alive and idle, so renew its
         lease (reviving it when an outage marked it OFFLINE) and answer its labels. No database work once
-        this process knows the worker: the renewal is written by the next flush (``polling``)."""
+        this process knows the worker: the renewal is written by the next flush (``longpoll.polling_workers``)."""
         polled_at = now_ms()
         labels = self.known_polling_labels(user_id, worker_id, polled_at)
         if labels is None:

@@ -43,7 +43,7 @@ def create_artifact(
 ) -> JSONResponse:
     with server.write() as tx:
         aid = store.create_artifact(tx.conn, user_id, run_id, body)
-    url = f"{_base_url(server, request)}{paths.artifact_upload(aid)}?{server.store.signed_query('write', aid)}"
+    url = f"{_base_url(server, request)}{paths.artifact_upload(aid)}?{server.artifacts.signed_query('write', aid)}"
     return _json(ArtifactCreatedData(signed_write_url=url, artifact_id=aid), 201)
 
 
@@ -70,12 +70,12 @@ def artifact_read_url(
             ApiErrorCode.DOCKER_RUN_ARTIFACT_UNAVAILABLE,
             f"artifact {artifact_id} was never uploaded",
         )
-    query = server.store.signed_query("read", artifact_id)
+    query = server.artifacts.signed_query("read", artifact_id)
     return f"{_base_url(server, request)}{paths.artifact_download(artifact_id)}?{query}"
 
 
 def _check_signature(server: Server, action: str, artifact_id: str, expires: int, signature: str) -> None:
-    if not signature.isascii() or not server.store.verify(action, artifact_id, expires, signature):
+    if not signature.isascii() or not server.artifacts.verify(action, artifact_id, expires, signature):
         raise ApiError(403, ApiErrorCode.FORBIDDEN, "the signed URL is invalid or expired; request a new one")
 
 
@@ -103,7 +103,7 @@ async def upload_artifact(
 
     if await run_in_threadpool(check):
         raise _refuse_confirmed(artifact_id)
-    tmp, final = server.store.open_for_write(artifact_id)
+    tmp, final = server.artifacts.open_for_write(artifact_id)
     size = 0
     try:
         with open(tmp, "wb") as fh:
@@ -137,7 +137,7 @@ def download_artifact(artifact_id: ArtifactId, expires: int, signature: str, ser
     _check_signature(server, "read", artifact_id, expires, signature)
     with server.db.read() as conn:
         a = store.find_artifact(conn, artifact_id)
-    path = server.store.path(artifact_id)
+    path = server.artifacts.path(artifact_id)
     if a is None or not path.exists():
         raise not_found(ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN, "artifact", artifact_id)
     name = os.path.basename(_safe_artifact_name(a.file_name, artifact_id))

@@ -19,7 +19,7 @@ from lightly_protocol.paths import template
 from .. import store
 from ..deps import DatasetId, ScheduledId, ServerDep, User, WorkerId
 from ..errors import ApiError
-from ..polls import queue_poll
+from ..longpoll.answers import queue_poll
 from ..responses import created as _created
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
@@ -55,6 +55,7 @@ async def schedule_for_worker(
     wait_seconds: Annotated[float, Query(alias="waitSeconds", ge=0, description="long-poll extension")] = 0,
 ) -> JSONResponse:
     """The steady state of an idle fleet's poll is answered by ``fast_polls`` before it gets here."""
+    # (the docstring is the OpenAPI description, kept as published: ``fast_polls`` is longpoll/asgi_fast_path.py)
     labels = await server.polling_worker_labels(user_id, worker_id)  # renews the worker's lease
     token = request.query_params.get("token")  # checked again after a long wait (revoked meanwhile: 401)
     return JSONResponse(await queue_poll(server, user_id, [state] if state else [], labels, False, wait_seconds, token))

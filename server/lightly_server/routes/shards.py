@@ -33,7 +33,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..deps import ScheduledId, ServerDep, User, WorkerId
 from ..errors import ApiError, bad_request
-from ..polls import work_poll
+from ..longpoll.answers import work_poll
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
 from ..shard_results import delete_results, result_path, upload_paths
@@ -89,7 +89,7 @@ async def publish_shards(
             raise bad_request(f"shard listing: {exc}") from None
         with server.write() as tx:
             plan, stale = shard_store.publish(tx.conn, user_id, scheduled_id, worker_id, run_id, shard_size, cap, names)
-        delete_results(server.store.root, stale)
+        delete_results(server.artifacts.root, stale)
         return plan
 
     plan = await run_in_threadpool(publish)
@@ -128,6 +128,7 @@ async def work(
     as soon as a shard opens or a run is scheduled for it, else empty after the wait (capped like there).
     The steady state of an idle fleet's poll is answered by ``fast_polls`` before it gets here.
     """
+    # (the docstring is the OpenAPI description, kept as published: ``fast_polls`` is longpoll/asgi_fast_path.py)
     labels = await server.polling_worker_labels(user_id, worker_id)  # renews the worker's lease
     token = request.query_params.get("token")  # checked again after a long wait (revoked meanwhile: 401)
     return JSONResponse(await work_poll(server, user_id, worker_id, labels, wait_seconds, token))
@@ -164,7 +165,7 @@ async def put_shard_result(
             shard_store.check_finish(conn, user_id, shard_id, worker_id)
 
     await run_in_threadpool(precheck)  # a worker that lost the shard learns it before sending the bytes
-    tmp, final = upload_paths(server.store.root, shard_id)
+    tmp, final = upload_paths(server.artifacts.root, shard_id)
     size = 0
     try:
         with open(tmp, "wb") as fh:
@@ -197,7 +198,7 @@ async def put_shard_result(
 def get_shard_result(shard_id: ShardId, user_id: User, server: ServerDep) -> FileResponse:
     with server.db.read() as conn:
         shard_store.result_size(conn, user_id, shard_id)
-    path = result_path(server.store.root, shard_id)
+    path = result_path(server.artifacts.root, shard_id)
     if not path.exists():
         raise ApiError(
             404,

@@ -38,7 +38,7 @@ from .dispatch import DISPATCH_ORDER, parse_runs_on
 
 #: the scheduled-run states in which its shards live; any other (DONE, CANCELED) ends them
 ACTIVE = (ScheduledState.OPEN, ScheduledState.LOCKED)
-#: PostgreSQL channel of shard wake-ups; the payload is the user id (``shard_wakeup``)
+#: PostgreSQL channel of shard wake-ups; the payload is the user id (``longpoll.shard_wakeup``)
 CHANNEL = "lightly_shards"
 #: at most this many shards per plan (a larger shardSize splits a bigger listing)
 MAX_SHARDS = 100_000

@@ -35,7 +35,7 @@ from typing import Any
 from lightly_protocol.enums import ShardState
 from sqlalchemy import case, func, select
 
-from .db import Database, listen_forever, shards
+from ..db import Database, listen_forever, shards
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ import logging
 import threading
 from collections.abc import Iterable
 
-from . import store
-from .db import Database
+from .. import store
+from ..db import Database
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
   run first, else the runs, as the queue poll).
 
 Both are reached through FastAPI (``routes/schedule.py``, ``routes/shards.py``) and, for the plain
-steady-state shape of an idle fleet's request, through ``fast_polls.FastPolls``, which skips FastAPI's
+steady-state shape of an idle fleet's request, through ``asgi_fast_path.FastPolls``, which skips FastAPI's
 request machinery. Each returns the answer's wire form (what goes into the JSON body); the caller has
 already renewed the worker's lease (``Server.polling_worker_labels`` / ``Server.known_polling_labels``).
 
@@ -25,10 +25,10 @@ from lightly_protocol.enums import ApiErrorCode, ScheduledState
 from lightly_protocol.shards import ShardAssignment, WorkData
 from starlette.concurrency import run_in_threadpool
 
-from . import store
-from .errors import ApiError
-from .runtime import Server
-from .store import shards as shard_store
+from .. import store
+from ..errors import ApiError
+from ..runtime import Server
+from ..store import shards as shard_store
 
 INVALID_TOKEN = "invalid token: create one with 'lightly-server create-token --user NAME'"
 

@@ -12,7 +12,7 @@ This middleware answers exactly the steady-state shape of the two polls:
 
 when every query key is one of these (each at most once), ``W`` is a plain decimal number, the token is
 in this process's token cache and the worker's labels are known to this process (it polled here
-before). The answer comes from the same functions the routes call (``polls``), so it is the same
+before). The answer comes from the same functions the routes call (``answers``), so it is the same
 answer. Everything else goes to FastAPI unchanged: a worker's first poll, an unknown or expired token,
 any other parameter or spelling, every other request. Errors raised while answering are rendered by
 the application's own exception handlers; the request latency is recorded under the route's template
@@ -34,9 +34,9 @@ from lightly_protocol.paths import template
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from .ids import now_ms
-from .polls import queue_poll, work_poll
-from .runtime import Server
+from ..ids import now_ms
+from ..runtime import Server
+from .answers import queue_poll, work_poll
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]

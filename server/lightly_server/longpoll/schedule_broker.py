@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import Connection, Row
 
-from .db import Database, listen_forever
-from .store import dispatchable, open_candidates
+from ..db import Database, listen_forever
+from ..store import dispatchable, open_candidates
 
 log = logging.getLogger(__name__)
 
