@@ -826,3 +826,25 @@ def test_a_fleet_deleted_while_no_operator_runs_is_released_as_the_docs_say(env:
     out = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr[-2000:]
     assert wid not in {w["id"] for w in env.api_workers().values()}
+
+
+def test_the_workers_trust_the_ca_the_operator_trusts(env: Env, tmp_path: Path) -> None:
+    """An operator with LIGHTLY_CA_CERTS (the chart's apiCaCerts) gives each fleet an owned Secret with that
+    CA, mounted into the pods and named by LIGHTLY_CA_CERTS: TLS on the bundled server works for workers too."""
+    import dataclasses
+
+    from test_tls import _write_pki
+
+    ca, _cert, _key = _write_pki(tmp_path)
+    with_ca = Env(env.kube, env.server, env.token, dataclasses.replace(env.settings, ca_certs=str(ca)))
+    with running(with_ca):
+        with_ca.fleet(replicas=1)
+        pods = with_ca.wait(lambda: with_ca.pods() or None, "the fleet's pod")
+        secret = with_ca.wait(lambda: env.kube.get("secrets", "fleet-api-ca"), "the CA Secret")
+    assert base64.b64decode(secret["data"]["ca.crt"]).decode() == ca.read_text()
+    assert secret["metadata"]["ownerReferences"][0]["name"] == "fleet"
+    spec = pods[0]["spec"]
+    c = spec["containers"][0]
+    assert {"name": "LIGHTLY_CA_CERTS", "value": "/var/run/secrets/lightly-ca/ca.crt"} in c["env"]
+    assert {"name": "api-ca", "mountPath": "/var/run/secrets/lightly-ca", "readOnly": True} in c["volumeMounts"]
+    assert any(v.get("secret", {}).get("secretName") == "fleet-api-ca" for v in spec["volumes"])

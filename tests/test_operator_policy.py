@@ -14,14 +14,15 @@ SETTINGS = OperatorSettings(api_url="http://lightly-server.lightly:8080", worker
 BODY = {"metadata": {"name": "fleet", "namespace": "ml", "uid": "u1"}}
 
 
-def pod_of(settings: OperatorSettings = SETTINGS, **spec: Any) -> dict[str, Any]:
+def pod_of(settings: OperatorSettings = SETTINGS, url: str = "http://x", **spec: Any) -> dict[str, Any]:
     s = parse_spec({"api": {"tokenSecretRef": {"name": "t"}}, **spec})
-    return build_pod(BODY, s, 0, "w" * 24, "c" * 16, settings, "http://x")["spec"]
+    return build_pod(BODY, s, 0, "w" * 24, "c" * 16, settings, url)["spec"]
 
 
 def problems(settings: OperatorSettings = SETTINGS, url: str | None = None, **spec: Any) -> list[str]:
     raw = {"api": {"tokenSecretRef": {"name": "t"}}, **spec}
-    return check_fleet(raw, url or settings.api_url, pod_of(settings, **spec), settings.policy())
+    url = url or settings.api_url
+    return check_fleet(raw, url, pod_of(settings, url, **spec), settings.policy())
 
 
 def test_the_operators_own_pod_passes_its_policy() -> None:
@@ -81,6 +82,22 @@ def test_the_operators_own_pod_passes_its_policy() -> None:
         (
             {"podTemplate": {"spec": {"securityContext": {"seccompProfile": {"type": "Unconfined"}}}}},
             "seccompProfile Unconfined",
+        ),
+        (
+            {"podTemplate": {"spec": {"containers": [{"name": "worker", "command": ["sh", "-c", "curl evil"]}]}}},
+            "containers[worker].command is not allowed",
+        ),
+        (
+            {
+                "podTemplate": {
+                    "spec": {
+                        "containers": [
+                            {"name": "worker", "env": [{"name": "LIGHTLY_SERVER_LOCATION", "value": "http://evil"}]}
+                        ]
+                    }
+                }
+            },
+            "env LIGHTLY_SERVER_LOCATION must stay http://lightly-server.lightly:8080",
         ),
         (
             {
@@ -155,7 +172,7 @@ def test_secret_references_are_all_found() -> None:
         imagePullSecrets=[{"name": "s4"}],
     )
     assert {name for name, _ in secret_references(pod)} == {"t", "s1", "s4"}  # t: the token Secret's volume
-    # podTemplate's lists replace the operator's (a strategic merge is not done): what counts is the result
+    # podTemplate's lists merge into the operator's by name (a strategic merge): what counts is the result
     pod = pod_of(
         podTemplate={
             "spec": {
@@ -164,7 +181,7 @@ def test_secret_references_are_all_found() -> None:
             }
         },
     )
-    assert {name for name, _ in secret_references(pod)} == {"s2", "s3"}
+    assert {name for name, _ in secret_references(pod)} == {"t", "s2", "s3"}
 
 
 def test_policy_settings_from_the_environment() -> None:

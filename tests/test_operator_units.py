@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 
 import pytest
 from lightly_operator.builders import (
     ANN_CHECKSUM,
     CredentialsError,
+    build_ca_secret,
     build_pod,
     build_pull_secret,
-    deep_merge,
     pod_name,
     spec_checksum,
     token_fingerprint,
@@ -20,6 +21,7 @@ from lightly_operator.builders import (
 from lightly_operator.memo import FleetMemo
 from lightly_operator.observe import CREATED_POD_MEMORY_SECONDS, with_created_pods
 from lightly_operator.plan import plan
+from lightly_operator.podmerge import merge_pod_spec
 from lightly_operator.settings import OperatorSettings
 from lightly_operator.spec import SpecError, parse_spec
 from lightly_operator.status import Condition, PodView, merge_conditions, pod_problem
@@ -145,12 +147,57 @@ def test_pod_template_overrides_merge_last() -> None:
     assert p["spec"]["imagePullSecrets"] == [{"name": "mine"}, {"name": "fleet-registry"}]
 
 
-def test_deep_merge_replaces_lists_and_merges_dicts() -> None:
-    assert deep_merge({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}, "e": 2}) == {
-        "a": {"b": 1, "c": [2]},
+def test_pod_template_merges_like_a_strategic_merge_patch() -> None:
+    assert merge_pod_spec({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}, "e": 2}) == {
+        "a": {"b": 1, "c": [2]},  # an unkeyed list is replaced
         "d": 1,
         "e": 2,
     }
+    # a template adds a volume, mounts it into the worker and sets a variable: the operator's own stay
+    s = parse_spec(
+        {
+            "api": {"tokenSecretRef": {"name": "t"}},
+            "podTemplate": {
+                "spec": {
+                    "volumes": [{"name": "certs", "configMap": {"name": "ca"}}],
+                    "containers": [
+                        {
+                            "name": "worker",
+                            "volumeMounts": [{"name": "certs", "mountPath": "/certs"}],
+                            "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"}],
+                            "resources": {"limits": {"memory": "8Gi"}},
+                        }
+                    ],
+                }
+            },
+        }
+    )
+    p = build_pod(BODY, s, 0, "w" * 24, "c" * 16, SETTINGS, "http://api:8080")["spec"]
+    (c,) = p["containers"]
+    assert [v["name"] for v in p["volumes"]] == ["lightly-token", "dshm", "output", "tmp", "certs"]
+    assert [m["mountPath"] for m in c["volumeMounts"]][-1] == "/certs" and len(c["volumeMounts"]) == 5
+    assert [e["name"] for e in c["env"]] == ["LIGHTLY_SERVER_LOCATION", "LIGHTLY_TOKEN_FILE", "HTTPS_PROXY"]
+    assert c["args"][0] == "worker.worker_id=" + "w" * 24 and c["image"] == "worker:1"
+    assert c["resources"]["limits"] == {"nvidia.com/gpu": "1", "memory": "8Gi"}
+
+
+def test_with_a_ca_the_pods_trust_it_from_the_operators_secret(tmp_path: Path) -> None:
+    from test_tls import _write_pki
+
+    ca, _cert, _key = _write_pki(tmp_path)  # a real CA certificate: the settings check it
+    settings = OperatorSettings(api_url="https://api:8443", worker_image="worker:1", ca_certs=str(ca))
+    s = parse_spec({"api": {"tokenSecretRef": {"name": "t"}}})
+    p = build_pod(BODY, s, 0, "w" * 24, "c" * 16, settings, "https://api:8443")["spec"]
+    (c,) = p["containers"]
+    assert {"name": "LIGHTLY_CA_CERTS", "value": "/var/run/secrets/lightly-ca/ca.crt"} in c["env"]
+    assert {"name": "api-ca", "secret": {"secretName": "fleet-api-ca", "defaultMode": 0o444}} in p["volumes"]
+    secret = build_ca_secret(BODY, ca.read_text())
+    assert base64.b64decode(secret["data"]["ca.crt"]).decode() == ca.read_text()
+    assert secret["metadata"]["ownerReferences"][0]["uid"] == BODY["metadata"]["uid"]
+    raw = {"api": {"tokenSecretRef": {"name": "t"}}}
+    plain = spec_checksum(raw, "fp", SETTINGS, "http://x")
+    assert spec_checksum(raw, "fp", SETTINGS, "http://x", "") == plain  # no CA: checksums as before
+    assert spec_checksum(raw, "fp", SETTINGS, "http://x", "A") != spec_checksum(raw, "fp", SETTINGS, "http://x", "B")
 
 
 def test_pull_secret_is_what_docker_login_json_key_stores() -> None:

@@ -11,13 +11,14 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kopf
 from kubernetes.client import ApiException
 
 from .api_access import ApiView
-from .builders import CredentialsError, build_pod, build_pull_secret
+from .builders import CredentialsError, build_ca_secret, build_pod, build_pull_secret
 from .kube import Kube, SecretProblem
 from .lightly_api import ApiProblem, LightlyApi
 from .memo import FleetMemo
@@ -96,6 +97,29 @@ class FleetActions:
         if changed:
             await self._retry_image_pulls(ctx, pods)
         return None
+
+    async def sync_ca_secret(self, ctx: ActContext) -> tuple[str, Condition | None]:
+        """Keep the Secret ``<fleet>-api-ca`` equal to the CA file the operator trusts (LIGHTLY_CA_CERTS);
+        (its PEM text, the problem if any). A new CA changes the pods' checksum: the fleet rolls."""
+        path = self.settings.ca_certs
+        try:
+            pem = Path(path).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            return "", Condition(
+                "Degraded",
+                True,
+                "ApiCaUnreadable",
+                f"cannot read the operator's LIGHTLY_CA_CERTS={path} ({exc}); workers would not trust the API",
+            )
+        try:
+            await self.kube.apply_secret(ctx.namespace, build_ca_secret(ctx.body, pem))
+        except SecretProblem as exc:
+            return pem, Condition("Degraded", True, f"ApiCa{exc.reason}", str(exc))
+        except ApiException as exc:
+            return pem, Condition(
+                "Degraded", True, "ApiCaSecretFailed", f"cannot write the CA Secret: {apiserver_message(exc)}"
+            )
+        return pem, None
 
     async def _retry_image_pulls(self, ctx: ActContext, pods: Sequence[PodView]) -> None:
         """Delete the pods whose container never started for want of its image (no job can run in them):

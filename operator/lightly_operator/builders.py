@@ -8,6 +8,7 @@ import hashlib
 import json
 from typing import Any
 
+from .podmerge import merge_pod_spec
 from .settings import OperatorSettings
 from .spec import GROUP, KIND, VERSION, LightlyWorkerSpec
 
@@ -20,6 +21,10 @@ ANN_WORKER_ID = "lightly.ai/worker-id"
 ANN_SKIP_DEREGISTRATION = "lightly.ai/skip-deregistration"
 TOKEN_DIR = "/var/run/secrets/lightly"
 TOKEN_FILE = f"{TOKEN_DIR}/token"
+#: the CA that signed the API's certificate (the operator's LIGHTLY_CA_CERTS), when it has one: in the
+#: operator-owned Secret <fleet>-api-ca, mounted here, and named to the worker by LIGHTLY_CA_CERTS
+CA_DIR = "/var/run/secrets/lightly-ca"
+CA_FILE = f"{CA_DIR}/ca.crt"
 OUTPUT_DIR = "/home/output_dir"
 INPUT_MOUNT = "/input_mount"
 LIGHTLY_MOUNT = "/lightly_mount"
@@ -60,17 +65,24 @@ def pull_secret_name(name: str) -> str:
     return f"{name}-registry"[:253]
 
 
-def spec_checksum(raw_spec: dict[str, Any], token_fingerprint: str, settings: OperatorSettings, api_url: str) -> str:
-    """What the pods depend on: the pod-relevant spec, the token Secret's content, operator defaults.
+def ca_secret_name(name: str) -> str:
+    return f"{name}-api-ca"[:253]
+
+
+def spec_checksum(
+    raw_spec: dict[str, Any], token_fingerprint: str, settings: OperatorSettings, api_url: str, ca_pem: str = ""
+) -> str:
+    """What the pods depend on: the pod-relevant spec, the token Secret's content, operator defaults, the
+    API's CA (a worker reads it at start: a new CA rolls the fleet).
 
     The token enters only as a fingerprint (a hash), never as itself.
     """
     relevant = {k: v for k, v in raw_spec.items() if k not in NON_POD_FIELDS}
-    payload = json.dumps(
-        {"spec": relevant, "token": token_fingerprint, "image": settings.worker_image, "api": api_url},
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    depends: dict[str, Any] = {"spec": relevant, "token": token_fingerprint, "image": settings.worker_image}
+    depends["api"] = api_url
+    if ca_pem:  # absent without a CA: fleets keep their checksum when the operator has none
+        depends["ca"] = hashlib.sha256(ca_pem.encode()).hexdigest()
+    payload = json.dumps(depends, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -82,17 +94,6 @@ def token_fingerprint(secret_data: dict[str, str], key: str) -> str:
 def pod_name(name: str, index: int, checksum: str) -> str:
     suffix = f"-{index}-{checksum[:6]}"
     return f"{name[: 63 - len(suffix)]}{suffix}"
-
-
-def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Override wins; dicts merge recursively; lists and scalars are replaced."""
-    out = copy.deepcopy(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def quantities(resources: dict[str, Any]) -> dict[str, Any]:
@@ -194,8 +195,12 @@ def build_pod(
     env = [
         {"name": "LIGHTLY_SERVER_LOCATION", "value": api_url},
         {"name": "LIGHTLY_TOKEN_FILE", "value": TOKEN_FILE},
-        *spec.env,
     ]
+    if settings.ca_certs:  # the operator trusts a private CA for the API: so do its workers
+        volumes.append({"name": "api-ca", "secret": {"secretName": ca_secret_name(name), "defaultMode": 0o444}})
+        mounts.append({"name": "api-ca", "mountPath": CA_DIR, "readOnly": True})
+        env.append({"name": "LIGHTLY_CA_CERTS", "value": CA_FILE})
+    env += spec.env
     pull_secrets = [dict(s) for s in spec.image_pull_secrets]
     if spec.registry_credentials:
         pull_secrets.append({"name": pull_secret_name(name)})
@@ -261,12 +266,30 @@ def build_pod(
             "annotations": annotations,
             "ownerReferences": [owner_reference(body)],
         },
-        "spec": deep_merge(pod_spec, spec.pod_template.spec),
+        "spec": merge_pod_spec(pod_spec, spec.pod_template.spec),
     }
 
 
 class CredentialsError(ValueError):
     pass
+
+
+def build_ca_secret(body: dict[str, Any], ca_pem: str) -> dict[str, Any]:
+    """The Secret ``<fleet>-api-ca`` with the CA certificates the operator trusts for the API (public
+    certificates; a Secret because the operator may already write Secrets and nothing else)."""
+    name = body["metadata"]["name"]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": "Opaque",
+        "metadata": {
+            "name": ca_secret_name(name),
+            "namespace": body["metadata"]["namespace"],
+            "labels": {**selector_labels(name), "app.kubernetes.io/component": "api-ca"},
+            "ownerReferences": [owner_reference(body)],
+        },
+        "data": {"ca.crt": base64.b64encode(ca_pem.encode()).decode()},
+    }
 
 
 def build_pull_secret(body: dict[str, Any], registry: str, json_key: str) -> dict[str, Any]:

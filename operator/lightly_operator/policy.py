@@ -123,6 +123,13 @@ def check_fleet(spec_raw: dict[str, Any], api_url: str, pod_spec: dict[str, Any]
                 "(chart value policy.allowedRegistries)"
             )
     problems += check_pod_spec(pod_spec, policy)
+    for c_where, c in _containers(pod_spec):
+        for e in c.get("env") or []:
+            if isinstance(e, dict) and e.get("name") == "LIGHTLY_SERVER_LOCATION" and e.get("value") != api_url:
+                problems.append(
+                    f"{c_where}.env LIGHTLY_SERVER_LOCATION must stay {api_url} (the API the token is for); "
+                    "remove it and set spec.api.url instead"
+                )
     return problems
 
 
@@ -143,6 +150,11 @@ def check_pod_spec(pod_spec: dict[str, Any], policy: FleetPolicy) -> list[str]:
             problems.append(
                 f"{c_where}.image {image or '(empty)'} is not an allowed image; use spec.image with one matching "
                 f"{list(policy.images)} or ask the operator's admin to add it (chart value policy.allowedImages)"
+            )
+        if c.get("command"):
+            problems.append(
+                f"{c_where}.command is not allowed (it would run other code than the image's entrypoint, with the "
+                "fleet's token at hand); remove it"
             )
         if not policy.allow_privileged:
             problems += _container_privileges(c_where, c.get("securityContext") or {})

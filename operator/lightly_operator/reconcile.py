@@ -25,7 +25,7 @@ from kubernetes.client import ApiException
 
 from .actions import ActContext, FleetActions
 from .api_access import ApiAccess
-from .builders import build_pod, pull_secret_name, spec_checksum
+from .builders import build_pod, ca_secret_name, pull_secret_name, spec_checksum
 from .cleanup import Deregistration, OrphanSweep
 from .fleet_status import FleetStatus, StatusInput, compute_status, invalid_spec_status
 from .indexes import FleetIndex, PodIndex, pods_of
@@ -110,8 +110,14 @@ class FleetReconciler:
             problem = await self.actions.sync_pull_secret(ctx, seen.pods)
             if problem:
                 seen.problems.append(problem)
+        ca_pem, ca_problem = "", None
+        if ctx is not None and self.settings.ca_certs:  # the workers get the CA the operator trusts
+            ca_pem, ca_problem = await self.actions.sync_ca_secret(ctx)
+            if ca_problem:
+                seen.problems.append(ca_problem)
         now = time.monotonic()
-        the_plan = await self._plan_and_act(ctx, seen, desired, now) if ctx is not None and seen.fp else None
+        ready = ctx is not None and seen.fp and ca_problem is None
+        the_plan = await self._plan_and_act(ctx, seen, desired, now, ca_pem) if ctx is not None and ready else None
         status = compute_status(self._status_input(body, memo, seen, desired, the_plan, now))
         memo.offline_since = status.offline_since
         return self._publish(body, memo, status)
@@ -128,6 +134,8 @@ class FleetReconciler:
         skip = {spec.api.token_secret_ref.name}
         if spec.registry_credentials:
             skip.add(pull_secret_name(body["metadata"]["name"]))
+        if self.settings.ca_certs:
+            skip.add(ca_secret_name(body["metadata"]["name"]))
         try:
             for name, where in dict(secret_references(pod)).items():
                 if name not in skip:
@@ -140,8 +148,10 @@ class FleetReconciler:
             )
         return None
 
-    async def _plan_and_act(self, ctx: ActContext, seen: Observation, desired: int, now: float) -> Plan:
-        ctx.checksum = spec_checksum(ctx.body.get("spec") or {}, seen.fp, self.settings, seen.url)
+    async def _plan_and_act(
+        self, ctx: ActContext, seen: Observation, desired: int, now: float, ca_pem: str = ""
+    ) -> Plan:
+        ctx.checksum = spec_checksum(ctx.body.get("spec") or {}, seen.fp, self.settings, seen.url, ca_pem)
         blocked = {i for i, t in ctx.memo.retry_at.items() if t > now}
         strategy = ctx.spec.update_strategy.type
         the_plan = plan(desired, seen.registered, seen.by_index, seen.busy, ctx.checksum, strategy, blocked)
