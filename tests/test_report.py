@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from lightly_protocol.models import WorkerConfigV4
-from lightly_worker.pipeline import JobPaths, NullReporter, run_job
+from lightly_worker.pipeline import JobOptions, JobPaths, NullReporter, run_job
 from lightly_worker.report import THUMB_SIDE, THUMBNAILS_KEY, make_thumbnails
 from PIL import Image
 
@@ -50,7 +50,7 @@ def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         }
     )
     paths = JobPaths(root / "input", None, root / "out")
-    run_job(config, paths, NullReporter(), device="cpu", embedding_model="resnet-tiny", embedding_input_size=16)
+    run_job(config, paths, NullReporter(), JobOptions("cpu", "resnet-tiny", 16))
     return root / "out"
 
 

@@ -63,9 +63,7 @@ def _split_stages(shard_size: int) -> tuple[Stage, ...]:
 
 def _run(tmp: Path, out: str, config: WorkerConfigV4, model: str, stages: tuple[Stage, ...] | None):  # type: ignore[no-untyped-def]
     paths = JobPaths(tmp / "input", tmp / "lightly", tmp / out)
-    return run_job(
-        config, paths, NullReporter(), device="cpu", embedding_model=model, embedding_input_size=32, stages=stages
-    )
+    return run_job(config, paths, NullReporter(), JobOptions("cpu", model, 32), stages=stages)
 
 
 def _same_outputs(a: Path, b: Path) -> None:

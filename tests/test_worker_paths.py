@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from lightly_protocol.models import WorkerConfigV4
 from lightly_worker.paths import PathOutsideRoot, inside
-from lightly_worker.pipeline import JobError, JobPaths, NullReporter, resolve_paths, run_job
+from lightly_worker.pipeline import JobError, JobOptions, JobPaths, NullReporter, resolve_paths, run_job
 from PIL import Image
 
 SECRET = "root:x:0:0:root:/root:/bin/bash"
@@ -38,7 +38,7 @@ def _config(docker: dict, selection: dict | None = None) -> WorkerConfigV4:
 
 def _fails(config: WorkerConfigV4, paths: JobPaths, caplog: pytest.LogCaptureFixture) -> str:
     with caplog.at_level(logging.DEBUG), pytest.raises(JobError) as err:
-        run_job(config, paths, NullReporter(), device="cpu", embedding_model="resnet-tiny", embedding_input_size=16)
+        run_job(config, paths, NullReporter(), JobOptions("cpu", "resnet-tiny", 16))
     message = str(err.value)
     assert SECRET not in message and "second line" not in message
     assert SECRET not in caplog.text and "root:x" not in caplog.text

@@ -30,7 +30,7 @@ from .config import WorkerArgs
 from .failpoints import failpoint
 from .job import JobOptions
 from .metrics import WorkerMetrics
-from .pipeline import Cancelled, JobError, resolve_paths, run_job
+from .pipeline import Cancelled, JobError, RunInfo, resolve_paths, run_job
 from .shards import Coordinator, ShardRunner, missing_endpoint, parallelism_of, shard_job
 
 log = logging.getLogger("lightly_worker")
@@ -407,18 +407,9 @@ class WorkerAgent:
             if parallelism_of(config) != 1:
                 heartbeat = float(self.args["worker.heartbeat_seconds"])
                 split = Coordinator(self.api, self.worker_id, row.id, run_id, heartbeat, self.cancel).stages()
-            result = run_job(
-                config,
-                paths,
-                reporter,
-                device=self.args["device"],
-                embedding_model=self.args["embedding.model"],
-                embedding_input_size=self.args["embedding.input_size"],
-                run_id=run_id,
-                dataset_id=row.dataset_id,
-                config_dump=config.wire(),
-                stages=split,
-            )
+            options = JobOptions(self.args["device"], self.args["embedding.model"], self.args["embedding.input_size"])
+            run = RunInfo(run_id, row.dataset_id, config.wire())
+            result = run_job(config, paths, reporter, options, run=run, stages=split)
             reporter.stage("UPLOADING_ARTIFACTS", f"uploading {len(result.files)} output files")
             upload_outputs(self.api, run_id, result.output_dir, result.files, reporter)
             self.api.selection(run_id, result.selected)

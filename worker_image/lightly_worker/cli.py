@@ -89,7 +89,7 @@ def _shorthand_strategies(choice: str) -> list[dict[str, Any]]:
 
 def run_local(args: WorkerArgs) -> int:
     from .agent import merge_cli_defaults
-    from .pipeline import JobError, JobPaths, NullReporter, run_job
+    from .pipeline import JobError, JobOptions, JobPaths, NullReporter, run_job
 
     config = merge_cli_defaults(local_config(args), args)
     out = args.path("output_dir")
@@ -100,14 +100,8 @@ def run_local(args: WorkerArgs) -> int:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger("lightly_worker.run").addHandler(handler)
     try:
-        result = run_job(
-            config,
-            paths,
-            NullReporter(echo=print),
-            device=args["device"],
-            embedding_model=args["embedding.model"],
-            embedding_input_size=args["embedding.input_size"],
-        )
+        options = JobOptions(args["device"], args["embedding.model"], args["embedding.input_size"])
+        result = run_job(config, paths, NullReporter(echo=print), options)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

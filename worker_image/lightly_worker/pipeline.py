@@ -29,10 +29,12 @@ from .report import write_report
 __all__ = [
     "Cancelled",
     "JobError",
+    "JobOptions",
     "JobPaths",
     "JobResult",
     "NullReporter",
     "Reporter",
+    "RunInfo",
     "Stage",
     "job_stages",
     "resolve_paths",
@@ -121,30 +123,40 @@ class _Timer:
         self.name, self.t = name, now
 
 
+@dataclass(frozen=True)
+class RunInfo:
+    """Which scheduled run a job is, for its report (all None in local mode); ``config_dump`` is the
+    config as the report shows it (default: ``config.wire()``)."""
+
+    run_id: str | None = None
+    dataset_id: str | None = None
+    config_dump: dict[str, Any] | None = None
+
+
+def _new_report(config: WorkerConfigV4, run: RunInfo) -> dict[str, Any]:
+    return {
+        "worker_version": worker_version(),
+        "run_id": run.run_id,
+        "dataset_id": run.dataset_id,
+        "stage_seconds": {},
+        "summary": {},
+        "config": run.config_dump or config.wire(),
+    }
+
+
 def run_job(
     config: WorkerConfigV4,
     paths: JobPaths,
     reporter: Reporter,
+    options: JobOptions | None = None,
     *,
-    device: str = "auto",
-    embedding_model: str = "efficientnet-lite0",
-    embedding_input_size: int | None = None,
-    run_id: str | None = None,
-    dataset_id: str | None = None,
-    config_dump: dict[str, Any] | None = None,
+    run: RunInfo | None = None,
     stages: tuple[Stage, ...] | None = None,
 ) -> JobResult:
     """Run the job through ``stages`` (default ``job_stages()``; a split run replaces its check and
-    embed stages, see ``shards.split_stages``)."""
-    report: dict[str, Any] = {
-        "worker_version": worker_version(),
-        "run_id": run_id,
-        "dataset_id": dataset_id,
-        "stage_seconds": {},
-        "summary": {},
-        "config": config_dump or config.wire(),
-    }
-    job = Job(config, paths, reporter, JobOptions(device, embedding_model, embedding_input_size), report)
+    embed stages, see ``shards.Coordinator.stages``)."""
+    report = _new_report(config, run or RunInfo())
+    job = Job(config, paths, reporter, options or JobOptions(), report)
     timer = _Timer(report)
     job.out.mkdir(parents=True, exist_ok=True)
     for i, stage in enumerate(stages or job_stages()):

@@ -120,21 +120,33 @@ def make_plots(
         ("distance_distr_before", before, "Nearest-neighbour distance, all samples"),
         ("distance_distr_after", after, "Nearest-neighbour distance, selected samples"),
     ):
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        if len(values):
-            ax.hist(values, bins=40, color="#3b6ea5" if "before" in name else "#d9822b", log=True)
-        ax.set_title(title)
-        ax.set_xlabel("distance")
-        ax.set_ylabel("samples (log)")
-        path = plot_dir / f"{name}.png"
-        path.write_bytes(_png(fig))
-        plt.close(fig)
-        plots[name] = path
+        color = "#3b6ea5" if "before" in name else "#d9822b"
+        plots[name] = _histogram(plt, plot_dir / f"{name}.png", values, title, color)
         stats[name.replace("distance_distr_", "nn_distance_")] = {
             "mean": float(values.mean()) if len(values) else None,
             "min": float(values.min()) if len(values) else None,
             "max": float(values.max()) if len(values) else None,
         }
+    plots["scatter_pca"] = _scatter_pca(plt, plot_dir / "scatter_pca.png", emb, selected, rng)
+    return plots, stats
+
+
+def _histogram(plt: Any, path: Path, values: np.ndarray, title: str, color: str) -> Path:
+    """A histogram of nearest-neighbour distances (log scale) as a PNG at ``path``."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if len(values):
+        ax.hist(values, bins=40, color=color, log=True)
+    ax.set_title(title)
+    ax.set_xlabel("distance")
+    ax.set_ylabel("samples (log)")
+    path.write_bytes(_png(fig))
+    plt.close(fig)
+    return path
+
+
+def _scatter_pca(plt: Any, path: Path, emb: np.ndarray, selected: list[int], rng: np.random.Generator) -> Path:
+    """The embeddings' PCA scatter with the selection coloured in pick order (at most ``MAX_PAIRWISE``
+    points besides the selected ones) as a PNG at ``path``."""
     idx = np.arange(len(emb))
     if len(emb) > MAX_PAIRWISE:
         keep = set(selected)
@@ -157,11 +169,9 @@ def make_plots(
                 ax.annotate(str(int(r)), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_title("Embeddings (PCA), selection in pick order (first 10 numbered)")
     ax.legend(loc="best")
-    path = plot_dir / "scatter_pca.png"
     path.write_bytes(_png(fig))
     plt.close(fig)
-    plots["scatter_pca"] = path
-    return plots, stats
+    return path
 
 
 def _thumbnail_grid(thumbs: list[dict[str, Any]], n_selected: int) -> str:

@@ -1,4 +1,5 @@
-"""The binary result of one shard (issue 11): what a shard worker uploads and the coordinator reads.
+"""The binary result of one shard: what a shard worker uploads and the coordinator reads (an extension,
+split runs: docs/worker.md, "Parallel runs"; docs/server.md, Shards).
 
 Opaque to the server (it only caps the size). Layout, all little-endian:
 
@@ -30,6 +31,7 @@ import hashlib
 import json
 import struct
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -129,8 +131,9 @@ def encode(result: ShardResult) -> bytes:
     return b"".join([_PREFIX.pack(MAGIC, VERSION, len(head)), head, emb.tobytes(), bytes(digests), bytes(flags)])
 
 
-def decode(data: bytes) -> ShardResult:
-    """Parse and validate the bytes of a shard result; ``ShardFileError`` says what is wrong."""
+def _read_header(data: bytes) -> tuple[dict[str, Any], int]:
+    """The JSON header after the fixed prefix (magic, version, its length), with its keys checked,
+    and its length."""
     if len(data) < _PREFIX.size:
         raise ShardFileError(f"too short for a shard result ({len(data)} bytes)")
     magic, version, head_len = _PREFIX.unpack_from(data)
@@ -147,6 +150,12 @@ def decode(data: bytes) -> ShardResult:
     if not isinstance(header, dict) or set(header) != _HEADER_KEYS:
         got = sorted(header) if isinstance(header, dict) else type(header).__name__
         raise ShardFileError(f"the header must have exactly the keys {sorted(_HEADER_KEYS)}, got {got}")
+    return header, head_len
+
+
+def decode(data: bytes) -> ShardResult:
+    """Parse and validate the bytes of a shard result; ``ShardFileError`` says what is wrong."""
+    header, head_len = _read_header(data)
     for key in ("index", "start", "stop", "count", "dim", "input_size"):
         if not isinstance(header[key], int) or isinstance(header[key], bool) or header[key] < 0:
             raise ShardFileError(f"header {key} must be an integer >= 0, got {header[key]!r}")

@@ -1,4 +1,5 @@
-"""Split runs over the server (issue 11): the coordinator's stages and one shard's run on any worker.
+"""Split runs over the server (an extension: docs/worker.md, "Parallel runs"; docs/server.md, Shards):
+the coordinator's stages and one shard's run on any worker.
 
 **Coordinator** (the worker that locked a run whose config has ``docker.parallelism`` != 1): the
 usual stages list the input; then, instead of the check and embed stages, it publishes the listing
@@ -91,6 +92,31 @@ class ShardRunner:
     cancel: threading.Event
     _processed: int = field(default=0, init=False)
 
+    def _files(self, shard: ShardData) -> list[str]:
+        """The shard's file names (checked against its range); the SHARD failpoint waits here."""
+        names = self.api.shard_files(shard.id)
+        if len(names) != shard.stop - shard.start:
+            raise JobError(f"shard {shard.index} lists {len(names)} files for [{shard.start}, {shard.stop})")
+        failpoint("SHARD", self.cancel)
+        run_log.info(
+            "shard %d: files %d-%d of scheduled run %s (attempt %d)",
+            shard.index,
+            shard.start,
+            shard.stop,
+            shard.scheduled_id,
+            shard.attempts,
+        )
+        return names
+
+    def _upload(self, shard: ShardData, data: bytes) -> None:
+        """Upload the shard's result; 409 (the lease was lost or the run ended) drops it."""
+        try:
+            self.api.upload_shard_result(shard.id, self.worker_id, data)
+        except ApiError as exc:
+            if exc.status == 409:
+                raise ShardDropped(f"shard {shard.index}: {exc}") from None
+            raise
+
     def run(self, assignment: ShardAssignment, job: Job, on_progress: Any = None) -> bool:
         """True when the result was uploaded (the shard is DONE); False when it was dropped (409).
         Raises ``Cancelled`` after handing the shard back when the worker stops; other errors hand it
@@ -106,18 +132,7 @@ class ShardRunner:
         t0, cpu0 = time.perf_counter(), time.process_time()
         settled = False  # uploaded, or dropped: nothing to hand back
         try:
-            names = self.api.shard_files(shard.id)
-            if len(names) != shard.stop - shard.start:
-                raise JobError(f"shard {shard.index} lists {len(names)} files for [{shard.start}, {shard.stop})")
-            failpoint("SHARD", self.cancel)
-            run_log.info(
-                "shard %d: files %d-%d of scheduled run %s (attempt %d)",
-                shard.index,
-                shard.start,
-                shard.stop,
-                shard.scheduled_id,
-                shard.attempts,
-            )
+            names = self._files(shard)
 
             def progress(done: int, total: int) -> None:
                 self._processed = done
@@ -134,12 +149,7 @@ class ShardRunner:
             beat.join(10)
             if dropped.is_set():
                 raise ShardDropped(f"shard {shard.index} was taken away (lease lost or run ended)")
-            try:
-                self.api.upload_shard_result(shard.id, self.worker_id, data)
-            except ApiError as exc:
-                if exc.status == 409:
-                    raise ShardDropped(f"shard {shard.index}: {exc}") from None
-                raise
+            self._upload(shard, data)
             settled = True
             run_log.info(
                 "shard %d done: %d files (%d corrupt) in %.1f s (%.1f s CPU), %d bytes",

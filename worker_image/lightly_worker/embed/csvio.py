@@ -36,6 +36,19 @@ def load_custom_embeddings(csv_path: Path) -> tuple[list[str], np.ndarray]:
     return names, emb
 
 
+def _first_bad_cell(csv_path: Path, values: list[list[str]], lines: list[int]) -> EmbeddingsError:
+    """The error that names the first cell that is not a finite number (``lines``: each row's line)."""
+    for i, row in enumerate(values):
+        for j, cell in enumerate(row):
+            try:
+                ok = math.isfinite(float(cell))
+            except ValueError:
+                ok = False
+            if not ok:
+                return EmbeddingsError(f"{csv_path}, line {lines[i]}: embedding_{j} is not a finite number")
+    return EmbeddingsError(f"{csv_path}: embeddings are not numeric")  # pragma: no cover
+
+
 def load_embeddings_with_labels(csv_path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Like load_custom_embeddings, plus the labels column (int64)."""
     csv_path = Path(csv_path)
@@ -83,17 +96,7 @@ def load_embeddings_with_labels(csv_path: Path) -> tuple[list[str], np.ndarray, 
         finite = False
         emb = None
     if emb is None or not finite:
-        for i, row in enumerate(values):  # find and name the first bad cell
-            for j, cell in enumerate(row):
-                try:
-                    ok = math.isfinite(float(cell))
-                except ValueError:
-                    ok = False
-                if not ok:
-                    raise EmbeddingsError(
-                        f"{csv_path}, line {first_line[names[i]]}: embedding_{j} is not a finite number"
-                    )
-        raise EmbeddingsError(f"{csv_path}: embeddings are not numeric")  # pragma: no cover
+        raise _first_bad_cell(csv_path, values, [first_line[name] for name in names])
     try:
         label_arr = np.array([int(x) for x in labels], dtype=np.int64)
     except ValueError:

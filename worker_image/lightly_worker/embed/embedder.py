@@ -73,16 +73,58 @@ def embed_samples(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model_label = cfg.model if model is None else type(model).__name__
+    model = _prepare_model(cfg, model, device)
+    amp = autocast_dtype(device, cfg.precision)
+    n = len(names)
+    loader, workers = _loader(input_root, names, cfg, device, log)
+
+    old_threads = torch.get_num_threads()
+    torch.set_num_threads(threads_for(cfg, device))
+    log.info(
+        "embedding %d samples with %s on %s (input %d px, batch %d, %d decode workers, %d threads, amp %s)",
+        n,
+        model_label,
+        device,
+        cfg.input_size,
+        cfg.batch_size,
+        workers,
+        torch.get_num_threads(),
+        amp,
+    )
+    t0 = time.perf_counter()
+    try:
+        out, bad = _run_model(loader, model, device, amp, n, progress)
+    finally:
+        torch.set_num_threads(old_threads)
+    if out is None:  # no samples: run the model once on a dummy to learn D
+        with torch.inference_mode():
+            d = model(torch.zeros(1, 3, cfg.input_size, cfg.input_size, device=device)).reshape(1, -1).shape[1]
+        out = np.zeros((0, d), dtype=np.float32)
+    _zero_failed(out, bad, names, failed, log)
+    if cfg.normalize:
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+    dt = time.perf_counter() - t0
+    log.info("embedded %d samples in %.1f s (%.1f samples/s), dim %d", n, dt, n / dt if dt > 0 else 0.0, out.shape[1])
+    return out
+
+
+def _prepare_model(cfg: EmbedConfig, model: nn.Module | None, device: torch.device) -> nn.Module:
+    """The model to run: ``model`` or cfg.model built offline, in eval mode on ``device``, channels_last."""
     if model is None:
         model = embedding_model_from_config(cfg.model, cfg.input_size)
     model = model.eval().to(device)
-    amp = autocast_dtype(device, cfg.precision)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     # The loader's uint8 N x 3 x S x S tensors are NHWC in memory (a permuted view), i.e. already channels_last;
     # a channels_last model avoids a layout conversion per conv (measured 1.5-2x on CPU for EfficientNet-Lite0).
-    model = model.to(memory_format=torch.channels_last)
+    return model.to(memory_format=torch.channels_last)
 
+
+def _loader(
+    input_root: Path, names: list[str], cfg: EmbedConfig, device: torch.device, log: logging.Logger
+) -> tuple[DataLoader[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
+    """The DataLoader of decoded chunks of ``names`` and its number of decode worker processes."""
     n = len(names)
     refs: list[SampleRef] = []
     for name in names:
@@ -105,21 +147,19 @@ def embed_samples(
         prefetch_factor=4 if workers > 0 else None,
         worker_init_fn=_worker_init if workers > 0 else None,
     )
+    return loader, workers
 
-    old_threads = torch.get_num_threads()
-    torch.set_num_threads(threads_for(cfg, device))
-    log.info(
-        "embedding %d samples with %s on %s (input %d px, batch %d, %d decode workers, %d threads, amp %s)",
-        n,
-        model_label,
-        device,
-        cfg.input_size,
-        cfg.batch_size,
-        workers,
-        torch.get_num_threads(),
-        amp,
-    )
-    t0 = time.perf_counter()
+
+def _run_model(
+    loader: DataLoader[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    model: nn.Module,
+    device: torch.device,
+    amp: torch.dtype | None,
+    n: int,
+    progress: Progress | None,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Run ``model`` over every batch: the N x D rows (None when there were no batches) and which rows
+    could not be decoded."""
     out: np.ndarray | None = None
     pending: list[tuple[torch.Tensor, torch.Tensor]] = []
     bad = np.zeros(n, dtype=bool)
@@ -136,38 +176,31 @@ def embed_samples(
             out = np.zeros((n, feats.shape[1]), dtype=np.float32)
         out[pos] = feats
 
-    try:
-        with torch.inference_mode():
-            for positions, images, ok in loader:
-                x = images.to(device, non_blocking=True).float().div_(255.0)
-                ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-                with ctx:
-                    feats = model(x)
-                feats = feats.reshape(feats.shape[0], -1)
-                pending.append((positions, feats))
-                if not bool(ok.all()):
-                    bad[positions[~ok].numpy()] = True
-                if len(pending) >= 64 or device.type == "cpu":
-                    flush()
-                done += len(positions)
-                report(progress, done, n)
-            flush()
-    finally:
-        torch.set_num_threads(old_threads)
+    with torch.inference_mode():
+        for positions, images, ok in loader:
+            x = images.to(device, non_blocking=True).float().div_(255.0)
+            ctx = torch.autocast(device.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+            with ctx:
+                feats = model(x)
+            feats = feats.reshape(feats.shape[0], -1)
+            pending.append((positions, feats))
+            if not bool(ok.all()):
+                bad[positions[~ok].numpy()] = True
+            if len(pending) >= 64 or device.type == "cpu":
+                flush()
+            done += len(positions)
+            report(progress, done, n)
+        flush()
+    return out, bad
 
-    if out is None:  # no samples: run the model once on a dummy to learn D
-        with torch.inference_mode():
-            d = model(torch.zeros(1, 3, cfg.input_size, cfg.input_size, device=device)).reshape(1, -1).shape[1]
-        out = np.zeros((0, d), dtype=np.float32)
+
+def _zero_failed(
+    out: np.ndarray, bad: np.ndarray, names: list[str], failed: list[str] | None, log: logging.Logger
+) -> None:
+    """Zero the rows that could not be decoded, log them and add them to ``failed``."""
     if bad.any():
         out[bad] = 0.0
         names_bad = [names[i] for i in np.flatnonzero(bad)]
         log.warning("%d sample(s) could not be decoded and got zero embeddings: %s", len(names_bad), names_bad[:5])
         if failed is not None:
             failed.extend(names_bad)
-    if cfg.normalize:
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        np.divide(out, norms, out=out, where=norms > 0)
-    dt = time.perf_counter() - t0
-    log.info("embedded %d samples in %.1f s (%.1f samples/s), dim %d", n, dt, n / dt if dt > 0 else 0.0, out.shape[1])
-    return out

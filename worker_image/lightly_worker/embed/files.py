@@ -11,7 +11,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -78,6 +78,47 @@ def frame_name(video_rel: str, frame: int, n_frames: int) -> str:
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
+def _walk_entry(
+    entry: os.DirEntry[str],
+    rel_dir: str,
+    inside: Callable[[str], bool],
+    visited: set[str],
+    subdirs: list[tuple[str, str]],
+    linked: list[tuple[str, str]],
+    log: logging.Logger,
+) -> Iterator[str]:
+    """One entry of a listed directory for ``_walk``: yields it when it is a file to list, queues a
+    directory (``subdirs``) or a linked directory (``linked``), warns about what it skips."""
+    if entry.name.startswith("."):
+        return
+    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
+    if _CONTROL.search(entry.name):
+        log.warning("skipping %r: file names with a line break are not supported (nor control characters)", rel)
+        return
+    try:
+        is_link = entry.is_symlink()
+        is_dir = entry.is_dir(follow_symlinks=True)
+    except OSError:
+        is_link, is_dir = True, False
+    if is_link:
+        real = os.path.realpath(entry.path)
+        if not os.path.exists(real):
+            log.warning("skipping symlink %s: its target does not exist", rel)
+        elif not inside(real):
+            log.warning("skipping symlink %s: it points outside the input folder", rel)
+        elif is_dir:
+            linked.append((rel, real))
+        else:
+            yield rel
+    elif is_dir:
+        real = os.path.realpath(entry.path)
+        if real not in visited:
+            visited.add(real)
+            subdirs.append((rel, entry.path))
+    else:
+        yield rel
+
+
 def _walk(input_root: Path, log: logging.Logger = LOG) -> Iterable[str]:
     """Relative POSIX paths of all files under input_root, hidden files and directories skipped.
 
@@ -117,34 +158,7 @@ def _walk(input_root: Path, log: logging.Logger = LOG) -> Iterable[str]:
             continue
         subdirs: list[tuple[str, str]] = []
         for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            if _CONTROL.search(entry.name):
-                log.warning("skipping %r: file names with a line break are not supported (nor control characters)", rel)
-                continue
-            try:
-                is_link = entry.is_symlink()
-                is_dir = entry.is_dir(follow_symlinks=True)
-            except OSError:
-                is_link, is_dir = True, False
-            if is_link:
-                real = os.path.realpath(entry.path)
-                if not os.path.exists(real):
-                    log.warning("skipping symlink %s: its target does not exist", rel)
-                elif not inside(real):
-                    log.warning("skipping symlink %s: it points outside the input folder", rel)
-                elif is_dir:
-                    linked.append((rel, real))
-                else:
-                    yield rel
-            elif is_dir:
-                real = os.path.realpath(entry.path)
-                if real not in visited:
-                    visited.add(real)
-                    subdirs.append((rel, entry.path))
-            else:
-                yield rel
+            yield from _walk_entry(entry, rel_dir, inside, visited, subdirs, linked, log)
         pending.extend(reversed(subdirs))
 
 
@@ -217,6 +231,14 @@ def list_samples(
 
     if relevant_filenames is None:
         return samples
+    return _only_relevant(samples, relevant_filenames, missing, log)
+
+
+def _only_relevant(
+    samples: list[str], relevant_filenames: list[str], missing: list[str] | None, log: logging.Logger
+) -> list[str]:
+    """The names of ``relevant_filenames`` that are among ``samples``, sorted; the others are logged and
+    appended to ``missing``."""
     available = set(samples)
     wanted: list[str] = []
     seen: set[str] = set()
@@ -345,6 +367,63 @@ def _windowed_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: list[T]
         yield from pool.map(fn, items[start : start + window])
 
 
+def _resolve_or_none(input_root: Path, name: str) -> SampleRef | None:
+    try:
+        return resolve_sample(input_root, name)
+    except FileNotFoundError:
+        return None
+
+
+def _check_item(item: SampleRef | Path | None, corruption_threshold: float | None) -> tuple[str | None, str | None]:
+    """(why it is corrupt or None, content hash or None) of one sample; a Path is a whole video."""
+    if item is None:
+        return "file not found", None
+    if isinstance(item, Path):
+        return _check_video(item, corruption_threshold), None
+    if isinstance(item, FrameRef):
+        return None, None  # judged per video
+    return _check_image(item.path)
+
+
+def _run_checks(
+    ordered: list[str],
+    refs: list[SampleRef | None],
+    result: CheckResult,
+    workers: int,
+    corruption_threshold: float | None,
+    progress: Progress | None,
+) -> list[str]:
+    """Check every video once, then every sample in ``ordered``; records the corrupt ones and the
+    hashes in ``result`` and returns the names that passed, in order."""
+    videos = sorted({r.path for r in refs if isinstance(r, FrameRef)})
+    total = len(ordered)
+    done = 0
+    task = partial(_check_item, corruption_threshold=corruption_threshold)
+    items: list[SampleRef | Path | None] = [*videos, *refs]
+    passed: list[str] = []
+    video_reason: dict[Path, str | None] = {}
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = _windowed_map(pool, task, items) if workers > 0 else map(task, items)
+        for i, (reason, digest) in enumerate(results):
+            if i < len(videos):
+                video_reason[videos[i]] = reason
+                continue
+            j = i - len(videos)
+            name, ref = ordered[j], refs[j]
+            if isinstance(ref, FrameRef):
+                reason = video_reason[ref.path]
+            if reason is not None:
+                result.corrupt[name] = reason
+            else:
+                if digest is not None:
+                    result.digests[name] = digest
+                passed.append(name)
+            done += 1
+            if done % 256 == 0 or done == total:
+                report(progress, done, total)
+    return passed
+
+
 def check_samples(
     input_root: Path,
     names: list[str],
@@ -368,49 +447,8 @@ def check_samples(
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     result = CheckResult()
     ordered = sorted(dict.fromkeys(names))
-    refs: list[SampleRef | None] = []
-    for name in ordered:
-        try:
-            refs.append(resolve_sample(input_root, name))
-        except FileNotFoundError:
-            refs.append(None)
-
-    videos = sorted({r.path for r in refs if isinstance(r, FrameRef)})
-    workers = resolve_workers(num_workers)
-    total = len(ordered)
-    done = 0
-
-    def task(item: SampleRef | Path | None) -> tuple[str | None, str | None]:
-        if item is None:
-            return "file not found", None
-        if isinstance(item, Path):
-            return _check_video(item, corruption_threshold), None
-        if isinstance(item, FrameRef):
-            return None, None  # judged per video
-        return _check_image(item.path)
-
-    items: list[SampleRef | Path | None] = [*videos, *refs]
-    passed: list[str] = []
-    video_reason: dict[Path, str | None] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = _windowed_map(pool, task, items) if workers > 0 else map(task, items)
-        for i, (reason, digest) in enumerate(results):
-            if i < len(videos):
-                video_reason[videos[i]] = reason
-                continue
-            j = i - len(videos)
-            name, ref = ordered[j], refs[j]
-            if isinstance(ref, FrameRef):
-                reason = video_reason[ref.path]
-            if reason is not None:
-                result.corrupt[name] = reason
-            else:
-                if digest is not None:
-                    result.digests[name] = digest
-                passed.append(name)
-            done += 1
-            if done % 256 == 0 or done == total:
-                report(progress, done, total)
+    refs = [_resolve_or_none(input_root, name) for name in ordered]
+    passed = _run_checks(ordered, refs, result, resolve_workers(num_workers), corruption_threshold, progress)
     result.ok, result.duplicates = split_duplicates(passed, result.digests) if remove_duplicates else (passed, {})
     if result.corrupt:
         log.info("corruptness check: %d corrupt sample(s)", len(result.corrupt))

@@ -298,43 +298,20 @@ def train_simclr(
     input_root = Path(input_root)
     refs = [resolve_sample(input_root, n) for n in names]
     dataset = TwoViewDataset(refs, cfg)
-    workers = min(resolve_workers(cfg.num_workers), len(refs))
-    batch = min(cfg.batch_size, len(refs))
-    loader_gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch,
-        shuffle=cfg.shuffle,
-        drop_last=cfg.drop_last and len(refs) >= batch,
-        num_workers=workers,
-        pin_memory=dev.type == "cuda",
-        worker_init_fn=_worker_init if workers > 0 else None,
-        generator=loader_gen,
-    )
+    loader, batch = _two_view_loader(dataset, cfg, dev)
     backbone = SimCLRBackbone(cfg.model_name, cfg.width, cfg.num_ftrs)
     model = SimCLRModel(backbone, cfg.out_dim).to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.max_epochs))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
-    aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+    steps = _Steps.create(model, cfg, dev, amp)
     old_threads = torch.get_num_threads()
     if dev.type == "cpu":
         torch.set_num_threads(cpu_count())
-    steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.max_epochs
+    total = len(loader) * cfg.max_epochs
     log.info(
         "SimCLR: %s (width %s, %d-d), %d samples, %d epochs x %d steps, batch %d, input %d px, on %s",
-        cfg.model_name,
-        cfg.width,
-        cfg.num_ftrs,
-        len(refs),
-        cfg.max_epochs,
-        steps_per_epoch,
-        batch,
-        cfg.input_size,
-        dev,
+        *(cfg.model_name, cfg.width, cfg.num_ftrs, len(refs), cfg.max_epochs, len(loader), batch),
+        *(cfg.input_size, dev),
     )
     step = 0
     try:
@@ -344,35 +321,78 @@ def train_simclr(
             t0 = time.perf_counter()
             losses: list[float] = []
             for views in loader:
-                x = views.to(dev, non_blocking=True).float().div_(255.0)  # B x 2 x 3 x S x S
-                b = x.shape[0]
-                x = photometric(x.flatten(0, 1), cfg, aug_gen).view(b, 2, *x.shape[2:])
-                ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
-                with ctx:
-                    z = model(torch.cat([x[:, 0], x[:, 1]]))
-                loss = nt_xent(z[:b], z[b:], cfg.temperature)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"SimCLR loss is {loss.item()} at epoch {epoch}; lower the learning rate")
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-                losses.append(loss.item())
+                losses.append(steps.step(views, epoch))
                 step += 1
                 report(progress, step, total)
-            sched.step()
-            log.info(
-                "SimCLR epoch %d/%d: loss %.4f (%.1f s)",
-                epoch + 1,
-                cfg.max_epochs,
-                float(np.mean(losses)) if losses else float("nan"),
-                time.perf_counter() - t0,
-            )
+            steps.sched.step()
+            mean_loss, seconds = float(np.mean(losses)) if losses else float("nan"), time.perf_counter() - t0
+            log.info("SimCLR epoch %d/%d: loss %.4f (%.1f s)", epoch + 1, cfg.max_epochs, mean_loss, seconds)
             if checkpoint_path is not None:
                 save_simclr_checkpoint(Path(checkpoint_path), backbone, cfg, epoch + 1)
     finally:
         torch.set_num_threads(old_threads)
     return backbone.eval()
+
+
+def _two_view_loader(dataset: TwoViewDataset, cfg: TrainConfig, dev: torch.device) -> tuple[DataLoader[Any], int]:
+    """The seeded DataLoader of two-view batches, and its batch size."""
+    n = len(dataset.refs)
+    workers = min(resolve_workers(cfg.num_workers), n)
+    batch = min(cfg.batch_size, n)
+    loader_gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        shuffle=cfg.shuffle,
+        drop_last=cfg.drop_last and n >= batch,
+        num_workers=workers,
+        pin_memory=dev.type == "cuda",
+        worker_init_fn=_worker_init if workers > 0 else None,
+        generator=loader_gen,
+    )
+    return loader, batch
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """What one optimisation step of SimCLR needs: model, optimiser and its schedule, loss scaler, the
+    augmentations' generator, the config, the device and the autocast dtype (None: fp32)."""
+
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    aug_gen: torch.Generator
+    cfg: TrainConfig
+    dev: torch.device
+    amp: torch.dtype | None
+
+    @classmethod
+    def create(cls, model: nn.Module, cfg: TrainConfig, dev: torch.device, amp: torch.dtype | None) -> _Steps:
+        """SGD with momentum, cosine annealing over ``cfg.max_epochs``, a loss scaler for fp16."""
+        opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, cfg.max_epochs))
+        scaler = torch.amp.GradScaler("cuda", enabled=amp == torch.float16)
+        aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        return cls(model, opt, sched, scaler, aug_gen, cfg, dev, amp)
+
+    def step(self, views: torch.Tensor, epoch: int) -> float:
+        """One step on a batch of B x 2 x 3 x S x S uint8 views; returns its loss."""
+        cfg, dev, amp = self.cfg, self.dev, self.amp
+        x = views.to(dev, non_blocking=True).float().div_(255.0)  # B x 2 x 3 x S x S
+        b = x.shape[0]
+        x = photometric(x.flatten(0, 1), cfg, self.aug_gen).view(b, 2, *x.shape[2:])
+        ctx = torch.autocast(dev.type, dtype=amp) if amp is not None else contextlib.nullcontext()
+        with ctx:
+            z = self.model(torch.cat([x[:, 0], x[:, 1]]))
+        loss = nt_xent(z[:b], z[b:], cfg.temperature)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"SimCLR loss is {loss.item()} at epoch {epoch}; lower the learning rate")
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return float(loss.item())
 
 
 def save_simclr_checkpoint(path: Path, backbone: SimCLRBackbone, cfg: TrainConfig, epoch: int) -> None:

@@ -87,6 +87,72 @@ def _csr(keys: np.ndarray, values: np.ndarray, n: int) -> tuple[np.ndarray, np.n
     return ptr, values[order]
 
 
+def _knn_graph(
+    x: np.ndarray, n_neighbors: int, device: str, graph: tuple[np.ndarray, np.ndarray, str] | None
+) -> tuple[np.ndarray, np.ndarray, str, int]:
+    """The kNN graph ``(dist, idx, method)`` of the rows of ``x`` (``graph`` when given) and its k."""
+    n = x.shape[0]
+    kn = max(1, min(n_neighbors, n - 1)) if n > 1 else 1
+    if graph is not None:
+        dist, idx, method = graph
+        kn = idx.shape[1]
+    elif n > 1:
+        dist, idx, method = auto_knn(x, kn, device)
+    else:
+        dist, idx, method = np.full((1, 1), np.inf), np.full((1, 1), -1), "exact"
+    return dist, idx, method, kn
+
+
+@dataclass(frozen=True)
+class _Balls:
+    """The delta-balls as a graph: ``src`` covers ``dst`` (every row covers itself), in CSR both ways."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    fwd_ptr: np.ndarray
+    fwd_dst: np.ndarray
+    rev_ptr: np.ndarray
+    rev_src: np.ndarray
+
+    @classmethod
+    def build(cls, dist: np.ndarray, idx: np.ndarray, radius: float, n: int) -> _Balls:
+        member = (idx >= 0) & (dist <= radius)
+        src = np.concatenate([np.arange(n), np.repeat(np.arange(n), member.sum(1))])
+        dst = np.concatenate([np.arange(n), idx[member]])
+        fwd_ptr, fwd_dst = _csr(src, dst, n)
+        rev_ptr, rev_src = _csr(dst, src, n)
+        return cls(src, dst, fwd_ptr, fwd_dst, rev_ptr, rev_src)
+
+    def greedy_cover(self, covered: np.ndarray, want: int) -> tuple[list[int], np.ndarray]:
+        """Pick, up to ``want`` times, the row whose ball covers the most uncovered rows (``covered`` is
+        updated); stops early when everything is covered. Returns the picks and which rows were picked."""
+        n = len(covered)
+        count = np.bincount(self.src, weights=(~covered[self.dst]).astype(np.float64), minlength=n).astype(np.int64)
+        heap = list(zip((-count).tolist(), range(n), strict=True))
+        heapq.heapify(heap)
+        chosen = np.zeros(n, dtype=bool)
+        picks: list[int] = []
+        while len(picks) < want and heap:
+            neg, i = heapq.heappop(heap)
+            if chosen[i]:
+                continue
+            if -neg != count[i]:  # stale: counts only fall, so push back the current value
+                heapq.heappush(heap, (-int(count[i]), i))
+                continue
+            if count[i] == 0:
+                break  # everything is covered
+            picks.append(i)
+            chosen[i] = True
+            ball = self.fwd_dst[self.fwd_ptr[i] : self.fwd_ptr[i + 1]]
+            new = ball[~covered[ball]]
+            covered[new] = True
+            if len(new):
+                lo, hi = self.rev_ptr[new], self.rev_ptr[new + 1]
+                srcs = np.concatenate([self.rev_src[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
+                np.subtract.at(count, srcs, 1)
+        return picks, chosen
+
+
 def coverage_select(
     x: np.ndarray,
     k: int | None,
@@ -104,14 +170,7 @@ def coverage_select(
     want = n if k is None else min(k, n)
     if n == 0 or want == 0:
         return CoverageResult([], "exhausted" if n == 0 else "n_samples")
-    kn = max(1, min(n_neighbors, n - 1)) if n > 1 else 1
-    if graph is not None:
-        dist, idx, method = graph
-        kn = idx.shape[1]
-    elif n > 1:
-        dist, idx, method = auto_knn(x, kn, device)
-    else:
-        dist, idx, method = np.full((1, 1), np.inf), np.full((1, 1), -1), "exact"
+    dist, idx, method, kn = _knn_graph(x, n_neighbors, device, graph)
     details: dict[str, Any] = {"knn": method, "num_nearest_neighbors": kn}
     if radius is None:
         radius, m = budget_radius(dist, want)
@@ -119,42 +178,14 @@ def coverage_select(
     else:
         details.update(radius_rule="configured")
     details["radius"] = float(radius)
-
-    member = (idx >= 0) & (dist <= radius)
-    src = np.concatenate([np.arange(n), np.repeat(np.arange(n), member.sum(1))])
-    dst = np.concatenate([np.arange(n), idx[member]])
-    fwd_ptr, fwd_dst = _csr(src, dst, n)
-    rev_ptr, rev_src = _csr(dst, src, n)
-    details["mean_ball_size"] = float(len(src) / n)
-
+    balls = _Balls.build(dist, idx, radius, n)
+    details["mean_ball_size"] = float(len(balls.src) / n)
     covered = np.zeros(n, dtype=bool)
     pool = None if datapool is None or len(datapool) == 0 else np.ascontiguousarray(datapool, dtype=np.float32)
     if pool is not None:
         d2 = min_sqdist_to_centers(torch.from_numpy(x), torch.from_numpy(pool)).numpy()
         covered = d2 <= radius * radius
-    count = np.bincount(src, weights=(~covered[dst]).astype(np.float64), minlength=n).astype(np.int64)
-    heap = list(zip((-count).tolist(), range(n), strict=True))
-    heapq.heapify(heap)
-    chosen = np.zeros(n, dtype=bool)
-    picks: list[int] = []
-    while len(picks) < want and heap:
-        neg, i = heapq.heappop(heap)
-        if chosen[i]:
-            continue
-        if -neg != count[i]:  # stale: counts only fall, so push back the current value
-            heapq.heappush(heap, (-int(count[i]), i))
-            continue
-        if count[i] == 0:
-            break  # everything is covered
-        picks.append(i)
-        chosen[i] = True
-        ball = fwd_dst[fwd_ptr[i] : fwd_ptr[i + 1]]
-        new = ball[~covered[ball]]
-        covered[new] = True
-        if len(new):
-            lo, hi = rev_ptr[new], rev_ptr[new + 1]
-            srcs = np.concatenate([rev_src[a:b] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)])
-            np.subtract.at(count, srcs, 1)
+    picks, chosen = balls.greedy_cover(covered, want)
     details["covered_fraction"] = float(covered.mean())
     details["coverage_picks"] = len(picks)
     if len(picks) >= want:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -334,8 +335,51 @@ class _Balance:
 # ---------------------------------------------------------------- select
 
 
+@dataclass(frozen=True)
+class _Candidates:
+    """What every path of ``select`` shares once the thresholds ran: the candidates left (indices
+    into ``inputs.filenames``), the ones the thresholds removed, how many to pick (``k``) and the
+    configured limit (None: no limit)."""
+
+    inputs: SelectionInputs
+    cand: np.ndarray
+    removed: list[int]
+    k: int
+    limit: int | None
+    device: str
+
+    @property
+    def n(self) -> int:
+        return len(self.inputs.filenames)
+
+    def rows(self, x: np.ndarray) -> np.ndarray:
+        """``x`` restricted to the candidates (``x`` itself when nothing was removed)."""
+        return x[self.cand] if len(self.cand) < self.n else x
+
+    def nothing_to_pick(self) -> SelectionResult | None:
+        """The empty result when there is no candidate or nothing to pick, else None."""
+        if len(self.cand) == 0 or self.k == 0:
+            return SelectionResult([], self.removed, "exhausted" if len(self.cand) == 0 else "n_samples", [])
+        return None
+
+    def stop_reason(self, reason: str) -> str:
+        """A kernel's ``exhausted`` is ``n_samples`` when the limit is what ended it."""
+        return "n_samples" if reason == "exhausted" and self.limit is not None and self.k == self.limit else reason
+
+
 def select(config: SelectionConfigV4, inputs: SelectionInputs, device: str = "cpu") -> SelectionResult:
     """Run the selection ``config`` on ``inputs``; see the module docstring for the semantics."""
+    _refuse_unsupported(config)
+    c = _apply_thresholds(config, inputs, device)
+    scoring = [(i, e) for i, e in enumerate(config.strategies) if e.strategy.type != "THRESHOLD"]
+    if len(scoring) == 1 and scoring[0][1].strategy.type == "DIVERSITY" and _strength(scoring[0][1].strategy) > 0:
+        return _diversity_alone(c, *scoring[0])
+    if len(scoring) == 1 and scoring[0][1].strategy.type == "COVERAGE_EXT":
+        return _coverage_alone(c, *scoring[0])
+    return _general(c, scoring)
+
+
+def _refuse_unsupported(config: SelectionConfigV4) -> None:
     problems = selection_problems(config)
     if problems:
         raise SelectionError("; ".join(problems))
@@ -344,10 +388,12 @@ def select(config: SelectionConfigV4, inputs: SelectionInputs, device: str = "cp
         raise SelectionError(
             f"{', '.join(unsupported)}: 'target_range' is not supported; use stopping_condition_max_sum"
         )
+
+
+def _apply_thresholds(config: SelectionConfigV4, inputs: SelectionInputs, device: str) -> _Candidates:
+    """Stage 1: THRESHOLD strategies filter the candidates."""
     n = len(inputs.filenames)
     limit = selection_limit(config, n)
-
-    # 1. thresholds
     keep = np.ones(n, dtype=bool)
     for i, entry in enumerate(config.strategies):
         if entry.strategy.type == "THRESHOLD":
@@ -355,184 +401,222 @@ def select(config: SelectionConfigV4, inputs: SelectionInputs, device: str = "cp
             keep &= _OPS[entry.strategy.operation or ""](values, float(entry.strategy.threshold or 0.0))
     cand = np.flatnonzero(keep)
     removed = np.flatnonzero(~keep).tolist()
-    scoring = [(i, e) for i, e in enumerate(config.strategies) if e.strategy.type != "THRESHOLD"]
     k = len(cand) if limit is None else min(limit, len(cand))
-
-    # 2. fast path: one DIVERSITY strategy
-    if len(scoring) == 1 and scoring[0][1].strategy.type == "DIVERSITY" and _strength(scoring[0][1].strategy) > 0:
-        i, entry = scoring[0]
-        x = _embeddings(inputs, _where(i), entry)
-        pool = _datapool(inputs, x.shape[1])
-        if len(cand) == 0 or k == 0:
-            return SelectionResult([], removed, "exhausted" if len(cand) == 0 else "n_samples", [])
-        res = kcenter_greedy(
-            x[cand] if len(cand) < n else x,
-            k,
-            datapool=pool,
-            min_distance=entry.strategy.stopping_condition_minimum_distance,
-            device=device,
-        )
-        reason = res.stop_reason
-        if reason == "exhausted" and limit is not None and k == limit:
-            reason = "n_samples"
-        return SelectionResult(cand[res.picks].tolist(), removed, reason, res.distances)
-
-    # 3. COVERAGE_EXT (alone; validation refuses it with other scoring strategies)
-    if len(scoring) == 1 and scoring[0][1].strategy.type == "COVERAGE_EXT":
-        i, entry = scoring[0]
-        x = _embeddings(inputs, _where(i), entry)
-        pool = _datapool(inputs, x.shape[1])
-        if len(cand) == 0 or k == 0:
-            return SelectionResult([], removed, "exhausted" if len(cand) == 0 else "n_samples", [])
-        cov = coverage_select(
-            x[cand] if len(cand) < n else x,
-            None if limit is None else k,
-            radius=entry.strategy.coverage_radius_ext,
-            n_neighbors=entry.strategy.num_nearest_neighbors or DEFAULT_COVERAGE_NEIGHBORS,
-            datapool=pool,
-            device=device,
-        )
-        reason = cov.stop_reason
-        if reason == "exhausted" and limit is not None and k == limit:
-            reason = "n_samples"
-        return SelectionResult(cand[cov.picks].tolist(), removed, reason, [], {"coverage": cov.details})
-
-    # 4. general greedy loop
-    return _general(config, inputs, scoring, cand, removed, k, limit, device)
+    return _Candidates(inputs, cand, removed, k, limit, device)
 
 
-def _general(
-    config: SelectionConfigV4,
-    inputs: SelectionInputs,
-    scoring: list[tuple[int, SelectionEntry]],
-    cand: np.ndarray,
-    removed: list[int],
-    k: int,
-    limit: int | None,
-    device: str,
-) -> SelectionResult:
-    m = len(cand)
-    const = np.zeros(m)
+def _diversity_alone(c: _Candidates, i: int, entry: SelectionEntry) -> SelectionResult:
+    """Fast path: one DIVERSITY strategy, the exact greedy k-center kernel."""
+    x = _embeddings(c.inputs, _where(i), entry)
+    pool = _datapool(c.inputs, x.shape[1])
+    empty = c.nothing_to_pick()
+    if empty is not None:
+        return empty
+    res = kcenter_greedy(
+        c.rows(x),
+        c.k,
+        datapool=pool,
+        min_distance=entry.strategy.stopping_condition_minimum_distance,
+        device=c.device,
+    )
+    return SelectionResult(c.cand[res.picks].tolist(), c.removed, c.stop_reason(res.stop_reason), res.distances)
+
+
+def _coverage_alone(c: _Candidates, i: int, entry: SelectionEntry) -> SelectionResult:
+    """COVERAGE_EXT (alone; validation refuses it with other scoring strategies)."""
+    x = _embeddings(c.inputs, _where(i), entry)
+    pool = _datapool(c.inputs, x.shape[1])
+    empty = c.nothing_to_pick()
+    if empty is not None:
+        return empty
+    cov = coverage_select(
+        c.rows(x),
+        None if c.limit is None else c.k,
+        radius=entry.strategy.coverage_radius_ext,
+        n_neighbors=entry.strategy.num_nearest_neighbors or DEFAULT_COVERAGE_NEIGHBORS,
+        datapool=pool,
+        device=c.device,
+    )
+    return SelectionResult(
+        c.cand[cov.picks].tolist(), c.removed, c.stop_reason(cov.stop_reason), [], {"coverage": cov.details}
+    )
+
+
+@dataclass
+class _Objectives:
+    """The scoring strategies of the general loop, gathered once before the first pick."""
+
+    m: int  # number of candidates
+    const: np.ndarray  # sum of the constant log-objectives
     diversity: KCenterState | None = None
-    div_strength = 0.0
+    div_strength: float = 0.0
     min_distance: float | None = None
-    balances: list[_Balance] = []
-    max_sums: list[tuple[np.ndarray, float]] = []
-    min_typ: list[tuple[np.ndarray, float]] = []
+    balances: list[_Balance] = field(default_factory=list)
+    max_sums: list[tuple[np.ndarray, float]] = field(default_factory=list)
+    min_typ: list[tuple[np.ndarray, float]] = field(default_factory=list)
     x: np.ndarray | None = None
-    objectives: list[tuple[str, float, np.ndarray]] = []  # constant objectives, for the report's contributions
+    #: constant objectives, for the report's contributions
+    constant: list[tuple[str, float, np.ndarray]] = field(default_factory=list)
 
+
+def _general(c: _Candidates, scoring: list[tuple[int, SelectionEntry]]) -> SelectionResult:
+    """The general greedy loop: gather the objectives, then pick one sample at a time."""
+    obj = _gather_objectives(c, scoring)
+    picks, dists, reason, seen = _greedy(c, obj)
+    return SelectionResult(
+        c.cand[np.asarray(picks, dtype=np.int64)].tolist(),
+        c.removed,
+        reason,
+        dists,
+        {"contributions": _contributions(obj, seen)},
+    )
+
+
+def _gather_objectives(c: _Candidates, scoring: list[tuple[int, SelectionEntry]]) -> _Objectives:
+    obj = _Objectives(len(c.cand), np.zeros(len(c.cand)))
     for i, entry in scoring:
         where, strat = _where(i), entry.strategy
         s = _strength(strat)
         if strat.type == "WEIGHTS":
-            raw = _scalar(entry, inputs, where)[cand]
-            obj = _minmax(raw) if m else raw
-            const += _log_obj(obj, s)
-            objectives.append((f"WEIGHTS ({where})", s, obj))
-            if strat.stopping_condition_max_sum is not None:
-                max_sums.append((raw, float(strat.stopping_condition_max_sum)))
+            _add_weights(c, obj, entry, where, s)
         elif strat.type == "BALANCE":
-            names, mass = _class_mass(entry, inputs, where)
-            balances.append(_Balance(entry, names, mass[cand], where))
-            balances[-1].label = f"BALANCE ({where})"
+            names, mass = _class_mass(entry, c.inputs, where)
+            obj.balances.append(_Balance(entry, names, mass[c.cand], where))
+            obj.balances[-1].label = f"BALANCE ({where})"
         elif strat.type in ("DIVERSITY", "SIMILARITY", "TYPICALITY"):
-            if x is None:
-                x = _embeddings(inputs, where, entry)[cand]
+            if obj.x is None:
+                obj.x = _embeddings(c.inputs, where, entry)[c.cand]
             if strat.type == "DIVERSITY":
-                if diversity is None:
-                    diversity = KCenterState(x, _datapool(inputs, x.shape[1]), device)
-                div_strength += s
-                if strat.stopping_condition_minimum_distance is not None:
-                    md = float(strat.stopping_condition_minimum_distance)
-                    min_distance = md if min_distance is None else max(min_distance, md)
+                _add_diversity(c, obj, obj.x, strat, s)
             elif strat.type == "SIMILARITY":
-                tag = entry.input.tag_name or ""
-                if tag not in inputs.query_embeddings:
-                    raise SelectionError(f"{where}: SIMILARITY needs the embeddings of query tag {tag!r}; none given")
-                q = np.asarray(inputs.query_embeddings[tag], dtype=np.float32)
-                if q.ndim != 2 or q.shape[1] != x.shape[1] or q.shape[0] == 0:
-                    raise SelectionError(
-                        f"{where}: query tag {tag!r} embeddings have shape {q.shape}; need (Q>0, {x.shape[1]})"
-                    )
-                if m:
-                    obj = (1.0 + _similarity(x, q, device)) / 2.0
-                    const += _log_obj(obj, s)
-                    objectives.append((f"SIMILARITY ({where})", s, obj))
+                _add_similarity(c, obj, obj.x, entry, where, s)
             else:
-                nn = strat.num_nearest_neighbors or DEFAULT_NUM_NEAREST_NEIGHBORS
-                typ = typicality(x, nn, device) if m else np.zeros(0)
-                if m:
-                    const += _log_obj(typ / typ.max(), s)
-                    objectives.append((f"TYPICALITY ({where})", s, typ / typ.max()))
-                if strat.stopping_condition_minimum_typicality is not None:
-                    min_typ.append((typ, float(strat.stopping_condition_minimum_typicality)))
+                _add_typicality(c, obj, obj.x, strat, where, s)
         else:  # COVERAGE_EXT with other strategies is refused by selection_problems
             raise SelectionError(f"{where}: unsupported strategy {strat.type}")
+    return obj
 
-    remaining = np.ones(m, dtype=bool)
+
+def _add_weights(c: _Candidates, obj: _Objectives, entry: SelectionEntry, where: str, s: float) -> None:
+    raw = _scalar(entry, c.inputs, where)[c.cand]
+    o = _minmax(raw) if obj.m else raw
+    obj.const += _log_obj(o, s)
+    obj.constant.append((f"WEIGHTS ({where})", s, o))
+    if entry.strategy.stopping_condition_max_sum is not None:
+        obj.max_sums.append((raw, float(entry.strategy.stopping_condition_max_sum)))
+
+
+def _add_diversity(c: _Candidates, obj: _Objectives, x: np.ndarray, strat: SelectionStrategy, s: float) -> None:
+    if obj.diversity is None:
+        obj.diversity = KCenterState(x, _datapool(c.inputs, x.shape[1]), c.device)
+    obj.div_strength += s
+    if strat.stopping_condition_minimum_distance is not None:
+        md = float(strat.stopping_condition_minimum_distance)
+        obj.min_distance = md if obj.min_distance is None else max(obj.min_distance, md)
+
+
+def _add_similarity(
+    c: _Candidates, obj: _Objectives, x: np.ndarray, entry: SelectionEntry, where: str, s: float
+) -> None:
+    tag = entry.input.tag_name or ""
+    if tag not in c.inputs.query_embeddings:
+        raise SelectionError(f"{where}: SIMILARITY needs the embeddings of query tag {tag!r}; none given")
+    q = np.asarray(c.inputs.query_embeddings[tag], dtype=np.float32)
+    if q.ndim != 2 or q.shape[1] != x.shape[1] or q.shape[0] == 0:
+        raise SelectionError(f"{where}: query tag {tag!r} embeddings have shape {q.shape}; need (Q>0, {x.shape[1]})")
+    if obj.m:
+        o = (1.0 + _similarity(x, q, c.device)) / 2.0
+        obj.const += _log_obj(o, s)
+        obj.constant.append((f"SIMILARITY ({where})", s, o))
+
+
+def _add_typicality(
+    c: _Candidates, obj: _Objectives, x: np.ndarray, strat: SelectionStrategy, where: str, s: float
+) -> None:
+    nn = strat.num_nearest_neighbors or DEFAULT_NUM_NEAREST_NEIGHBORS
+    typ = typicality(x, nn, c.device) if obj.m else np.zeros(0)
+    if obj.m:
+        obj.const += _log_obj(typ / typ.max(), s)
+        obj.constant.append((f"TYPICALITY ({where})", s, typ / typ.max()))
+    if strat.stopping_condition_minimum_typicality is not None:
+        obj.min_typ.append((typ, float(strat.stopping_condition_minimum_typicality)))
+
+
+def _greedy(
+    c: _Candidates, obj: _Objectives
+) -> tuple[list[int], list[float], str, dict[str, list[tuple[float, float]]]]:
+    """Pick one sample at a time; returns the picks (indices into the candidates), DIVERSITY's
+    distances, the stop reason and, per strategy, (objective at the pick, mean over the candidates)."""
+    remaining = np.ones(obj.m, dtype=bool)
     picks: list[int] = []
     dists: list[float] = []
-    sums = [0.0] * len(max_sums)
-    reason = "exhausted"
-    seen: dict[str, list[tuple[float, float]]] = {}  # strategy -> (objective at the pick, mean over the candidates)
+    sums = [0.0] * len(obj.max_sums)
+    seen: dict[str, list[tuple[float, float]]] = {}
     while True:
-        if len(picks) >= k:
-            reason = "n_samples" if limit is not None and len(picks) >= limit else "exhausted"
-            break
+        if len(picks) >= c.k:
+            return picks, dists, "n_samples" if c.limit is not None and len(picks) >= c.limit else "exhausted", seen
         if not remaining.any():
-            break
-        if any(not (typ[remaining] >= thr).any() for typ, thr in min_typ):
-            reason = "minimum_typicality"
-            break
-        score = const.copy()
-        d: np.ndarray | None = None
-        if diversity is not None:
-            if diversity.has_centres:
-                d = np.sqrt(np.maximum(diversity.min_d2.astype(np.float64), 0.0))
-                if min_distance is not None and not (d[remaining] > min_distance).any():
-                    reason = "minimum_distance"
-                    break
-                base = d
-            else:
-                base = diversity.distance_to_mean()
-            top = float(base[remaining].max())
-            div_obj = base / top if top > 0 else np.ones(m)
-            score += _log_obj(div_obj, div_strength)
-        for bal in balances:
-            score += bal.log_objective(remaining)
-        score[~remaining] = -np.inf
+            return picks, dists, "exhausted", seen
+        if any(not (typ[remaining] >= thr).any() for typ, thr in obj.min_typ):
+            return picks, dists, "minimum_typicality", seen
+        step = _score(obj, remaining)
+        if step is None:
+            return picks, dists, "minimum_distance", seen
+        score, d, div_obj = step
         idx = int(np.argmax(score))
-        for label, obj in _step_objectives(objectives, balances, div_obj if diversity is not None else None):
-            seen.setdefault(label, []).append((float(obj[idx]), float(obj[remaining].mean())))
+        for label, o in _step_objectives(obj.constant, obj.balances, div_obj):
+            seen.setdefault(label, []).append((float(o[idx]), float(o[remaining].mean())))
         picks.append(idx)
         remaining[idx] = False
-        if diversity is not None:
+        if obj.diversity is not None:
             dists.append(float(d[idx]) if d is not None else math.inf)
-            diversity.add(idx)
-        for bal in balances:
+            obj.diversity.add(idx)
+        for bal in obj.balances:
             bal.add(idx)
         hit = False
-        for j, (raw, cap) in enumerate(max_sums):
+        for j, (raw, cap) in enumerate(obj.max_sums):
             sums[j] += float(raw[idx])
             hit |= sums[j] >= cap
         if hit:
-            reason = "max_sum"
-            break
-    strengths = {label: s for label, s, _ in objectives}
-    strengths.update({b.label: b.strength for b in balances})
-    contributions = [
+            return picks, dists, "max_sum", seen
+
+
+def _score(obj: _Objectives, remaining: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    """This step's score of every candidate (picked ones: -inf), DIVERSITY's distances and objective
+    (None without DIVERSITY); None when ``stopping_condition_minimum_distance`` stops the loop."""
+    score = obj.const.copy()
+    d: np.ndarray | None = None
+    div_obj: np.ndarray | None = None
+    if obj.diversity is not None:
+        if obj.diversity.has_centres:
+            d = np.sqrt(np.maximum(obj.diversity.min_d2.astype(np.float64), 0.0))
+            if obj.min_distance is not None and not (d[remaining] > obj.min_distance).any():
+                return None
+            base = d
+        else:
+            base = obj.diversity.distance_to_mean()
+        top = float(base[remaining].max())
+        div_obj = base / top if top > 0 else np.ones(obj.m)
+        score += _log_obj(div_obj, obj.div_strength)
+    for bal in obj.balances:
+        score += bal.log_objective(remaining)
+    score[~remaining] = -np.inf
+    return score, d, div_obj
+
+
+def _contributions(obj: _Objectives, seen: dict[str, list[tuple[float, float]]]) -> list[dict[str, Any]]:
+    """For the report: each strategy's mean objective at the picks against its mean over the candidates."""
+    strengths = {label: s for label, s, _ in obj.constant}
+    strengths.update({b.label: b.strength for b in obj.balances})
+    return [
         {
             "strategy": label,
-            "strength": strengths.get(label, div_strength),
+            "strength": strengths.get(label, obj.div_strength),
             "objective_at_picks": float(np.mean([a for a, _ in v])),
             "objective_of_candidates": float(np.mean([c for _, c in v])),
         }
         for label, v in seen.items()
     ]
-    return SelectionResult(
-        cand[np.asarray(picks, dtype=np.int64)].tolist(), removed, reason, dists, {"contributions": contributions}
-    )
 
 
 def _step_objectives(

@@ -39,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, TypedDict
 
@@ -148,9 +149,25 @@ def load_metadata(lightly_root: Path, filenames: list[str], keys: list[str]) -> 
     return out
 
 
-def load_predictions(lightly_root: Path, filenames: list[str], task: str) -> PredictionTask:
-    """Read one prediction task for every file (error when a file's predictions are missing)."""
-    base = _lightly_dir(lightly_root) / "predictions"
+@dataclass(frozen=True)
+class _TaskSchema:
+    """A prediction task's ``schema.json``: its type and its categories sorted by id."""
+
+    file: Path
+    task_type: str
+    cats: list[dict[str, Any]]
+
+    @property
+    def ids(self) -> list[int]:
+        return [int(c["id"]) for c in self.cats]
+
+    @property
+    def col(self) -> dict[int, int]:
+        """Category id -> column."""
+        return {cid: j for j, cid in enumerate(self.ids)}
+
+
+def _task_schema(base: Path, task: str) -> _TaskSchema:
     tasks_file = base / "tasks.json"
     tasks = _read_json(tasks_file, list) if tasks_file.is_file() else []
     if task not in tasks:
@@ -177,9 +194,43 @@ def load_predictions(lightly_root: Path, filenames: list[str], task: str) -> Pre
         cats = []
     if not cats:
         raise SelectionError(f"{schema_file}: 'categories' must list the classes as {{'id', 'name'}}")
-    ids = [int(c["id"]) for c in cats]
-    col = {cid: j for j, cid in enumerate(ids)}
-    c = len(cats)
+    return _TaskSchema(schema_file, task_type, cats)
+
+
+def _prediction_rows(schema: _TaskSchema, path: Path, counts: np.ndarray) -> list[np.ndarray]:
+    """One file's predictions as class-probability rows (one per prediction); counts them per category
+    into ``counts`` (the file's row)."""
+    col, c = schema.col, len(schema.cats)
+    preds = _read_json(path, dict).get("predictions")
+    if not isinstance(preds, list):
+        raise SelectionError(f"{path}: 'predictions' must be a list")
+    rows = []
+    for pred in preds:
+        cid = pred.get("category_id")
+        if cid not in col:
+            raise SelectionError(f"{path}: category_id {cid!r} is not in {schema.file} (ids {schema.ids})")
+        pr = pred.get("probabilities")
+        if pr is not None:
+            if len(pr) != c:
+                raise SelectionError(f"{path}: 'probabilities' has {len(pr)} values for {c} categories")
+            row = np.asarray(pr, dtype=np.float64)
+        elif schema.task_type == "classification":
+            row = np.eye(c)[col[cid]]
+        else:
+            s = float(pred.get("score", 1.0))
+            row = np.full(c, (1.0 - s) / (c - 1) if c > 1 else 0.0)
+            row[col[cid]] = s
+        rows.append(row)
+        counts[col[cid]] += 1
+    return rows
+
+
+def load_predictions(lightly_root: Path, filenames: list[str], task: str) -> PredictionTask:
+    """Read one prediction task for every file (error when a file's predictions are missing)."""
+    base = _lightly_dir(lightly_root) / "predictions"
+    schema = _task_schema(base, task)
+    task_type = schema.task_type
+    c = len(schema.cats)
     n = len(filenames)
     probs = np.zeros((n, c))
     counts = np.zeros((n, c))
@@ -191,27 +242,7 @@ def load_predictions(lightly_root: Path, filenames: list[str], task: str) -> Pre
         if not path.is_file():
             missing.append(fn)
             continue
-        preds = _read_json(path, dict).get("predictions")
-        if not isinstance(preds, list):
-            raise SelectionError(f"{path}: 'predictions' must be a list")
-        rows = []
-        for pred in preds:
-            cid = pred.get("category_id")
-            if cid not in col:
-                raise SelectionError(f"{path}: category_id {cid!r} is not in {schema_file} (ids {ids})")
-            pr = pred.get("probabilities")
-            if pr is not None:
-                if len(pr) != c:
-                    raise SelectionError(f"{path}: 'probabilities' has {len(pr)} values for {c} categories")
-                row = np.asarray(pr, dtype=np.float64)
-            elif task_type == "classification":
-                row = np.eye(c)[col[cid]]
-            else:
-                s = float(pred.get("score", 1.0))
-                row = np.full(c, (1.0 - s) / (c - 1) if c > 1 else 0.0)
-                row[col[cid]] = s
-            rows.append(row)
-            counts[i, col[cid]] += 1
+        rows = _prediction_rows(schema, path, counts[i])
         if task_type == "classification":
             if len(rows) != 1:
                 raise SelectionError(f"{path}: a classification file needs exactly one prediction, got {len(rows)}")
@@ -229,7 +260,7 @@ def load_predictions(lightly_root: Path, filenames: list[str], task: str) -> Pre
             f"prediction task {task!r}: no prediction file for {len(missing)} sample(s) (e.g. {shown}); "
             f"expected .lightly/predictions/{task}/<filename without extension>.json"
         )
-    names = [str(cat.get("name", cat["id"])) for cat in cats]
+    names = [str(cat.get("name", cat["id"])) for cat in schema.cats]
     if task_type == "classification":
         scores = classification_scores(probs)
     else:
