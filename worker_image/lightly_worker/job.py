@@ -11,10 +11,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from lightly_protocol.models import WorkerConfigV4
+
+if TYPE_CHECKING:  # torch and the embedding code load with the first job, not with the CLI
+    from lightly_protocol.models import DockerConfigV4
+    from torch import nn
+
+    from .embed import CheckResult
+    from .selection import SelectionResult
 
 
 class JobError(Exception):
@@ -82,17 +89,17 @@ class Job:
     datapool_names: list[str] = field(default_factory=list)
     datapool_emb: np.ndarray | None = None
     datapool_path: Path | None = None
-    checked: Any = None  # embed.CheckResult: ok, corrupt, duplicates
+    checked: CheckResult | None = None  # ok, corrupt, duplicates
     candidates: list[str] = field(default_factory=list)
-    model: Any = None  # the SimCLR model when training ran
+    model: nn.Module | None = None  # the SimCLR model when training ran
     emb: np.ndarray | None = None  # candidates x D
     model_name: str = ""
     extra: dict[str, Any] = field(default_factory=dict)  # METADATA / PREDICTIONS inputs
     query: dict[str, np.ndarray] = field(default_factory=dict)  # SIMILARITY tag -> embeddings
-    result: Any = None  # selection.SelectionResult
+    result: SelectionResult | None = None
     selected: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
-    plots: Any = None
+    plots: dict[str, Path] = field(default_factory=dict)  # report plot name -> PNG (generate_report)
     files: list[Path] = field(default_factory=list)
 
     @property
@@ -100,7 +107,7 @@ class Job:
         return self.paths.output_dir
 
     @property
-    def docker(self) -> Any:
+    def docker(self) -> DockerConfigV4 | None:
         return self.config.docker
 
     @property
