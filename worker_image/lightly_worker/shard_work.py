@@ -1,4 +1,5 @@
-"""The work of a split run (issue 11) without the server: one shard's check and embedding, and the
+"""The work of a split run (an extension: docs/worker.md, "Parallel runs"; docs/server.md, Shards)
+without the server: one shard's check and embedding, and the
 assembly of all shards into the job state the rest of the pipeline expects.
 
 Both call the stages' own functions (``stages.check_files``, ``stages.embed_files``,

@@ -1,4 +1,5 @@
-"""The stages of one selection job, each a function of the ``Job`` state (see ``pipeline.STAGES``).
+"""The stages of one selection job, each a function of the ``Job`` state (their table:
+``pipeline.job_stages``).
 
 A stage reads what earlier stages left in the job, does one thing, and leaves its product for the
 next ones. Cancellation, timing and the order are the loop's (``pipeline.run_job``), not theirs;
