@@ -89,7 +89,8 @@ class ApiAccess:
 
         if fresh:
             return await read()
-        return await self.secrets.get((namespace, ref.name, ref.key), read)
+        cached: tuple[str, str] = await self.secrets.get((namespace, ref.name, ref.key), read)
+        return cached
 
     async def check_secret(self, namespace: str, name: str, field: str) -> None:
         """SecretProblem unless the Secret exists and is opted in; the answer is kept for a resync interval."""

@@ -42,7 +42,7 @@ class Deregistration:
                 await self.kube.delete_pod(namespace, pod.name)
         if (meta.get("annotations") or {}).get(ANN_SKIP_DEREGISTRATION, "").lower() == "true":
             kopf.warn(
-                body,
+                body,  # type: ignore[arg-type]  # kopf posts Events for a plain mapping's metadata too
                 reason="DeregistrationSkipped",
                 message=f"{ANN_SKIP_DEREGISTRATION}=true: left registered: {sorted(ids) or 'none'}",
             )
@@ -65,7 +65,7 @@ class Deregistration:
             logger.info(f"deregistered {len(ids)} workers")
         except (SpecError, SecretProblem) as exc:
             kopf.warn(
-                body,
+                body,  # type: ignore[arg-type]  # kopf posts Events for a plain mapping's metadata too
                 reason="DeregistrationImpossible",
                 message=f"{exc}; these worker ids stay registered: {sorted(ids) or 'none'}",
             )
@@ -76,7 +76,7 @@ class Deregistration:
                     f"deregistration failed ({exc}); retrying for {int(timeout - age)} s more", delay=min(10, timeout)
                 ) from None
             kopf.warn(
-                body,
+                body,  # type: ignore[arg-type]  # kopf posts Events for a plain mapping's metadata too
                 reason="DeregistrationTimedOut",
                 message=f"gave up after {timeout} s ({exc}); leaked worker ids: {sorted(ids)}",
             )
@@ -151,7 +151,7 @@ def _orphaned(ref: K8sWorkerName, worker_id: str, fleets: FleetIndex, fleet_pods
     """Whether no replica of a listed fleet owns the API worker ``worker_id`` named ``ref``."""
     ns, fleet, index = ref.namespace, ref.name, ref.index
     listed = fleets.get((ns, fleet)) if fleet is not None else None  # None: shortened, no such fleet
-    if not listed:
+    if not listed or fleet is None:
         return True  # its fleet is gone
     entry = next(iter(listed))
     orphan = index not in entry.indices and not any(p.index == index for p in fleet_pods.get((ns, fleet), []))

@@ -8,6 +8,7 @@ so ``memo.reconciler`` is the one reconciler.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,16 +47,23 @@ def build_operator(settings: OperatorSettings, metrics: OperatorMetrics | None =
     return OperatorApp(settings, reconciler, register_handlers(kopf.OperatorRegistry(), settings))
 
 
+def _handler(fn: Callable[..., Any]) -> Any:
+    """``fn``, for kopf's decorators. kopf calls a handler with its arguments by name, and each handler here
+    takes those it uses (and ``**_``); kopf's callback protocols name every argument (``namespace: str |
+    None``) and no index, so a handler that takes an index or a namespace as ``str`` cannot match them."""
+    return fn
+
+
 def register_handlers(registry: kopf.OperatorRegistry, settings: OperatorSettings) -> kopf.OperatorRegistry:
     """Every handler of this module in ``registry``; the timers tick at the intervals of ``settings``."""
     kopf.on.startup(registry=registry)(startup)
     kopf.on.login(registry=registry)(login)
     kopf.on.cleanup(registry=registry)(cleanup)
-    kopf.index("pods", labels=POD_LABELS, registry=registry)(fleet_pods)
-    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(fleets)
-    kopf.on.event("pods", labels=POD_LABELS, registry=registry)(pod_changed)
+    kopf.index("pods", labels=POD_LABELS, registry=registry)(_handler(fleet_pods))
+    kopf.index(GROUP, VERSION, PLURAL, registry=registry)(_handler(fleets))
+    kopf.on.event("pods", labels=POD_LABELS, registry=registry)(_handler(pod_changed))
     for on in (kopf.on.resume, kopf.on.update, kopf.on.create):
-        on(GROUP, VERSION, PLURAL, registry=registry)(reconcile_on_change)
+        on(GROUP, VERSION, PLURAL, registry=registry)(_handler(reconcile_on_change))
     # the first tick after one interval: the create/resume handler has just reconciled the fleet
     kopf.timer(
         GROUP,
@@ -65,11 +73,11 @@ def register_handlers(registry: kopf.OperatorRegistry, settings: OperatorSetting
         initial_delay=settings.resync_seconds,
         sharp=False,
         registry=registry,
-    )(reconcile_periodically)
-    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(deregister_fleet)
+    )(_handler(reconcile_periodically))
+    kopf.on.delete(GROUP, VERSION, PLURAL, registry=registry)(_handler(deregister_fleet))
     kopf.timer(
         GROUP, VERSION, PLURAL, interval=settings.sweep_seconds, initial_delay=5, sharp=False, registry=registry
-    )(sweep_orphans)
+    )(_handler(sweep_orphans))
     return registry
 
 

@@ -34,7 +34,8 @@ class FleetEntry:
         """The worker id the fleet's status lists for replica ``index`` (None: not listed)."""
         for w in (self.body.get("status") or {}).get("workers") or []:
             if w.get("index") == index:
-                return w.get("workerId")
+                worker_id: str | None = w.get("workerId")
+                return worker_id
         return None
 
 

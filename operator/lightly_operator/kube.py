@@ -22,9 +22,12 @@ class SecretProblem(Exception):
 def load_client() -> kubernetes.client.ApiClient:
     """In-cluster config when running in a pod, else the kubeconfig ($KUBECONFIG, read now)."""
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        kubernetes.config.load_incluster_config()
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]  # kubernetes.config: no types
         return kubernetes.client.ApiClient()
-    return kubernetes.config.new_client_from_config(config_file=os.environ.get("KUBECONFIG") or None)
+    config_file = os.environ.get("KUBECONFIG") or None
+    client: kubernetes.client.ApiClient
+    client = kubernetes.config.new_client_from_config(config_file=config_file)  # type: ignore[no-untyped-call]  # as above
+    return client
 
 
 class Kube:

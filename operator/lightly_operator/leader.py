@@ -11,12 +11,17 @@ import contextlib
 import datetime as dt
 import logging
 import socket
-from typing import Any
+from typing import Any, cast
 
 import kubernetes
-from kubernetes.client import ApiException
+from kubernetes.client import ApiException, V1Lease, V1LeaseSpec, V1ObjectMeta
 
 log = logging.getLogger("lightly_operator.leader")
+
+
+def _spec_and_meta(lease: V1Lease) -> tuple[V1LeaseSpec, V1ObjectMeta]:
+    """A Lease read from the apiserver has both (its spec is a struct, never left out)."""
+    return cast(V1LeaseSpec, lease.spec), cast(V1ObjectMeta, lease.metadata)
 
 
 def _now() -> dt.datetime:
@@ -65,14 +70,16 @@ class LeaseLock:
                 raise
             try:
                 self.api.create_namespaced_lease(
-                    self.namespace, self._body(None, 0, _now()), _request_timeout=self.timeout
+                    self.namespace,
+                    self._body(None, 0, _now()),  # type: ignore[arg-type]  # the client sends a dict body as is
+                    _request_timeout=self.timeout,
                 )
                 return True
             except ApiException as exc2:
                 if exc2.status == 409:
                     return False
                 raise
-        spec = lease.spec
+        spec, meta = _spec_and_meta(lease)
         holder = spec.holder_identity
         renew = spec.renew_time
         expired = renew is None or (_now() - renew).total_seconds() > (spec.lease_duration_seconds or self.duration)
@@ -84,7 +91,7 @@ class LeaseLock:
             self.api.replace_namespaced_lease(
                 self.name,
                 self.namespace,
-                self._body(lease.metadata.resource_version, transitions, acquired),
+                self._body(meta.resource_version, transitions, acquired),  # type: ignore[arg-type]  # a dict body
                 _request_timeout=self.timeout,
             )
             return True
@@ -97,12 +104,18 @@ class LeaseLock:
         """Give the Lease up on a clean shutdown (best effort), so a successor takes over at once."""
         try:
             lease = self.api.read_namespaced_lease(self.name, self.namespace, _request_timeout=self.timeout)
-            if lease.spec.holder_identity != self.identity:
+            spec, meta = _spec_and_meta(lease)
+            if spec.holder_identity != self.identity:
                 return
-            body = self._body(lease.metadata.resource_version, lease.spec.lease_transitions or 0, _now())
+            body = self._body(meta.resource_version, spec.lease_transitions or 0, _now())
             body["spec"]["holderIdentity"] = None
             body["spec"]["renewTime"] = (_now() - dt.timedelta(days=1)).isoformat()
-            self.api.replace_namespaced_lease(self.name, self.namespace, body, _request_timeout=self.timeout)
+            self.api.replace_namespaced_lease(
+                self.name,
+                self.namespace,
+                body,  # type: ignore[arg-type]  # the client sends a dict body as is
+                _request_timeout=self.timeout,
+            )
             log.info("released the leader Lease")
         except Exception as exc:
             log.warning("could not release the leader Lease: %s", exc)

@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 from lightly_protocol import paths
 from lightly_protocol.client import NO_ANSWER, ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
+from lightly_protocol.enums import Creator
 from lightly_protocol.models import CreateEntityResponse, ScheduledRunData, WorkerCreateRequest, WorkerData
 from lightly_protocol.shards import ShardSummary
 from lightly_protocol.tls import tls_problem
@@ -65,7 +66,7 @@ class LightlyApi(ClientCore):
         return decode(r.content)
 
     async def register(self, name: str, labels: list[str], version: str) -> str:
-        body = WorkerCreateRequest(name=name, labels=labels, creator="USER_PIP", docker_version=version).wire()
+        body = WorkerCreateRequest(name=name, labels=labels, creator=Creator.USER_PIP, docker_version=version).wire()
         return CreateEntityResponse.model_validate(await self._call("POST", paths.WORKERS, json=body)).id
 
     async def workers(self) -> list[WorkerData]:

@@ -20,7 +20,8 @@ def desired_replicas(spec: LightlyWorkerSpec, view: ApiView | None, busy: set[in
     current = memo.autoscale_desired
     if current is None or need >= current:
         memo.autoscale_high_since = now
-        memo.autoscale_desired = need
+        current = need
     elif now - memo.autoscale_high_since >= a.scale_down_delay_seconds:
-        memo.autoscale_desired = need
-    return memo.autoscale_desired
+        current = need
+    memo.autoscale_desired = current
+    return current

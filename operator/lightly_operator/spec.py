@@ -47,9 +47,9 @@ class UpdateStrategy(_Spec):
 
 class Autoscaling(_Spec):
     enabled: bool = False
-    min_replicas: int = Field(0, ge=0, alias="minReplicas")
-    max_replicas: int = Field(10, ge=0, alias="maxReplicas")
-    scale_down_delay_seconds: int = Field(300, ge=0, alias="scaleDownDelaySeconds")
+    min_replicas: int = Field(default=0, ge=0, alias="minReplicas")
+    max_replicas: int = Field(default=10, ge=0, alias="maxReplicas")
+    scale_down_delay_seconds: int = Field(default=300, ge=0, alias="scaleDownDelaySeconds")
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscaling:
@@ -59,7 +59,7 @@ class Autoscaling(_Spec):
 
 
 class Deregistration(_Spec):
-    timeout_seconds: int = Field(300, ge=0, alias="timeoutSeconds")
+    timeout_seconds: int = Field(default=300, ge=0, alias="timeoutSeconds")
 
 
 class PodTemplateMeta(_Spec):

@@ -55,7 +55,7 @@ class K8sWorkerName(NamedTuple):
     cluster: str
     namespace: str
     name: str | None
-    index: int
+    index: int  # type: ignore[assignment]  # a field named like tuple.index: it shadows the method, as meant
     legacy: bool = False
 
 
