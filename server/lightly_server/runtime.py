@@ -25,7 +25,6 @@ from .longpoll.shard_wakeup import ShardWakeup
 from .metrics import ServerMetrics
 from .settings import ServerSettings
 from .shard_results import delete_results
-from .store import shards as shard_store
 
 log = logging.getLogger("lightly_server")
 
@@ -158,7 +157,7 @@ class Server:
                 tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts
             )
             tx.schedule_changed = bool(reopened) or bool(offline)
-            _, stale = shard_store.sweep(tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts)
+            _, stale = store.sweep_shards(tx.conn, int(self.settings.lease_seconds * 1000), self.settings.max_attempts)
         delete_results(self.artifacts.root, stale)  # results of shards whose scheduled run ended
         return offline, reopened
 

@@ -28,7 +28,6 @@ from starlette.concurrency import run_in_threadpool
 from .. import store
 from ..errors import ApiError
 from ..runtime import Server
-from ..store import shards as shard_store
 
 INVALID_TOKEN = "invalid token: create one with 'lightly-server create-token --user NAME'"
 
@@ -93,10 +92,10 @@ async def work_poll(
 
     def try_claim() -> ShardAssignment | None:
         with server.db.read() as conn:
-            if not shard_store.has_claimable(conn, user_id, labels):
+            if not store.has_claimable_shard(conn, user_id, labels):
                 return None  # an idle poll takes no write lock
         with server.write() as tx:
-            return shard_store.claim(tx.conn, user_id, worker_id, labels)
+            return store.claim_shard(tx.conn, user_id, worker_id, labels)
 
     def listing() -> list[Any]:
         with server.db.read() as conn:

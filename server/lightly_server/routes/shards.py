@@ -1,9 +1,10 @@
 """Shards of split scheduled runs (extension under ``/v1/ext/``; docs/server.md "Shards (extension, /v1/ext/)").
 
-Thin routes over ``store.shards`` (every rule is there): publish and read a plan, the work long poll
-(a shard first, else the scheduled runs exactly as ``GET /v1/docker/worker/{id}/schedule``), the
-coordinator's own claim, a shard's files, heartbeats and hand-backs, results, the summary. Bodies of
-listings and results are capped by ``--max-shard-bytes`` (``limits.RequestLimits`` and here).
+Thin routes over the store's shard operations (``store/shards.py``: every rule is there): publish and
+read a plan, the work long poll (a shard first, else the scheduled runs exactly as ``GET
+/v1/docker/worker/{id}/schedule``), the coordinator's own claim, a shard's files, heartbeats and
+hand-backs, results, the summary. Bodies of listings and results are capped by ``--max-shard-bytes``
+(``limits.RequestLimits`` and here).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from lightly_protocol.shards import (
 )
 from starlette.concurrency import run_in_threadpool
 
+from .. import store
 from ..deps import ScheduledId, ServerDep, User, WorkerId
 from ..errors import ApiError, bad_request
 from ..longpoll.answers import work_poll
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
 from ..shard_results import delete_results, result_path, upload_paths
-from ..store import shards as shard_store
 
 router = APIRouter(tags=["ext"])
 
@@ -64,7 +65,7 @@ def _parallelism(raw: str | None) -> int | None:
 @router.get(paths.SHARDS_SUMMARY, response_model=list[ShardSummary])
 def shard_summary(user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
-        return _json(shard_store.summary(conn, user_id))
+        return _json(store.shard_summary(conn, user_id))
 
 
 @router.put(template(paths.scheduled_shards, "scheduledId"), response_model=ShardPlanData, openapi_extra=_BINARY_BODY)
@@ -88,7 +89,9 @@ async def publish_shards(
         except ListingError as exc:
             raise bad_request(f"shard listing: {exc}") from None
         with server.write() as tx:
-            plan, stale = shard_store.publish(tx.conn, user_id, scheduled_id, worker_id, run_id, shard_size, cap, names)
+            plan, stale = store.publish_shards(
+                tx.conn, user_id, scheduled_id, worker_id, run_id, shard_size, cap, names
+            )
         delete_results(server.artifacts.root, stale)
         return plan
 
@@ -100,7 +103,7 @@ async def publish_shards(
 @router.get(template(paths.scheduled_shards, "scheduledId"), response_model=ShardPlanData)
 def get_shards(scheduled_id: ScheduledId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
-        return _json(shard_store.get_plan(conn, user_id, scheduled_id))
+        return _json(store.get_shard_plan(conn, user_id, scheduled_id))
 
 
 @router.post(
@@ -110,7 +113,7 @@ def get_shards(scheduled_id: ScheduledId, user_id: User, server: ServerDep) -> J
 )
 def claim_own_shard(scheduled_id: ScheduledId, user_id: User, server: ServerDep, worker_id: CallerWorker) -> Response:
     with server.write() as tx:
-        got = shard_store.claim_own(tx.conn, user_id, worker_id, scheduled_id)
+        got = store.claim_own_shard(tx.conn, user_id, worker_id, scheduled_id)
     return _json(got) if got is not None else _no_content()
 
 
@@ -137,7 +140,7 @@ async def work(
 @router.get(template(paths.shard_files, "shardId"), response_model=list[str])
 def shard_files(shard_id: ShardId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
-        return JSONResponse(shard_store.shard_files(conn, user_id, shard_id))
+        return JSONResponse(store.shard_files(conn, user_id, shard_id))
 
 
 @router.put(template(paths.shard, "shardId"), response_model=ShardData)
@@ -145,9 +148,9 @@ def update_shard(shard_id: ShardId, body: ShardUpdateRequest, user_id: User, ser
     """``state: LEASED``: heartbeat (renews the shard's and the worker's lease). ``OPEN``: hand it back."""
     with server.write() as tx:
         if body.state == "LEASED":
-            data = shard_store.heartbeat(tx.conn, user_id, shard_id, body.worker_id, body.processed)
+            data = store.heartbeat_shard(tx.conn, user_id, shard_id, body.worker_id, body.processed)
         else:
-            data = shard_store.hand_back(tx.conn, user_id, shard_id, body.worker_id)
+            data = store.hand_back_shard(tx.conn, user_id, shard_id, body.worker_id)
     if body.state == "OPEN":
         server.shards_changed(user_id)
     return _json(data)
@@ -162,7 +165,7 @@ async def put_shard_result(
 
     def precheck() -> None:
         with server.db.read() as conn:
-            shard_store.check_finish(conn, user_id, shard_id, worker_id)
+            store.check_shard_finish(conn, user_id, shard_id, worker_id)
 
     await run_in_threadpool(precheck)  # a worker that lost the shard learns it before sending the bytes
     tmp, final = upload_paths(server.artifacts.root, shard_id)
@@ -177,7 +180,7 @@ async def put_shard_result(
 
         def commit() -> ShardData:
             with server.write() as tx:
-                data, store_it = shard_store.finish(tx.conn, user_id, shard_id, worker_id, size)
+                data, store_it = store.finish_shard(tx.conn, user_id, shard_id, worker_id, size)
                 if store_it:
                     os.replace(tmp, final)  # under the row's lock: DONE and the bytes together
             return data
@@ -197,7 +200,7 @@ async def put_shard_result(
 )
 def get_shard_result(shard_id: ShardId, user_id: User, server: ServerDep) -> FileResponse:
     with server.db.read() as conn:
-        shard_store.result_size(conn, user_id, shard_id)
+        store.shard_result_size(conn, user_id, shard_id)
     path = result_path(server.artifacts.root, shard_id)
     if not path.exists():
         raise ApiError(

@@ -2,7 +2,8 @@
 
 Functions take an open connection (a read or write transaction) and the calling user's id, and
 raise ``ApiError`` with a message that says what to fix. Rows are turned into wire models by the
-``*_data`` functions (``converters``). One module per resource; callers import from this package.
+``*_data`` functions (``converters``). One module per resource; callers import from this package
+(``from lightly_server import store``), never from its modules.
 """
 
 from .artifacts import confirm_artifact, create_artifact, find_artifact, get_artifact, is_confirmed, mark_uploaded
@@ -50,6 +51,21 @@ from .schedule import (
     list_scheduled_for_dataset,
     update_scheduled_by_worker,
 )
+from .shards import (
+    check_shard_finish,
+    claim_own_shard,
+    claim_shard,
+    finish_shard,
+    get_shard_plan,
+    hand_back_shard,
+    has_claimable_shard,
+    heartbeat_shard,
+    publish_shards,
+    shard_files,
+    shard_result_size,
+    shard_summary,
+    sweep_shards,
+)
 from .tags import ensure_samples, get_tag, list_tags, materialize_selection_tag, tag_filenames, tags_of_run
 from .workers import (
     default_worker,
@@ -70,7 +86,10 @@ __all__ = [
     "abort_active_runs",
     "append_logs",
     "cancel_scheduled",
+    "check_shard_finish",
+    "claim_own_shard",
     "claim_precheck",
+    "claim_shard",
     "confirm_artifact",
     "count_runs",
     "create_artifact",
@@ -88,15 +107,20 @@ __all__ = [
     "expire_leases",
     "filter_schedule",
     "find_artifact",
+    "finish_shard",
     "get_artifact",
     "get_config",
     "get_dataset",
     "get_datasources",
     "get_run",
     "get_scheduled",
+    "get_shard_plan",
     "get_tag",
     "get_worker",
+    "hand_back_shard",
+    "has_claimable_shard",
     "has_open_runs",
+    "heartbeat_shard",
     "is_confirmed",
     "list_datasets",
     "list_runs",
@@ -112,6 +136,7 @@ __all__ = [
     "paged",
     "parse_runs_on",
     "ping",
+    "publish_shards",
     "put_datasource",
     "read_logs",
     "register_worker",
@@ -128,6 +153,10 @@ __all__ = [
     "schedule_query",
     "scheduled_data",
     "set_selection",
+    "shard_files",
+    "shard_result_size",
+    "shard_summary",
+    "sweep_shards",
     "tag_data",
     "tag_filenames",
     "tags_of_run",

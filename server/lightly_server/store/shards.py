@@ -135,7 +135,7 @@ def _holder_check(s: Row[Any], worker_id: str, action: str) -> None:
 # ---------------------------------------------------------------- publish / read the plan
 
 
-def publish(
+def publish_shards(
     conn: Connection,
     user_id: str,
     scheduled_id: str,
@@ -263,7 +263,7 @@ def _new_shards(
     ]
 
 
-def get_plan(conn: Connection, user_id: str, scheduled_id: str) -> ShardPlanData:
+def get_shard_plan(conn: Connection, user_id: str, scheduled_id: str) -> ShardPlanData:
     _scheduled(conn, user_id, scheduled_id)
     plan = _plan_row(conn, scheduled_id)
     if plan is None:
@@ -282,7 +282,7 @@ def shard_files(conn: Connection, user_id: str, shard_id: str) -> list[str]:
 # ---------------------------------------------------------------- claims
 
 
-def has_claimable(conn: Connection, user_id: str, labels: set[str] | frozenset[str] | None) -> bool:
+def has_claimable_shard(conn: Connection, user_id: str, labels: set[str] | frozenset[str] | None) -> bool:
     """Read-only: could ``claim`` hand this user's worker with ``labels`` a shard now? (No write lock.)"""
     return bool(_candidates(conn, user_id, labels, None))
 
@@ -330,7 +330,7 @@ def _leased_counts(conn: Connection, scheduled_ids: list[str]) -> dict[str, int]
     )
 
 
-def claim(
+def claim_shard(
     conn: Connection,
     user_id: str,
     worker_id: str,
@@ -388,12 +388,12 @@ def claim(
     return None
 
 
-def claim_own(conn: Connection, user_id: str, worker_id: str, scheduled_id: str) -> ShardAssignment | None:
+def claim_own_shard(conn: Connection, user_id: str, worker_id: str, scheduled_id: str) -> ShardAssignment | None:
     """The coordinator takes the next OPEN shard of the run it holds (same cap, same atomic claim)."""
     _holder_check(_scheduled(conn, user_id, scheduled_id), worker_id, "claims its shards here")
     if _plan_row(conn, scheduled_id) is None:
         raise _not_found("shard plan of scheduled run", scheduled_id)
-    return claim(conn, user_id, worker_id, None, scheduled_id)
+    return claim_shard(conn, user_id, worker_id, None, scheduled_id)
 
 
 # ---------------------------------------------------------------- the holder's calls
@@ -421,7 +421,7 @@ def _check_run_alive(conn: Connection, r: Row[Any]) -> None:
         )
 
 
-def heartbeat(conn: Connection, user_id: str, shard_id: str, worker_id: str, processed: int | None) -> ShardData:
+def heartbeat_shard(conn: Connection, user_id: str, shard_id: str, worker_id: str, processed: int | None) -> ShardData:
     """The holder renews the shard's lease (and its own), recording ``processed``. 409 if it lost the shard."""
     r = _shard(conn, user_id, shard_id)
     _check_run_alive(conn, r)
@@ -442,7 +442,7 @@ def heartbeat(conn: Connection, user_id: str, shard_id: str, worker_id: str, pro
     return _data(conn, shard_id)
 
 
-def hand_back(conn: Connection, user_id: str, shard_id: str, worker_id: str) -> ShardData:
+def hand_back_shard(conn: Connection, user_id: str, shard_id: str, worker_id: str) -> ShardData:
     """The holder hands the shard back (SIGTERM): OPEN again, and this take does not count as an attempt."""
     r = _shard(conn, user_id, shard_id)
     _check_run_alive(conn, r)
@@ -464,7 +464,7 @@ def hand_back(conn: Connection, user_id: str, shard_id: str, worker_id: str) -> 
     return _data(conn, shard_id)
 
 
-def check_finish(conn: Connection, user_id: str, shard_id: str, worker_id: str) -> None:
+def check_shard_finish(conn: Connection, user_id: str, shard_id: str, worker_id: str) -> None:
     """Read-only: the 409 (or 404) ``finish`` would answer, before the bytes are sent."""
     r = _shard(conn, user_id, shard_id)
     _check_run_alive(conn, r)
@@ -477,7 +477,7 @@ def check_finish(conn: Connection, user_id: str, shard_id: str, worker_id: str) 
         raise _lost(r, worker_id)
 
 
-def finish(conn: Connection, user_id: str, shard_id: str, worker_id: str, size: int) -> tuple[ShardData, bool]:
+def finish_shard(conn: Connection, user_id: str, shard_id: str, worker_id: str, size: int) -> tuple[ShardData, bool]:
     """The holder's result arrived (``size`` bytes): DONE. Returns (the shard, whether the caller must store
     the bytes now, inside this transaction). A repeat from the worker that finished it: (shard, False)."""
     r = _shard(conn, user_id, shard_id)
@@ -507,7 +507,7 @@ def finish(conn: Connection, user_id: str, shard_id: str, worker_id: str, size: 
     return _data(conn, shard_id), True
 
 
-def result_size(conn: Connection, user_id: str, shard_id: str) -> int:
+def shard_result_size(conn: Connection, user_id: str, shard_id: str) -> int:
     """The stored result's size; 404 until the shard is DONE."""
     r = _shard(conn, user_id, shard_id)
     if r.state != ShardState.DONE or r.result_bytes is None:
@@ -590,7 +590,7 @@ def end_shards(conn: Connection, scheduled_id: str, state: str) -> None:
     )
 
 
-def sweep(conn: Connection, lease_ms: int, max_attempts: int) -> tuple[list[str], list[str]]:
+def sweep_shards(conn: Connection, lease_ms: int, max_attempts: int) -> tuple[list[str], list[str]]:
     """The lease sweep's part: expired shard leases reopen (or FAIL), shards of scheduled runs that ended by
     whichever path are CANCELED. Returns (reopened shard ids, shard ids whose stored result the caller
     deletes after the commit)."""
@@ -619,7 +619,7 @@ def sweep(conn: Connection, lease_ms: int, max_attempts: int) -> tuple[list[str]
 # ---------------------------------------------------------------- the summary
 
 
-def summary(conn: Connection, user_id: str) -> list[ShardSummary]:
+def shard_summary(conn: Connection, user_id: str) -> list[ShardSummary]:
     """Shard counts of the user's unfinished scheduled runs that have a plan (the operator's queue depth)."""
     plans = conn.execute(
         select(
