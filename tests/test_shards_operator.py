@@ -15,7 +15,7 @@ from lightly_operator.sizing import desired_replicas
 from lightly_operator.spec import parse_spec
 from lightly_protocol import paths
 from lightly_protocol.shards import ShardSummary
-from test_operator_status import IDS, _input
+from test_operator_status import IDS, _input, _status
 
 A, B, C = "a" * 24, "b" * 24, "c" * 24
 
@@ -79,18 +79,12 @@ def test_shard_holders_are_busy_so_scale_down_keeps_them() -> None:
 
 def test_status_counts_the_shards_this_fleets_workers_hold() -> None:
     base = _input(3)
-    view = replace(base.view, shard_holders={IDS[0]: 1, IDS[2]: 2, "f" * 24: 5})  # type: ignore[type-var]
-    out = compute(replace(base, view=view, busy={0, 2}))
+    view = replace(base.seen.view, shard_holders={IDS[0]: 1, IDS[2]: 2, "f" * 24: 5})  # type: ignore[type-var]
+    out = _status(base, view=view, busy={0, 2}).status
     assert out["shardsInFlight"] == 3  # another fleet's worker ("f...") is not counted
     assert out["busyReplicas"] == 2
-    assert compute(base)["shardsInFlight"] == 0
-    assert compute(replace(base, view=None))["shardsInFlight"] == 0  # unknown: nobody is known to hold one
-
-
-def compute(s):  # type: ignore[no-untyped-def]
-    from lightly_operator.fleet_status import compute_status
-
-    return compute_status(s).status
+    assert _status(base).status["shardsInFlight"] == 0
+    assert _status(base, view=None).status["shardsInFlight"] == 0  # unknown: nobody is known to hold one
 
 
 def test_a_server_without_shards_answers_404_and_means_no_shards() -> None:

@@ -284,6 +284,7 @@ def _reconciler(kube: FakeKube):  # type: ignore[no-untyped-def]
 
 
 def _rename(api: FakeApi, registered: dict[int, str], busy: set[int], pods: dict) -> tuple:  # type: ignore[type-arg]
+    """Rename the legacy registrations; (the fake Kubernetes, the fleet's memo, the registrations after)."""
     import asyncio
     import logging
 
@@ -298,8 +299,10 @@ def _rename(api: FakeApi, registered: dict[int, str], busy: set[int], pods: dict
     r = _reconciler(kube)
     body = {"metadata": {"namespace": "ml", "name": "fleet.v2"}}
     ctx = ActContext(body, spec, memo, logging.getLogger("t"), registered, pods, api, S.api_url)  # type: ignore[arg-type]
+    observed = dict(registered)
     asyncio.run(r.actions.rename_legacy(ctx, view, busy))
-    return kube, memo
+    assert registered == observed and set(ctx.done.registered) <= set(registered)  # recorded, not written
+    return kube, memo, ctx.registered
 
 
 def test_reconciler_replaces_idle_legacy_registrations() -> None:
@@ -313,7 +316,7 @@ def test_reconciler_replaces_idle_legacy_registrations() -> None:
     )
     registered = {0: old0, 1: old1, 2: cur2}
     pods = {0: [_pod(0, old0)], 1: [_pod(1, old1)], 2: [_pod(2, cur2)]}
-    kube, memo = _rename(api, registered, busy={1}, pods=pods)
+    kube, memo, registered = _rename(api, registered, busy={1}, pods=pods)
     new0 = registered[0]
     assert new0 != old0 and api.by_id[new0].name == S.worker_name("ml", "fleet.v2", 0)
     assert memo.registered == {0: new0} and memo.deregistered == {old0}
@@ -326,7 +329,7 @@ def test_reconciler_keeps_legacy_registrations_when_the_api_fails() -> None:
     old0 = "a" * 24
     api = FakeApi([_worker(old0, S.legacy_worker_name("ml", "fleet.v2", 0))], fail_register=True)
     registered = {0: old0}
-    kube, memo = _rename(api, registered, busy=set(), pods={0: [_pod(0, old0)]})
+    kube, memo, registered = _rename(api, registered, busy=set(), pods={0: [_pod(0, old0)]})
     assert registered == {0: old0} and not kube.deleted and not api.deleted and not memo.deregistered
 
 

@@ -1,16 +1,16 @@
 """What a reconcile does to Kubernetes and the API: registrations, pods, the pull Secret.
 
 Every action takes one ``ActContext`` (the fleet, its spec and what was observed) and records what it
-changed in it (``registered``) and in the fleet's memo. Failures are logged and retried by the next
-reconcile; registration failures come back as a condition for the status.
+changed in the context's ``ActResult`` (the workers it registered and deregistered, the problems it met:
+what the status reads) and in the fleet's memo. Failures are logged and retried by the next reconcile.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,20 +42,42 @@ def apiserver_message(exc: ApiException) -> str:
 
 
 @dataclass
+class ActResult:
+    """What one reconcile's actions did, for the status: the registrations they made and undid, the problems."""
+
+    registered: dict[int, str] = field(default_factory=dict)  # replica index -> worker id registered (or renamed)
+    deregistered: dict[int, str] = field(default_factory=dict)  # replica index -> worker id deregistered
+    problems: list[Condition] = field(default_factory=list)  # Degraded: pull or CA Secret, a refused pod, ...
+    registration_problem: Condition | None = None  # Registered: a registration failed
+
+    def applied_to(self, observed: Mapping[int, str]) -> dict[int, str]:
+        """Replica index -> worker id after the actions: ``observed`` with what they (de)registered
+        (deregistrations come last in a reconcile)."""
+        after = {**observed, **self.registered}
+        for i in self.deregistered:
+            after.pop(i, None)
+        return after
+
+
+@dataclass
 class ActContext:
-    """One fleet's reconcile as its actions see it; ``registered`` is updated as they (de)register."""
+    """One fleet's reconcile as its actions see it; what they change is recorded in ``done``."""
 
     body: dict[str, Any]
     spec: LightlyWorkerSpec
     memo: FleetMemo
     logger: kopf.Logger
-    registered: dict[int, str]  # replica index -> worker id
+    observed: Mapping[int, str]  # replica index -> worker id, as observed (the actions never write it)
     by_index: dict[int, list[PodView]]
     api: LightlyApi
     url: str
     checksum: str = ""
-    #: the apiserver refused a pod this reconcile created (its message), for the status and an Event
-    pod_refused: Condition | None = None
+    done: ActResult = field(default_factory=ActResult)
+
+    @property
+    def registered(self) -> dict[int, str]:
+        """Replica index -> worker id now: the observed registrations, changed by what the actions did."""
+        return self.done.applied_to(self.observed)
 
     @property
     def namespace(self) -> str:
@@ -73,9 +95,9 @@ class FleetActions:
         self.metrics = metrics
         self.policy = settings.policy()
 
-    async def sync_pull_secret(self, ctx: ActContext, pods: Sequence[PodView]) -> Condition | None:
+    async def sync_pull_secret(self, ctx: ActContext, pods: Sequence[PodView]) -> None:
         """Keep the dockerconfigjson pull Secret equal to the key file; pods that never got their image
-        retry at once after a change, not after the kubelet's backoff. Returns the problem, if any.
+        retry at once after a change, not after the kubelet's backoff. A problem goes into ``ctx.done``.
 
         Running pods are not restarted for a changed key: the kubelet reads pull Secrets only to pull.
         """
@@ -91,35 +113,43 @@ class FleetActions:
             )
             changed = await self.kube.apply_secret(ctx.namespace, build_pull_secret(ctx.body, creds.registry, key))
         except SecretProblem as exc:
-            return Condition("Degraded", True, f"Registry{exc.reason}", str(exc))
+            ctx.done.problems.append(Condition("Degraded", True, f"Registry{exc.reason}", str(exc)))
+            return
         except CredentialsError as exc:
-            return Condition("Degraded", True, "RegistryCredentialsInvalid", str(exc))
+            ctx.done.problems.append(Condition("Degraded", True, "RegistryCredentialsInvalid", str(exc)))
+            return
         if changed:
             await self._retry_image_pulls(ctx, pods)
-        return None
 
-    async def sync_ca_secret(self, ctx: ActContext) -> tuple[str, Condition | None]:
+    async def sync_ca_secret(self, ctx: ActContext) -> str | None:
         """Keep the Secret ``<fleet>-api-ca`` equal to the CA file the operator trusts (LIGHTLY_CA_CERTS);
-        (its PEM text, the problem if any). A new CA changes the pods' checksum: the fleet rolls."""
+        its PEM text, None after a problem (in ``ctx.done``). A new CA changes the pods' checksum: the fleet rolls."""
         path = self.settings.ca_certs
         try:
             pem = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            return "", Condition(
-                "Degraded",
-                True,
-                "ApiCaUnreadable",
-                f"cannot read the operator's LIGHTLY_CA_CERTS={path} ({exc}); workers would not trust the API",
+            ctx.done.problems.append(
+                Condition(
+                    "Degraded",
+                    True,
+                    "ApiCaUnreadable",
+                    f"cannot read the operator's LIGHTLY_CA_CERTS={path} ({exc}); workers would not trust the API",
+                )
             )
+            return None
         try:
             await self.kube.apply_secret(ctx.namespace, build_ca_secret(ctx.body, pem))
         except SecretProblem as exc:
-            return pem, Condition("Degraded", True, f"ApiCa{exc.reason}", str(exc))
+            ctx.done.problems.append(Condition("Degraded", True, f"ApiCa{exc.reason}", str(exc)))
+            return None
         except ApiException as exc:
-            return pem, Condition(
-                "Degraded", True, "ApiCaSecretFailed", f"cannot write the CA Secret: {apiserver_message(exc)}"
+            ctx.done.problems.append(
+                Condition(
+                    "Degraded", True, "ApiCaSecretFailed", f"cannot write the CA Secret: {apiserver_message(exc)}"
+                )
             )
-        return pem, None
+            return None
+        return pem
 
     async def _retry_image_pulls(self, ctx: ActContext, pods: Sequence[PodView]) -> None:
         """Delete the pods whose container never started for want of its image (no job can run in them):
@@ -146,7 +176,9 @@ class FleetActions:
         namespace, name, api = ctx.namespace, ctx.name, ctx.api
         for i, wid in sorted(ctx.registered.items()):
             w = view.states.get(wid)
-            ref = self.settings.parse_worker_name(w.name, [(namespace, name)]) if w is not None else None
+            if w is None:
+                continue
+            ref = self.settings.parse_worker_name(w.name, [(namespace, name)])
             if ref is None or not ref.legacy or (ref.namespace, ref.name, ref.index) != (namespace, name, i):
                 continue
             if i in busy:
@@ -157,7 +189,7 @@ class FleetActions:
             except ApiProblem as exc:
                 ctx.logger.warning(f"could not re-register legacy-named worker {wid} ({w.name}): {exc}; will retry")
                 continue
-            ctx.registered[i] = ctx.memo.registered[i] = new_id
+            ctx.done.registered[i] = ctx.memo.registered[i] = new_id
             self.metrics.registrations.labels("register", "ok").inc()
             try:
                 for pod in ctx.by_index.get(i, []):
@@ -172,22 +204,26 @@ class FleetActions:
             self.metrics.registrations.labels("deregister", "ok").inc()
             ctx.logger.info(f"replica {i}: legacy-named worker {wid} ({w.name}) replaced by {new_id} ({new_name})")
 
-    async def apply(self, ctx: ActContext, p: Plan) -> Condition | None:
+    async def apply(self, ctx: ActContext, p: Plan) -> None:
         """Carry the plan out: register, then delete and create pods, then deregister.
 
-        Returns the registration problem, if one stopped the registrations."""
+        What it did goes into ``ctx.done``: a refused pod, then the problem that stopped the registrations."""
         problem = await self._register(ctx, p)
-        ctx.memo.registered.update({i: ctx.registered[i] for i in p.register if i in ctx.registered})
+        ctx.memo.registered.update({i: ctx.done.registered[i] for i in p.register if i in ctx.done.registered})
         self._note_failures(ctx)
         await self._delete_pods(ctx, p)
-        await self._create_pods(ctx, p)
+        refused = await self._create_pods(ctx, p)
         await self._deregister(ctx, p)
-        return problem
+        if refused:
+            ctx.done.problems.append(refused)
+        if problem:
+            ctx.done.problems.append(problem)
+            ctx.done.registration_problem = Condition("Registered", False, problem.reason, problem.message)
 
     async def _register(self, ctx: ActContext, p: Plan) -> Condition | None:
         for i in p.register:
             try:
-                ctx.registered[i] = await ctx.api.register(
+                ctx.done.registered[i] = await ctx.api.register(
                     self.settings.worker_name(ctx.namespace, ctx.name, i), ctx.spec.labels, ""
                 )
                 self.metrics.registrations.labels("register", "ok").inc()
@@ -219,9 +255,12 @@ class FleetActions:
             except ApiException as exc:
                 ctx.logger.warning(f"could not delete pod {pod_name} ({exc.status} {exc.reason}); will retry")
 
-    async def _create_pods(self, ctx: ActContext, p: Plan) -> None:
+    async def _create_pods(self, ctx: ActContext, p: Plan) -> Condition | None:
+        """Create the plan's pods; the last refusal of the apiserver (its message), for the status and an Event."""
+        refused = None
+        registered = ctx.registered
         for i in p.create:
-            wid = ctx.registered.get(i)
+            wid = registered.get(i)
             if not wid:
                 continue
             pod = build_pod(ctx.body, ctx.spec, i, wid, ctx.checksum, self.settings, ctx.url)
@@ -236,20 +275,22 @@ class FleetActions:
             except ApiException as exc:
                 message = apiserver_message(exc)
                 ctx.logger.warning(f"could not create pod {name} ({exc.status} {exc.reason}: {message}); will retry")
-                ctx.pod_refused = Condition(
+                refused = Condition(
                     "Degraded",
                     True,
                     "PodRejected",
                     f"the apiserver refused pod {name} ({exc.status} {exc.reason}): {message}",
                 )
+        return refused
 
     async def _deregister(self, ctx: ActContext, p: Plan) -> None:
+        registered = ctx.registered
         for i in p.deregister:
-            wid = ctx.registered[i]
+            wid = registered[i]
             try:
                 await ctx.api.delete_worker(wid)
                 self.metrics.registrations.labels("deregister", "ok").inc()
-                ctx.registered.pop(i)
+                ctx.done.deregistered[i] = wid
                 ctx.memo.registered.pop(i, None)
                 ctx.memo.deregistered.add(wid)
                 ctx.logger.info(f"deregistered worker {wid} (replica {i} removed)")

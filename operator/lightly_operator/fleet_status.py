@@ -1,46 +1,26 @@
 """A fleet's status from what a reconcile saw and did: a pure function, like ``plan``.
 
-``compute_status`` turns the registered workers, their pods, the API's view and the plan into the
-status the resource shows: one entry per worker, the counts, the conditions (Registered, Ready,
-Progressing, Degraded) and the phase. It reads no clock and calls nothing: the caller passes the time.
+``compute_status`` turns what a reconcile observed (``Observation``: the registered workers, their pods,
+the API's view, who is busy), its plan and what its actions did (``ActResult``: the workers they registered
+and deregistered, the problems they met) into the status the resource shows: one entry per worker, the
+counts, the conditions (Registered, Ready, Progressing, Degraded) and the phase. It reads no clock, writes
+none of its inputs and calls nothing: the caller passes the time.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections import Counter
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .api_access import ApiView
+from .actions import ActResult
 from .builders import selector_string
+from .observe import Observation
 from .plan import Plan
 from .settings import OperatorSettings
 from .status import Condition, PodView, merge_conditions
-
-
-@dataclass(frozen=True)
-class StatusInput:
-    """Everything ``compute_status`` needs; ``view`` is None when the API (or its token) could not be read."""
-
-    namespace: str
-    name: str
-    generation: int | None
-    old_status: Mapping[str, Any]
-    settings: OperatorSettings
-    api_url: str
-    desired: int
-    registered: Mapping[int, str]  # replica index -> worker id, after this reconcile's actions
-    by_index: Mapping[int, Sequence[PodView]]
-    busy: Set[int]
-    view: ApiView | None
-    plan: Plan | None  # None: nothing was planned (no API, no token)
-    problems: Sequence[Condition] = ()  # found while observing and acting
-    registration_problem: Condition | None = None
-    offline_since: Mapping[int, float] = field(default_factory=dict)  # replica -> when first seen OFFLINE
-    now: float = 0.0  # time.monotonic() of this reconcile (offline_since is on the same clock)
-    timestamp: str = ""  # now as ISO 8601, for lastTransitionTime
 
 
 @dataclass(frozen=True)
@@ -61,36 +41,59 @@ class FleetStatus:
         return self.status
 
 
-def compute_status(s: StatusInput) -> FleetStatus:
-    workers = _workers(s)
-    problems = [*s.problems, *workers.problems]
-    live_pods = sum(1 for pods in s.by_index.values() for p in pods if not p.deleting)
-    registered_count = sum(1 for i in (s.plan.keep if s.plan else []) if i in s.registered)
-    registered = s.registration_problem or Condition(
-        "Registered",
-        registered_count >= s.desired,
-        "AllRegistered" if registered_count >= s.desired else "Registering",
-        f"{registered_count}/{s.desired} workers registered with {s.api_url}",
+def compute_status(
+    body: Mapping[str, Any],
+    seen: Observation,
+    the_plan: Plan | None,
+    acted: ActResult,
+    *,
+    desired: int,
+    settings: OperatorSettings,
+    offline_since: Mapping[int, float],
+    now: float,
+    timestamp: str,
+) -> FleetStatus:
+    """The status of the fleet ``body`` after one reconcile.
+
+    ``seen``: what it observed (``seen.view`` None: the API or its token could not be read); ``the_plan``:
+    None when nothing was planned (no API, no token); ``acted``: what the actions did; ``desired``: the
+    replicas wanted; ``offline_since``: replica -> when first seen OFFLINE (the memo's; not written);
+    ``now``: time.monotonic() of this reconcile (``offline_since`` is on the same clock); ``timestamp``:
+    now as ISO 8601, for lastTransitionTime."""
+    registered = acted.applied_to(seen.registered)
+    workers = _workers(_Fleet(body, seen, settings, now), the_plan, registered, offline_since)
+    problems = [*seen.problems, *acted.problems, *workers.problems]
+    live_pods = sum(1 for pods in seen.by_index.values() for p in pods if not p.deleting)
+    registered_count = sum(1 for i in (the_plan.keep if the_plan else []) if i in registered)
+    registered_condition = (
+        acted.registration_problem
+        or seen.registration_problem
+        or Condition(
+            "Registered",
+            registered_count >= desired,
+            "AllRegistered" if registered_count >= desired else "Registering",
+            f"{registered_count}/{desired} workers registered with {seen.url}",
+        )
     )
-    ready = ready_condition(workers.ready, s.desired)
-    progress = progressing_condition(s.plan, s.desired, live_pods)
+    ready = ready_condition(workers.ready, desired)
+    progress = progressing_condition(the_plan, desired, live_pods)
     fields: dict[str, Any] = {
         "replicas": live_pods,
         "readyReplicas": workers.ready,
         "busyReplicas": workers.busy,
         "shardsInFlight": workers.shards,
-        "desiredReplicas": s.desired,
-        "selector": selector_string(s.name),
+        "desiredReplicas": desired,
+        "selector": selector_string(body["metadata"]["name"]),
         "workers": workers.entries,
     }
-    versions = _versions(s)
+    versions = _versions(seen, registered)
     if versions:
         fields["workerVersion"] = ",".join(versions)
     phase = (
         "Degraded"
         if problems
         else "ScaledToZero"
-        if s.desired == 0 and live_pods == 0
+        if desired == 0 and live_pods == 0
         else "Updating"
         if progress.status
         else "Running"
@@ -100,16 +103,16 @@ def compute_status(s: StatusInput) -> FleetStatus:
     return FleetStatus(
         phase=phase,
         problems=problems,
-        status=_status(s, phase, problems, fields, [registered, ready, progress]),
+        status=_status(body, timestamp, phase, problems, fields, [registered_condition, ready, progress]),
         worker_states=workers.states,
         pending_reasons=workers.pending,
         offline_since=workers.offline_since,
     )
 
 
-def invalid_spec_status(s: StatusInput, problem: Condition) -> FleetStatus:
+def invalid_spec_status(body: Mapping[str, Any], problem: Condition, timestamp: str) -> FleetStatus:
     """The status of a fleet whose spec cannot be read: phase Error, the reason in Degraded."""
-    return FleetStatus(phase="Error", problems=[problem], status=_status(s, "Error", [problem], {}, []))
+    return FleetStatus(phase="Error", problems=[problem], status=_status(body, timestamp, "Error", [problem], {}, []))
 
 
 def degraded_condition(problems: Sequence[Condition]) -> Condition:
@@ -151,15 +154,32 @@ def progressing_condition(p: Plan | None, desired: int, live_pods: int) -> Condi
 
 
 def _status(
-    s: StatusInput, phase: str, problems: Sequence[Condition], fields: dict[str, Any], conditions: list[Condition]
+    body: Mapping[str, Any],
+    timestamp: str,
+    phase: str,
+    problems: Sequence[Condition],
+    fields: dict[str, Any],
+    conditions: list[Condition],
 ) -> dict[str, Any]:
     conds = [*conditions, degraded_condition(problems)]
+    generation = body["metadata"].get("generation")
+    old_conditions = (body.get("status") or {}).get("conditions")
     return {
         **fields,
         "phase": phase,
-        "observedGeneration": s.generation,
-        "conditions": merge_conditions(s.old_status.get("conditions"), conds, s.generation, s.timestamp),
+        "observedGeneration": generation,
+        "conditions": merge_conditions(old_conditions, conds, generation, timestamp),
     }
+
+
+@dataclass(frozen=True)
+class _Fleet:
+    """What the per-worker pieces read: the fleet, what was observed, the settings, this reconcile's time."""
+
+    body: Mapping[str, Any]
+    seen: Observation
+    settings: OperatorSettings
+    now: float
 
 
 @dataclass
@@ -174,19 +194,21 @@ class _Workers:
     offline_since: dict[int, float] = field(default_factory=dict)
 
 
-def _workers(s: StatusInput) -> _Workers:
+def _workers(
+    f: _Fleet, the_plan: Plan | None, registered: Mapping[int, str], offline_since: Mapping[int, float]
+) -> _Workers:
     """One status entry per registered replica, the counts, and the problems of its pod and worker."""
-    out = _Workers(offline_since=dict(s.offline_since))
-    keep = s.plan.keep if s.plan else sorted(set(s.registered) | set(s.by_index))
-    for i in sorted(set(keep) | set(s.registered)):
-        if i in s.registered:
-            out.entries.append(_worker_entry(s, i, out))
+    out = _Workers(offline_since=dict(offline_since))
+    keep = the_plan.keep if the_plan else sorted(set(registered) | set(f.seen.by_index))
+    for i in sorted(set(keep) | set(registered)):
+        if i in registered:
+            out.entries.append(_worker_entry(f, i, registered[i], out))
     return out
 
 
-def _worker_entry(s: StatusInput, i: int, out: _Workers) -> dict[str, Any]:
-    """Replica ``i``'s status entry; its state, readiness and problems are counted into ``out``."""
-    wid = s.registered[i]
+def _worker_entry(f: _Fleet, i: int, wid: str, out: _Workers) -> dict[str, Any]:
+    """Replica ``i``'s status entry (worker ``wid``); its state, readiness and problems are counted into ``out``."""
+    s = f.seen
     live = [p for p in s.by_index.get(i, []) if not p.deleting]
     pod = live[0] if live else None
     w = s.view.states.get(wid) if s.view is not None else None
@@ -197,7 +219,7 @@ def _worker_entry(s: StatusInput, i: int, out: _Workers) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "index": i,
         "workerId": wid,
-        "name": s.settings.worker_name(s.namespace, s.name, i),
+        "name": f.settings.worker_name(f.body["metadata"]["namespace"], f.body["metadata"]["name"], i),
         "state": state,
     }
     if pod:
@@ -219,7 +241,7 @@ def _worker_entry(s: StatusInput, i: int, out: _Workers) -> dict[str, Any]:
         if w.docker_version:
             entry["version"] = w.docker_version
     if pod and pod.ready and w is not None and w.state == "OFFLINE":
-        problem = _offline_problem(s, i, wid, pod, out.offline_since)
+        problem = _offline_problem(f, i, wid, pod, out.offline_since)
         if problem:
             out.problems.append(problem)
     else:
@@ -227,28 +249,26 @@ def _worker_entry(s: StatusInput, i: int, out: _Workers) -> dict[str, Any]:
     return entry
 
 
-def _offline_problem(
-    s: StatusInput, i: int, wid: str, pod: PodView, offline_since: dict[int, float]
-) -> Condition | None:
+def _offline_problem(f: _Fleet, i: int, wid: str, pod: PodView, offline_since: dict[int, float]) -> Condition | None:
     """A worker that stays OFFLINE although its pod is ready, for longer than the grace."""
-    since = offline_since.setdefault(i, s.now)
-    if s.now - since < s.settings.offline_grace_seconds:
+    since = offline_since.setdefault(i, f.now)
+    if f.now - since < f.settings.offline_grace_seconds:
         return None
     return Condition(
         "Degraded",
         True,
         "WorkerOffline",
         # a stable message (no growing age in it): the status is written only when it changes
-        f"worker {wid} (pod {pod.name}) has reported nothing to {s.api_url} for more than "
-        f"{int(s.settings.offline_grace_seconds)} s although its pod is ready; check the pod's logs and its network "
+        f"worker {wid} (pod {pod.name}) has reported nothing to {f.seen.url} for more than "
+        f"{int(f.settings.offline_grace_seconds)} s although its pod is ready; check the pod's logs and its network "
         "path to the API",
     )
 
 
-def _versions(s: StatusInput) -> list[str]:
+def _versions(seen: Observation, registered: Mapping[int, str]) -> list[str]:
     """The versions the fleet's registered workers report."""
-    ids = set(s.registered.values())
-    states = s.view.states.values() if s.view is not None else []
+    ids = set(registered.values())
+    states = seen.view.states.values() if seen.view is not None else []
     return sorted({w.docker_version for w in states if w.docker_version and w.id in ids})
 
 

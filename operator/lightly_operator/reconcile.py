@@ -5,8 +5,10 @@ Every run goes observe -> plan -> act -> status, KubeRay's shape:
 * ``observe``: the spec, the token Secret, the fleet's pods (from a kopf index, no LIST) and the API's
   view of the workers (shared between fleets, one poll per interval); who is busy.
 * ``plan``: a pure function decides the registrations, pod creations and deletions, deregistrations.
-* ``FleetActions``: carries them out (and keeps the pull Secret and legacy names up to date).
-* ``compute_status``: a pure function turns all of it into the status (``None``: nothing changed).
+* ``FleetActions``: carries them out (and keeps the pull Secret and legacy names up to date), recording what
+  it registered and deregistered and the problems it met in an ``ActResult``.
+* ``compute_status``: a pure function turns the observation, the plan and the ``ActResult`` into the status
+  (``None``: nothing changed).
 
 Failures become conditions, Events and log lines with a reason a human can act on; nothing is retried in
 a hot loop. The reconciler also owns the deregistration of deleted fleets and the orphan sweep.
@@ -23,11 +25,11 @@ from typing import Any
 import kopf
 from kubernetes.client import ApiException
 
-from .actions import ActContext, FleetActions
+from .actions import ActContext, ActResult, FleetActions
 from .api_access import ApiAccess
 from .builders import build_pod, ca_secret_name, pull_secret_name, spec_checksum
 from .cleanup import Deregistration, OrphanSweep
-from .fleet_status import FleetStatus, StatusInput, compute_status, invalid_spec_status
+from .fleet_status import FleetStatus, compute_status, invalid_spec_status
 from .indexes import FleetIndex, PodIndex, pods_of
 from .kube import Kube, SecretProblem
 from .memo import FleetKey, FleetMemo, FleetMemos
@@ -95,30 +97,38 @@ class FleetReconciler:
             spec = parse_spec(body.get("spec") or {})
         except SpecError as exc:
             problem = Condition("Degraded", True, "InvalidSpec", str(exc))
-            return self._publish(body, memo, invalid_spec_status(self._status_input(body, memo), problem))
+            return self._publish(body, memo, invalid_spec_status(body, problem, now_iso()))
         refused = await self._refusal(body, spec)
         if refused is not None:
-            return self._publish(body, memo, invalid_spec_status(self._status_input(body, memo), refused))
+            return self._publish(body, memo, invalid_spec_status(body, refused, now_iso()))
         seen = await observe(body, spec, pods, memo, self.apis, self.metrics)
         ctx = None
         if seen.api is not None:
             ctx = ActContext(body, spec, memo, logger, seen.registered, seen.by_index, seen.api, seen.url)
+        acted = ctx.done if ctx is not None else ActResult()  # what the actions did (nothing without the API)
         if ctx is not None and seen.view is not None:
             await self.actions.rename_legacy(ctx, seen.view, seen.busy)
         desired = desired_replicas(spec, seen.view, seen.busy, memo, time.monotonic())
         if ctx is not None and spec.registry_credentials:
-            problem = await self.actions.sync_pull_secret(ctx, seen.pods)
-            if problem:
-                seen.problems.append(problem)
-        ca_pem, ca_problem = "", None
+            await self.actions.sync_pull_secret(ctx, seen.pods)
+        ca_pem: str | None = ""
         if ctx is not None and self.settings.ca_certs:  # the workers get the CA the operator trusts
-            ca_pem, ca_problem = await self.actions.sync_ca_secret(ctx)
-            if ca_problem:
-                seen.problems.append(ca_problem)
+            ca_pem = await self.actions.sync_ca_secret(ctx)
         now = time.monotonic()
-        ready = ctx is not None and seen.fp and ca_problem is None
-        the_plan = await self._plan_and_act(ctx, seen, desired, now, ca_pem) if ctx is not None and ready else None
-        status = compute_status(self._status_input(body, memo, seen, desired, the_plan, now))
+        the_plan = None
+        if ctx is not None and seen.fp and ca_pem is not None:
+            the_plan = await self._plan_and_act(ctx, seen, desired, now, ca_pem)
+        status = compute_status(
+            body,
+            seen,
+            the_plan,
+            acted,
+            desired=desired,
+            settings=self.settings,
+            offline_since=memo.offline_since,
+            now=now,
+            timestamp=now_iso(),
+        )
         memo.offline_since = status.offline_since
         return self._publish(body, memo, status)
 
@@ -154,46 +164,11 @@ class FleetReconciler:
         ctx.checksum = spec_checksum(ctx.body.get("spec") or {}, seen.fp, self.settings, seen.url, ca_pem)
         blocked = {i for i, t in ctx.memo.retry_at.items() if t > now}
         strategy = ctx.spec.update_strategy.type
-        the_plan = plan(desired, seen.registered, seen.by_index, seen.busy, ctx.checksum, strategy, blocked)
-        problem = await self.actions.apply(ctx, the_plan)
-        if ctx.pod_refused:
-            seen.problems.append(ctx.pod_refused)
-        if problem:
-            seen.problems.append(problem)
-            seen.registration_problem = Condition("Registered", False, problem.reason, problem.message)
+        the_plan = plan(desired, ctx.registered, seen.by_index, seen.busy, ctx.checksum, strategy, blocked)
+        await self.actions.apply(ctx, the_plan)
         if the_plan.deregister or the_plan.register:
             self.apis.invalidate(seen.url, seen.fp)
         return the_plan
-
-    def _status_input(
-        self,
-        body: Mapping[str, Any],
-        memo: FleetMemo,
-        seen: Observation | None = None,
-        desired: int = 0,
-        the_plan: Plan | None = None,
-        now: float = 0.0,
-    ) -> StatusInput:
-        meta = body["metadata"]
-        return StatusInput(
-            namespace=meta["namespace"],
-            name=meta["name"],
-            generation=meta.get("generation"),
-            old_status=dict(body.get("status") or {}),
-            settings=self.settings,
-            api_url=seen.url if seen else "",
-            desired=desired,
-            registered=seen.registered if seen else {},
-            by_index=seen.by_index if seen else {},
-            busy=seen.busy if seen else set(),
-            view=seen.view if seen else None,
-            plan=the_plan,
-            problems=seen.problems if seen else (),
-            registration_problem=seen.registration_problem if seen else None,
-            offline_since=memo.offline_since,
-            now=now,
-            timestamp=now_iso(),
-        )
 
     def _publish(self, body: Mapping[str, Any], memo: FleetMemo, status: FleetStatus) -> dict[str, Any] | None:
         """Events for new problems only (not on every reconcile), the metrics, and the status if it changed."""
@@ -201,7 +176,11 @@ class FleetReconciler:
         key = (meta["namespace"], meta["name"])
         for p in status.problems:
             if p.reason not in memo.warned:
-                kopf.warn(body, reason=p.reason, message=p.message[:1000])
+                kopf.warn(
+                    body,  # type: ignore[arg-type]  # kopf posts Events for a plain mapping's metadata too
+                    reason=p.reason,
+                    message=p.message[:1000],
+                )
                 log.warning("%s/%s: %s: %s", key[0], key[1], p.reason, p.message)
         memo.warned = {p.reason for p in status.problems}
         if status.worker_states is not None:
@@ -229,7 +208,8 @@ class FleetReconciler:
         body = next(iter(entries)).body
         if body["metadata"].get("deletionTimestamp"):
             return
-        logger = kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings())
+        # kopf's logger reads the plain dict's metadata like a Body's
+        logger = kopf.LocalObjectLogger(body=body, settings=kopf.OperatorSettings())  # type: ignore[arg-type]
         try:
             new_status = await self.reconcile(body, pods_of(pods, key), memo, logger)
             if new_status:
