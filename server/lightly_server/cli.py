@@ -8,118 +8,22 @@ import sys
 from pathlib import Path
 
 from lightly_protocol.logsafe import configure_logging
+from lightly_protocol.options import OptionError, add_flags, flag_values, load
 
 from .gc_pacing import tune_process
-from .settings import ServerSettings
-
-
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
+from .settings import DatabaseSettings, ServeOptions, ServerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lightly-server", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    db_help = (
-        "SQLAlchemy URL: sqlite:///path.sqlite3 (default) or postgresql://user@host/db [env LIGHTLY_SERVER_DATABASE]"
-    )
-    default_db = _env("LIGHTLY_SERVER_DATABASE", "sqlite:///lightly-server.sqlite3")
-
     s = sub.add_parser("serve", help="run the API server")
-    s.add_argument("--host", default=_env("LIGHTLY_SERVER_HOST", "127.0.0.1"), help="[env LIGHTLY_SERVER_HOST]")
-    s.add_argument(
-        "--port", type=int, default=int(_env("LIGHTLY_SERVER_PORT", "8080") or 8080), help="[env LIGHTLY_SERVER_PORT]"
-    )
-    s.add_argument("--database", default=default_db, help=db_help)
-    s.add_argument(
-        "--artifacts-dir",
-        type=Path,
-        default=_env("LIGHTLY_SERVER_ARTIFACTS_DIR"),
-        help="where uploaded artifacts live (shared by all replicas) [env LIGHTLY_SERVER_ARTIFACTS_DIR]",
-    )
-    s.add_argument(
-        "--lease-seconds",
-        type=float,
-        default=float(_env("LIGHTLY_SERVER_LEASE_SECONDS", "120") or 120),
-        help="a worker silent this long is marked OFFLINE and its run reopened [env LIGHTLY_SERVER_LEASE_SECONDS]",
-    )
-    s.add_argument(
-        "--max-attempts",
-        type=int,
-        default=int(_env("LIGHTLY_SERVER_MAX_ATTEMPTS", "3") or 3),
-        help="a scheduled run lost this many times ends DONE with the failure recorded",
-    )
-    s.add_argument("--max-wait-seconds", type=float, default=60.0, help="cap of the waitSeconds long-poll extension")
-    s.add_argument(
-        "--public-url",
-        default=_env("LIGHTLY_SERVER_PUBLIC_URL"),
-        help="base URL of signed artifact URLs (default: the URL the request came in on)",
-    )
-    s.add_argument(
-        "--secret-key-file",
-        type=Path,
-        default=_env("LIGHTLY_SERVER_SECRET_KEY_FILE"),
-        help="file with the secret key that seals datasource credentials and signs artifact URLs (one key a "
-        "line, current first; never stored in the database); or set LIGHTLY_SERVER_SECRET_KEY "
-        "[env LIGHTLY_SERVER_SECRET_KEY_FILE]",
-    )
-    s.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=int(_env("LIGHTLY_SERVER_MAX_BODY_BYTES", str(8 * 1024**2)) or 0),
-        help="largest request body (413 beyond), except selections and artifact uploads "
-        "[env LIGHTLY_SERVER_MAX_BODY_BYTES]",
-    )
-    s.add_argument(
-        "--max-selection-bytes",
-        type=int,
-        default=int(_env("LIGHTLY_SERVER_MAX_SELECTION_BYTES", str(256 * 1024**2)) or 0),
-        help="largest body of PUT /v1/docker/runs/{id}/selection [env LIGHTLY_SERVER_MAX_SELECTION_BYTES]",
-    )
-    s.add_argument(
-        "--max-shard-bytes",
-        type=int,
-        default=int(_env("LIGHTLY_SERVER_MAX_SHARD_BYTES", str(256 * 1024**2)) or 0),
-        help="largest shard listing (gzip body and uncompressed) and shard result (extension, /v1/ext/) "
-        "[env LIGHTLY_SERVER_MAX_SHARD_BYTES]",
-    )
-    s.add_argument(
-        "--max-upload-bytes",
-        type=int,
-        default=int(_env("LIGHTLY_SERVER_MAX_UPLOAD_BYTES", str(20 * 1024**3)) or 0),
-        help="largest artifact upload [env LIGHTLY_SERVER_MAX_UPLOAD_BYTES]",
-    )
-    s.add_argument(
-        "--processes",
-        type=int,
-        default=int(_env("LIGHTLY_SERVER_PROCESSES", "1") or 1),
-        help="server processes sharing the port, each using up to one core (PostgreSQL only; default 1) "
-        "[env LIGHTLY_SERVER_PROCESSES]",
-    )
-    s.add_argument(
-        "--tls-cert",
-        default=_env("LIGHTLY_SERVER_TLS_CERT"),
-        help="serve HTTPS with this PEM certificate (chain); needs --tls-key. Without both: plain HTTP, "
-        "which shows every ?token= to whoever is on the path [env LIGHTLY_SERVER_TLS_CERT]",
-    )
-    s.add_argument(
-        "--tls-key",
-        default=_env("LIGHTLY_SERVER_TLS_KEY"),
-        help="the PEM private key of --tls-cert [env LIGHTLY_SERVER_TLS_KEY]",
-    )
-    s.add_argument(
-        "--metrics-token-file",
-        type=Path,
-        default=_env("LIGHTLY_SERVER_METRICS_TOKEN_FILE"),
-        help="file with a token: /metrics then answers only requests with 'Authorization: Bearer <token>' "
-        "(401 otherwise); read at every scrape, so a rotated file takes effect at once "
-        "[env LIGHTLY_SERVER_METRICS_TOKEN_FILE]",
-    )
-    s.add_argument("--log-level", default=_env("LIGHTLY_SERVER_LOG_LEVEL", "info"))
+    add_flags(s, ServeOptions)
+    add_flags(s, ServerSettings)
 
     t = sub.add_parser("create-token", help="create a token for a user (printed alone on stdout, shown once)")
-    t.add_argument("--database", default=default_db, help=db_help)
+    add_flags(t, DatabaseSettings)
     t.add_argument("--user", required=True, help="user name (created if new)")
     t.add_argument(
         "--label",
@@ -130,14 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     lt = sub.add_parser(
         "list-tokens", help="list the tokens: fingerprint, label, user, created, last used (never the tokens)"
     )
-    lt.add_argument("--database", default=default_db, help=db_help)
+    add_flags(lt, DatabaseSettings)
 
     rt = sub.add_parser(
         "revoke-token",
         help="delete a token, named by its FINGERPRINT from list-tokens (or given itself with --token-file); "
         "every server refuses it within 5 s",
     )
-    rt.add_argument("--database", default=default_db, help=db_help)
+    add_flags(rt, DatabaseSettings)
     rt.add_argument("fingerprint", nargs="?", help="the token's FINGERPRINT column in list-tokens")
     rt.add_argument(
         "--token-file",
@@ -161,19 +65,30 @@ def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.engine import make_url
     from sqlalchemy.exc import ArgumentError, OperationalError
 
+    try:  # flags, then the environment, then the defaults
+        if args.command == "serve":
+            settings: DatabaseSettings = load(ServerSettings, os.environ, flag_values(args, ServerSettings))
+            serve = load(ServeOptions, os.environ, flag_values(args, ServeOptions))
+        else:
+            settings = load(DatabaseSettings, os.environ, flag_values(args, DatabaseSettings))
+    except OptionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
-        backend = make_url(args.database).get_backend_name()
+        backend = make_url(settings.database_url).get_backend_name()
     except ArgumentError:
         backend = ""
     if backend not in ("sqlite", "postgresql"):
         print(
-            f"error: --database {args.database!r}: use sqlite:///path/to/file.sqlite3 or "
+            f"error: --database {settings.database_url!r}: use sqlite:///path/to/file.sqlite3 or "
             "postgresql://user:password@host:5432/dbname",
             file=sys.stderr,
         )
         return 2
     try:
-        return _run(args)
+        if isinstance(settings, ServerSettings):
+            return _serve(settings, serve)
+        return _run(args, settings.database_url)
     except OperationalError as exc:
         print(
             f"error: cannot open the database ({str(exc.orig).splitlines()[0]}); check --database and that "
@@ -183,40 +98,41 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, database_url: str) -> int:
     if args.command == "list-tokens":
-        return _list_tokens(args)
+        return _list_tokens(database_url)
     if args.command == "revoke-token":
-        return _revoke_token(args)
-    if args.command == "create-token":
-        from .auth import create_token
-        from .db import Database
+        return _revoke_token(args, database_url)
+    from .auth import create_token
+    from .db import Database
 
-        user = args.user.strip()
-        if not 1 <= len(user) <= 200 or "\x00" in user:
-            print("error: --user must be 1 to 200 characters without NUL", file=sys.stderr)
+    user = args.user.strip()
+    if not 1 <= len(user) <= 200 or "\x00" in user:
+        print("error: --user must be 1 to 200 characters without NUL", file=sys.stderr)
+        return 2
+    if args.label is not None:
+        from .auth import label_problem
+
+        problem = label_problem(args.label)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return 2
-        if args.label is not None:
-            from .auth import label_problem
+    db = Database(database_url)
+    db.migrate()
+    print(create_token(db, user, args.label))
+    db.dispose()
+    return 0
 
-            problem = label_problem(args.label)
-            if problem:
-                print(f"error: {problem}", file=sys.stderr)
-                return 2
-        db = Database(args.database)
-        db.migrate()
-        print(create_token(db, user, args.label))
-        db.dispose()
-        return 0
 
+def _serve(settings: ServerSettings, serve: ServeOptions) -> int:
     import uvicorn
 
     from .app import create_app
 
-    if not 1 <= args.processes <= MAX_PROCESSES:
-        print(f"error: --processes must be 1 to {MAX_PROCESSES} (got {args.processes})", file=sys.stderr)
+    if not 1 <= serve.processes <= MAX_PROCESSES:
+        print(f"error: --processes must be 1 to {MAX_PROCESSES} (got {serve.processes})", file=sys.stderr)
         return 2
-    if args.processes > 1 and args.database.startswith("sqlite"):
+    if serve.processes > 1 and settings.database_url.startswith("sqlite"):
         print(
             "error: --processes > 1 needs PostgreSQL (--database postgresql://...): the processes agree on who "
             "gets a run through PostgreSQL (NOTIFY, advisory locks); on one SQLite file they would hand each "
@@ -224,10 +140,16 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.lease_seconds <= 0 or args.max_attempts < 1:
+    if settings.lease_seconds <= 0 or settings.max_attempts < 1:
         print("error: --lease-seconds must be > 0 and --max-attempts >= 1", file=sys.stderr)
         return 2
-    if min(args.max_body_bytes, args.max_selection_bytes, args.max_upload_bytes, args.max_shard_bytes) < 1024:
+    limits = (
+        settings.max_body_bytes,
+        settings.max_selection_bytes,
+        settings.max_upload_bytes,
+        settings.max_shard_bytes,
+    )
+    if min(limits) < 1024:
         print(
             "error: --max-body-bytes, --max-selection-bytes, --max-upload-bytes and --max-shard-bytes must be >= 1024",
             file=sys.stderr,
@@ -236,46 +158,32 @@ def _run(args: argparse.Namespace) -> int:
     from .crypto import SecretKeyError, load_keys
 
     try:
-        load_keys(args.secret_key_file)
+        load_keys(settings.secret_key_file)
     except SecretKeyError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from .netsec import NetworkSettingError, check_tls, read_token_file
 
     try:
-        tls = check_tls(args.tls_cert, args.tls_key)
-        if args.metrics_token_file:
-            read_token_file(args.metrics_token_file, "--metrics-token-file")
+        tls = check_tls(serve.tls_cert, serve.tls_key)
+        if settings.metrics_token_file:
+            read_token_file(settings.metrics_token_file, "--metrics-token-file")
     except NetworkSettingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(args.log_level)  # tokens redacted in every record
-    settings = ServerSettings(
-        database_url=args.database,
-        artifacts_dir=Path(args.artifacts_dir) if args.artifacts_dir else None,
-        lease_seconds=args.lease_seconds,
-        max_attempts=args.max_attempts,
-        max_wait_seconds=args.max_wait_seconds,
-        public_url=args.public_url,
-        max_body_bytes=args.max_body_bytes,
-        max_selection_bytes=args.max_selection_bytes,
-        max_upload_bytes=args.max_upload_bytes,
-        max_shard_bytes=args.max_shard_bytes,
-        secret_key_file=Path(args.secret_key_file) if args.secret_key_file else None,
-        metrics_token_file=Path(args.metrics_token_file) if args.metrics_token_file else None,
-    )
+    configure_logging(serve.log_level)  # tokens redacted in every record
     # access_log off: uvicorn's access log would print ?token=... query strings
     options = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": args.log_level.lower(),
+        "host": serve.host,
+        "port": serve.port,
+        "log_level": serve.log_level.lower(),
         "access_log": False,
         "timeout_keep_alive": 75,
     }
     if tls:  # uvicorn loads them in every process of --processes N
         options["ssl_certfile"], options["ssl_keyfile"] = tls
-    if args.processes > 1:
-        return _serve_processes(settings, args.processes, args.log_level, options)
+    if serve.processes > 1:
+        return _serve_processes(settings, serve.processes, serve.log_level, options)
     app = create_app(settings)
     tune_process()  # the collector paced by the clock: thousands of waiting polls (gc_pacing.py)
     uvicorn.run(app, **options)
@@ -290,12 +198,12 @@ def _when(ms: int | None) -> str:
     return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _list_tokens(args: argparse.Namespace) -> int:
+def _list_tokens(database_url: str) -> int:
     """One tab-separated line per token after a header; the token itself is never stored, so never shown."""
     from .auth import list_tokens
     from .db import Database
 
-    db = Database(args.database)
+    db = Database(database_url)
     try:
         db.migrate()
         found = list_tokens(db)
@@ -307,7 +215,7 @@ def _list_tokens(args: argparse.Namespace) -> int:
     return 0
 
 
-def _revoke_token(args: argparse.Namespace) -> int:
+def _revoke_token(args: argparse.Namespace, database_url: str) -> int:
     from .auth import TOKEN_TTL_S, TokenNotFound, revoke_token
     from .db import Database
 
@@ -329,7 +237,7 @@ def _revoke_token(args: argparse.Namespace) -> int:
         if not token or len(token) > 1000:
             print("error: --token-file must hold the token (alone on one line)", file=sys.stderr)
             return 2
-    db = Database(args.database)
+    db = Database(database_url)
     try:
         db.migrate()
         gone = revoke_token(db, fingerprint_or_hash=args.fingerprint, token=token)
@@ -390,11 +298,7 @@ def process_app() -> object:
 
     raw = json.loads(Path(os.environ[ENV_CHILD_SETTINGS]).read_text())
     configure_logging(raw["log_level"])
-    values = raw["settings"]
-    for key in ("artifacts_dir", "secret_key_file", "metrics_token_file"):
-        if values.get(key) is not None:
-            values[key] = Path(values[key])
-    app = create_app(ServerSettings(**values))
+    app = create_app(load(ServerSettings, {}, raw["settings"]))  # the parent's values, parsed by type
     tune_process()
     return app
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -271,10 +270,6 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE tokens ADD COLUMN last_used_at BIGINT",
     ],
 }
-
-
-def default_database_url() -> str:
-    return os.environ.get("LIGHTLY_SERVER_DATABASE", "sqlite:///lightly-server.sqlite3")
 
 
 def is_sqlite(engine: Engine) -> bool:
