@@ -52,7 +52,8 @@ def timed(fn: Any, *args: Any) -> tuple[float, Any]:
 def server_path(n: int) -> tuple[float, float]:
     from lightly_protocol.enums import RunState
     from lightly_server import store
-    from lightly_server.db import Database, datasets, run_selections, runs, tags
+    from lightly_server.db import Database
+    from lightly_server.schema import datasets, run_selections, runs, tags
     from sqlalchemy import select
 
     db = Database("sqlite://")

@@ -11,7 +11,8 @@ import pytest
 from conftest import Api, Backend, ServerProcess
 from flows import config, dataset, lock, ok, queue, register, run_state, schedule, start_run
 from lightly_server import store
-from lightly_server.db import Database, scheduled_runs
+from lightly_server.db import Database
+from lightly_server.schema import scheduled_runs
 from sqlalchemy import select
 
 

@@ -213,7 +213,8 @@ def old_backend(request: pytest.FixtureRequest, tmp_path: Path):  # type: ignore
 
 def _seed_old_rows(b: Backend, user: str) -> dict[str, str]:
     """Rows an older server stored: names it accepted although they break Lightly's patterns."""
-    from lightly_server.db import Database, datasets, tags, users, workers
+    from lightly_server.db import Database
+    from lightly_server.schema import datasets, tags, users, workers
     from sqlalchemy import select
 
     db = Database(b.database_url)

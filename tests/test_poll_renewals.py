@@ -17,9 +17,10 @@ from flows import ok, queue, register, set_state, wait_until
 from lightly_protocol import paths
 from lightly_protocol.models import WorkerCreateRequest
 from lightly_server import store
-from lightly_server.db import Database, workers
+from lightly_server.db import Database
 from lightly_server.ids import now_ms
 from lightly_server.longpoll.polling_workers import PollingWorkers
+from lightly_server.schema import workers
 from sqlalchemy import select, update
 from sqlalchemy.exc import OperationalError
 

@@ -82,7 +82,7 @@ def test_a_claim_is_one_read_and_one_write(counted: tuple[str, Api, list[str]]) 
 
 def stored(api: Api, scheduled_id: str, worker_id: str) -> tuple[str, str, bool]:
     """(state, holder) of a scheduled run as stored, and whether the claim renewed the worker's lease."""
-    from lightly_server.db import scheduled_runs, workers
+    from lightly_server.schema import scheduled_runs, workers
     from sqlalchemy import select
 
     server = api.http.app.state.server  # type: ignore[attr-defined]

@@ -12,7 +12,7 @@ import pytest
 from conftest import Api, Backend, ServerProcess, run_sql
 from flows import ok
 from lightly_server.crypto import REDACTED, SEALED, Keyring, load_keys
-from lightly_server.db import datasources
+from lightly_server.schema import datasources
 from sqlalchemy import create_engine, select
 
 S3 = {

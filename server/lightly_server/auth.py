@@ -21,8 +21,9 @@ from dataclasses import dataclass
 
 from sqlalchemy import select
 
-from .db import Database, tokens, users
+from .db import Database
 from .ids import new_id, now_ms
+from .schema import tokens, users
 
 log = logging.getLogger(__name__)
 

@@ -35,8 +35,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from lightly_protocol.enums import ApiErrorCode
 from sqlalchemy import select, update
 
-from .db import Database, datasources, settings
+from .db import Database
 from .errors import ApiError
+from .schema import datasources, settings
 
 log = logging.getLogger("lightly_server")
 

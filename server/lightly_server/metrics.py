@@ -11,8 +11,9 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from .db import Database, scheduled_runs, workers
+from .db import Database
 from .gc_pacing import GC_PAUSES
+from .schema import scheduled_runs, workers
 
 
 class StateCollector(Collector):

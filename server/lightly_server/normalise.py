@@ -37,7 +37,7 @@ from lightly_protocol.models import (
 from lightly_protocol.names import migrated_worker_name, renamed_duplicate_name
 from sqlalchemy import Connection, Table, select, update
 
-from .db import datasets, datasources, run_selections, tags, workers
+from .schema import datasets, datasources, run_selections, tags, workers
 
 log = logging.getLogger("lightly_server")
 

@@ -35,7 +35,8 @@ from typing import Any
 from lightly_protocol.enums import ShardState
 from sqlalchemy import case, func, select
 
-from ..db import Database, listen_forever, shards
+from ..db import Database, listen_forever
+from ..schema import shards
 
 log = logging.getLogger(__name__)
 

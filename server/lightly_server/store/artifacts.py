@@ -6,9 +6,9 @@ from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import ArtifactCreateRequest
 from sqlalchemy import Connection, Row, select, update
 
-from ..db import artifacts
 from ..errors import ApiError
 from ..ids import new_id, now_ms
+from ..schema import artifacts
 from .common import owned
 from .runs import get_run
 from .workers import touch_worker

@@ -9,8 +9,8 @@ from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import WorkerConfigData, WorkerConfigV4
 from sqlalchemy import Connection
 
-from ..db import configs
 from ..ids import new_id, now_ms
+from ..schema import configs
 from .common import owned
 
 

@@ -17,7 +17,7 @@ from lightly_protocol.models import (
 )
 from sqlalchemy import Connection, Row, func, select
 
-from ..db import artifacts, datasources, samples
+from ..schema import artifacts, datasources, samples
 
 
 def worker_data(r: Row) -> WorkerData:

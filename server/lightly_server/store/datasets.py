@@ -10,9 +10,9 @@ from lightly_protocol.models import DatasetCreateRequest
 from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..db import datasets, datasources, samples
 from ..errors import conflict
 from ..ids import new_id, now_ms
+from ..schema import datasets, datasources, samples
 from .common import owned, paged
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from lightly_protocol.enums import ScheduledState
 from sqlalchemy import Connection, Row, select
 
-from ..db import scheduled_runs
+from ..schema import scheduled_runs
 
 DISPATCH_ORDER = (scheduled_runs.c.priority_rank.desc(), scheduled_runs.c.created_at, scheduled_runs.c.id)
 

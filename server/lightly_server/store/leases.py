@@ -5,8 +5,8 @@ from __future__ import annotations
 from lightly_protocol.enums import TERMINAL_RUN_STATES, RunState, ScheduledState, WorkerState
 from sqlalchemy import Connection, select, update
 
-from ..db import runs, scheduled_runs, workers
 from ..ids import now_ms
+from ..schema import runs, scheduled_runs, workers
 
 
 def abort_active_runs(conn: Connection, scheduled_id: str, message: str, state: str = RunState.ABORTED) -> int:

@@ -10,9 +10,9 @@ from lightly_protocol.enums import TERMINAL_RUN_STATES, ApiErrorCode, RunState, 
 from lightly_protocol.models import LogCreateEntry, LogData, LogEntryData, RunCreateRequest, RunUpdateRequest
 from sqlalchemy import Connection, Row, and_, func, select, update
 
-from ..db import run_logs, run_selections, runs, scheduled_runs
 from ..errors import ApiError, bad_request, conflict
 from ..ids import new_id, now_ms
+from ..schema import run_logs, run_selections, runs, scheduled_runs
 from .common import owned, paged
 from .configs import get_config
 from .datasets import get_dataset

@@ -11,9 +11,9 @@ from lightly_protocol.models import ScheduledRunCreateRequest, ScheduledRunUpdat
 from sqlalchemy import Connection, Row, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from ..db import configs, datasets, datasources, scheduled_runs, workers
 from ..errors import ApiError, bad_request, conflict, not_found
 from ..ids import new_id, now_ms
+from ..schema import configs, datasets, datasources, scheduled_runs, workers
 from .common import owned
 from .configs import config_data
 from .datasets import get_dataset, resolve_datasource

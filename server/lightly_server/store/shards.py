@@ -29,9 +29,9 @@ from lightly_protocol.shards import (
 from sqlalchemy import Connection, Row, case, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from ..db import runs, scheduled_runs, shard_plans, shards, workers
 from ..errors import ApiError, bad_request, conflict
 from ..ids import new_id, now_ms
+from ..schema import runs, scheduled_runs, shard_plans, shards, workers
 from .common import owned
 from .configs import get_config
 from .dispatch import DISPATCH_ORDER, parse_runs_on

@@ -9,8 +9,8 @@ from lightly_protocol.models import MAX_NAME_LENGTH
 from sqlalchemy import Connection, Row, select, update
 
 from .. import bitmask
-from ..db import datasets, run_selections, samples, tags
 from ..ids import new_id, now_ms
+from ..schema import datasets, run_selections, samples, tags
 from .common import owned
 from .datasets import get_dataset
 

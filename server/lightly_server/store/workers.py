@@ -9,9 +9,9 @@ from lightly_protocol.enums import ApiErrorCode, WorkerState
 from lightly_protocol.models import WorkerCreateRequest
 from sqlalchemy import Connection, Row, select, update
 
-from ..db import workers
 from ..errors import conflict
 from ..ids import new_id, now_ms
+from ..schema import workers
 from .common import owned
 from .leases import release_worker_runs
 from .shards import release_worker_shards
