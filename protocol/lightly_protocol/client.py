@@ -20,7 +20,6 @@ __all__ = [
     "bare",
     "decode",
     "error_detail",
-    "is_client_error",
     "is_server_error",
 ]
 
@@ -34,20 +33,6 @@ class ApiCallError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
         self.status = status
-
-    @property
-    def client_error(self) -> bool:
-        """A 4xx: the request is wrong (or not allowed); repeating it does not help."""
-        return is_client_error(self.status)
-
-    @property
-    def server_error(self) -> bool:
-        """A 5xx or no answer: the API is down or failing; a retry may succeed."""
-        return self.status == NO_ANSWER or is_server_error(self.status)
-
-
-def is_client_error(status: int) -> bool:
-    return 400 <= status < 500
 
 
 def is_server_error(status: int) -> bool:

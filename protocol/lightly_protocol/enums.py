@@ -193,6 +193,9 @@ class S3Region(StrEnum):
 class ShardState(StrEnum):
     """Extension (issue 11, ``/v1/ext/``): the state of one shard of a split scheduled run."""
 
+    # (the docstring is published as this schema's description in the OpenAPI document, so it stays as it
+    # is: the extension is docs/server.md's "Shards (extension, /v1/ext/)")
+
     OPEN = "OPEN"
     LEASED = "LEASED"
     DONE = "DONE"

@@ -36,7 +36,6 @@ from .enums import (
     RunState,
     S3Region,
     ScheduledState,
-    TagCreator,
     WorkerState,
     WorkerType,
 )
@@ -425,7 +424,7 @@ class DockerConfigV4(Wire):
     use_datapool: StrictBool | None = None
     shutdown_when_job_finished: StrictBool | None = None
     cache_size: Annotated[int, Strict(), Field(ge=-1)] | None = None
-    # Extensions (issue 11, not in Lightly's protocol; the unmodified client refuses them client-side, so
+    # Extensions (not in Lightly's protocol; the unmodified client refuses them client-side, so
     # its users set them as a worker's CLI default, ``docker.parallelism=auto``): split the run into shards
     # of ``shard_size`` files that up to ``parallelism`` workers embed at once ("auto": every idle matching
     # worker). Absent or 1: one worker runs it, as before. docs/worker.md, docs/server.md "Shards".
@@ -715,17 +714,7 @@ class TagData(Wire):
     run_id: Oid | None = None
 
 
-class TagCreatorInfo(Wire):
-    creator: TagCreator
-
-
 # ---------------------------------------------------------------- misc
-
-
-class LicenseInformation(Wire):
-    license_type: StrictStr
-    license_expiration_date: Ts
-    license_is_valid: StrictBool
 
 
 class ApiError(Wire):

@@ -207,7 +207,7 @@ def tag_export_filenames(dataset_id: str, tag_id: str) -> str:
     return f"{DATASETS}/{dataset_id}/tags/{tag_id}/export/basic/filenames"
 
 
-# ---- extensions (not in Lightly's protocol) under one prefix: shards of split runs (issue 11, docs/server.md)
+# ---- extensions (not in Lightly's protocol) under one prefix: shards of split runs (docs/server.md, Shards)
 
 #: the prefix of this server's extension endpoints
 EXT = "/v1/ext"

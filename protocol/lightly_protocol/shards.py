@@ -1,4 +1,4 @@
-"""Extension (issue 11, not in Lightly's protocol): one scheduled run embedded by many workers in shards.
+"""Extension (not in Lightly's protocol; docs/server.md, Shards): one scheduled run embedded by many workers in shards.
 
 The worker that locks a scheduled run (its coordinator) lists the input once and publishes it to the
 server (``PUT /v1/ext/scheduled/{scheduledId}/shards``, body: the gzip of the UTF-8 listing, one

@@ -196,7 +196,7 @@ tags = Table(
     Index("ux_tags_name", "dataset_id", "name", unique=True),
 )
 
-# ---- extension (issue 11): shards of split scheduled runs (docs/server.md "Shards"). Both tables are newer
+# ---- extension: shards of split scheduled runs (docs/server.md "Shards"). Both tables are newer
 # than schema version 2 and need no migration: ``metadata.create_all`` adds them on start, and an older
 # server ignores them.
 

@@ -1,4 +1,4 @@
-"""Shards of split scheduled runs (extension, issue 11; docs/server.md "Shards (extension, /v1/ext/)").
+"""Shards of split scheduled runs (extension; docs/server.md "Shards (extension, /v1/ext/)").
 
 Every rule of them lives here, once: publishing a listing (a new plan, or the same listing again: resume),
 the atomic claim within the run's parallelism cap, heartbeats and hand-backs, results (only from the
