@@ -70,7 +70,7 @@ class WorkerApi(ClientCore):
         verify: ssl.SSLContext | bool = True,
     ) -> None:
         super().__init__(url, token)
-        self.http = httpx.Client(timeout=timeout, verify=verify)  # verify: config.tls_verify (LIGHTLY_CA_CERTS)
+        self.http = httpx.Client(timeout=timeout, verify=verify)  # verify: config.api_verify (LIGHTLY_CA_CERTS)
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
         # extension: this process's session id, sent with every worker-state report, so the server

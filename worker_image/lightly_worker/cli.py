@@ -21,7 +21,7 @@ from typing import Any
 from lightly_protocol.logsafe import LOG_FORMAT, configure_logging
 
 from . import worker_version
-from .config import ConfigError, WorkerArgs, parse_args, tls_verify
+from .config import ConfigError, WorkerArgs, api_verify, parse_args
 
 BANNER = f"Lightly worker (lightly-worker-fleet) version {worker_version()}"
 
@@ -118,7 +118,7 @@ def run_local(args: WorkerArgs) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
-        args = parse_args(argv)
+        args = parse_args(argv, os.environ)  # the one place the worker's environment is read (settings.py)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -147,10 +147,10 @@ def run_waiting(args: WorkerArgs) -> int:
     token = args.token()
     if not token:
         raise ConfigError("no token: mount it and set LIGHTLY_TOKEN_FILE, or set LIGHTLY_TOKEN, or pass token=...")
-    url = os.environ.get("LIGHTLY_SERVER_LOCATION", "https://api.lightly.ai")
     metrics = WorkerMetrics()
     metrics.serve(int(args["metrics.port"]))
-    api = WorkerApi(url, token, timeout=float(args["worker.request_timeout_seconds"]), verify=tls_verify())
+    timeout = float(args["worker.request_timeout_seconds"])
+    api = WorkerApi(args.settings.server_location, token, timeout=timeout, verify=api_verify(args.settings.ca_certs))
     try:
         return WorkerAgent(args, api, metrics).serve()
     finally:

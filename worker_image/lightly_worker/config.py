@@ -2,21 +2,25 @@
 
 ``lightly-worker token=... worker.worker_id=... lightly.loader.batch_size=64``. Unknown keys are
 rejected with a "did you mean" hint; values are parsed like YAML scalars (True/False, numbers,
-``[a,b]`` lists, null). The token comes from ``token=``, else the file in ``LIGHTLY_TOKEN_FILE``
-(a mounted Secret: what the operator uses), else ``LIGHTLY_TOKEN``; it is never printed.
+``[a,b]`` lists, null). The worker's own options (their keys, defaults, environment variables) are
+declared once, in ``settings.WorkerSettings``; ``lightly.*`` and worker-config keys are defaults for a run's
+config. The token comes from ``token=``, else the file in ``LIGHTLY_TOKEN_FILE`` (a mounted Secret: what the
+operator uses), else ``LIGHTLY_TOKEN``; it is never printed.
 """
 
 from __future__ import annotations
 
 import difflib
-import os
 import ssl
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from lightly_protocol.models import DockerConfigV4, LightlyConfigV3
 from lightly_protocol.names import WORKER_NAME_RE
+
+from .settings import KEYS, WorkerSettings, by_key, load_settings
 
 
 class ConfigError(ValueError):
@@ -28,38 +32,11 @@ class ConfigError(ValueError):
 #: COVERAGE_EXT (selection/advice.py and docs/benchmarks.md say why)
 LOCAL_STRATEGIES = ("recommended", "diversity", "coverage")
 
-#: top-level options of this worker with their defaults
-DEFAULTS: dict[str, Any] = {
-    "token": None,
-    "sanity_check": False,
-    "mode": "waiting",  # or "local": select from a folder into an output folder, no server
-    "config": None,  # local mode: a JSON/YAML file {worker_config, lightly_config, selection_config}
-    "n_samples": None,  # local mode shorthand: a selection of this many samples, with `strategy`
-    "strategy": "recommended",  # local mode shorthand: recommended | diversity | coverage (see LOCAL_STRATEGIES)
-    "input_mount": "/input_mount",
-    "lightly_mount": "/lightly_mount",
-    "output_dir": "/home/output_dir",
-    "device": "auto",  # auto | cpu | cuda
-    "shutdown_when_job_finished": False,
-    "log_level": "INFO",
-    "worker.worker_id": None,
-    "worker.name": None,  # register (idempotently) under this name when no worker_id is given
-    "worker.labels": [],
-    "worker.poll_wait_seconds": 25.0,  # long-poll wait offered to the server
-    "worker.poll_interval_seconds": 5.0,  # pause between polls when the server answers at once
-    "worker.heartbeat_seconds": 15.0,  # lease renewal while busy
-    "worker.shutdown_grace_seconds": 240.0,  # after SIGTERM a busy worker finishes within this, else hands back
-    "worker.request_timeout_seconds": 60.0,
-    "metrics.port": 0,  # 0: no /metrics endpoint
-    "embedding.model": "efficientnet-lite0",
-    "embedding.input_size": None,  # default: lightly.collate.input_size, else 224 on GPU / 128 on CPU
-}
-
 
 def _protocol_keys(model: type, prefix: str) -> list[str]:
     keys = []
-    for name, field in model.model_fields.items():
-        ann = field.annotation
+    for name, info in model.model_fields.items():
+        ann = info.annotation
         nested = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
         if nested is not None:
             keys += _protocol_keys(nested, f"{prefix}{name}.")
@@ -70,8 +47,8 @@ def _protocol_keys(model: type, prefix: str) -> list[str]:
 
 #: ``lightly.*`` (training/embedding config) and the docker config's keys may also be given here
 LIGHTLY_KEYS = _protocol_keys(LightlyConfigV3, "lightly.")
-DOCKER_KEYS = [k for k in _protocol_keys(DockerConfigV4, "") if k not in DEFAULTS]
-KNOWN_KEYS = sorted(set(DEFAULTS) | set(LIGHTLY_KEYS) | set(DOCKER_KEYS))
+DOCKER_KEYS = [k for k in _protocol_keys(DockerConfigV4, "") if k not in KEYS]
+KNOWN_KEYS = sorted(set(KEYS) | set(LIGHTLY_KEYS) | set(DOCKER_KEYS))
 
 
 def parse_value(raw: str) -> Any:
@@ -94,18 +71,28 @@ def parse_value(raw: str) -> Any:
     return text
 
 
-@dataclass
+@dataclass(frozen=True)
 class WorkerArgs:
-    values: dict[str, Any]
+    """What the command line and the environment set: the worker's own ``settings`` (``WorkerSettings``)
+    and ``extra``, the ``lightly.*`` and worker-config keys given (defaults for a run's config).
+    ``args["worker.worker_id"]`` reads either by its key."""
+
+    settings: WorkerSettings = field(default_factory=WorkerSettings)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def values(self) -> dict[str, Any]:
+        """Every key's value: the options' (defaults included) and the extra keys given."""
+        return {**by_key(self.settings), **self.extra}
 
     def __getitem__(self, key: str) -> Any:
-        return self.values[key]
+        return getattr(self.settings, KEYS[key]) if key in KEYS else self.extra[key]
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self.values.get(key, default)
+        return getattr(self.settings, KEYS[key]) if key in KEYS else self.extra.get(key, default)
 
     def path(self, key: str) -> Path:
-        value = self.values[key]
+        value = self[key]
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key} must be a folder path, got {value!r} (e.g. {key}=./folder)")
         return Path(value).expanduser()
@@ -113,7 +100,7 @@ class WorkerArgs:
     def lightly_overrides(self) -> dict[str, Any]:
         """``lightly.*`` keys as a nested dict (snake_case), for merging under a run's lightly config."""
         out: dict[str, Any] = {}
-        for key, value in self.values.items():
+        for key, value in self.extra.items():
             if key.startswith("lightly.") and key in LIGHTLY_KEYS:
                 node = out
                 parts = key.split(".")[1:]
@@ -123,15 +110,15 @@ class WorkerArgs:
         return out
 
     def docker_overrides(self) -> dict[str, Any]:
-        return {k: v for k, v in self.values.items() if k in DOCKER_KEYS}
+        return {k: v for k, v in self.extra.items() if k in DOCKER_KEYS}
 
     def redacted(self) -> dict[str, Any]:
         return {k: ("***" if k == "token" and v else v) for k, v in sorted(self.values.items())}
 
     def token(self) -> str | None:
-        if self.values.get("token"):
-            return str(self.values["token"])
-        path = os.environ.get("LIGHTLY_TOKEN_FILE")
+        if self.settings.token:
+            return str(self.settings.token)
+        path = self.settings.token_file
         if path:
             try:
                 token = Path(path).read_text().strip()
@@ -142,13 +129,18 @@ class WorkerArgs:
             if not token:
                 raise ConfigError(f"LIGHTLY_TOKEN_FILE={path} is empty; put the API token in it")
             return token
-        return os.environ.get("LIGHTLY_TOKEN") or None
+        return self.settings.env_token or None
 
 
-def tls_verify(environ: dict[str, str] | None = None) -> ssl.SSLContext | bool:
-    """httpx's ``verify=`` for the API: the system's CAs, plus the PEM file in ``LIGHTLY_CA_CERTS`` (a
-    private CA; the same variable lightly's own client reads)."""
-    path = (os.environ if environ is None else environ).get("LIGHTLY_CA_CERTS", "")
+def tls_verify(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | bool:
+    """``api_verify`` of the ``LIGHTLY_CA_CERTS`` in ``environ`` (the process's environment when None)."""
+    return api_verify(load_settings(environ).ca_certs)
+
+
+def api_verify(ca_certs: str | None) -> ssl.SSLContext | bool:
+    """httpx's ``verify=`` for the API: the system's CAs, plus the PEM file ``ca_certs`` (``LIGHTLY_CA_CERTS``:
+    a private CA; the same variable lightly's own client reads)."""
+    path = ca_certs or ""
     if not path:
         return True
     ctx = ssl.create_default_context()
@@ -165,8 +157,11 @@ def tls_verify(environ: dict[str, str] | None = None) -> ssl.SSLContext | bool:
     return ctx
 
 
-def parse_args(argv: list[str]) -> WorkerArgs:
-    values = dict(DEFAULTS)
+def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> WorkerArgs:
+    """``key=value`` arguments over the settings of ``environ`` (the process's environment when None; the
+    CLI hands ``os.environ``)."""
+    loaded = load_settings(environ)
+    values = by_key(loaded)
     for arg in argv:
         if "=" not in arg:
             hint = (
@@ -185,7 +180,8 @@ def parse_args(argv: list[str]) -> WorkerArgs:
             raise ConfigError(f"Unknown option {key!r}.{hint}")
         values[key] = parse_value(raw)
     _check(values)
-    return WorkerArgs(values)
+    extra = {k: v for k, v in values.items() if k not in KEYS}
+    return WorkerArgs(replace(loaded, **{KEYS[k]: v for k, v in values.items() if k in KEYS}), extra)
 
 
 def _check(values: dict[str, Any]) -> None:
