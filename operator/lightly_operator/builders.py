@@ -8,6 +8,23 @@ import hashlib
 import json
 from typing import Any
 
+from lightly_protocol.pod_contract import (
+    CA_DIR,
+    CA_FILE,
+    ENV_CA_CERTS,
+    ENV_SERVER_LOCATION,
+    ENV_TOKEN_FILE,
+    INPUT_MOUNT,
+    KEY_METRICS_PORT,
+    KEY_SHUTDOWN_GRACE,
+    KEY_WORKER_ID,
+    LIGHTLY_MOUNT,
+    OUTPUT_DIR,
+    TOKEN_DIR,
+    TOKEN_FILE,
+    arg,
+)
+
 from .podmerge import merge_pod_spec
 from .settings import OperatorSettings
 from .spec import GROUP, KIND, VERSION, LightlyWorkerSpec
@@ -19,15 +36,10 @@ LABEL_INDEX = "lightly.ai/worker-index"
 ANN_CHECKSUM = "lightly.ai/spec-checksum"
 ANN_WORKER_ID = "lightly.ai/worker-id"
 ANN_SKIP_DEREGISTRATION = "lightly.ai/skip-deregistration"
-TOKEN_DIR = "/var/run/secrets/lightly"
-TOKEN_FILE = f"{TOKEN_DIR}/token"
-#: the CA that signed the API's certificate (the operator's LIGHTLY_CA_CERTS), when it has one: in the
-#: operator-owned Secret <fleet>-api-ca, mounted here, and named to the worker by LIGHTLY_CA_CERTS
-CA_DIR = "/var/run/secrets/lightly-ca"
-CA_FILE = f"{CA_DIR}/ca.crt"
-OUTPUT_DIR = "/home/output_dir"
-INPUT_MOUNT = "/input_mount"
-LIGHTLY_MOUNT = "/lightly_mount"
+# Where the pod mounts the token (TOKEN_DIR, TOKEN_FILE), the output, input and lightly volumes, and the CA
+# that signed the API's certificate (the operator's LIGHTLY_CA_CERTS, when it has one: in the operator-owned
+# Secret <fleet>-api-ca, mounted at CA_DIR, named to the worker by LIGHTLY_CA_CERTS) come from the pod
+# contract (lightly_protocol.pod_contract), which the worker's settings read too.
 DEFAULT_RESOURCES = {"limits": {"nvidia.com/gpu": "1"}}
 #: requests added for cpu and memory when spec.resources names neither a request nor a limit for them: a
 #: floor that keeps worker pods out of the BestEffort class (evicted first) and in the scheduler's sums
@@ -118,21 +130,18 @@ def worker_args(worker_id: str, spec: LightlyWorkerSpec) -> list[str]:
     worker's grace first.
     """
 
-    def fmt(value: object) -> str:
-        return ("True" if value else "False") if isinstance(value, bool) else str(value)
-
-    strategy = ["worker.shutdown_grace_seconds=0"] if spec.update_strategy.type == "Recreate" else []
+    strategy = [arg(KEY_SHUTDOWN_GRACE, 0)] if spec.update_strategy.type == "Recreate" else []
     return [
-        f"worker.worker_id={worker_id}",
-        f"metrics.port={WORKER_METRICS_PORT}",
+        arg(KEY_WORKER_ID, worker_id),
+        arg(KEY_METRICS_PORT, WORKER_METRICS_PORT),
         *strategy,
-        *(f"{k}={fmt(v)}" for k, v in sorted(spec.worker_config.items())),
+        *(arg(k, v) for k, v in sorted(spec.worker_config.items())),
     ]
 
 
 def _metrics_port(spec: LightlyWorkerSpec) -> int:
     try:
-        return int(spec.worker_config.get("metrics.port", WORKER_METRICS_PORT))
+        return int(spec.worker_config.get(KEY_METRICS_PORT, WORKER_METRICS_PORT))
     except (TypeError, ValueError):
         return WORKER_METRICS_PORT
 
@@ -193,13 +202,13 @@ def build_pod(
     name = body["metadata"]["name"]
     volumes, mounts = build_volumes(spec)
     env = [
-        {"name": "LIGHTLY_SERVER_LOCATION", "value": api_url},
-        {"name": "LIGHTLY_TOKEN_FILE", "value": TOKEN_FILE},
+        {"name": ENV_SERVER_LOCATION, "value": api_url},
+        {"name": ENV_TOKEN_FILE, "value": TOKEN_FILE},
     ]
     if settings.ca_certs:  # the operator trusts a private CA for the API: so do its workers
         volumes.append({"name": "api-ca", "secret": {"secretName": ca_secret_name(name), "defaultMode": 0o444}})
         mounts.append({"name": "api-ca", "mountPath": CA_DIR, "readOnly": True})
-        env.append({"name": "LIGHTLY_CA_CERTS", "value": CA_FILE})
+        env.append({"name": ENV_CA_CERTS, "value": CA_FILE})
     env += spec.env
     pull_secrets = [dict(s) for s in spec.image_pull_secrets]
     if spec.registry_credentials:

@@ -470,6 +470,12 @@ def merge_cli_defaults(config: WorkerConfigV4, args: WorkerArgs) -> WorkerConfig
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` merged into ``base``: dicts recursively, everything else (lists too) replaced.
+
+    Not the operator's ``podmerge.merge_pod_spec``, on purpose: that one is Kubernetes' strategic merge
+    (lists keyed by ``name``/``mountPath`` merge item by item), right for pod specs; in a worker config a
+    list is one value, and a run's list must replace the command line's whole. Two meanings, so two
+    functions, each beside its one caller."""
     out = dict(base)
     for k, v in over.items():
         out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v

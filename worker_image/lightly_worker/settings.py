@@ -7,7 +7,8 @@ declares each top-level option once, with its default, its environment variable 
 line, here a key. The field's name is only the Python name (the key with its dots as ``_``, without the
 ``worker.`` prefix: ``worker.worker_id`` is ``worker_id``, ``metrics.port`` is ``metrics_port``); ``KEYS``
 maps each key to its field, so the key is written once. An option without a key (``flag`` None) comes from
-its environment variable only: the token file, the server's location, the CA file.
+its environment variable only: the token file, the server's location, the CA file. What a pod the operator
+builds sets (mount paths, variable names, keys) is spelled once, in ``lightly_protocol.pod_contract``.
 ``reference(WorkerSettings)`` is the rows of docs/worker.md's option tables (tested against them).
 
 **Where values come from.** ``load_settings(environ)`` gives the environment variables and the defaults;
@@ -28,6 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lightly_protocol import pod_contract as pod
 from lightly_protocol.options import load, option, options
 
 __all__ = ["KEYS", "WorkerSettings", "load_settings"]
@@ -42,14 +44,14 @@ class WorkerSettings:
         None, flag="token", help="API token; better LIGHTLY_TOKEN_FILE or LIGHTLY_TOKEN. Never logged or written"
     )
     token_file: str | None = option(
-        None, env="LIGHTLY_TOKEN_FILE", help="file holding the API token (a mounted Secret: what the operator uses)"
+        None, env=pod.ENV_TOKEN_FILE, help="file holding the API token (a mounted Secret: what the operator uses)"
     )
-    env_token: str | None = option(None, env="LIGHTLY_TOKEN", help="the API token itself, when no file is given")
+    env_token: str | None = option(None, env=pod.ENV_TOKEN, help="the API token itself, when no file is given")
     server_location: str = option(
-        "https://api.lightly.ai", env="LIGHTLY_SERVER_LOCATION", help="the API's base URL (waiting mode)"
+        "https://api.lightly.ai", env=pod.ENV_SERVER_LOCATION, help="the API's base URL (waiting mode)"
     )
     ca_certs: str | None = option(
-        None, env="LIGHTLY_CA_CERTS", help="PEM file of a private CA the API's certificate is signed by"
+        None, env=pod.ENV_CA_CERTS, help="PEM file of a private CA the API's certificate is signed by"
     )
     sanity_check: bool = option(False, flag="sanity_check", help="print the banner and exit, no network")
     mode: str = option("waiting", flag="mode", help="waiting (a server's runs) or local (a folder, no server)")
@@ -59,27 +61,27 @@ class WorkerSettings:
         "recommended", flag="strategy", help="local mode without config=: recommended, diversity or coverage"
     )
     #: the three folders: a ``key=value`` value is a YAML scalar, so ``WorkerArgs.path`` checks it is text
-    input_mount: str = option("/input_mount", flag="input_mount", help="root of LOCAL input datasources")
-    lightly_mount: str = option("/lightly_mount", flag="lightly_mount", help="root of the LIGHTLY datasource")
-    output_dir: str = option("/home/output_dir", flag="output_dir", help="where runs write their outputs")
+    input_mount: str = option(pod.INPUT_MOUNT, flag=pod.KEY_INPUT_MOUNT, help="root of LOCAL input datasources")
+    lightly_mount: str = option(pod.LIGHTLY_MOUNT, flag=pod.KEY_LIGHTLY_MOUNT, help="root of the LIGHTLY datasource")
+    output_dir: str = option(pod.OUTPUT_DIR, flag=pod.KEY_OUTPUT_DIR, help="where runs write their outputs")
     device: str = option("auto", flag="device", help="auto, cpu or cuda")
     shutdown_when_job_finished: bool = option(False, flag="shutdown_when_job_finished", help="exit after one run")
     log_level: str = option("INFO", flag="log_level", help="the log level")
-    worker_id: str | None = option(None, flag="worker.worker_id", help="act as this registered worker")
+    worker_id: str | None = option(None, flag=pod.KEY_WORKER_ID, help="act as this registered worker")
     name: str | None = option(None, flag="worker.name", help="without an id: register under this name")
-    labels: list[str] = option(default_factory=list, flag="worker.labels", help="labels of a worker it registers")
+    labels: list[str] = option(default_factory=list, flag=pod.KEY_LABELS, help="labels of a worker it registers")
     poll_wait_seconds: float = option(25.0, flag="worker.poll_wait_seconds", help="long-poll wait offered")
     poll_interval_seconds: float = option(
         5.0, flag="worker.poll_interval_seconds", help="pause between polls when the server answers at once"
     )
     heartbeat_seconds: float = option(15.0, flag="worker.heartbeat_seconds", help="lease renewal while busy")
     shutdown_grace_seconds: float = option(
-        240.0, flag="worker.shutdown_grace_seconds", help="after SIGTERM a busy worker finishes within this"
+        240.0, flag=pod.KEY_SHUTDOWN_GRACE, help="after SIGTERM a busy worker finishes within this"
     )
     request_timeout_seconds: float = option(
         60.0, flag="worker.request_timeout_seconds", help="timeout of one API request"
     )
-    metrics_port: int = option(0, flag="metrics.port", help="/metrics port; 0: none")
+    metrics_port: int = option(0, flag=pod.KEY_METRICS_PORT, help="/metrics port; 0: none")
     embedding_model: str = option("efficientnet-lite0", flag="embedding.model", help="the pretrained embedder")
     embedding_input_size: int | None = option(
         None, flag="embedding.input_size", help="default: lightly.collate.input_size, else 224 (GPU) / 128 (CPU)"
