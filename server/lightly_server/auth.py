@@ -18,12 +18,13 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 
 from .db import Database
 from .ids import new_id, now_ms
-from .schema import tokens, users
+from .schema import DbRow, tokens, users
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,17 @@ class TokenInfo:
     last_used_at: int | None  # ms, to the minute
 
 
-def _info(row: object) -> TokenInfo:
+def _info(row: DbRow) -> TokenInfo:
     return TokenInfo(
-        fingerprint(row.token_hash),  # type: ignore[attr-defined]
-        row.label,  # type: ignore[attr-defined]
-        row.name,  # type: ignore[attr-defined]
-        row.created_at,  # type: ignore[attr-defined]
-        row.last_used_at,  # type: ignore[attr-defined]
+        fingerprint(row.token_hash),
+        row.label,
+        row.name,
+        row.created_at,
+        row.last_used_at,
     )
 
 
-def _token_rows():  # type: ignore[no-untyped-def]
+def _token_rows() -> Select[Any, Any, Any, Any, Any]:
     return select(
         tokens.c.token_hash, tokens.c.label, users.c.name, tokens.c.created_at, tokens.c.last_used_at
     ).join_from(tokens, users, tokens.c.user_id == users.c.id)

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from lightly_protocol.logsafe import configure_logging
 from lightly_protocol.options import OptionError, add_flags, flag_values, load
@@ -173,7 +174,7 @@ def _serve(settings: ServerSettings, serve: ServeOptions) -> int:
         return 2
     configure_logging(serve.log_level)  # tokens redacted in every record
     # access_log off: uvicorn's access log would print ?token=... query strings
-    options = {
+    options: dict[str, Any] = {
         "host": serve.host,
         "port": serve.port,
         "log_level": serve.log_level.lower(),
@@ -257,7 +258,7 @@ MAX_PROCESSES = 64
 ENV_CHILD_SETTINGS = "LIGHTLY_SERVER_CHILD_SETTINGS"
 
 
-def _serve_processes(settings: ServerSettings, processes: int, log_level: str, options: dict) -> int:
+def _serve_processes(settings: ServerSettings, processes: int, log_level: str, options: dict[str, Any]) -> int:
     """``--processes N``: uvicorn's process manager runs N processes on one listening socket (it restarts
     one that dies). The database is migrated and the keys are set up here, once, before they start.
 

@@ -119,7 +119,8 @@ class Keyring:
         if self._fernet is None:
             raise missing_key_error([])
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))
+            opened: dict[str, str] = json.loads(self._fernet.decrypt(token.encode()))
+            return opened
         except InvalidToken:
             raise ApiError(
                 409,

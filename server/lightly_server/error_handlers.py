@@ -119,7 +119,7 @@ def database_unavailable(exc: OperationalError | PoolTimeout) -> str | None:
     return None
 
 
-def _first_line(exc: BaseException) -> str:
+def _first_line(exc: BaseException | None) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0][:300] if lines else type(exc).__name__
 
@@ -140,9 +140,9 @@ async def _database_error(request: Request, exc: OperationalError | PoolTimeout)
 
 
 def install(app: FastAPI) -> None:
-    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]
-    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]
-    app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]
-    app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]
-    app.add_exception_handler(PoolTimeout, _database_error)  # type: ignore[arg-type]
+    app.add_exception_handler(ApiError, _api_error)  # type: ignore[arg-type]  # handles its class only
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]  # handles its class only
+    app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]  # handles its class only
+    app.add_exception_handler(DataError, _data_error)  # type: ignore[arg-type]  # handles its class only
+    app.add_exception_handler(OperationalError, _database_error)  # type: ignore[arg-type]  # handles its class only
+    app.add_exception_handler(PoolTimeout, _database_error)  # type: ignore[arg-type]  # handles its class only

@@ -6,6 +6,8 @@ the modules that run SQL (the store, ``auth.py``, ``crypto.py``, ``metrics.py``,
 
 from __future__ import annotations
 
+from typing import Any, TypeAlias
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -15,11 +17,15 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     MetaData,
+    Row,
     String,
     Table,
     Text,
     text,
 )
+
+#: a row of any query (SQLAlchemy's ``Row`` is generic in the types of its columns)
+DbRow: TypeAlias = Row[*tuple[Any, ...]]
 
 metadata = MetaData()
 ID = String(24)

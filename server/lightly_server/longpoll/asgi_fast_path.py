@@ -22,7 +22,7 @@ like any other request (``middleware.RequestMetrics``).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qsl
@@ -33,14 +33,11 @@ from lightly_protocol.models import OID_PATTERN
 from lightly_protocol.paths import template
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from ..ids import now_ms
 from ..runtime import Server
 from .answers import queue_poll, work_poll
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 WORK_TEMPLATE = template(paths.worker_work, "workerId")
 QUEUE_TEMPLATE = template(paths.worker_schedule, "workerId")

@@ -34,12 +34,18 @@ import random
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Row
+from sqlalchemy import Connection
 
 from ..db import Database, listen_forever
+from ..schema import DbRow
 from ..store import dispatchable, open_candidates
+
+if TYPE_CHECKING:
+    import psycopg
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +61,7 @@ _seq = itertools.count()
 class Waiter:
     key: ClassKey
     seq: int = field(default_factory=lambda: next(_seq))  # arrival order across classes
-    future: asyncio.Future[list[Row]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[list[DbRow]] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
 class ScheduleBroker:
@@ -77,7 +83,7 @@ class ScheduleBroker:
         self._stop = threading.Event()
         self._offers: set[str] = set()  # PostgreSQL: runs whose offer lock this replica holds
         self._foreign: dict[str, float] = {}  # PostgreSQL: runs another replica offered -> when we saw it
-        self._offer_conn: object | None = None
+        self._offer_conn: psycopg.Connection[Any] | None = None
         self.max_offers = 1000  # beyond this many held offer locks, hand runs without one
         self.refreshes = 0  # counters for tests and the benchmark
         self.woken = 0
@@ -199,24 +205,24 @@ class ScheduleBroker:
         import psycopg
 
         conn = self._offer_conn
-        if conn is None or conn.closed:  # type: ignore[attr-defined]
+        if conn is None or conn.closed:
             url = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
             conn = self._offer_conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
             self._offers.clear()  # a new session holds no locks
         try:
-            rows = conn.execute(  # type: ignore[attr-defined]
+            rows = conn.execute(
                 "SELECT w FROM (SELECT count(pg_advisory_unlock(4242002, hashtext(d))) FROM unnest(%s::text[]) d) u,"
                 " unnest(%s::text[]) w WHERE pg_try_advisory_lock(4242002, hashtext(w))",
                 (drop, wanted),
             ).fetchall()
         except Exception:
             with contextlib.suppress(Exception):
-                conn.close()  # type: ignore[attr-defined]
+                conn.close()
             self._offer_conn = None
             raise
         return [r[0] for r in rows]
 
-    def _hand_out(self, rows: list[Row], locked: set[str]) -> list[str]:
+    def _hand_out(self, rows: Sequence[DbRow], locked: set[str]) -> list[str]:
         """For each open run in dispatch order, the oldest waiter whose class fits it gets it.
 
         Work: O(open runs x waiter classes of its user); never a scan of the waiters. On PostgreSQL a
@@ -268,7 +274,7 @@ class ScheduleBroker:
         self._stale = self._stale or left_over
         return wanted
 
-    def _query(self, user_ids: set[str]) -> tuple[list[Row], set[str]]:
+    def _query(self, user_ids: set[str]) -> tuple[Sequence[DbRow], set[str]]:
         with self.db.read() as conn:
             return open_candidates(conn, user_ids)
 
@@ -307,7 +313,7 @@ class ScheduleBroker:
         include_unlockable: bool,
         timeout: float,
         interrupt: asyncio.Future[None] | None = None,
-    ) -> list[Row]:
+    ) -> list[DbRow]:
         """One run fitting ``labels`` (as a list) as soon as there is one for this waiter; [] after ``timeout`` s
         or as soon as ``interrupt`` is done (the work poll's shard ticket), whichever comes first.
 

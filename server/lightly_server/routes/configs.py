@@ -23,6 +23,6 @@ def create_config(body: WorkerConfigCreateRequest, user_id: User, server: Server
 
 
 @router.get(template(paths.config, "configId"), response_model=WorkerConfigData, tags=["docker"])
-def get_config(config_id: ConfigId, user_id: User, server: ServerDep):
+def get_config(config_id: ConfigId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(store.get_config(conn, user_id, config_id))

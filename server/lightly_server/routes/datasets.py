@@ -58,7 +58,7 @@ def datasets_by_name(
 
 
 @router.get(template(paths.dataset, "datasetId"), response_model=DatasetData, tags=["datasets"])
-def get_dataset(dataset_id: DatasetId, user_id: User, server: ServerDep):
+def get_dataset(dataset_id: DatasetId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(store.dataset_data(conn, store.get_dataset(conn, user_id, dataset_id)))
 

@@ -59,7 +59,7 @@ def get_datasource(
 
 
 @router.get(template(paths.datasources_all, "datasetId"), response_model=list[DatasourceConfig], tags=["datasources"])
-def all_datasources(dataset_id: DatasetId, user_id: User, server: ServerDep):
+def all_datasources(dataset_id: DatasetId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         store.get_dataset(conn, user_id, dataset_id)
         return JSONResponse([crypto.redact_datasource(c) for c in store.get_datasources(conn, dataset_id).values()])

@@ -75,7 +75,7 @@ def run_of_scheduled(scheduled_id: ScheduledId, user_id: User, server: ServerDep
 
 
 @router.get(template(paths.run, "runId"), response_model=RunData, tags=["docker"])
-def get_run(run_id: RunId, user_id: User, server: ServerDep):
+def get_run(run_id: RunId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(store.run_data(conn, store.get_run(conn, user_id, run_id)))
 
@@ -134,6 +134,6 @@ def put_selection(
 
 
 @router.get(template(paths.run_tags, "runId"), response_model=list[TagData], tags=["docker"])
-def run_tags(run_id: RunId, user_id: User, server: ServerDep):
+def run_tags(run_id: RunId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json([store.tag_data(r) for r in store.run_tags(conn, user_id, run_id)])

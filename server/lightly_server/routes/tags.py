@@ -21,7 +21,7 @@ router = APIRouter()
 
 
 @router.get(template(paths.dataset_tags, "datasetId"), response_model=list[TagData], tags=["tags"])
-def list_tags(dataset_id: DatasetId, user_id: User, server: ServerDep):
+def list_tags(dataset_id: DatasetId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json([store.tag_data(r) for r in store.list_tags(conn, user_id, dataset_id)])
 

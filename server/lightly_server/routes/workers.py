@@ -43,7 +43,7 @@ def default_worker(user_id: User, server: ServerDep) -> JSONResponse:
 
 
 @router.get(template(paths.worker, "workerId"), response_model=WorkerData, tags=["docker"])
-def get_worker(worker_id: WorkerId, user_id: User, server: ServerDep):
+def get_worker(worker_id: WorkerId, user_id: User, server: ServerDep) -> JSONResponse:
     with server.db.read() as conn:
         return _json(store.worker_data(store.get_worker(conn, user_id, worker_id)))
 
@@ -77,7 +77,7 @@ def update_worker(
 
 
 @router.delete(template(paths.worker, "workerId"), status_code=204, tags=["docker"])
-def delete_worker(worker_id: WorkerId, user_id: User, server: ServerDep):
+def delete_worker(worker_id: WorkerId, user_id: User, server: ServerDep) -> Response:
     with server.write() as tx:
         reopened = store.delete_worker(tx.conn, user_id, worker_id)
         tx.schedule_changed = bool(reopened)

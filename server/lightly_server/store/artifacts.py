@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import ArtifactCreateRequest
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select, update
 
 from ..errors import ApiError
 from ..ids import new_id, now_ms
-from ..schema import artifacts
+from ..schema import DbRow, artifacts
 from .common import owned
 from .runs import get_run
 from .workers import touch_worker
@@ -34,14 +34,14 @@ def create_artifact(conn: Connection, user_id: str, run_id: str, req: ArtifactCr
     return aid
 
 
-def get_artifact(conn: Connection, user_id: str, run_id: str, artifact_id: str) -> Row:
+def get_artifact(conn: Connection, user_id: str, run_id: str, artifact_id: str) -> DbRow:
     """An artifact of one of the user's runs (404 for the run or the artifact)."""
     get_run(conn, user_id, run_id)
     code = ApiErrorCode.DOCKER_RUN_ARTIFACT_UNKNOWN
     return owned(conn, artifacts, artifact_id, run_id, code, "artifact", owner_column="run_id")
 
 
-def find_artifact(conn: Connection, artifact_id: str) -> Row | None:
+def find_artifact(conn: Connection, artifact_id: str) -> DbRow | None:
     """The artifact of a signed URL (the signature, not a token, authorises it)."""
     return conn.execute(select(artifacts).where(artifacts.c.id == artifact_id)).first()
 

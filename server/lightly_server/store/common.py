@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from lightly_protocol.enums import ApiErrorCode
-from sqlalchemy import Connection, Row, Select, Table, select
+from sqlalchemy import Connection, Select, Table, select
 
 from ..errors import bad_request, not_found
+from ..schema import DbRow
 
 MAX_PAGE = 25000
 T = TypeVar("T")
@@ -22,7 +23,7 @@ def owned(
     code: ApiErrorCode,
     what: str,
     owner_column: str = "user_id",
-) -> Row[Any]:
+) -> DbRow:
     """The row ``ident`` of ``table`` if it belongs to ``owner`` (a user, or with ``owner_column`` the
     parent row the caller already checked, e.g. a tag's dataset); else the 404 that names ``what``."""
     r = conn.execute(select(table).where(table.c.id == ident, table.c[owner_column] == owner)).first()
@@ -40,7 +41,7 @@ def page(limit: int | None, offset: int | None) -> tuple[int, int]:
     return min(size, MAX_PAGE), off
 
 
-def paged(conn: Connection, query: Select[Any], page_size: int | None, page_offset: int | None) -> list[Row[Any]]:
+def paged(conn: Connection, query: Select[Any], page_size: int | None, page_offset: int | None) -> list[DbRow]:
     """One page of an ordered query."""
     size, off = page(page_size, page_offset)
     return list(conn.execute(query.limit(size).offset(off)).all())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from lightly_protocol.enums import ScheduledState
+from lightly_protocol.enums import ScheduledState, WorkerType
 from lightly_protocol.models import (
     ArtifactData,
     DatasetData,
@@ -15,17 +15,17 @@ from lightly_protocol.models import (
     WorkerData,
     safe_artifact_name,
 )
-from sqlalchemy import Connection, Row, func, select
+from sqlalchemy import Connection, func, select
 
-from ..schema import artifacts, datasources, samples
+from ..schema import DbRow, artifacts, datasources, samples
 
 
-def worker_data(r: Row) -> WorkerData:
+def worker_data(r: DbRow) -> WorkerData:
     return WorkerData(
         id=r.id,
         user_id=r.user_id,
         name=r.name,
-        worker_type="FULL",
+        worker_type=WorkerType.FULL,
         state=r.state,
         created_at=r.created_at,
         last_modified_at=r.last_modified_at,
@@ -34,7 +34,7 @@ def worker_data(r: Row) -> WorkerData:
     )
 
 
-def datasets_data(conn: Connection, rows: Sequence[Row]) -> list[DatasetData]:
+def datasets_data(conn: Connection, rows: Sequence[DbRow]) -> list[DatasetData]:
     """Wire form of datasets, with sample counts and datasource ids read in two queries for all of them."""
     ids = [r.id for r in rows]
     counts: dict[str, int] = {}
@@ -69,11 +69,11 @@ def datasets_data(conn: Connection, rows: Sequence[Row]) -> list[DatasetData]:
     ]
 
 
-def dataset_data(conn: Connection, r: Row) -> DatasetData:
+def dataset_data(conn: Connection, r: DbRow) -> DatasetData:
     return datasets_data(conn, [r])[0]
 
 
-def scheduled_data(r: Row) -> ScheduledRunData:
+def scheduled_data(r: DbRow) -> ScheduledRunData:
     return ScheduledRunData(
         id=r.id,
         dataset_id=r.dataset_id,
@@ -89,7 +89,7 @@ def scheduled_data(r: Row) -> ScheduledRunData:
     )
 
 
-def runs_data(conn: Connection, rows: Sequence[Row]) -> list[RunData]:
+def runs_data(conn: Connection, rows: Sequence[DbRow]) -> list[RunData]:
     """Wire form of runs, with their confirmed artifacts read in one query for all of them."""
     by_run: dict[str, list[ArtifactData]] = {}
     ids = [r.id for r in rows]
@@ -128,11 +128,11 @@ def runs_data(conn: Connection, rows: Sequence[Row]) -> list[RunData]:
     ]
 
 
-def run_data(conn: Connection, r: Row) -> RunData:
+def run_data(conn: Connection, r: DbRow) -> RunData:
     return runs_data(conn, [r])[0]
 
 
-def tag_data(r: Row) -> TagData:
+def tag_data(r: DbRow) -> TagData:
     return TagData(
         id=r.id,
         dataset_id=r.dataset_id,

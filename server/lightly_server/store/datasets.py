@@ -7,16 +7,16 @@ from typing import Any
 
 from lightly_protocol.enums import ApiErrorCode, DatasourcePurpose
 from lightly_protocol.models import DatasetCreateRequest
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import conflict
 from ..ids import new_id, now_ms
-from ..schema import datasets, datasources, samples
+from ..schema import DbRow, datasets, datasources, samples
 from .common import owned, paged
 
 
-def get_dataset(conn: Connection, user_id: str, dataset_id: str) -> Row:
+def get_dataset(conn: Connection, user_id: str, dataset_id: str) -> DbRow:
     return owned(conn, datasets, dataset_id, user_id, ApiErrorCode.DATASET_UNKNOWN, "dataset")
 
 
@@ -27,7 +27,7 @@ def list_datasets(
     page_offset: int | None,
     name: str | None = None,
     exact: bool = False,
-) -> list[Row]:
+) -> list[DbRow]:
     """A page of the user's datasets, oldest first; ``name``: only that name (``exact``) or names starting so."""
     q = select(datasets).where(datasets.c.user_id == user_id)
     if name is not None:

@@ -7,14 +7,14 @@ import json
 from collections.abc import Iterable, Sequence
 
 from lightly_protocol.enums import ScheduledState
-from sqlalchemy import Connection, Row, select
+from sqlalchemy import Connection, select
 
-from ..schema import scheduled_runs
+from ..schema import DbRow, scheduled_runs
 
 DISPATCH_ORDER = (scheduled_runs.c.priority_rank.desc(), scheduled_runs.c.created_at, scheduled_runs.c.id)
 
 
-def open_candidates(conn: Connection, user_ids: Iterable[str]) -> tuple[list[Row], set[str]]:
+def open_candidates(conn: Connection, user_ids: Iterable[str]) -> tuple[Sequence[DbRow], set[str]]:
     """OPEN scheduled runs of these users in dispatch order, and those of their datasets that hold a lock.
 
     One query, and O(open runs): whether a run's dataset is locked is an EXISTS on the one-LOCKED-run-per-
@@ -55,12 +55,12 @@ def parse_runs_on(raw: str) -> frozenset[str]:
     return frozenset(json.loads(raw))
 
 
-def runs_on_fits(row: Row, labels: set[str] | frozenset[str]) -> bool:
+def runs_on_fits(row: DbRow, labels: set[str] | frozenset[str]) -> bool:
     return parse_runs_on(row.runs_on) <= labels
 
 
 def dispatchable(
-    row: Row, labels: set[str] | frozenset[str] | None, locked_datasets: set[str], include_unlockable: bool
+    row: DbRow, labels: set[str] | frozenset[str] | None, locked_datasets: set[str], include_unlockable: bool
 ) -> bool:
     """THE dispatch rule, used by both poll paths (plain listing and long-poll wake-ups).
 
@@ -73,15 +73,19 @@ def dispatchable(
 
 
 def filter_schedule(
-    rows: Iterable[Row], locked_datasets: set[str], labels: set[str] | None, include_unlockable: bool
-) -> list[Row]:
+    rows: Iterable[DbRow], locked_datasets: set[str], labels: set[str] | frozenset[str] | None, include_unlockable: bool
+) -> list[DbRow]:
     """The rows the dispatch rule (``dispatchable``) lets through."""
     return [r for r in rows if dispatchable(r, labels, locked_datasets, include_unlockable)]
 
 
 def schedule_query(
-    conn: Connection, user_id: str, states: Sequence[str], labels: set[str] | None, include_unlockable: bool
-) -> list[Row]:
+    conn: Connection,
+    user_id: str,
+    states: Sequence[str],
+    labels: set[str] | frozenset[str] | None,
+    include_unlockable: bool,
+) -> list[DbRow]:
     wanted = list(states) or [ScheduledState.OPEN]
     rows = conn.execute(
         select(scheduled_runs)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from lightly_protocol.enums import TERMINAL_RUN_STATES, RunState, ScheduledState, WorkerState
 from sqlalchemy import Connection, select, update
 
@@ -33,7 +35,7 @@ def release_worker_runs(
         abort_active_runs(conn, s.id, f"CRASHED: {reason}", state=RunState.CRASHED)
         attempts = s.attempts + (1 if count_attempt else 0)
         if max_attempts is not None and attempts >= max_attempts:
-            values = {
+            values: dict[str, Any] = {
                 "state": ScheduledState.DONE,
                 "failure": f"gave up after {attempts} attempts; last: {reason}",
             }

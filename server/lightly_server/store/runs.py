@@ -8,11 +8,11 @@ from typing import Any
 from lightly_protocol import paths
 from lightly_protocol.enums import TERMINAL_RUN_STATES, ApiErrorCode, RunState, ScheduledState
 from lightly_protocol.models import LogCreateEntry, LogData, LogEntryData, RunCreateRequest, RunUpdateRequest
-from sqlalchemy import Connection, Row, and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 
 from ..errors import ApiError, bad_request, conflict
 from ..ids import new_id, now_ms
-from ..schema import run_logs, run_selections, runs, scheduled_runs
+from ..schema import DbRow, run_logs, run_selections, runs, scheduled_runs
 from .common import owned, paged
 from .configs import get_config
 from .datasets import get_dataset
@@ -22,13 +22,13 @@ from .tags import materialize_selection_tag, tags_of_run
 from .workers import touch_worker
 
 
-def get_run(conn: Connection, user_id: str, run_id: str) -> Row:
+def get_run(conn: Connection, user_id: str, run_id: str) -> DbRow:
     return owned(conn, runs, run_id, user_id, ApiErrorCode.DOCKER_RUN_UNKNOWN, "run")
 
 
 def list_runs(
     conn: Connection, user_id: str, page_size: int | None, page_offset: int | None, show_archived: bool = True
-) -> list[Row]:
+) -> list[DbRow]:
     """A page of the user's runs, oldest first."""
     q = select(runs).where(runs.c.user_id == user_id)
     if not show_archived:
@@ -42,14 +42,14 @@ def count_runs(conn: Connection, user_id: str) -> int:
 
 def runs_of_dataset(
     conn: Connection, user_id: str, dataset_id: str, page_size: int | None, page_offset: int | None
-) -> list[Row]:
+) -> list[DbRow]:
     """A page of the runs of one of the user's datasets, oldest first."""
     get_dataset(conn, user_id, dataset_id)
     q = select(runs).where(runs.c.user_id == user_id, runs.c.dataset_id == dataset_id)
     return paged(conn, q.order_by(runs.c.created_at, runs.c.id), page_size, page_offset)
 
 
-def run_tags(conn: Connection, user_id: str, run_id: str) -> list[Row]:
+def run_tags(conn: Connection, user_id: str, run_id: str) -> list[DbRow]:
     """The tags one of the user's runs made, oldest first."""
     get_run(conn, user_id, run_id)
     return tags_of_run(conn, run_id)
@@ -75,7 +75,7 @@ def create_run(conn: Connection, user_id: str, req: RunCreateRequest) -> str:
             select(runs.c.id).where(runs.c.scheduled_id == s.id, runs.c.state.not_in(list(TERMINAL_RUN_STATES)))
         ).first()
         if existing:
-            return existing.id  # a retried create: the run already exists
+            return str(existing.id)  # a retried create: the run already exists
         worker_id, dataset_id, config_id = s.worker_id, s.dataset_id, config_id or s.config_id
     now = now_ms()
     rid = new_id()
@@ -99,7 +99,7 @@ def create_run(conn: Connection, user_id: str, req: RunCreateRequest) -> str:
     return rid
 
 
-def run_for_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> Row:
+def run_for_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> DbRow:
     """The run of a scheduled run; 404 until a worker picked it up (or after it was reopened)."""
     s = conn.execute(
         select(scheduled_runs).where(scheduled_runs.c.id == scheduled_id, scheduled_runs.c.user_id == user_id)
@@ -116,7 +116,7 @@ def run_for_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> Row:
     raise ApiError(404, ApiErrorCode.DOCKER_RUN_UNKNOWN, f"no worker has picked up scheduled run {scheduled_id} yet")
 
 
-def update_run(conn: Connection, user_id: str, run_id: str, req: RunUpdateRequest) -> tuple[Row, bool]:
+def update_run(conn: Connection, user_id: str, run_id: str, req: RunUpdateRequest) -> tuple[DbRow, bool]:
     """Apply a state/message update. Returns (the run before, whether it just became terminal)."""
     r = get_run(conn, user_id, run_id)
     if r.state in TERMINAL_RUN_STATES:

@@ -8,12 +8,12 @@ from typing import Any
 
 from lightly_protocol.enums import PRIORITY_RANK, ApiErrorCode, DatasourcePurpose, Priority, ScheduledState
 from lightly_protocol.models import ScheduledRunCreateRequest, ScheduledRunUpdateRequest, WorkerConfigData
-from sqlalchemy import Connection, Row, and_, func, select, update
+from sqlalchemy import Connection, and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import ApiError, bad_request, conflict, not_found
 from ..ids import new_id, now_ms
-from ..schema import configs, datasets, datasources, scheduled_runs, workers
+from ..schema import DbRow, configs, datasets, datasources, scheduled_runs, workers
 from .common import owned
 from .configs import config_data
 from .datasets import get_dataset, resolve_datasource
@@ -23,7 +23,7 @@ from .shards import end_shards
 from .workers import get_worker, touch_worker
 
 
-def get_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> Row:
+def get_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> DbRow:
     return owned(
         conn, scheduled_runs, scheduled_id, user_id, ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN, "scheduled run"
     )
@@ -105,7 +105,9 @@ def _schedule_inputs(
     return config_data(first.config_id, first.config_created_at, first.config), by_purpose
 
 
-def list_scheduled_for_dataset(conn: Connection, user_id: str, dataset_id: str, states: Sequence[str]) -> list[Row]:
+def list_scheduled_for_dataset(
+    conn: Connection, user_id: str, dataset_id: str, states: Sequence[str]
+) -> Sequence[DbRow]:
     get_dataset(conn, user_id, dataset_id)
     wanted = list(states) or [ScheduledState.OPEN, ScheduledState.LOCKED]
     return conn.execute(
@@ -115,7 +117,7 @@ def list_scheduled_for_dataset(conn: Connection, user_id: str, dataset_id: str, 
     ).all()
 
 
-def _lock(conn: Connection, dataset_id: str, worker_id: str, s: Row) -> None:
+def _lock(conn: Connection, dataset_id: str, worker_id: str, s: DbRow) -> None:
     """Atomic compare-and-set OPEN -> LOCKED of ``s`` (read by ``_claim`` in this transaction, with the
     worker's labels); at most one LOCKED run per dataset (a unique index)."""
     labels = json.loads(s.worker_labels)
@@ -204,7 +206,7 @@ def update_scheduled_by_worker(
     touch_worker(conn, worker_id)
 
 
-def scheduled_of_dataset(conn: Connection, user_id: str, dataset_id: str, scheduled_id: str) -> Row:
+def scheduled_of_dataset(conn: Connection, user_id: str, dataset_id: str, scheduled_id: str) -> DbRow:
     """One of the user's scheduled runs, 404 unless it is a run of ``dataset_id`` (the path says so)."""
     s = get_scheduled(conn, user_id, scheduled_id)
     if s.dataset_id != dataset_id:
@@ -252,7 +254,7 @@ def _claim(
     _lock(conn, dataset_id, worker_id, s)
 
 
-def _transition(conn: Connection, s: Row, target: str, worker_id: str) -> dict[str, Any]:
+def _transition(conn: Connection, s: DbRow, target: str, worker_id: str) -> dict[str, Any]:
     """The column values of the move of ``s`` to ``target`` by ``worker_id`` ({} when already there); 409
     for a move the state machine does not allow."""
     holder = s.state == ScheduledState.LOCKED and s.worker_id == worker_id
@@ -272,7 +274,7 @@ def _transition(conn: Connection, s: Row, target: str, worker_id: str) -> dict[s
     raise conflict(_illegal(s, target, worker_id), ApiErrorCode.DOCKER_WORKER_SCHEDULE_UPDATE_FAILED)
 
 
-def _reprioritised(s: Row, state_after: str, req: ScheduledRunUpdateRequest) -> dict[str, Any]:
+def _reprioritised(s: DbRow, state_after: str, req: ScheduledRunUpdateRequest) -> dict[str, Any]:
     """The column values of a priority/runsOn change, which only an OPEN run takes (409 otherwise)."""
     if not req.priority and req.runs_on is None:
         return {}
@@ -286,7 +288,7 @@ def _reprioritised(s: Row, state_after: str, req: ScheduledRunUpdateRequest) -> 
     return values
 
 
-def _illegal(s: Row, target: str, worker_id: str) -> str:
+def _illegal(s: DbRow, target: str, worker_id: str) -> str:
     holder = f" held by worker {s.worker_id}" if s.state == ScheduledState.LOCKED else ""
     return (
         f"scheduled run {s.id} is {s.state}{holder}; worker {worker_id} cannot move it to {target} "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gzip
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from lightly_protocol.enums import ApiErrorCode, ScheduledState, ShardState
 from lightly_protocol.models import MAX_MESSAGE_LENGTH
@@ -26,12 +26,12 @@ from lightly_protocol.shards import (
     listing_digest,
     shard_ranges,
 )
-from sqlalchemy import Connection, Row, case, delete, func, select, text, update
+from sqlalchemy import Connection, case, delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import ApiError, bad_request, conflict
 from ..ids import new_id, now_ms
-from ..schema import runs, scheduled_runs, shard_plans, shards, workers
+from ..schema import DbRow, runs, scheduled_runs, shard_plans, shards, workers
 from .common import owned
 from .configs import get_config
 from .dispatch import DISPATCH_ORDER, parse_runs_on
@@ -71,11 +71,11 @@ def notify(conn: Connection, user_ids: Iterable[str]) -> None:
 # ---------------------------------------------------------------- wire forms
 
 
-def _parallelism(stored: int | None) -> int | str:
+def _parallelism(stored: int | None) -> int | Literal["auto"]:
     return "auto" if stored is None else stored
 
 
-def shard_data(r: Row[Any], run_id: str | None) -> ShardData:
+def shard_data(r: DbRow, run_id: str | None) -> ShardData:
     return ShardData(
         id=r.id,
         scheduled_id=r.scheduled_id,
@@ -93,11 +93,11 @@ def shard_data(r: Row[Any], run_id: str | None) -> ShardData:
     )
 
 
-def _plan_row(conn: Connection, scheduled_id: str) -> Row[Any] | None:
+def _plan_row(conn: Connection, scheduled_id: str) -> DbRow | None:
     return conn.execute(select(shard_plans).where(shard_plans.c.scheduled_id == scheduled_id)).first()
 
 
-def _plan_data(conn: Connection, plan: Row[Any], created: bool) -> ShardPlanData:
+def _plan_data(conn: Connection, plan: DbRow, created: bool) -> ShardPlanData:
     rows = conn.execute(select(*_COLS).where(shards.c.scheduled_id == plan.scheduled_id).order_by(shards.c.idx)).all()
     return ShardPlanData(
         input_digest=plan.input_digest,
@@ -109,20 +109,20 @@ def _plan_data(conn: Connection, plan: Row[Any], created: bool) -> ShardPlanData
     )
 
 
-def _scheduled(conn: Connection, user_id: str, scheduled_id: str) -> Row[Any]:
+def _scheduled(conn: Connection, user_id: str, scheduled_id: str) -> DbRow:
     return owned(
         conn, scheduled_runs, scheduled_id, user_id, ApiErrorCode.DOCKER_WORKER_SCHEDULE_UNKNOWN, "scheduled run"
     )
 
 
-def _shard(conn: Connection, user_id: str, shard_id: str) -> Row[Any]:
+def _shard(conn: Connection, user_id: str, shard_id: str) -> DbRow:
     r = conn.execute(select(*_COLS).where(shards.c.id == shard_id, shards.c.user_id == user_id)).first()
     if r is None:
         raise _not_found("shard", shard_id)
     return r
 
 
-def _holder_check(s: Row[Any], worker_id: str, action: str) -> None:
+def _holder_check(s: DbRow, worker_id: str, action: str) -> None:
     if s.state != ScheduledState.LOCKED or s.worker_id != worker_id:
         holder = f" by worker {s.worker_id}" if s.state == ScheduledState.LOCKED else ""
         raise conflict(
@@ -169,7 +169,7 @@ def publish_shards(
     plan = conn.execute(select(shard_plans).where(shard_plans.c.scheduled_id == scheduled_id).with_for_update()).first()
     if plan is not None and (plan.input_digest, plan.shard_size, plan.total) == (digest, shard_size, len(names)):
         _resume(conn, user_id, scheduled_id, run_id, parallelism, now)
-        return _plan_data(conn, _plan_row(conn, scheduled_id), created=False), []  # type: ignore[arg-type]
+        return _plan_data(conn, _plan_row(conn, scheduled_id), created=False), []  # type: ignore[arg-type]  # it exists
     stale = _drop_plan(conn, scheduled_id) if plan is not None else []
     try:
         with conn.begin_nested():
@@ -193,7 +193,7 @@ def publish_shards(
         conn.execute(shards.insert(), rows[chunk : chunk + 1000])
     if rows:
         notify(conn, [user_id])
-    return _plan_data(conn, _plan_row(conn, scheduled_id), created=True), stale  # type: ignore[arg-type]
+    return _plan_data(conn, _plan_row(conn, scheduled_id), created=True), stale  # type: ignore[arg-type]  # just written
 
 
 def _resume(conn: Connection, user_id: str, scheduled_id: str, run_id: str, parallelism: int | None, now: int) -> None:
@@ -289,7 +289,7 @@ def has_claimable_shard(conn: Connection, user_id: str, labels: set[str] | froze
 
 def _candidates(
     conn: Connection, user_id: str, labels: set[str] | frozenset[str] | None, scheduled_id: str | None
-) -> list[Row[Any]]:
+) -> list[DbRow]:
     """Plans with OPEN shards a worker with ``labels`` may take (runsOn ⊆ labels, under the cap), in dispatch order."""
     has_open = (
         select(shards.c.id)
@@ -322,7 +322,7 @@ def _candidates(
 
 def _leased_counts(conn: Connection, scheduled_ids: list[str]) -> dict[str, int]:
     return dict(
-        conn.execute(  # type: ignore[arg-type]
+        conn.execute(
             select(shards.c.scheduled_id, func.count())
             .where(shards.c.scheduled_id.in_(scheduled_ids), shards.c.state == ShardState.LEASED)
             .group_by(shards.c.scheduled_id)
@@ -399,7 +399,7 @@ def claim_own_shard(conn: Connection, user_id: str, worker_id: str, scheduled_id
 # ---------------------------------------------------------------- the holder's calls
 
 
-def _lost(r: Row[Any], worker_id: str) -> ApiError:
+def _lost(r: DbRow, worker_id: str) -> ApiError:
     """The 409 of a caller that does not hold shard ``r`` (any more), saying why."""
     if r.state == ShardState.LEASED:
         why = f"it is LEASED by worker {r.worker_id} now (this worker's lease expired or it never held it)"
@@ -412,7 +412,7 @@ def _lost(r: Row[Any], worker_id: str) -> ApiError:
     return conflict(f"worker {worker_id} does not hold shard {r.id}: {why}; drop it")
 
 
-def _check_run_alive(conn: Connection, r: Row[Any]) -> None:
+def _check_run_alive(conn: Connection, r: DbRow) -> None:
     """409 when the shard's scheduled run has ended (the lease sweep then CANCELs its shards)."""
     state = conn.execute(select(scheduled_runs.c.state).where(scheduled_runs.c.id == r.scheduled_id)).scalar()
     if state not in ACTIVE:
@@ -525,7 +525,7 @@ def _data(conn: Connection, shard_id: str) -> ShardData:
 
 
 def _reopen(
-    conn: Connection, held: Sequence[Row[Any]], reason: str, max_attempts: int | None, cond: Any = None
+    conn: Connection, held: Sequence[DbRow], reason: str, max_attempts: int | None, cond: Any = None
 ) -> list[str]:
     """Reopen LEASED shards (or, past ``max_attempts`` takes, FAIL them with the reason)."""
     now = now_ms()

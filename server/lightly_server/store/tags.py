@@ -6,11 +6,11 @@ import json
 
 from lightly_protocol.enums import ApiErrorCode
 from lightly_protocol.models import MAX_NAME_LENGTH
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select, update
 
 from .. import bitmask
 from ..ids import new_id, now_ms
-from ..schema import datasets, run_selections, samples, tags
+from ..schema import DbRow, datasets, run_selections, samples, tags
 from .common import owned
 from .datasets import get_dataset
 
@@ -32,7 +32,7 @@ def ensure_samples(conn: Connection, dataset_id: str, filenames: list[str]) -> d
     return known
 
 
-def materialize_selection_tag(conn: Connection, run: Row) -> str | None:
+def materialize_selection_tag(conn: Connection, run: DbRow) -> str | None:
     sel = conn.execute(select(run_selections).where(run_selections.c.run_id == run.id)).first()
     if sel is None or not run.dataset_id:
         return None
@@ -60,23 +60,23 @@ def materialize_selection_tag(conn: Connection, run: Row) -> str | None:
     return tid
 
 
-def list_tags(conn: Connection, user_id: str, dataset_id: str) -> list[Row]:
+def list_tags(conn: Connection, user_id: str, dataset_id: str) -> list[DbRow]:
     """The tags of one of the user's datasets, oldest first."""
     get_dataset(conn, user_id, dataset_id)
     q = select(tags).where(tags.c.dataset_id == dataset_id).order_by(tags.c.created_at, tags.c.id)
     return list(conn.execute(q).all())
 
 
-def tags_of_run(conn: Connection, run_id: str) -> list[Row]:
+def tags_of_run(conn: Connection, run_id: str) -> list[DbRow]:
     return list(conn.execute(select(tags).where(tags.c.run_id == run_id).order_by(tags.c.created_at)).all())
 
 
-def get_tag(conn: Connection, user_id: str, dataset_id: str, tag_id: str) -> Row:
+def get_tag(conn: Connection, user_id: str, dataset_id: str, tag_id: str) -> DbRow:
     get_dataset(conn, user_id, dataset_id)
     return owned(conn, tags, tag_id, dataset_id, ApiErrorCode.TAG_UNKNOWN, "tag", owner_column="dataset_id")
 
 
-def tag_filenames(conn: Connection, tag: Row) -> list[str]:
+def tag_filenames(conn: Connection, tag: DbRow) -> list[str]:
     rows = conn.execute(
         select(samples.c.idx, samples.c.file_name).where(samples.c.dataset_id == tag.dataset_id).order_by(samples.c.idx)
     ).all()

@@ -7,21 +7,21 @@ from typing import Any
 
 from lightly_protocol.enums import ApiErrorCode, WorkerState
 from lightly_protocol.models import WorkerCreateRequest
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, select, update
 
 from ..errors import conflict
 from ..ids import new_id, now_ms
-from ..schema import workers
+from ..schema import DbRow, workers
 from .common import owned
 from .leases import release_worker_runs
 from .shards import release_worker_shards
 
 
-def get_worker(conn: Connection, user_id: str, worker_id: str) -> Row:
+def get_worker(conn: Connection, user_id: str, worker_id: str) -> DbRow:
     return owned(conn, workers, worker_id, user_id, ApiErrorCode.DOCKER_WORKER_UNKNOWN, "worker")
 
 
-def list_workers(conn: Connection, user_id: str) -> list[Row]:
+def list_workers(conn: Connection, user_id: str) -> list[DbRow]:
     return list(
         conn.execute(
             select(workers).where(workers.c.user_id == user_id).order_by(workers.c.created_at, workers.c.id)
@@ -41,7 +41,7 @@ def register_worker(conn: Connection, user_id: str, req: WorkerCreateRequest) ->
     if existing:
         if req.docker_version and req.docker_version != existing.docker_version:
             conn.execute(update(workers).where(workers.c.id == existing.id).values(docker_version=req.docker_version))
-        return existing.id
+        return str(existing.id)
     now = now_ms()
     wid = new_id()
     conn.execute(
@@ -60,7 +60,7 @@ def register_worker(conn: Connection, user_id: str, req: WorkerCreateRequest) ->
     return wid
 
 
-def default_worker(conn: Connection, user_id: str) -> Row:
+def default_worker(conn: Connection, user_id: str) -> DbRow:
     wid = register_worker(conn, user_id, WorkerCreateRequest(name="default", labels=[]))
     return get_worker(conn, user_id, wid)
 
