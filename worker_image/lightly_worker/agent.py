@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lightly_protocol.enums import LogLevel
+from lightly_protocol.enums import ArtifactType, LogLevel, RunState, WorkerState
 from lightly_protocol.models import LogCreateEntry, ScheduledRunData, WorkerConfigV4
 from lightly_protocol.shards import ShardAssignment, WorkData
 
@@ -64,7 +64,7 @@ class RunReporter:
         self.api, self.run_id, self.worker_id = api, run_id, worker_id
         self.cancel = cancel
         self.metrics = metrics
-        self.state = "STARTED"
+        self.state = RunState.STARTED
         self._stage_started = time.perf_counter()
         self._buffer: list[LogCreateEntry] = []
         self._lock = threading.Lock()
@@ -76,11 +76,11 @@ class RunReporter:
         now = time.perf_counter()
         self.metrics.stage_seconds.labels(self.state).observe(now - self._stage_started)
         self._stage_started = now
-        self.state = state
+        self.state = RunState(state)  # the stages name their run states by value
         self.metrics.state.state(state)
         run_log.info("%s: %s", state, message)
         self.flush()
-        self.api.run_state(self.run_id, state, message)
+        self.api.run_state(self.run_id, self.state, message)
         failpoint(state, self.cancel)
 
     def check_cancel(self) -> None:
@@ -121,7 +121,7 @@ class RunReporter:
         """
         while not self._stop.wait(max(1.0, every)):
             try:
-                self.api.set_state(self.worker_id, "BUSY", worker_version(), retry=False)
+                self.api.set_state(self.worker_id, WorkerState.BUSY, worker_version(), retry=False)
             except ApiError as exc:
                 log.warning("lease renewal failed: %s", exc)
             self.flush(retry=False)
@@ -206,7 +206,7 @@ class WorkerAgent:
         try:
             self.worker_id = self.resolve_worker()
             # the first report of this process (a new session): the server releases what the id still holds
-            self.api.set_state(self.worker_id, "IDLE", worker_version())
+            self.api.set_state(self.worker_id, WorkerState.IDLE, worker_version())
             self.release_held_runs()
             self.metrics.state.state("IDLE")
             log.info("Lightly worker %s waiting for scheduled runs", worker_version())
@@ -221,7 +221,7 @@ class WorkerAgent:
         finally:
             if self.worker_id:
                 with contextlib.suppress(Exception):  # best effort: the lease covers a missed report
-                    self.api.set_state(self.worker_id, "OFFLINE", worker_version(), retry=False)
+                    self.api.set_state(self.worker_id, WorkerState.OFFLINE, worker_version(), retry=False)
         log.info("worker stopped")
         return 0
 
@@ -350,7 +350,7 @@ class WorkerAgent:
     def run_scheduled(self, row: ScheduledRunData) -> None:
         run_id = self.api.create_run(worker_version(), row)
         try:
-            self.api.set_state(self.worker_id, "BUSY", worker_version())
+            self.api.set_state(self.worker_id, WorkerState.BUSY, worker_version())
         except ApiError as exc:  # e.g. 409: a newer process took over this worker id
             log.warning("%s", exc)
         self.metrics.state.state("BUSY")
@@ -415,7 +415,7 @@ class WorkerAgent:
             self.api.selection(run_id, result.selected)
             reporter.stage("UPLOADED_ARTIFACTS", "artifacts uploaded")
             outcome.update(
-                state="COMPLETED",
+                state=RunState.COMPLETED,
                 message=(
                     f"selected {len(result.selected)} of {result.report['summary']['n_candidates']} samples; "
                     f"outputs in {result.output_dir}"
@@ -424,19 +424,21 @@ class WorkerAgent:
                 processed=result.report["summary"]["n_candidates"],
             )
         except Cancelled:
-            outcome.update(state="ABORTED", message="the worker was stopped before the run finished")
+            outcome.update(state=RunState.ABORTED, message="the worker was stopped before the run finished")
         except JobError as exc:
             run_log.error("run failed: %s", exc)
-            outcome.update(state="FAILED", message=str(exc))
+            outcome.update(state=RunState.FAILED, message=str(exc))
         except ApiError as exc:
             run_log.error("run failed talking to the API: %s", exc)
-            outcome.update(state="FAILED", message=f"API error: {exc}")
+            outcome.update(state=RunState.FAILED, message=f"API error: {exc}")
         except Exception as exc:  # a bug or an unexpected environment: report it, keep serving
             run_log.exception("run crashed")
-            outcome.update(state="FAILED", message=f"internal error ({type(exc).__name__}: {exc}); see the run log")
+            outcome.update(
+                state=RunState.FAILED, message=f"internal error ({type(exc).__name__}: {exc}); see the run log"
+            )
 
     def _finish(self, row: ScheduledRunData, run_id: str, outcome: dict[str, Any]) -> None:
-        state = outcome.get("state", "FAILED")
+        state = outcome.get("state", RunState.FAILED)
         self.metrics.runs.labels(state).inc()
         if outcome.get("n"):
             self.metrics.samples_selected.inc(outcome["n"])
@@ -454,7 +456,7 @@ class WorkerAgent:
         log.info("run %s ended %s: %s", run_id, state, outcome.get("message", ""))
         if not self.stop.is_set():
             try:
-                self.api.set_state(self.worker_id, "IDLE", worker_version())
+                self.api.set_state(self.worker_id, WorkerState.IDLE, worker_version())
             except ApiError as exc:
                 log.warning("%s", exc)
         self.metrics.state.state("IDLE")
@@ -483,9 +485,9 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 
 
 ARTIFACT_TYPES = {
-    "log.txt": "LOG",
-    "report.json": "REPORT_JSON",
-    "data/corruptness_check_information.json": "CORRUPTNESS_CHECK_INFORMATION",
+    "log.txt": ArtifactType.LOG,
+    "report.json": ArtifactType.REPORT_JSON,
+    "data/corruptness_check_information.json": ArtifactType.CORRUPTNESS_CHECK_INFORMATION,
 }
 MAX_UPLOAD_BYTES = 512 * 1024**2
 
@@ -503,5 +505,7 @@ def upload_outputs(api: WorkerApi, run_id: str, root: Path, files: list[Path], r
                 "%s is %.0f MB: kept in the output directory, not uploaded", name, path.stat().st_size / 1e6
             )
             continue
-        artifact_type = ARTIFACT_TYPES.get(name, "CHECKPOINT" if name.endswith(".ckpt") else "LOG")
+        artifact_type = ARTIFACT_TYPES.get(
+            name, ArtifactType.CHECKPOINT if name.endswith(".ckpt") else ArtifactType.LOG
+        )
         api.upload_artifact(run_id, path, name, artifact_type)

@@ -13,11 +13,12 @@ import secrets
 import ssl
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from lightly_protocol import paths
 from lightly_protocol.client import ApiCallError, ClientCore, bare, decode, error_detail, is_server_error
+from lightly_protocol.enums import ArtifactType, Creator, RunState, WorkerState
 from lightly_protocol.models import (
     MAX_LOG_ENTRIES,
     MAX_MESSAGE_LENGTH,
@@ -130,7 +131,7 @@ class WorkerApi(ClientCore):
     # ------------------------------------------------------------ workers
 
     def register(self, name: str, labels: list[str], version: str) -> str:
-        body = WorkerCreateRequest(name=name, labels=labels, creator="USER_WORKER", docker_version=version)
+        body = WorkerCreateRequest(name=name, labels=labels, creator=Creator.USER_WORKER, docker_version=version)
         return CreateEntityResponse.model_validate(self._call("POST", paths.WORKERS, json=body.wire())).id
 
     def default_worker(self) -> WorkerData:
@@ -139,7 +140,7 @@ class WorkerApi(ClientCore):
     def worker(self, worker_id: str) -> WorkerData:
         return WorkerData.model_validate(self._call("GET", paths.worker(worker_id)))
 
-    def set_state(self, worker_id: str, state: str, version: str, retry: bool = True) -> None:
+    def set_state(self, worker_id: str, state: WorkerState, version: str, retry: bool = True) -> None:
         body = WorkerUpdateRequest(state=state, docker_version=version)
         self._call(
             "PUT",
@@ -188,7 +189,8 @@ class WorkerApi(ClientCore):
 
     def datasource(self, dataset_id: str, purpose: str) -> dict[str, Any] | None:
         try:
-            return self._call("GET", paths.datasource(dataset_id), params={"purpose": purpose})
+            found: dict[str, Any] | None = self._call("GET", paths.datasource(dataset_id), params={"purpose": purpose})
+            return found
         except ApiError as exc:
             if exc.status == 404:
                 return None
@@ -203,11 +205,11 @@ class WorkerApi(ClientCore):
             scheduled_id=scheduled.id,
             config_id=scheduled.config_id,
             message="picked up",
-            creator="USER_WORKER",
+            creator=Creator.USER_WORKER,
         )
         return CreateEntityResponse.model_validate(self._call("POST", paths.RUNS, json=body.wire())).id
 
-    def run_state(self, run_id: str, state: str, message: str | None = None) -> None:
+    def run_state(self, run_id: str, state: RunState, message: str | None = None) -> None:
         if message is not None and len(message) > MAX_MESSAGE_LENGTH:  # the server's limit: never lose the state
             message = message[: MAX_MESSAGE_LENGTH - 1] + "…"
         self._call("PUT", paths.run(run_id), json=RunUpdateRequest(state=state, message=message).wire())
@@ -222,7 +224,7 @@ class WorkerApi(ClientCore):
         body = RunSelectionRequest(filenames=filenames, tag_name=tag_name)
         self._call("PUT", paths.run_selection(run_id), json=body.wire())
 
-    def upload_artifact(self, run_id: str, path: Path, file_name: str, artifact_type: str) -> None:
+    def upload_artifact(self, run_id: str, path: Path, file_name: str, artifact_type: ArtifactType) -> None:
         body = ArtifactCreateRequest(file_name=file_name, type=artifact_type)
         created = ArtifactCreatedData.model_validate(self._call("POST", paths.run_artifacts(run_id), json=body.wire()))
         with open(path, "rb") as fh:
@@ -274,7 +276,12 @@ class WorkerApi(ClientCore):
         return names
 
     def shard_update(
-        self, shard_id: str, worker_id: str, state: str, processed: int | None = None, retry: bool = True
+        self,
+        shard_id: str,
+        worker_id: str,
+        state: Literal["LEASED", "OPEN"],
+        processed: int | None = None,
+        retry: bool = True,
     ) -> None:
         """LEASED: heartbeat (with the files done); OPEN: hand it back. 409: this worker no longer holds it."""
         body = ShardUpdateRequest(worker_id=worker_id, state=state, processed=processed)

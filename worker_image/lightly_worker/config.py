@@ -19,6 +19,7 @@ from typing import Any
 
 from lightly_protocol.models import DockerConfigV4, LightlyConfigV3
 from lightly_protocol.names import WORKER_NAME_RE
+from pydantic import BaseModel
 
 from .settings import KEYS, WorkerSettings, by_key, load_settings
 
@@ -33,11 +34,12 @@ class ConfigError(ValueError):
 LOCAL_STRATEGIES = ("recommended", "diversity", "coverage")
 
 
-def _protocol_keys(model: type, prefix: str) -> list[str]:
+def _protocol_keys(model: type[BaseModel], prefix: str) -> list[str]:
     keys = []
     for name, info in model.model_fields.items():
         ann = info.annotation
-        nested = next((a for a in getattr(ann, "__args__", (ann,)) if hasattr(a, "model_fields")), None)
+        members: tuple[object, ...] = getattr(ann, "__args__", (ann,))
+        nested = next((a for a in members if isinstance(a, type) and issubclass(a, BaseModel)), None)
         if nested is not None:
             keys += _protocol_keys(nested, f"{prefix}{name}.")
         else:

@@ -8,10 +8,10 @@ embeddings, the selection. Nothing here does work; the stages do.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import numpy as np
 from lightly_protocol.models import WorkerConfigV4
@@ -30,6 +30,17 @@ class JobError(Exception):
 
 class Cancelled(Exception):
     """The worker is shutting down; the job stops between steps."""
+
+
+T = TypeVar("T")
+
+
+def produced(value: T | None, what: str) -> T:
+    """``value``, which an earlier stage leaves in the job; where it is missing the stages ran out of
+    order (a bug, not a user error): a clear internal error."""
+    if value is None:
+        raise RuntimeError(f"internal error: {what} is not set (the stage that produces it has not run)")
+    return value
 
 
 class Reporter(Protocol):
@@ -94,7 +105,7 @@ class Job:
     model: nn.Module | None = None  # the SimCLR model when training ran
     emb: np.ndarray | None = None  # candidates x D
     model_name: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)  # METADATA / PREDICTIONS inputs
+    extra: Mapping[str, Any] = field(default_factory=dict)  # METADATA / PREDICTIONS inputs
     query: dict[str, np.ndarray] = field(default_factory=dict)  # SIMILARITY tag -> embeddings
     result: SelectionResult | None = None
     selected: list[str] = field(default_factory=list)

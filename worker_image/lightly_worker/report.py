@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 MAX_PAIRWISE = 4000  # samples used for distance histograms and the scatter plot
 THUMB_MAX_COUNT = 48  # thumbnails of the first selected samples in report.html
@@ -44,7 +45,8 @@ def nearest_neighbour_distances(emb: np.ndarray, rng: np.random.Generator) -> np
     sq = (x * x).sum(1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0)
     np.fill_diagonal(d2, np.inf)
-    return np.sqrt(d2.min(1)).astype(np.float32)
+    nearest: npt.NDArray[np.float32] = np.sqrt(d2.min(1)).astype(np.float32)
+    return nearest
 
 
 def pca_2d(emb: np.ndarray) -> np.ndarray:
@@ -52,7 +54,8 @@ def pca_2d(emb: np.ndarray) -> np.ndarray:
     if x.shape[1] < 2 or len(x) < 2:
         return np.zeros((len(x), 2), dtype=np.float32)
     _, _, vt = np.linalg.svd(x, full_matrices=False)
-    return (x @ vt[:2].T).astype(np.float32)
+    projected: npt.NDArray[np.float32] = (x @ vt[:2].T).astype(np.float32)
+    return projected
 
 
 def make_thumbnails(input_root: Path, names: list[str], max_count: int = THUMB_MAX_COUNT) -> list[dict[str, Any]]:

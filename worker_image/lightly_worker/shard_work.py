@@ -71,8 +71,8 @@ def process_shard(job: Job, names: list[str], index: int, start: int, progress: 
             if progress is not None:
                 progress(n // 2 + done * (n - n // 2) // max(1, total), n)
 
-        model = job.model if job.model is not None else built_model(cfg.model, cfg.input_size, cfg.seed)
-        ok_emb, failed = stages.embed_files(job, checked.ok, cfg, embedding, model=model)
+        net = job.model if job.model is not None else built_model(cfg.model, cfg.input_size, cfg.seed)
+        ok_emb, failed = stages.embed_files(job, checked.ok, cfg, embedding, model=net)
         emb = np.zeros((n, ok_emb.shape[1]), np.float32)
         if checked.ok:
             emb[[pos[x] for x in checked.ok]] = ok_emb

@@ -26,7 +26,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lightly_protocol.models import WorkerConfigV4
-from lightly_protocol.shards import DEFAULT_SHARD_SIZE, ShardAssignment, ShardData, ShardPlanData, shard_ranges
+from lightly_protocol.shards import (
+    DEFAULT_SHARD_SIZE,
+    Parallelism,
+    ShardAssignment,
+    ShardData,
+    ShardPlanData,
+    shard_ranges,
+)
 
 from . import stages
 from .api import ApiError, WorkerApi
@@ -49,7 +56,7 @@ def plan_poll_seconds(n_shards: int) -> float:
 PROGRESS_EVERY_SECONDS = 5.0
 
 
-def parallelism_of(config: WorkerConfigV4) -> int | str:
+def parallelism_of(config: WorkerConfigV4) -> Parallelism:
     """The run's ``docker.parallelism`` (1 when unset: not split)."""
     value = config.docker.parallelism if config.docker else None
     return 1 if value is None else value

@@ -32,7 +32,7 @@ from .embed import (
     save_embeddings,
     train_simclr,
 )
-from .job import Job, JobError, JobPaths, Reporter
+from .job import Job, JobError, JobPaths, Reporter, produced
 from .paths import PathOutsideRoot, inside
 from .report import THUMBNAILS_KEY, make_plots, make_thumbnails, write_lines
 from .selection import SelectionError, SelectionInputs, load_lightly_inputs, select, strategy_warning
@@ -269,8 +269,9 @@ def record_embeddings(job: Job, emb: np.ndarray, failed: list[str], model_name: 
         keep = [i for i, n in enumerate(candidates) if n not in bad]
         candidates = [candidates[i] for i in keep]
         emb = emb[keep]
-        job.checked.corrupt.update({n: "unreadable while embedding" for n in bad})
-        write_lines(job.out / "filenames" / "corrupt_filenames.txt", sorted(job.checked.corrupt))
+        checked = produced(job.checked, "the checked files")
+        checked.corrupt.update({n: "unreadable while embedding" for n in bad})
+        write_lines(job.out / "filenames" / "corrupt_filenames.txt", sorted(checked.corrupt))
         if not candidates:
             raise JobError("no input file could be read; nothing to select from")
     job.candidates, job.emb, job.model_name = candidates, emb, model_name
@@ -315,15 +316,16 @@ def sample(job: Job) -> None:
     if advice := strategy_warning(job.config.selection, len(candidates)):
         log.warning(advice)
     try:
-        job.result = select(job.config.selection, inputs, device=job.device)
+        job.result = result = select(job.config.selection, inputs, device=job.device)
     except SelectionError as exc:
         raise JobError(str(exc)) from None
-    job.selected = [candidates[i] for i in job.result.selected]
-    log.info("selected %d of %d candidates (%s)", len(job.selected), len(candidates), job.result.stop_reason)
+    job.selected = [candidates[i] for i in result.selected]
+    log.info("selected %d of %d candidates (%s)", len(job.selected), len(candidates), result.stop_reason)
 
 
 def save_results(job: Job) -> None:
-    out, candidates, result, selected, emb = job.out, job.candidates, job.result, job.selected, job.emb
+    out, candidates, selected, emb = job.out, job.candidates, job.selected, job.emb
+    result = produced(job.result, "the selection")
     assert emb is not None
     job.say(f"writing results to {out}")
     write_lines(out / "filenames" / "selected_filenames.txt", selected)
@@ -351,7 +353,8 @@ def save_results(job: Job) -> None:
 
 
 def generate_report(job: Job) -> None:
-    emb, result, checked = job.emb, job.result, job.checked
+    emb = job.emb
+    result, checked = produced(job.result, "the selection"), produced(job.checked, "the checked files")
     assert emb is not None
     job.say("plots and report")
     job.plots, stats = make_plots(job.out, emb, result.selected)

@@ -24,7 +24,7 @@ RESAMPLE = Image.Resampling.BILINEAR
 
 def open_rgb(path: Path, min_size: int, *, draft: bool = True) -> Image.Image:
     """Open an image as RGB, letting libjpeg-turbo downscale in the DCT domain to >= min_size per side."""
-    im = Image.open(path)
+    im: Image.Image = Image.open(path)  # an ImageFile; convert() below gives a plain Image
     if draft and im.format in ("JPEG", "MPO"):
         # Picks the largest 1/1, 1/2, 1/4, 1/8 scale that keeps both sides >= min_size: decode cost drops
         # ~5-8x for >= 1080p sources and the later resize has far fewer pixels to filter.

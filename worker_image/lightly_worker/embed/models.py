@@ -5,11 +5,23 @@ Each model normalises its input itself, so the data path stays model-agnostic (u
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import torch
 from torch import nn
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 EFFICIENTNET_DIM = 1280
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def channels_last(model: ModuleT) -> ModuleT:
+    """``model.to(memory_format=torch.channels_last)`` (the same module: ``Module.to`` works in place)."""
+    # Module.to takes memory_format at run time (it parses its arguments as Tensor.to does); torch's
+    # overloads for type checkers leave it out
+    moved: ModuleT = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # see above
+    return moved
 
 
 class EfficientNetLite0Embedder(nn.Module):
@@ -38,7 +50,8 @@ class EfficientNetLite0Embedder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x * (255.0 / 128.0) - (127.0 / 128.0)
-        return self.net.extract_features(x).mean(dim=(2, 3))
+        features: torch.Tensor = self.net.extract_features(x)  # the efficientnet package is untyped
+        return features.mean(dim=(2, 3))
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -121,7 +134,8 @@ class ResNet(nn.Module):
         self.out_channels = cin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(self.stem(x))).flatten(1)
+        pooled: torch.Tensor = self.pool(self.stages(self.stem(x)))
+        return pooled.flatten(1)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,6 +144,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class SimCLRBackbone(nn.Module):
     """ResNet -> average pool -> 1x1 conv (linear) to num_ftrs, as lightly's SimCLR model; ImageNet normalisation."""
+
+    mean: torch.Tensor  # buffers (register_buffer)
+    std: torch.Tensor
 
     def __init__(self, name: str = "resnet-18", width: float = 1.0, num_ftrs: int = 32) -> None:
         super().__init__()
@@ -142,7 +159,8 @@ class SimCLRBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.mean) / self.std
-        return self.fc(self.resnet(x))
+        features: torch.Tensor = self.fc(self.resnet(x))
+        return features
 
 
 class SimCLRModel(nn.Module):
@@ -155,7 +173,8 @@ class SimCLRModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, out_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone(x))
+        projected: torch.Tensor = self.head(self.backbone(x))
+        return projected
 
 
 def embedding_model_from_config(name: str = EFFICIENTNET_LITE0, input_size: int = 224, **kwargs: object) -> nn.Module:

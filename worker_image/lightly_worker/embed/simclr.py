@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from ._common import LOG, Progress, autocast_dtype, cpu_count, report, resolve_device, resolve_workers
 from .decode import load_video_frames, open_rgb
 from .files import FrameRef, SampleRef, resolve_sample
-from .models import RESNETS, SimCLRBackbone, SimCLRModel
+from .models import RESNETS, SimCLRBackbone, SimCLRModel, channels_last
 
 
 @dataclass
@@ -210,8 +210,13 @@ def _shift_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     h = (h + shift.view(-1, 1, 1)) % 1.0
     sat = torch.where(maxc > 0, delta / torch.where(maxc > 0, maxc, torch.ones_like(maxc)), torch.zeros_like(maxc))
     v = maxc
-    k = lambda n: (n + h * 6) % 6  # noqa: E731
-    f = lambda n: v - v * sat * torch.clamp(torch.minimum(k(n), 4 - k(n)), 0, 1)  # noqa: E731
+
+    def k(n: int) -> torch.Tensor:
+        return (n + h * 6) % 6
+
+    def f(n: int) -> torch.Tensor:
+        return v - v * sat * torch.clamp(torch.minimum(k(n), 4 - k(n)), 0, 1)
+
     return torch.stack([f(5), f(3), f(1)], dim=1)
 
 
@@ -302,7 +307,7 @@ def train_simclr(
     backbone = SimCLRBackbone(cfg.model_name, cfg.width, cfg.num_ftrs)
     model = SimCLRModel(backbone, cfg.out_dim).to(dev)
     if dev.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+        model = channels_last(model)
     steps = _Steps.create(model, cfg, dev, amp)
     old_threads = torch.get_num_threads()
     if dev.type == "cpu":
@@ -389,7 +394,7 @@ class _Steps:
         if not torch.isfinite(loss):
             raise FloatingPointError(f"SimCLR loss is {loss.item()} at epoch {epoch}; lower the learning rate")
         self.opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss).backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
         self.scaler.step(self.opt)
         self.scaler.update()
         return float(loss.item())

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from lightly_protocol.models import SelectionConfigV4, SelectionEntry, SelectionInput, SelectionStrategy
 from lightly_protocol.validation import selection_problems
@@ -239,7 +240,8 @@ def _minmax(v: np.ndarray) -> np.ndarray:
 def _log_obj(obj: np.ndarray, strength: float) -> np.ndarray:
     if strength == 0:
         return np.zeros(obj.shape, dtype=np.float64)
-    return strength * np.log(np.maximum(obj, EPS))
+    scaled: npt.NDArray[np.float64] = strength * np.log(np.maximum(obj, EPS))
+    return scaled
 
 
 def _similarity(x: np.ndarray, q: np.ndarray, device: str) -> np.ndarray:
@@ -299,14 +301,14 @@ class _Balance:
             pos = [names.index(c) for c in target]
             rest = [j for j in range(len(names)) if j not in pos]
             t = np.array([float(target[c]) for c in target])
-            cols = [mass[:, j] for j in pos]
+            parts = [mass[:, j] for j in pos]
             remainder = max(0.0, 1.0 - float(t.sum()))
             if rest:
-                cols.append(mass[:, rest].sum(1))
+                parts.append(mass[:, rest].sum(1))
                 t = np.append(t, remainder)
             elif t.sum() > 0:
                 t = t / t.sum()  # every class has a target: nothing can take the remainder
-            self.mass = np.stack(cols, 1)
+            self.mass = np.stack(parts, 1)
             self.target = t
         self.size = self.mass.sum(1)
         self.counts = np.zeros(self.mass.shape[1])

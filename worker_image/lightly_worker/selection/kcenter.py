@@ -26,16 +26,16 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from .types import SelectionError
 
-try:  # optional fast CPU kernel
+try:  # optional fast CPU kernel (the name numba is used only under `if _HAVE_NUMBA:`)
     import numba
 
     _HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - depends on the environment
-    numba = None
     _HAVE_NUMBA = False
 
 __all__ = ["HAVE_NUMBA", "KCenterResult", "KCenterState", "kcenter_greedy", "min_sqdist_to_centers"]
@@ -269,7 +269,8 @@ class KCenterState:
 
     def distance_to_mean(self) -> np.ndarray:
         mean = self.x.mean(0, dtype=np.float64)
-        return np.sqrt(((self.x - mean) ** 2).sum(1, dtype=np.float64))
+        dist: npt.NDArray[np.float64] = np.sqrt(((self.x - mean) ** 2).sum(1, dtype=np.float64))
+        return dist
 
     def add(self, idx: int) -> None:
         if self.backend == "numba":
