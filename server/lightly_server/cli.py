@@ -12,7 +12,7 @@ from lightly_protocol.logsafe import configure_logging
 from lightly_protocol.options import OptionError, add_flags, flag_values, load
 
 from .gc_pacing import tune_process
-from .settings import DatabaseSettings, ServeOptions, ServerSettings
+from .settings import CHILD_SETTINGS_ENV, ChildOptions, DatabaseSettings, ServeOptions, ServerSettings
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,7 +255,6 @@ def _revoke_token(args: argparse.Namespace, database_url: str) -> int:
 
 
 MAX_PROCESSES = 64
-ENV_CHILD_SETTINGS = "LIGHTLY_SERVER_CHILD_SETTINGS"
 
 
 def _serve_processes(settings: ServerSettings, processes: int, log_level: str, options: dict[str, Any]) -> int:
@@ -283,7 +282,7 @@ def _serve_processes(settings: ServerSettings, processes: int, log_level: str, o
         (shared / "metrics").mkdir()
         values = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(settings).items()}
         (shared / "settings.json").write_text(json.dumps({"settings": values, "log_level": log_level}))
-        os.environ[ENV_CHILD_SETTINGS] = str(shared / "settings.json")
+        os.environ[CHILD_SETTINGS_ENV] = str(shared / "settings.json")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(shared / "metrics")
         uvicorn.run("lightly_server.cli:process_app", factory=True, workers=processes, **options)
     finally:
@@ -297,7 +296,10 @@ def process_app() -> object:
 
     from .app import create_app
 
-    raw = json.loads(Path(os.environ[ENV_CHILD_SETTINGS]).read_text())
+    settings_file = load(ChildOptions, os.environ).settings_file
+    if settings_file is None:
+        raise RuntimeError(f"{CHILD_SETTINGS_ENV} is not set: process_app runs only in the processes of --processes N")
+    raw = json.loads(settings_file.read_text())
     configure_logging(raw["log_level"])
     app = create_app(load(ServerSettings, {}, raw["settings"]))  # the parent's values, parsed by type
     tune_process()

@@ -6,6 +6,7 @@ loads them from the command line, then the environment, then the defaults.
 * ``ServerSettings``: what a server process uses (``Server``, the routes); the processes of
   ``--processes N`` start from the same object.
 * ``ServeOptions``: what ``serve`` itself needs to listen (address, processes, TLS, logging).
+* ``ChildOptions``: what a process of ``--processes N`` starts from (set by its parent, not by users).
 
 Nothing here reads the environment: the CLI hands ``os.environ`` to ``load``. Two variables are read
 where they are used instead: ``LIGHTLY_SERVER_SECRET_KEY`` (the key itself, by ``crypto.load_keys``: never
@@ -129,3 +130,16 @@ class ServeOptions:
         None, env="LIGHTLY_SERVER_TLS_KEY", flag="--tls-key", help="the PEM private key of --tls-cert"
     )
     log_level: str = option("info", env="LIGHTLY_SERVER_LOG_LEVEL", flag="--log-level", help="log level")
+
+
+#: set by ``serve --processes N`` for its processes
+CHILD_SETTINGS_ENV = "LIGHTLY_SERVER_CHILD_SETTINGS"
+
+
+@dataclass(frozen=True)
+class ChildOptions:
+    settings_file: Path | None = option(
+        None,
+        env=CHILD_SETTINGS_ENV,
+        help="the settings a process of --processes N starts from (JSON, written by its parent)",
+    )
