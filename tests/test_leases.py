@@ -188,11 +188,14 @@ def test_a_schema_1_database_gains_the_worker_session_column(kind: str, tmp_path
         db.migrate()
         with db.write() as conn:  # what a database of the previous schema looks like
             conn.execute(text("ALTER TABLE workers DROP COLUMN session_id"))
+            conn.execute(text("ALTER TABLE tokens DROP COLUMN label"))  # and without version 3's columns
+            conn.execute(text("ALTER TABLE tokens DROP COLUMN last_used_at"))
             conn.execute(text("UPDATE server_settings SET value = '1' WHERE key = 'schema_version'"))
         db.dispose()
         db = Database(url)
         db.migrate()
         assert "session_id" in {c["name"] for c in inspect(db.engine).get_columns("workers")}
+        assert {"label", "last_used_at"} <= {c["name"] for c in inspect(db.engine).get_columns("tokens")}
         db.dispose()
 
 
