@@ -7,11 +7,11 @@ read at every scrape, so a rotated Secret takes effect without a restart. The to
 
 from __future__ import annotations
 
-import hmac
 import logging
 from pathlib import Path
 from typing import Any
 
+from lightly_protocol import tls
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from .settings import SettingsError
@@ -22,24 +22,9 @@ log = logging.getLogger("lightly_operator.metrics")
 def read_token_file(path: str | Path) -> str:
     """The token in ``path``; ``SettingsError`` (saying what to fix, never the token) otherwise."""
     try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise SettingsError(
-            f"--metrics-token-file {path} cannot be read ({exc.strerror}); give a file holding the token "
-            "/metrics asks for (LIGHTLY_OPERATOR_METRICS_TOKEN_FILE)"
-        ) from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"--metrics-token-file {path} is not text; put the token (one line) in it") from None
-    if not token or any(c.isspace() for c in token):
-        raise SettingsError(f"--metrics-token-file {path}: put one token (no spaces, not empty) in the file")
-    return token
-
-
-def bearer_matches(header: str | None, token: str) -> bool:
-    if not header:
-        return False
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+        return tls.read_token_file(str(path), "--metrics-token-file (LIGHTLY_OPERATOR_METRICS_TOKEN_FILE)")
+    except tls.TrustFileError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 class MetricsEndpoint:
@@ -58,7 +43,7 @@ class MetricsEndpoint:
             except SettingsError as exc:
                 log.error("/metrics refused: %s", exc)
                 return web.Response(status=503, text="the metrics token file cannot be read; see the operator's log\n")
-            if not bearer_matches(request.headers.get("Authorization"), token):
+            if not tls.bearer_matches(request.headers.get("Authorization"), token):
                 return web.Response(
                     status=401,
                     text="/metrics needs 'Authorization: Bearer <token>' (the token of --metrics-token-file)\n",

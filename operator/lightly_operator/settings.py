@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from lightly_protocol import tls
 from lightly_protocol.names import (
     PREFIX,
     K8sWorkerName,
@@ -140,21 +141,11 @@ class OperatorSettings:
             self.tls_verify()  # a missing or unreadable CA file is an error at start
 
     def tls_verify(self) -> ssl.SSLContext | bool:
-        """httpx's ``verify=``: the system's CAs, plus those of ``ca_certs`` when set."""
-        if not self.ca_certs:
-            return True
-        ctx = ssl.create_default_context()
+        """httpx's ``verify=``: the default CAs, or the system's plus those of ``ca_certs`` when set."""
         try:
-            ctx.load_verify_locations(cafile=self.ca_certs)
-        except FileNotFoundError:
-            raise SettingsError(f"LIGHTLY_CA_CERTS={self.ca_certs}: no such file; mount the CA's PEM file") from None
-        except (OSError, ssl.SSLError) as exc:
-            why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-            raise SettingsError(
-                f"LIGHTLY_CA_CERTS={self.ca_certs} cannot be used ({why}); it must be a readable file of PEM "
-                "CA certificates (-----BEGIN CERTIFICATE-----)"
-            ) from None
-        return ctx
+            return tls.trust_context(self.ca_certs)
+        except tls.TrustFileError as exc:
+            raise SettingsError(str(exc)) from None
 
     def policy(self) -> FleetPolicy:
         """What fleets may ask for: these settings, each empty allowlist narrowed to its default."""

@@ -8,9 +8,10 @@ that does not fit the certificate is a clear message at start rather than a fail
 
 from __future__ import annotations
 
-import hmac
 import ssl
 from pathlib import Path
+
+from lightly_protocol import tls
 
 
 class NetworkSettingError(ValueError):
@@ -51,21 +52,9 @@ def check_tls(cert: str | Path | None, key: str | Path | None) -> tuple[str, str
 def read_token_file(path: str | Path, flag: str) -> str:
     """The bearer token in ``path`` (surrounding whitespace removed); never part of a message."""
     try:
-        token = Path(path).read_text().strip()
-    except OSError as exc:
-        raise NetworkSettingError(
-            f"{flag} {path} cannot be read ({exc.strerror}); give a file holding the token /metrics asks for"
-        ) from None
-    except UnicodeDecodeError:
-        raise NetworkSettingError(f"{flag} {path} is not text; put the token (one line) in it") from None
-    if not token or any(c.isspace() for c in token):
-        raise NetworkSettingError(f"{flag} {path}: put one token (no spaces, not empty) in the file")
-    return token
+        return tls.read_token_file(str(path), flag)
+    except tls.TrustFileError as exc:
+        raise NetworkSettingError(str(exc)) from None
 
 
-def bearer_matches(header: str | None, token: str) -> bool:
-    """Whether an ``Authorization`` header value is ``Bearer <token>`` (compared in constant time)."""
-    if not header:
-        return False
-    scheme, _, given = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+bearer_matches = tls.bearer_matches

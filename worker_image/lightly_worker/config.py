@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from lightly_protocol import tls
 from lightly_protocol.models import DockerConfigV4, LightlyConfigV3
 from lightly_protocol.names import WORKER_NAME_RE
 from pydantic import BaseModel
@@ -140,23 +141,12 @@ def tls_verify(environ: Mapping[str, str] | None = None) -> ssl.SSLContext | boo
 
 
 def api_verify(ca_certs: str | None) -> ssl.SSLContext | bool:
-    """httpx's ``verify=`` for the API: the system's CAs, plus the PEM file ``ca_certs`` (``LIGHTLY_CA_CERTS``:
-    a private CA; the same variable lightly's own client reads)."""
-    path = ca_certs or ""
-    if not path:
-        return True
-    ctx = ssl.create_default_context()
+    """httpx's ``verify=`` for the API: the default CAs, or the system's plus the PEM file ``ca_certs``
+    (``LIGHTLY_CA_CERTS``: a private CA; the same variable lightly's own client reads)."""
     try:
-        ctx.load_verify_locations(cafile=path)
-    except FileNotFoundError:
-        raise ConfigError(f"LIGHTLY_CA_CERTS={path}: no such file; mount the CA's PEM file there") from None
-    except (OSError, ssl.SSLError) as exc:
-        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or exc
-        raise ConfigError(
-            f"LIGHTLY_CA_CERTS={path} cannot be used ({why}); it must be a readable file of PEM CA certificates "
-            "(-----BEGIN CERTIFICATE-----)"
-        ) from None
-    return ctx
+        return tls.trust_context(ca_certs)
+    except tls.TrustFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> WorkerArgs:
