@@ -1,8 +1,8 @@
 """End to end on a real cluster where pods run: the product's main path.
 
 The Helm chart (rendered by the real Helm engine) is applied with kubectl: CRD, RBAC, the operator
-Deployment from the operator image under the chart's ServiceAccount (cluster-wide, the chart's
-default), and the bundled API server from the server image with its token bootstrap. A LightlyWorker
+Deployment from the operator image under the chart's ServiceAccount (the release namespace, the
+chart's default), and the bundled API server from the server image with its token bootstrap. A LightlyWorker
 with 2 replicas and no GPU request gets worker pods from the worker image (token mounted as a file,
 UID 10001, read-only root filesystem), and the unmodified ``lightly==1.5.26`` client schedules
 DIVERSITY runs through a port-forward. Then: a busy worker's pod is deleted mid-run (the run still
@@ -47,7 +47,7 @@ from lightly_protocol import paths
 pytest_plugins = ("e2e_fixtures",)
 
 
-def test_operator_runs_cluster_wide_from_its_image_under_the_chart_service_account(stack: Stack) -> None:
+def test_operator_watches_its_release_namespace_from_its_image_under_the_chart_service_account(stack: Stack) -> None:
     pods = stack.kube.json("-n", stack.ns, "get", "pods", "-l", OPERATOR_SELECTOR)["items"]
     assert pods, stack.kube.diagnostics(stack.ns, OPERATOR_SELECTOR)
     pod = pods[0]
@@ -55,7 +55,7 @@ def test_operator_runs_cluster_wide_from_its_image_under_the_chart_service_accou
     statuses = pod["status"]["containerStatuses"]
     assert all(c["ready"] and c["restartCount"] == 0 for c in statuses), statuses
     args = pod["spec"]["containers"][0].get("args", [])
-    assert not any(a.startswith("--namespace") for a in args), args  # the chart's default: all namespaces
+    assert f"--namespace={stack.ns}" in args, args  # the chart's default: the release namespace only
     log = stack.kube.run("-n", stack.ns, "logs", pod["metadata"]["name"]).stdout
     assert "Traceback" not in log, log[-3000:]
     # the bundled server's secret key (datasource credentials at rest), made once by the bootstrap
