@@ -22,7 +22,7 @@ def pod_of(settings: OperatorSettings = SETTINGS, url: str = "http://x", **spec:
 def problems(settings: OperatorSettings = SETTINGS, url: str | None = None, **spec: Any) -> list[str]:
     raw = {"api": {"tokenSecretRef": {"name": "t"}}, **spec}
     url = url or settings.api_url
-    return check_fleet(raw, url, pod_of(settings, url, **spec), settings.policy())
+    return check_fleet(raw, url, pod_of(settings, url, **spec), settings.policy)
 
 
 def test_the_operators_own_pod_passes_its_policy() -> None:

@@ -18,6 +18,7 @@ class Example:
     key_file: Path | None = option(None, env="X_KEY_FILE", flag="--key-file", help="the key")
     names: tuple[str, ...] = option((), env="X_NAMES", help="comma-separated names")
     label: str = option("a", help="no env, no flag")
+    prefix: str = option("p", env="X_PREFIX", keep_empty=True, help="empty has a meaning")
 
 
 def parse(argv: list[str], environ: dict[str, str]) -> Example:
@@ -33,6 +34,7 @@ def test_flags_win_over_the_environment_which_wins_over_defaults() -> None:
     assert parse(["--port", "7", "--debug", "false"], {"X_PORT": "9", "X_DEBUG": "1"}).port == 7
     assert parse(["--debug", "false"], {"X_DEBUG": "1"}).debug is False
     assert parse([], {"X_PORT": ""}).port == 8080  # set but empty: the default
+    assert parse([], {"X_PREFIX": ""}).prefix == "" and parse([], {}).prefix == "p"  # unless it keeps empty
     assert load(Example, {"X_PORT": "9"}, port=1, label="b") == Example(port=1, label="b")
 
 
@@ -46,7 +48,7 @@ def test_a_bad_value_names_its_source_and_what_it_wants() -> None:
 def test_the_reference_lists_each_setting_once_with_its_default() -> None:
     rows = reference(Example)
     assert rows[0] == ("--port", "X_PORT", 8080, "TCP port")
-    assert [r[1] for r in rows] == ["X_PORT", "X_RATIO", "X_DEBUG", "X_KEY_FILE", "X_NAMES", ""]
+    assert [r[1] for r in rows] == ["X_PORT", "X_RATIO", "X_DEBUG", "X_KEY_FILE", "X_NAMES", "", "X_PREFIX"]
     help_text = argparse.ArgumentParser()
     add_flags(help_text, Example)
     assert "TCP port [env X_PORT; default 8080]" in help_text.format_help().replace("\n", " ").replace("  ", " ")

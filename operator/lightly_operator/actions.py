@@ -93,7 +93,6 @@ class FleetActions:
         self.settings = settings
         self.kube = kube
         self.metrics = metrics
-        self.policy = settings.policy()
 
     async def sync_pull_secret(self, ctx: ActContext, pods: Sequence[PodView]) -> None:
         """Keep the dockerconfigjson pull Secret equal to the key file; pods that never got their image
@@ -109,7 +108,7 @@ class FleetActions:
                 creds.secret_ref.name,
                 creds.secret_ref.key,
                 "spec.registryCredentials.secretRef",
-                self.policy,
+                self.settings.policy,
             )
             changed = await self.kube.apply_secret(ctx.namespace, build_pull_secret(ctx.body, creds.registry, key))
         except SecretProblem as exc:
@@ -157,8 +156,7 @@ class FleetActions:
         for pod in pods:
             if pod.image_pull and not pod.deleting:
                 try:
-                    await self.kube.delete_pod(ctx.namespace, pod.name)
-                    ctx.memo.deleted[pod.name] = time.monotonic()
+                    await self._delete_pod(ctx, pod.name)
                     self.metrics.pod_actions.labels("delete").inc()
                     ctx.logger.info(
                         f"deleted pod {pod.name}: it could not pull its image; retrying with new credentials"
@@ -194,8 +192,7 @@ class FleetActions:
             try:
                 for pod in ctx.by_index.get(i, []):
                     if pod.worker_id == wid and not pod.deleting:
-                        await self.kube.delete_pod(namespace, pod.name)
-                        ctx.memo.deleted[pod.name] = time.monotonic()
+                        await self._delete_pod(ctx, pod.name)
                 await api.delete_worker(wid)
             except (ApiException, ApiProblem) as exc:
                 ctx.logger.warning(f"legacy-named worker {wid} ({w.name}) not removed yet ({exc}); the sweep will")
@@ -245,11 +242,16 @@ class FleetActions:
                 elif pod.ready:
                     memo.failures.pop(pod.index, None)
 
+    async def _delete_pod(self, ctx: ActContext, name: str) -> None:
+        """Delete one of the fleet's pods; it counts as terminating until the pod index shows it so
+        (``memo.deleted``), so a stale index cannot make it look alive."""
+        await self.kube.delete_pod(ctx.namespace, name)
+        ctx.memo.deleted[name] = time.monotonic()
+
     async def _delete_pods(self, ctx: ActContext, p: Plan) -> None:
         for pod_name, reason in p.delete:
             try:
-                await self.kube.delete_pod(ctx.namespace, pod_name)
-                ctx.memo.deleted[pod_name] = time.monotonic()
+                await self._delete_pod(ctx, pod_name)
                 self.metrics.pod_actions.labels("delete").inc()
                 ctx.logger.info(f"deleted pod {pod_name}: {reason}")
             except ApiException as exc:

@@ -54,7 +54,6 @@ class ApiAccess:
         self._http_loop: asyncio.AbstractEventLoop | None = None
         self.cache = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
         self.secrets = ApiStateCache(ttl=max(0.5, settings.resync_seconds))
-        self.policy = settings.policy()
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -83,7 +82,7 @@ class ApiAccess:
 
         async def read() -> tuple[str, str]:
             value, raw = await self.kube.read_secret_value(
-                namespace, ref.name, ref.key, "spec.api.tokenSecretRef", self.policy
+                namespace, ref.name, ref.key, "spec.api.tokenSecretRef", self.settings.policy
             )
             return value, token_fingerprint({ref.key: raw}, ref.key)
 
@@ -96,7 +95,7 @@ class ApiAccess:
         """SecretProblem unless the Secret exists and is opted in; the answer is kept for a resync interval."""
 
         async def read() -> bool:
-            await self.kube.read_secret(namespace, name, field, self.policy)
+            await self.kube.read_secret(namespace, name, field, self.settings.policy)
             return True
 
         await self.secrets.get((namespace, name, "", "opted-in"), read)

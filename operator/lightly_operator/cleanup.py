@@ -54,7 +54,7 @@ class Deregistration:
             spec = parse_spec(body.get("spec") or {})
             timeout = spec.deregistration.timeout_seconds
             url = self.apis.url(spec)
-            if not self.apis.policy.api_url_allowed(url):  # never send the token where the policy forbids
+            if not self.settings.policy.api_url_allowed(url):  # never send the token where the policy forbids
                 raise SpecError(f"spec.api.url {url} is not an allowed Lightly API URL")
             token, _fp = await self.apis.token(namespace, spec, fresh=True)
             api = self.apis.client(url, token)

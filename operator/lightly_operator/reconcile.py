@@ -137,7 +137,7 @@ class FleetReconciler:
         operator would build, so ``podTemplate`` cannot get around it."""
         url = self.apis.url(spec)
         pod = build_pod(body, spec, 0, "policy-check", "policy", self.settings, url)["spec"]
-        problems = check_fleet(body.get("spec") or {}, url, pod, self.apis.policy)
+        problems = check_fleet(body.get("spec") or {}, url, pod, self.settings.policy)
         if problems:
             return Condition("Degraded", True, "PolicyViolation", "; ".join(problems))
         # the token Secret is read (and its label checked) by observe; the pull Secret is the operator's own

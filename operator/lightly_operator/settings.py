@@ -9,6 +9,7 @@ CLI hands ``os.environ`` to ``OperatorSettings.from_env`` and ``load(ProcessOpti
 
 from __future__ import annotations
 
+import functools
 import os
 import ssl
 from collections.abc import Iterable, Mapping
@@ -26,7 +27,7 @@ from lightly_protocol.names import (
     parse_legacy_k8s_worker_name,
     parse_renamed_k8s_worker_name,
 )
-from lightly_protocol.options import OptionError, load, option, options
+from lightly_protocol.options import OptionError, load, option
 
 from . import __version__
 from .policy import SECRET_LABEL, FleetPolicy
@@ -50,6 +51,7 @@ class OperatorSettings:
     cluster_name: str = option(
         "default",
         env="LIGHTLY_CLUSTER_NAME",
+        keep_empty=True,  # set but empty is refused (__post_init__), never silently "default"
         help="part of registered names k8s_<cluster>_<ns>_<name>_<index>: a DNS label of at most 40 characters",
     )
     resync_seconds: float = option(
@@ -114,24 +116,18 @@ class OperatorSettings:
     secret_label: str = option(
         SECRET_LABEL,
         env="LIGHTLY_OPERATOR_SECRET_LABEL",
+        keep_empty=True,  # "": no label needed
         help='the label (value "true") a Secret needs before a fleet may use it; empty: none needed',
     )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> OperatorSettings:
-        """The settings the environment gives (``load``), with ``overrides`` on top.
-
-        A number's, a list's or a switch's variable that is set but empty means its default; a text's means
-        the empty text (``LIGHTLY_OPERATOR_SECRET_LABEL=""``: no label needed; ``LIGHTLY_CLUSTER_NAME=""``
-        is refused). A value that cannot be parsed is a ``SettingsError`` naming the variable."""
-        env = os.environ if environ is None else environ
-        empty_texts = {f.name: "" for f, o, kind in options(cls) if kind is str and o.env and env.get(o.env) == ""}
+        """The settings the environment gives (``load``), with ``overrides`` on top; a value that cannot be
+        parsed is a ``SettingsError`` naming the variable."""
         try:
-            return load(cls, env, empty_texts, **overrides)
-        except SettingsError:
-            raise
+            return load(cls, os.environ if environ is None else environ, **overrides)
         except OptionError as exc:
-            raise SettingsError(str(exc)) from None
+            raise exc if isinstance(exc, SettingsError) else SettingsError(str(exc)) from None
 
     def __post_init__(self) -> None:
         problem = cluster_name_problem(self.cluster_name)
@@ -147,6 +143,7 @@ class OperatorSettings:
         except tls.TrustFileError as exc:
             raise SettingsError(str(exc)) from None
 
+    @functools.cached_property
     def policy(self) -> FleetPolicy:
         """What fleets may ask for: these settings, each empty allowlist narrowed to its default."""
         return FleetPolicy.defaults_for(

@@ -11,11 +11,12 @@ default, their environment variable, their command-line flag and their help.
     args = parser.parse_args()
     settings = load(ServerSettings, os.environ, flag_values(args, ServerSettings))
 
-Precedence: a flag given on the command line, else the environment variable (set and not empty), else the
-default. Values are parsed by the field's type (``str``, ``int``, ``float``, ``bool``, ``Path``, those
-``| None``, and ``tuple[str, ...]`` from comma-separated text); a bad value raises ``OptionError`` naming
-the variable or flag and what it wants. ``reference`` gives the rows of the docs' configuration tables, so
-the tables are tested against the objects.
+Precedence: a flag given on the command line, else the environment variable (set and not empty, or set
+at all for a field declared ``keep_empty``), else the default. Values are parsed by the field's type
+(``str``, ``int``, ``float``, ``bool``, ``Path``, those ``| None``, and ``tuple[str, ...]`` from
+comma-separated text); a bad value raises ``OptionError`` naming the variable or flag and what it wants.
+``reference`` gives the rows of the docs' configuration tables, so the tables are tested against the
+objects.
 
 Pure: the caller passes the environment; nothing here reads it.
 """
@@ -44,6 +45,8 @@ class Option:
     env: str | None
     flag: str | None
     help: str
+    #: a variable set to "" gives "" (not the default): for text where empty has a meaning of its own
+    keep_empty: bool = False
 
 
 def option(
@@ -53,9 +56,10 @@ def option(
     flag: str | None = None,
     help: str,
     default_factory: Callable[[], Any] | None = None,
+    keep_empty: bool = False,
 ) -> Any:
     """A dataclass field that is a setting (see the module's docstring)."""
-    meta = {"option": Option(env, flag, help)}
+    meta = {"option": Option(env, flag, help, keep_empty)}
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -111,7 +115,7 @@ def load(cls: type[T], environ: Mapping[str, str], given: Mapping[str, Any] | No
         if given.get(f.name) is not None:
             value = given[f.name]
             values[f.name] = parse(kind, value, opt.flag or f.name) if isinstance(value, str) else value
-        elif opt.env and environ.get(opt.env, "") != "":
+        elif opt.env and opt.env in environ and (environ[opt.env] != "" or opt.keep_empty):
             values[f.name] = parse(kind, environ[opt.env], opt.env)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]  # cls is a dataclass
     values.update({k: v for k, v in given.items() if k in names and k not in values and v is not None})
