@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """One flag per setting that has one (``ProcessOptions``, ``OperatorSettings``); each flag's default is
-    None, so ``process_options`` and ``operator_settings`` look further (the environment, the default)."""
-    from .settings import OperatorSettings, ProcessOptions
+    """One flag per setting of ``ProcessOptions``; each flag's default is None, so ``process_options``
+    looks further (the environment, the default)."""
+    from .settings import ProcessOptions
 
     p = argparse.ArgumentParser(
         prog="lightly-operator",
@@ -37,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         conflict_handler="resolve",  # --namespace below replaces the one add_flags makes
     )
-    add_flags(p, ProcessOptions)
-    add_flags(p, OperatorSettings)
+    add_flags(p, ProcessOptions)  # OperatorSettings has variables only, no flags
     p.add_argument(
         "--namespace",
         "-n",
