@@ -235,3 +235,16 @@ def test_a_sigterm_while_the_worker_starts_stops_it_cleanly(tmp_path: Path) -> N
         assert "worker stopped" in out, out[-3000:]
     finally:
         server.stop()
+
+
+def test_an_empty_server_location_is_refused_never_replaced_by_lightlys_public_api(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mis-set, empty LIGHTLY_SERVER_LOCATION must not send the token to https://api.lightly.ai."""
+    from lightly_worker.cli import main
+
+    monkeypatch.setenv("LIGHTLY_SERVER_LOCATION", "")
+    monkeypatch.setenv("LIGHTLY_TOKEN", "secret-token-value")
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert "LIGHTLY_SERVER_LOCATION is set but empty" in err and "secret-token-value" not in err

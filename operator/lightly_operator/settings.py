@@ -84,7 +84,7 @@ class OperatorSettings:
     termination_grace_seconds: int = 300
     ca_certs: str = option(
         "",
-        env="LIGHTLY_CA_CERTS",
+        env=tls.CA_SETTING,
         help="PEM file of CA certificates trusted for https:// APIs besides the system's (a private CA); empty: none",
     )
     # what fleets may ask for (``policy.FleetPolicy``); an empty list means its narrow default

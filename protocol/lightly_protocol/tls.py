@@ -10,8 +10,10 @@ from __future__ import annotations
 import hmac
 import ssl
 
+from .pod_contract import ENV_CA_CERTS
+
 #: the setting of our worker and operator (and of lightly's own client) naming a CA file to trust
-CA_SETTING = "LIGHTLY_CA_CERTS"
+CA_SETTING = ENV_CA_CERTS
 
 
 def tls_problem(exc: BaseException) -> str | None:

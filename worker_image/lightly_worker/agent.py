@@ -315,7 +315,7 @@ class WorkerAgent:
                     self.api.datasource(assignment.dataset_id, "LIGHTLY"),
                     Path(tmp),
                 )
-                options = JobOptions(args["device"], args["embedding.model"], args["embedding.input_size"])
+                options = JobOptions.of(args)
                 job = shard_job(config, paths, options)
                 started = True
                 runner.run(assignment, job)
@@ -407,7 +407,7 @@ class WorkerAgent:
             if parallelism_of(config) != 1:
                 heartbeat = float(self.args["worker.heartbeat_seconds"])
                 split = Coordinator(self.api, self.worker_id, row.id, run_id, heartbeat, self.cancel).stages()
-            options = JobOptions(self.args["device"], self.args["embedding.model"], self.args["embedding.input_size"])
+            options = JobOptions.of(self.args)
             run = RunInfo(run_id, row.dataset_id, config.wire())
             result = run_job(config, paths, reporter, options, run=run, stages=split)
             reporter.stage("UPLOADING_ARTIFACTS", f"uploading {len(result.files)} output files")

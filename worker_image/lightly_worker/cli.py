@@ -100,7 +100,7 @@ def run_local(args: WorkerArgs) -> int:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     logging.getLogger("lightly_worker.run").addHandler(handler)
     try:
-        options = JobOptions(args["device"], args["embedding.model"], args["embedding.input_size"])
+        options = JobOptions.of(args)
         result = run_job(config, paths, NullReporter(echo=print), options)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -144,6 +144,11 @@ def run_waiting(args: WorkerArgs) -> int:
     from .api import WorkerApi
     from .metrics import WorkerMetrics
 
+    if not args.settings.server_location.strip():  # the token must never go to a default it did not name
+        raise ConfigError(
+            "LIGHTLY_SERVER_LOCATION is set but empty; set it to the API's URL (e.g. http://lightly-server:8080) "
+            "or unset it for https://api.lightly.ai"
+        )
     token = args.token()
     if not token:
         raise ConfigError("no token: mount it and set LIGHTLY_TOKEN_FILE, or set LIGHTLY_TOKEN, or pass token=...")

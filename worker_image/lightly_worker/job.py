@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # torch and the embedding code load with the first job, not w
     from lightly_protocol.models import DockerConfigV4
     from torch import nn
 
+    from .config import WorkerArgs
     from .embed import CheckResult
     from .selection import SelectionResult
 
@@ -83,6 +84,11 @@ class JobOptions:
     device: str = "auto"
     embedding_model: str = "efficientnet-lite0"
     embedding_input_size: int | None = None
+
+    @classmethod
+    def of(cls, args: WorkerArgs) -> JobOptions:
+        """The job options the command line and the environment set."""
+        return cls(args["device"], args["embedding.model"], args["embedding.input_size"])
 
 
 @dataclass

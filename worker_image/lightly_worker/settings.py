@@ -48,7 +48,10 @@ class WorkerSettings:
     )
     env_token: str | None = option(None, env=pod.ENV_TOKEN, help="the API token itself, when no file is given")
     server_location: str = option(
-        "https://api.lightly.ai", env=pod.ENV_SERVER_LOCATION, help="the API's base URL (waiting mode)"
+        "https://api.lightly.ai",
+        env=pod.ENV_SERVER_LOCATION,
+        keep_empty=True,  # set but empty is refused (cli.run_waiting), never silently Lightly's public API
+        help="the API's base URL (waiting mode)",
     )
     ca_certs: str | None = option(
         None, env=pod.ENV_CA_CERTS, help="PEM file of a private CA the API's certificate is signed by"

@@ -36,6 +36,7 @@ Class information and SCORES computed per task:
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -157,11 +158,11 @@ class _TaskSchema:
     task_type: str
     cats: list[dict[str, Any]]
 
-    @property
+    @functools.cached_property  # read for every predictions file: computed once per task
     def ids(self) -> list[int]:
         return [int(c["id"]) for c in self.cats]
 
-    @property
+    @functools.cached_property
     def col(self) -> dict[int, int]:
         """Category id -> column."""
         return {cid: j for j, cid in enumerate(self.ids)}
