@@ -132,6 +132,10 @@ def test_unknown_or_malformed_fingerprint_is_a_clear_error(db_backend: Backend, 
     assert "list-tokens" in unknown.stderr
     malformed = cli("revoke-token", "--database", db_backend.database_url, "not-a-fingerprint")
     assert malformed.returncode == 2 and "FINGERPRINT column of 'lightly-server list-tokens'" in malformed.stderr
+    # the token itself where the fingerprint goes: refused, and never printed back
+    pasted = cli("revoke-token", "--database", db_backend.database_url, token)
+    assert pasted.returncode == 2 and "--token-file" in pasted.stderr, pasted
+    assert token not in pasted.stdout + pasted.stderr
     nothing = cli("revoke-token", "--database", db_backend.database_url)
     assert nothing.returncode == 2 and "FINGERPRINT" in nothing.stderr and "--token-file" in nothing.stderr
     bad_label = cli("create-token", "--database", db_backend.database_url, "--user", "x", "--label", "a\nb")

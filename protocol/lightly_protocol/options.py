@@ -71,18 +71,18 @@ def options(cls: type) -> list[tuple[dataclasses.Field[Any], Option, Any]]:
     return [(f, f.metadata["option"], hints[f.name]) for f in dataclasses.fields(cls) if "option" in f.metadata]
 
 
-def _base(kind: Any) -> tuple[Any, bool]:
-    """(the type without ``None``, whether ``None`` is allowed)."""
+def _base(kind: Any) -> Any:
+    """The type without ``None``."""
     args = typing.get_args(kind)
     if typing.get_origin(kind) in (typing.Union, types.UnionType) and type(None) in args:
         rest = [a for a in args if a is not type(None)]
-        return rest[0], True
-    return kind, False
+        return rest[0]
+    return kind
 
 
 def parse(kind: Any, raw: str, where: str) -> Any:
     """``raw`` (from the environment or a flag) as a value of ``kind``."""
-    base, _ = _base(kind)
+    base = _base(kind)
     text = raw.strip()
     try:
         if base is bool:

@@ -119,8 +119,8 @@ def revoke_token(db: Database, *, fingerprint_or_hash: str | None = None, token:
     else:
         prefix = (fingerprint_or_hash or "").lower()
         if not FINGERPRINT.match(prefix):
-            raise TokenNotFound(
-                f"{fingerprint_or_hash!r} is not a token fingerprint: pass the FINGERPRINT column of "
+            raise TokenNotFound(  # the argument is never echoed: it may be the token itself
+                "the argument is not a token fingerprint: pass the FINGERPRINT column of "
                 "'lightly-server list-tokens' (hex, at least 8 characters), or the token itself with --token-file"
             )
         match = tokens.c.token_hash.startswith(prefix, autoescape=True)
@@ -213,17 +213,13 @@ class TokenCache:
     def _note_use(self, token_hash: str, stored: int | None) -> None:
         """``last_used_at`` to the minute: one small write per token and process at most once a minute."""
         now = now_ms()
-        last = max(stored or 0, self._used_written.get(token_hash, 0))
-        if now - last < LAST_USED_RESOLUTION_MS:
-            return
-        self._used_written[token_hash] = now
+        with self._lock:  # checked and claimed at once: concurrent misses of one token write once
+            last = max(stored or 0, self._used_written.get(token_hash, 0))
+            if now - last < LAST_USED_RESOLUTION_MS:
+                return
+            self._used_written[token_hash] = now
         try:
             with self.db.write() as conn:
                 conn.execute(tokens.update().where(tokens.c.token_hash == token_hash).values(last_used_at=now))
         except Exception as exc:  # bookkeeping only: the request goes on
             log.warning("could not record a token's last use (%s)", type(exc).__name__)
-
-    def holds_valid(self, token: str) -> bool:
-        """Whether ``token`` is among this process's known-good tokens (fresh or not)."""
-        with self._lock:
-            return hash_token(token) in self._valid

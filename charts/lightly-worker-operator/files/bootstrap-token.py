@@ -15,6 +15,7 @@ once in that Secret in SECRET_KEY_NAMESPACE, and an existing one is never replac
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -74,10 +75,14 @@ def create_secret(ns: str, name: str, key: str, value: str, what: str, labels: d
 def hand_over_secret_key(value: str) -> None:
     """Write the key where the server reads it (SECRET_KEY_OUT_FILE, an in-memory volume), readable by us alone."""
     out = os.environ.get("SECRET_KEY_OUT_FILE")
-    if out:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+    if out:  # a new file replaces the old one: a restarted init container finds the 0400 file of its last try
+        tmp = f"{out}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
         with os.fdopen(fd, "w") as fh:
             fh.write(value + "\n")
+        os.replace(tmp, out)
 
 
 def ensure_secret_key() -> int:
