@@ -35,6 +35,9 @@ __all__ = [
     "dataset_tags",
     "datasets_by_name",
     "datasource",
+    "datasource_list",
+    "datasource_read_url",
+    "datasource_write_url",
     "datasources_all",
     "run",
     "run_artifacts",
@@ -114,6 +117,21 @@ def dataset_schedule(dataset_id: str) -> str:
 def datasource(dataset_id: str) -> str:
     """A dataset's datasource (``purpose`` query parameter)."""
     return f"{DATASETS}/{dataset_id}/datasource"
+
+
+def datasource_list(dataset_id: str) -> str:
+    """The files of a dataset's datasource, paged by ``cursor`` (``purpose``, ``prefix``, ``pageSize``: extensions)."""
+    return f"{DATASETS}/{dataset_id}/datasource/list"
+
+
+def datasource_read_url(dataset_id: str) -> str:
+    """Extension: a fresh presigned GET URL of one file (``purpose``, ``fileName``), a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/readUrl"
+
+
+def datasource_write_url(dataset_id: str) -> str:
+    """Extension: a presigned PUT URL of one file of the LIGHTLY datasource (``fileName``), a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/writeUrl"
 
 
 def run(run_id: str) -> str:
