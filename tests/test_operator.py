@@ -536,6 +536,8 @@ def test_example_manifests_reconcile(env: Env) -> None:
         pull = env.wait(lambda: env.kube.get("secrets", "elastic-fleet-registry"), "pull secret")
         assert pull["type"] == "kubernetes.io/dockerconfigjson"
         env.wait(lambda: env.status("elastic-fleet").get("phase") == "ScaledToZero", "elastic at zero")
+        # the bucket fleet (no input/lightly volume) is accepted and follows the queue from zero as well
+        env.wait(lambda: env.status("bucket-fleet").get("phase") == "ScaledToZero", "bucket fleet at zero")
 
 
 def test_metrics_describe_the_fleets(env: Env) -> None:

@@ -129,3 +129,37 @@ def test_every_variable_the_builder_sets_is_one_the_worker_reads() -> None:
         container = _pod("Recreate", ca)["spec"]["containers"][0]
         assert {e["name"] for e in container["env"]} <= declared
     assert {pod_contract.ENV_SERVER_LOCATION, pod_contract.ENV_TOKEN_FILE, pod_contract.ENV_CA_CERTS} <= declared
+
+
+def test_a_bucket_fleet_without_volumes_builds_a_valid_pod_whose_worker_starts(tmp_path: Path) -> None:
+    """examples/lightlyworker-s3.yaml: no ``input``, no ``lightly``. The pod mounts only the token, /dev/shm,
+    the output and /tmp (nothing that ties it to a node or needs shared storage), passes the Kubernetes
+    schema, and the worker's parsing of it finds its token and server; its input_mount and lightly_mount
+    are in no volume (a bucket datasource is read through the API's presigned URLs)."""
+    import yaml
+
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    example = yaml.safe_load((Path(__file__).parent.parent / "examples" / "lightlyworker-s3.yaml").read_text())
+    assert "input" not in example["spec"] and "lightly" not in example["spec"]
+    spec = parse_spec(example["spec"])
+    settings = OperatorSettings(api_url=API, worker_image="worker:1", cluster_name="c1")
+    body = {"metadata": {**example["metadata"], "namespace": "ml", "uid": "u-1"}}
+    pod = build_pod(body, spec, 0, "w" * 24, "0123456789abcdef", settings, API)
+    kubernetes_validate.validate(pod, "1.28", strict=True)
+
+    container = pod["spec"]["containers"][0]
+    assert {v["name"] for v in pod["spec"]["volumes"]} == {"lightly-token", "dshm", "output", "tmp"}
+    assert not any("persistentVolumeClaim" in v or "hostPath" in v for v in pod["spec"]["volumes"])
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert pod_contract.INPUT_MOUNT not in mounts and pod_contract.LIGHTLY_MOUNT not in mounts
+    # the spread over nodes from the template, matching the fleet's pod labels
+    (spread,) = pod["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+
+    files = PodFiles(pod, tmp_path)
+    args = files.worker(container)
+    assert args.token() == TOKEN and args.settings.server_location == API
+    for key in ("input_mount", "lightly_mount"):
+        with pytest.raises(AssertionError, match="in no volume"):
+            files.where(str(args.path(key)))
+    assert files.volume_of(str(args.path("output_dir"))) == "output"
