@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import base64
 import os
+import socket
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ from cluster import (
     render_chart,
     require,
 )
-from lightly_devkit.net import PROXY_VARS
+from lightly_devkit.net import PROXY_VARS, free_port
 
 
 @pytest.fixture(scope="session")
@@ -66,8 +68,50 @@ def e2e_policy(worker_repository: str, registry: str | None) -> dict[str, Any]:
     return {"allowedImages": [f"{worker_repository}:*", f"{registry}/*"], "allowedRegistries": [registry]}
 
 
+#: the address of this machine that the cluster's pods reach (the single-node kit's host address; with kind,
+#: the docker network's gateway): the e2e S3 server listens there
+HOST_ADDRESS_ENV = "LIGHTLY_E2E_HOST_ADDRESS"
+KIT_HOST_ADDRESS = "10.199.0.1"
+
+
+@dataclass
+class E2eS3:
+    """moto's S3 server on this machine where pods reach it (``url``), or why there is none (``missing``)."""
+
+    url: str = ""
+    missing: str | None = None
+
+
 @pytest.fixture(scope="session")
-def stack(e2e_kube: Kube, e2e_images: dict[str, str]) -> Iterator[Stack]:
+def e2e_s3() -> Iterator[E2eS3]:
+    """moto's S3 server bound to ``$LIGHTLY_E2E_HOST_ADDRESS`` (default the kit's 10.199.0.1): the bundled
+    server gets it as ``AWS_ENDPOINT_URL`` (its presigned URLs then point there, for the worker pods). When it
+    cannot start, the bucket tests skip (fail under CI) with ``missing``; the other e2e tests do not need it."""
+    host = os.environ.get(HOST_ADDRESS_ENV, KIT_HOST_ADDRESS)
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError as exc:
+        yield E2eS3(missing=f"moto[server] is not installed (the [test] extra): {exc}")
+        return
+    try:
+        with socket.socket() as probe:
+            probe.bind((host, 0))  # the address exists on this machine (the kit's node adds it while it runs)
+    except OSError as exc:
+        yield E2eS3(
+            missing=f"cannot listen on {host} ({exc}); set {HOST_ADDRESS_ENV} to this machine's address "
+            "that the cluster's pods reach"
+        )
+        return
+    server = ThreadedMotoServer(ip_address=host, port=free_port(host), verbose=False)
+    server.start()
+    try:
+        yield E2eS3(url="http://{}:{}".format(*server.get_host_and_port()))
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(e2e_kube: Kube, e2e_images: dict[str, str], e2e_s3: E2eS3) -> Iterator[Stack]:
     kube, images = e2e_kube, e2e_images
     ns = f"lightly-e2e-{os.getpid()}"
     kube.run("create", "namespace", ns)
@@ -82,6 +126,8 @@ def stack(e2e_kube: Kube, e2e_images: dict[str, str]) -> Iterator[Stack]:
             "image": image_values(images["server"]),
             "persistence": {"enabled": False},
             "leaseSeconds": 20,
+            # S3 datasources are read from the e2e S3 server (the AWS SDKs' variable, honoured by the server)
+            "extraEnv": [{"name": "AWS_ENDPOINT_URL", "value": e2e_s3.url}] if e2e_s3.url else [],
         },
     }
     try:
