@@ -375,6 +375,49 @@ DatasourceConfig = Annotated[
 ]
 
 
+class DatasourceRawSamplesRow(Wire):
+    """One file of a datasource listing: its name relative to the datasource root, and a read URL."""
+
+    file_name: StrictStr
+    read_url: StrictStr
+
+
+class DatasourceRawSamplesData(Wire):
+    """A page of a datasource listing (also the metadata and predictions listings): ``cursor`` continues it
+    while ``hasMore``."""
+
+    has_more: StrictBool
+    cursor: StrictStr
+    data: list[DatasourceRawSamplesRow]
+
+
+class DivideAndConquerCursorData(Wire):
+    cursors: list[StrictStr]
+
+
+class DatasourceConfigVerifyErrors(Wire):
+    can_read: StrictStr | None = None
+    can_write: StrictStr | None = None
+    can_list: StrictStr | None = None
+    can_overwrite: StrictStr | None = None
+
+
+class DatasourceConfigVerifyData(Wire):
+    can_read: StrictBool
+    can_write: StrictBool
+    can_list: StrictBool
+    can_overwrite: StrictBool
+    errors: DatasourceConfigVerifyErrors | None = None
+
+
+class DatasourceProcessedUntilTimestampRequest(Request):
+    processed_until_timestamp: Annotated[int, Strict(), Field(ge=0, le=MAX_INT64)]
+
+
+class DatasourceProcessedUntilTimestampResponse(Wire):
+    processed_until_timestamp: Ts
+
+
 # ---------------------------------------------------------------- worker config V4
 
 

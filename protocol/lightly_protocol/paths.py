@@ -35,8 +35,21 @@ __all__ = [
     "dataset_tags",
     "datasets_by_name",
     "datasource",
+    "datasource_embeddings_file",
+    "datasource_file_head",
     "datasource_list",
+    "datasource_list_dnc",
+    "datasource_metadata_file",
+    "datasource_metadata_list",
+    "datasource_metadata_list_dnc",
+    "datasource_predictions_file",
+    "datasource_predictions_list",
+    "datasource_predictions_list_dnc",
+    "datasource_predictions_write_url",
+    "datasource_processed_until",
+    "datasource_read_redirect",
     "datasource_read_url",
+    "datasource_verify",
     "datasource_write_url",
     "datasources_all",
     "run",
@@ -122,6 +135,69 @@ def datasource(dataset_id: str) -> str:
 def datasource_list(dataset_id: str) -> str:
     """The files of a dataset's datasource, paged by ``cursor`` (``purpose``, ``prefix``, ``pageSize``: extensions)."""
     return f"{DATASETS}/{dataset_id}/datasource/list"
+
+
+def datasource_list_dnc(dataset_id: str) -> str:
+    """The cursors that together cover the listing (``dncShards``), each continued with ``datasource_list``."""
+    return f"{DATASETS}/{dataset_id}/datasource/list/dnc"
+
+
+def datasource_metadata_list(dataset_id: str) -> str:
+    """The files under ``.lightly/metadata/`` of the LIGHTLY datasource, paged by ``cursor``."""
+    return f"{DATASETS}/{dataset_id}/datasource/metadata/list"
+
+
+def datasource_metadata_list_dnc(dataset_id: str) -> str:
+    return f"{DATASETS}/{dataset_id}/datasource/metadata/list/dnc"
+
+
+def datasource_predictions_list(dataset_id: str) -> str:
+    """The files under ``.lightly/predictions/{taskName}/`` of the LIGHTLY datasource, paged by ``cursor``."""
+    return f"{DATASETS}/{dataset_id}/datasource/predictions/list"
+
+
+def datasource_predictions_list_dnc(dataset_id: str) -> str:
+    return f"{DATASETS}/{dataset_id}/datasource/predictions/list/dnc"
+
+
+def datasource_file_head(dataset_id: str) -> str:
+    """A presigned HEAD URL of one file of the INPUT datasource (``fileName``), a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/fileHEAD"
+
+
+def datasource_metadata_file(dataset_id: str) -> str:
+    """A presigned GET URL of ``.lightly/metadata/{fileName}``, a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/metadata/file"
+
+
+def datasource_predictions_file(dataset_id: str) -> str:
+    """A presigned GET URL of ``.lightly/predictions/{fileName}``, a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/predictions/file"
+
+
+def datasource_embeddings_file(dataset_id: str) -> str:
+    """A presigned GET URL of ``.lightly/embeddings/{fileName}``, a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/embeddings/file"
+
+
+def datasource_predictions_write_url(dataset_id: str) -> str:
+    """A presigned PUT URL of ``.lightly/predictions/{fileName}``, a JSON string."""
+    return f"{DATASETS}/{dataset_id}/datasource/predictions/writeUrl"
+
+
+def datasource_read_redirect(dataset_id: str) -> str:
+    """GET ``?path=``: a redirect to a fresh presigned GET URL (a signed URL: ``expires``, ``signature``)."""
+    return f"{DATASETS}/{dataset_id}/datasource/readurlRedirect"
+
+
+def datasource_verify(dataset_id: str) -> str:
+    """GET: can the server list, read, write and overwrite the datasource (the provider's error per check)."""
+    return f"{DATASETS}/{dataset_id}/datasource/verify"
+
+
+def datasource_processed_until(dataset_id: str) -> str:
+    """GET/PUT ``processedUntilTimestamp`` (unix seconds) of the INPUT datasource."""
+    return f"{DATASETS}/{dataset_id}/datasource/processedUntilTimestamp"
 
 
 def datasource_read_url(dataset_id: str) -> str:
