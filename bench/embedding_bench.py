@@ -74,7 +74,7 @@ def ceiling(root: Path, names: list[str], cfg: EmbedConfig, repeat: int) -> floa
     workers = resolve_workers(cfg.num_workers)
     chunk = max(1, min(cfg.batch_size, math.ceil(len(names) / max(1, workers))))
     chunks = make_chunks(refs, chunk)
-    ds = ChunkDataset(chunks, cfg.input_size, draft=cfg.draft)
+    ds = ChunkDataset(chunks, cfg.input_size, root, draft=cfg.draft)
 
     def run() -> None:
         loader = torch.utils.data.DataLoader(

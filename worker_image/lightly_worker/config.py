@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lightly_protocol import tls
+from lightly_protocol.config_support import cli_refusal
 from lightly_protocol.models import DockerConfigV4, LightlyConfigV3
 from lightly_protocol.names import WORKER_NAME_RE
 from pydantic import BaseModel
@@ -171,9 +172,20 @@ def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Wor
             hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
             raise ConfigError(f"Unknown option {key!r}.{hint}")
         values[key] = parse_value(raw)
+        refusal = _refusal(key, values[key])
+        if refusal:
+            raise ConfigError(refusal)
     _check(values)
     extra = {k: v for k, v in values.items() if k not in KEYS}
     return WorkerArgs(replace(loaded, **{KEYS[k]: v for k, v in values.items() if k in KEYS}), extra)
+
+
+def _refusal(key: str, value: Any) -> str | None:
+    """Why a run-config default given as ``key=value`` is not supported (the server's 400 for the same
+    option, ``lightly_protocol.config_support``), or None."""
+    if key in DOCKER_KEYS:
+        return cli_refusal(f"docker.{key}", value)
+    return cli_refusal(key, value) if key in LIGHTLY_KEYS else None
 
 
 def _check(values: dict[str, Any]) -> None:
@@ -201,6 +213,19 @@ def _check(values: dict[str, Any]) -> None:
     ):
         if not isinstance(values[key], int | float) or isinstance(values[key], bool) or values[key] < 0:
             raise ConfigError(f"{key} must be a number >= 0, got {values[key]!r}")
+    for key, low in (
+        ("storage.request_timeout_seconds", 0.001),
+        ("storage.backoff_seconds", 0),
+        ("storage.max_backoff_seconds", 0),
+        ("storage.attempts", 1),
+        ("storage.max_object_bytes", 1),
+        ("storage.prefetch", 1),
+        ("storage.mirror_max_bytes", 0),
+    ):
+        v = values[key]
+        whole = key in ("storage.attempts", "storage.max_object_bytes", "storage.prefetch", "storage.mirror_max_bytes")
+        if isinstance(v, bool) or not isinstance(v, int if whole else int | float) or v < low:
+            raise ConfigError(f"{key} must be {'an integer' if whole else 'a number'} >= {low}, got {v!r}")
     port = values["metrics.port"]
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port < 65536:
         raise ConfigError(f"metrics.port must be a port number (0 disables), got {port!r}")

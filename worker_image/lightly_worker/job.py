@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 from lightly_protocol.models import WorkerConfigV4
 
+from .sources import InputSource, as_source
+
 if TYPE_CHECKING:  # torch and the embedding code load with the first job, not with the CLI
     from lightly_protocol.models import DockerConfigV4
     from torch import nn
@@ -64,9 +66,15 @@ class NullReporter:
 
 @dataclass
 class JobPaths:
-    input_root: Path  # where the INPUT datasource's files are
-    lightly_root: Path | None  # where the LIGHTLY datasource's .lightly/ is (None: no LIGHTLY datasource)
+    input_root: Path | InputSource  # where the INPUT datasource's files are: a folder, or a bucket's source
+    lightly_root: Path | None  # where the LIGHTLY datasource's .lightly/ is (None: no LIGHTLY datasource;
+    # for a bucket: the job's local mirror of the .lightly/ files it needs, see sources/mirror.py)
     output_dir: Path
+
+    @property
+    def input(self) -> InputSource:
+        """The INPUT datasource's files (a folder becomes a ``LocalSource``)."""
+        return as_source(self.input_root)
 
 
 @dataclass

@@ -14,10 +14,13 @@ import io
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from .sources import InputSource
 
 MAX_PAIRWISE = 4000  # samples used for distance histograms and the scatter plot
 THUMB_MAX_COUNT = 48  # thumbnails of the first selected samples in report.html
@@ -58,7 +61,9 @@ def pca_2d(emb: np.ndarray) -> np.ndarray:
     return projected
 
 
-def make_thumbnails(input_root: Path, names: list[str], max_count: int = THUMB_MAX_COUNT) -> list[dict[str, Any]]:
+def make_thumbnails(
+    input_root: Path | InputSource, names: list[str], max_count: int = THUMB_MAX_COUNT
+) -> list[dict[str, Any]]:
     """Small JPEGs of the first ``max_count`` of ``names`` (images or video frames under ``input_root``).
 
     Each entry: ``{"filename", "width", "height", "jpeg_base64"}``, or ``{"filename", "error"}`` when the
@@ -67,18 +72,21 @@ def make_thumbnails(input_root: Path, names: list[str], max_count: int = THUMB_M
 
     from .embed.decode import load_video_frames, open_rgb
     from .embed.files import FrameRef, resolve_sample
+    from .sources import LocalSource, as_source
 
+    source = as_source(input_root)
     out: list[dict[str, Any]] = []
     for name in names[:max_count]:
         try:
-            ref = resolve_sample(input_root, name)
+            ref = resolve_sample(source, name)
             if isinstance(ref, FrameRef):
-                frames = load_video_frames(ref.path, [ref.frame], THUMB_SIDE)
+                frames = load_video_frames(source, ref.key, [ref.frame], THUMB_SIDE)
                 if ref.frame not in frames:
                     raise OSError(f"frame {ref.frame} could not be decoded")
                 im = Image.fromarray(frames[ref.frame])
             else:
-                with open_rgb(ref.path, THUMB_SIDE) as src:
+                image = source.path(ref.key) if isinstance(source, LocalSource) else source.read_bytes(ref.key)
+                with open_rgb(image, THUMB_SIDE) as src:
                     src.load()
                     im = src.copy()
             im.thumbnail((THUMB_SIDE, THUMB_SIDE))

@@ -85,6 +85,25 @@ class WorkerSettings:
         60.0, flag="worker.request_timeout_seconds", help="timeout of one API request"
     )
     metrics_port: int = option(0, flag=pod.KEY_METRICS_PORT, help="/metrics port; 0: none")
+    #: bucket datasources (read through the API's presigned URLs; docs/worker.md, "Data in buckets")
+    storage_request_timeout_seconds: float = option(
+        30.0, flag="storage.request_timeout_seconds", help="timeout of one request to the store"
+    )
+    storage_attempts: int = option(6, flag="storage.attempts", help="tries of a read on 429/5xx/timeouts")
+    storage_backoff_seconds: float = option(
+        0.25, flag="storage.backoff_seconds", help="first retry's wait ceiling (doubles per try, full jitter)"
+    )
+    storage_max_backoff_seconds: float = option(15.0, flag="storage.max_backoff_seconds", help="longest wait")
+    storage_max_object_bytes: int = option(
+        512 * 1024**2, flag="storage.max_object_bytes", help="a file read whole is refused above this size"
+    )
+    storage_prefetch: int = option(16, flag="storage.prefetch", help="reads in flight per loader process")
+    storage_mirror_max_bytes: int = option(
+        8 * 1024**3, flag="storage.mirror_max_bytes", help="cap of the .lightly/ files a run copies from a bucket"
+    )
+    storage_scratch_dir: str | None = option(
+        None, flag="storage.scratch_dir", help="where a run keeps its copy of .lightly/ files (default: temp)"
+    )
     embedding_model: str = option("efficientnet-lite0", flag="embedding.model", help="the pretrained embedder")
     embedding_input_size: int | None = option(
         None, flag="embedding.input_size", help="default: lightly.collate.input_size, else 224 (GPU) / 128 (CPU)"

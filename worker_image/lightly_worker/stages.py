@@ -36,6 +36,7 @@ from .job import Job, JobError, JobPaths, Reporter, produced
 from .paths import PathOutsideRoot, inside
 from .report import THUMBNAILS_KEY, make_plots, make_thumbnails, write_lines
 from .selection import SelectionError, SelectionInputs, load_lightly_inputs, select, strategy_warning
+from .sources import SourceAccessError
 
 log = logging.getLogger("lightly_worker.run")
 
@@ -51,11 +52,10 @@ def initialize(job: Job) -> None:
         problems.append("the run has no selection config; pass selection_config to schedule_compute_worker_run")
     if problems:
         raise JobError("invalid configuration: " + "; ".join(problems))
-    if not paths.input_root.is_dir():
-        raise JobError(
-            f"the input directory {paths.input_root} does not exist; mount your images at the worker's "
-            "input_mount and set the INPUT datasource's relative path accordingly"
-        )
+    try:
+        paths.input.check()
+    except SourceAccessError as exc:
+        raise JobError(str(exc)) from None
     job.device = _device(job.options.device)
     (job.out / "config").mkdir(exist_ok=True)
     dump = json.dumps(job.report["config"], indent=2, sort_keys=True, default=str)
@@ -64,9 +64,13 @@ def initialize(job: Job) -> None:
 
 def load_dataset(job: Job) -> None:
     config, paths = job.config, job.paths
-    job.say(f"listing files under {paths.input_root}")
+    source = paths.input
+    job.say(f"listing files under {source.label}")
     relevant = _relevant_filenames(config, paths)
-    names = list_samples(paths.input_root, relevant, log=log)
+    try:
+        names = list_samples(source, relevant, log=log)
+    except SourceAccessError as exc:
+        raise JobError(str(exc)) from None
     if relevant is not None:
         missing = sorted(set(relevant) - set(names))
         if missing:
@@ -75,7 +79,7 @@ def load_dataset(job: Job) -> None:
         rx = re.compile(config.selection.lightly_path_regex)
         names = [n for n in names if rx.search(n)]
     if not names:
-        raise JobError(f"no input files found under {paths.input_root} (images: jpg, png, webp, bmp, tiff)")
+        raise JobError(f"no input files found under {source.label} (images: jpg, png, webp, bmp, tiff)")
     log.info("found %d input files", len(names))
     job.names = names
     _load_datapool(job)
@@ -118,7 +122,7 @@ def check_files(
     docker = job.docker
     threshold = docker.corruptness_check.corruption_threshold if docker and docker.corruptness_check else None
     return check_samples(
-        job.paths.input_root,
+        job.paths.input,
         names,
         num_workers=-1,
         corruption_threshold=threshold,
@@ -157,7 +161,7 @@ def train(job: Job) -> None:
         f"{trainer.get('maxEpochs', 'default')} epochs",
     )
     job.model = train_simclr(
-        job.paths.input_root,
+        job.paths.input,
         job.candidates,
         TrainConfig.from_lightly(lightly_dump),
         device=job.device,
@@ -249,7 +253,7 @@ def embed_files(
     ``cfg.model`` (a shard worker keeps one between shards); default the trained one or a new one."""
     failed: list[str] = []
     model = model if model is not None else job.model
-    emb = embed_samples(job.paths.input_root, names, cfg, model=model, failed=failed, progress=progress)
+    emb = embed_samples(job.paths.input, names, cfg, model=model, failed=failed, progress=progress)
     return emb, failed
 
 
@@ -374,7 +378,7 @@ def generate_report(job: Job) -> None:
     job.report["distance_statistics"] = stats
     job.report["selected_filenames_preview"] = job.selected[:200]
     job.report["selection_details"] = result.details
-    job.report[THUMBNAILS_KEY] = make_thumbnails(job.paths.input_root, job.selected)
+    job.report[THUMBNAILS_KEY] = make_thumbnails(job.paths.input, job.selected)
 
 
 # ---------------------------------------------------------------- helpers

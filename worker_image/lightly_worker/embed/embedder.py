@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..sources import InputSource, as_source
 from ._common import LOG, Progress, autocast_dtype, cpu_count, report, resolve_device, resolve_workers
 from .decode import ChunkDataset, make_chunks
 from .files import ImageRef, SampleRef, resolve_sample
@@ -52,7 +53,7 @@ def _worker_init(_: int) -> None:
 
 
 def embed_samples(
-    input_root: Path,
+    input_root: Path | InputSource,
     names: list[str],
     cfg: EmbedConfig,
     model: nn.Module | None = None,
@@ -61,13 +62,14 @@ def embed_samples(
     progress: Progress | None = None,
     log: logging.Logger = LOG,
 ) -> np.ndarray:
-    """N x D float32 embeddings in the order of ``names`` (images or video frame names under input_root).
+    """N x D float32 embeddings in the order of ``names`` (images or video frame names under input_root, a
+    folder or an ``InputSource``).
 
     ``model``: any module mapping float B x 3 x S x S in [0, 1] to B x D (e.g. train_simclr's result);
     default: cfg.model built offline. Samples that cannot be read or decoded get a zero row, are logged and
     appended to ``failed`` (run check_samples first to exclude them).
     """
-    input_root = Path(input_root)
+    source = as_source(input_root)
     if cfg.input_size < 1 or cfg.batch_size < 1:
         raise ValueError("input_size and batch_size must be >= 1")
     device = resolve_device(cfg.device)
@@ -76,7 +78,7 @@ def embed_samples(
     model = _prepare_model(cfg, model, device)
     amp = autocast_dtype(device, cfg.precision)
     n = len(names)
-    loader, workers = _loader(input_root, names, cfg, device, log)
+    loader, workers = _loader(source, names, cfg, device, log)
 
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads_for(cfg, device))
@@ -122,22 +124,22 @@ def _prepare_model(cfg: EmbedConfig, model: nn.Module | None, device: torch.devi
 
 
 def _loader(
-    input_root: Path, names: list[str], cfg: EmbedConfig, device: torch.device, log: logging.Logger
+    source: InputSource, names: list[str], cfg: EmbedConfig, device: torch.device, log: logging.Logger
 ) -> tuple[DataLoader[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], int]:
     """The DataLoader of decoded chunks of ``names`` and its number of decode worker processes."""
     n = len(names)
     refs: list[SampleRef] = []
     for name in names:
         try:
-            refs.append(resolve_sample(input_root, name))
+            refs.append(resolve_sample(source, name))
         except FileNotFoundError:
-            refs.append(ImageRef(name, input_root / name))  # fails in the loader -> zero row, reported
+            refs.append(ImageRef(name, name))  # fails in the loader -> zero row, reported
     workers = resolve_workers(cfg.num_workers)
     # Items of one model batch each; with few samples, smaller items so that every worker gets some.
     chunk = max(1, min(cfg.batch_size, math.ceil(n / max(1, workers)))) if n else 1
     chunks = make_chunks(refs, chunk)
     workers = min(workers, len(chunks))
-    dataset = ChunkDataset(chunks, cfg.input_size, draft=cfg.draft, log=log)
+    dataset = ChunkDataset(chunks, cfg.input_size, source, draft=cfg.draft, log=log)
     loader = DataLoader(
         dataset,
         batch_size=None,

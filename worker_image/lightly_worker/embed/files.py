@@ -7,16 +7,19 @@ import io
 import logging
 import os
 import re
+import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
-from typing import TypeVar
+from typing import IO, TypeVar
 
 from PIL import Image, ImageFile
 
+from ..sources import InputSource, LocalSource, ObjectMissing, as_source, walk_folder
 from ._common import LOG, Progress, report, resolve_workers
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -50,18 +53,18 @@ def av_available() -> bool:
 
 @dataclass(frozen=True)
 class ImageRef:
-    """A sample that is an image file."""
+    """A sample that is an image file (``key``: the file's key in its source)."""
 
     name: str
-    path: Path
+    key: str
 
 
 @dataclass(frozen=True)
 class FrameRef:
-    """A sample that is one frame (presentation order, 0-based) of a video file."""
+    """A sample that is one frame (presentation order, 0-based) of a video file (``key``: the video's)."""
 
     name: str
-    path: Path
+    key: str
     frame: int
 
 
@@ -74,104 +77,11 @@ def frame_name(video_rel: str, frame: int, n_frames: int) -> str:
     return f"{stem}-{frame:0{len(str(n_frames))}d}-{ext}.png"
 
 
-# what the server refuses in filenames (its selection and tag rules): C0/C1 controls, U+2028/U+2029
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def _walk_entry(
-    entry: os.DirEntry[str],
-    rel_dir: str,
-    inside: Callable[[str], bool],
-    visited: set[str],
-    subdirs: list[tuple[str, str]],
-    linked: list[tuple[str, str]],
-    log: logging.Logger,
-) -> Iterator[str]:
-    """One entry of a listed directory for ``_walk``: yields it when it is a file to list, queues a
-    directory (``subdirs``) or a linked directory (``linked``), warns about what it skips."""
-    if entry.name.startswith("."):
-        return
-    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-    if _CONTROL.search(entry.name):
-        log.warning("skipping %r: file names with a line break are not supported (nor control characters)", rel)
-        return
-    try:
-        is_link = entry.is_symlink()
-        is_dir = entry.is_dir(follow_symlinks=True)
-    except OSError:
-        is_link, is_dir = True, False
-    if is_link:
-        real = os.path.realpath(entry.path)
-        if not os.path.exists(real):
-            log.warning("skipping symlink %s: its target does not exist", rel)
-        elif not inside(real):
-            log.warning("skipping symlink %s: it points outside the input folder", rel)
-        elif is_dir:
-            linked.append((rel, real))
-        else:
-            yield rel
-    elif is_dir:
-        real = os.path.realpath(entry.path)
-        if real not in visited:
-            visited.add(real)
-            subdirs.append((rel, entry.path))
-    else:
-        yield rel
-
-
-def _walk(input_root: Path, log: logging.Logger = LOG) -> Iterable[str]:
-    """Relative POSIX paths of all files under input_root, hidden files and directories skipped.
-
-    Symlinks are followed only while their real target stays inside the input folder (so the
-    ``..data`` links of Kubernetes ConfigMap and Secret volumes work); a link that leads outside,
-    a directory that was already listed (loops such as ``a -> .``) and a broken link are skipped
-    with one warning each. Names containing a line break or another control character are skipped
-    with a warning: they cannot be written to the one-name-per-line outputs and tag exports.
-    """
-    real_root = os.path.realpath(input_root)
-    prefix = real_root.rstrip(os.sep) + os.sep
-
-    def inside(real: str) -> bool:
-        return real == real_root or real.startswith(prefix)
-
-    visited = {real_root}
-    # (relative dir, absolute dir): real directories first (depth first, sorted), linked ones only
-    # after those, so a directory reachable both ways is listed under its own name
-    pending: list[tuple[str, str]] = [("", real_root)]
-    linked: list[tuple[str, str]] = []
-    while pending or linked:
-        if pending:
-            rel_dir, abs_dir = pending.pop()
-        else:
-            rel_dir, abs_dir = linked.pop(0)
-            if abs_dir in visited:
-                log.warning(
-                    "skipping symlink %s: it points to a folder that is already listed (a loop, or another name of it)",
-                    rel_dir,
-                )
-                continue
-            visited.add(abs_dir)
-        try:
-            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
-        except OSError as exc:
-            log.warning("cannot list %s: %s", rel_dir or ".", exc.strerror or exc)
-            continue
-        subdirs: list[tuple[str, str]] = []
-        for entry in entries:
-            yield from _walk_entry(entry, rel_dir, inside, visited, subdirs, linked, log)
-        pending.extend(reversed(subdirs))
-
-
-@lru_cache(maxsize=4096)
-def _video_pts_cached(path: str, mtime_ns: int, size: int) -> tuple[int, ...]:
-    return tuple(_read_video_pts(Path(path)))
-
-
-def _read_video_pts(path: Path) -> list[int]:
+def _read_video_pts(video: str | IO[bytes]) -> list[int]:
     """Sorted presentation timestamps of the first video stream (demux only, no decode)."""
     import av
 
-    with av.open(str(path)) as container:
+    with av.open(video, "r") as container:
         if not container.streams.video:
             return []
         stream = container.streams.video[0]
@@ -179,21 +89,41 @@ def _read_video_pts(path: Path) -> list[int]:
     return sorted(pts)
 
 
-def video_pts(path: Path) -> tuple[int, ...]:
-    """Sorted frame timestamps of a video (cached per path, mtime and size)."""
-    st = path.stat()
-    return _video_pts_cached(str(path), st.st_mtime_ns, st.st_size)
+_PTS_CACHE: OrderedDict[tuple[str, int, int], tuple[int, ...]] = OrderedDict()
+_PTS_LOCK = threading.Lock()
+
+
+def video_pts(source: InputSource | Path, key: str | None = None) -> tuple[int, ...]:
+    """Sorted frame timestamps of a video (cached per file identity, version and size); ``video_pts(path)``
+    reads a local file."""
+    if key is None:  # a path of its own
+        path = Path(source)  # type: ignore[arg-type]
+        source, key = LocalSource(path.parent), path.name
+    src = as_source(source)
+    fp = src.fingerprint(key)
+    with _PTS_LOCK:
+        cached = _PTS_CACHE.get(fp)
+        if cached is not None:
+            _PTS_CACHE.move_to_end(fp)
+            return cached
+    with src.open_seekable(key) as video:
+        pts = tuple(_read_video_pts(video))
+    with _PTS_LOCK:
+        _PTS_CACHE[fp] = pts
+        while len(_PTS_CACHE) > 4096:
+            _PTS_CACHE.popitem(last=False)
+    return pts
 
 
 def list_samples(
-    input_root: Path,
+    input_root: Path | InputSource,
     relevant_filenames: list[str] | None = None,
     *,
     missing: list[str] | None = None,
     progress: Progress | None = None,
     log: logging.Logger = LOG,
 ) -> list[str]:
-    """Relative POSIX paths of the samples under ``input_root``, sorted.
+    """Relative POSIX paths of the samples under ``input_root`` (a folder or an ``InputSource``), sorted.
 
     Images: files with an extension in IMAGE_EXTENSIONS (case-insensitive), recursively; hidden files and
     directories (``.lightly`` etc.) are skipped. Videos expand to one sample per frame named like Lightly
@@ -202,12 +132,13 @@ def list_samples(
     ``relevant_filenames`` restricts the result to those names (image paths or frame names; leading ``./``
     or ``/`` ignored). Names that do not exist are appended to ``missing`` (if given) and logged, never raised.
     """
-    input_root = Path(input_root)
-    if not input_root.is_dir():
-        raise FileNotFoundError(f"input directory {input_root} does not exist")
+    source = as_source(input_root)
+    if isinstance(source, LocalSource) and not source.root.is_dir():
+        raise FileNotFoundError(f"input directory {source.root} does not exist")
+    walk = walk_folder(source.root, log) if isinstance(source, LocalSource) else source.walk()
     images: list[str] = []
     videos: list[str] = []
-    for rel in _walk(input_root, log):
+    for rel in walk:
         ext = os.path.splitext(rel)[1].lower()
         if ext in IMAGE_EXTENSIONS:
             images.append(rel)
@@ -221,7 +152,7 @@ def list_samples(
         else:
             for i, rel in enumerate(sorted(videos)):
                 try:
-                    n = len(video_pts(input_root / rel))
+                    n = len(video_pts(source, rel))
                 except Exception as exc:  # an unreadable video has no frames to list
                     log.warning("cannot read video %s: %s", rel, exc)
                     n = 0
@@ -259,17 +190,17 @@ def _only_relevant(
     return sorted(wanted)
 
 
-def resolve_sample(input_root: Path, name: str) -> SampleRef:
+def resolve_sample(input_root: Path | InputSource, name: str) -> SampleRef:
     """Map a sample name to an image file or a (video, frame index). Raises FileNotFoundError."""
-    path = input_root / name
-    if path.is_file():
-        return ImageRef(name, path)
+    source = as_source(input_root)
+    if source.is_file(name):
+        return ImageRef(name, name)
     m = _FRAME_RE.match(name)
     if m:
-        video = input_root / f"{m['stem']}.{m['ext']}"
-        if video.is_file():
+        video = f"{m['stem']}.{m['ext']}"
+        if source.is_file(video):
             return FrameRef(name, video, int(m["frame"]))
-    raise FileNotFoundError(f"sample {name!r} not found under {input_root}")
+    raise FileNotFoundError(f"sample {name!r} not found under {source.label}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -301,15 +232,21 @@ def split_duplicates(names: list[str], digests: dict[str, str]) -> tuple[list[st
     return kept, duplicates
 
 
-def _check_image(path: Path) -> tuple[str | None, str | None]:
+def _check_image(source: InputSource, key: str) -> tuple[str | None, str | None]:
     """(reason if corrupt, content hash if ok). Never raises."""
     try:
-        data = path.read_bytes()
+        data = source.read_bytes(key)
+    except ObjectMissing:
+        return "file not found", None
     except OSError as exc:
         return f"cannot read file: {exc}", None
+    return _check_image_bytes(key, data)
+
+
+def _check_image_bytes(key: str, data: bytes) -> tuple[str | None, str | None]:
     if not data:
         return "empty file (0 bytes)", None
-    ext = path.suffix.lower()
+    ext = os.path.splitext(key)[1].lower()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -329,15 +266,33 @@ def _check_image(path: Path) -> tuple[str | None, str | None]:
     return None, hashlib.blake2b(data, digest_size=20).hexdigest()
 
 
-def _check_video(path: Path, corruption_threshold: float | None) -> str | None:
+def _size_of(video: str | IO[bytes]) -> int:
+    if isinstance(video, str):
+        return os.path.getsize(video)
+    size = video.seek(0, io.SEEK_END)
+    video.seek(0)
+    return size
+
+
+def _check_video(source: InputSource, key: str, corruption_threshold: float | None) -> str | None:
     """Decode every frame; corrupt when unreadable or the share of undecodable frames exceeds the threshold."""
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
+    try:
+        with source.open_seekable(key) as video:
+            if _size_of(video) == 0:
+                return "empty file (0 bytes)"
+            return _decode_video(video, corruption_threshold)
+    except ObjectMissing:
+        return "file not found"
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+
+def _decode_video(video: str | IO[bytes], corruption_threshold: float | None) -> str | None:
     try:
         import av
 
         bad = total = 0
-        with av.open(str(path)) as container:
+        with av.open(video, "r") as container:
             if not container.streams.video:
                 return "no video stream"
             stream = container.streams.video[0]
@@ -367,25 +322,35 @@ def _windowed_map(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: list[T]
         yield from pool.map(fn, items[start : start + window])
 
 
-def _resolve_or_none(input_root: Path, name: str) -> SampleRef | None:
+def _resolve_or_none(source: InputSource, name: str) -> SampleRef | None:
     try:
-        return resolve_sample(input_root, name)
+        return resolve_sample(source, name)
     except FileNotFoundError:
         return None
 
 
-def _check_item(item: SampleRef | Path | None, corruption_threshold: float | None) -> tuple[str | None, str | None]:
-    """(why it is corrupt or None, content hash or None) of one sample; a Path is a whole video."""
+@dataclass(frozen=True)
+class _Video:
+    """A whole video to check (its frames are judged together)."""
+
+    key: str
+
+
+def _check_item(
+    item: SampleRef | _Video | None, source: InputSource, corruption_threshold: float | None
+) -> tuple[str | None, str | None]:
+    """(why it is corrupt or None, content hash or None) of one sample or a whole video."""
     if item is None:
         return "file not found", None
-    if isinstance(item, Path):
-        return _check_video(item, corruption_threshold), None
+    if isinstance(item, _Video):
+        return _check_video(source, item.key, corruption_threshold), None
     if isinstance(item, FrameRef):
         return None, None  # judged per video
-    return _check_image(item.path)
+    return _check_image(source, item.key)
 
 
 def _run_checks(
+    source: InputSource,
     ordered: list[str],
     refs: list[SampleRef | None],
     result: CheckResult,
@@ -395,13 +360,13 @@ def _run_checks(
 ) -> list[str]:
     """Check every video once, then every sample in ``ordered``; records the corrupt ones and the
     hashes in ``result`` and returns the names that passed, in order."""
-    videos = sorted({r.path for r in refs if isinstance(r, FrameRef)})
+    videos = sorted({r.key for r in refs if isinstance(r, FrameRef)})
     total = len(ordered)
     done = 0
-    task = partial(_check_item, corruption_threshold=corruption_threshold)
-    items: list[SampleRef | Path | None] = [*videos, *refs]
+    task = partial(_check_item, source=source, corruption_threshold=corruption_threshold)
+    items: list[SampleRef | _Video | None] = [*(_Video(v) for v in videos), *refs]
     passed: list[str] = []
-    video_reason: dict[Path, str | None] = {}
+    video_reason: dict[str, str | None] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         results = _windowed_map(pool, task, items) if workers > 0 else map(task, items)
         for i, (reason, digest) in enumerate(results):
@@ -411,7 +376,7 @@ def _run_checks(
             j = i - len(videos)
             name, ref = ordered[j], refs[j]
             if isinstance(ref, FrameRef):
-                reason = video_reason[ref.path]
+                reason = video_reason[ref.key]
             if reason is not None:
                 result.corrupt[name] = reason
             else:
@@ -425,7 +390,7 @@ def _run_checks(
 
 
 def check_samples(
-    input_root: Path,
+    input_root: Path | InputSource,
     names: list[str],
     num_workers: int = 0,
     corruption_threshold: float | None = None,
@@ -443,12 +408,13 @@ def check_samples(
     the share of undecodable frames exceeds ``corruption_threshold`` (Lightly's default 0.1; None = 0).
     Frames are not duplicate-checked. ``num_workers``: threads (-1 = all vCPUs; decoding releases the GIL).
     """
-    input_root = Path(input_root)
+    source = as_source(input_root)
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     result = CheckResult()
     ordered = sorted(dict.fromkeys(names))
-    refs = [_resolve_or_none(input_root, name) for name in ordered]
-    passed = _run_checks(ordered, refs, result, resolve_workers(num_workers), corruption_threshold, progress)
+    refs = [_resolve_or_none(source, name) for name in ordered]
+    workers = max(resolve_workers(num_workers), source.io_concurrency)  # a remote source: reads in flight
+    passed = _run_checks(source, ordered, refs, result, workers, corruption_threshold, progress)
     result.ok, result.duplicates = split_duplicates(passed, result.digests) if remove_duplicates else (passed, {})
     if result.corrupt:
         log.info("corruptness check: %d corrupt sample(s)", len(result.corrupt))

@@ -23,6 +23,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..sources import InputSource, LocalSource, as_source
 from ._common import LOG, Progress, autocast_dtype, cpu_count, report, resolve_device, resolve_workers
 from .decode import load_video_frames, open_rgb
 from .files import FrameRef, SampleRef, resolve_sample
@@ -142,8 +143,9 @@ def _random_resized_crop(rng: np.random.Generator, w: int, h: int, min_scale: fl
 class TwoViewDataset(Dataset[torch.Tensor]):
     """Item i = uint8 tensor 2 x 3 x S x S (two augmented views of sample i)."""
 
-    def __init__(self, refs: list[SampleRef], cfg: TrainConfig) -> None:
+    def __init__(self, refs: list[SampleRef], cfg: TrainConfig, source: InputSource | Path) -> None:
         self.refs = refs
+        self.source = as_source(source)
         self.cfg = cfg
         self.epoch = 0
         # decode so that a min_scale crop still has >= input_size pixels per side
@@ -154,11 +156,12 @@ class TwoViewDataset(Dataset[torch.Tensor]):
 
     def _load(self, ref: SampleRef) -> Image.Image:
         if isinstance(ref, FrameRef):
-            frames = load_video_frames(ref.path, [ref.frame], self.source_size)
+            frames = load_video_frames(self.source, ref.key, [ref.frame], self.source_size)
             if ref.frame not in frames:
-                raise OSError(f"cannot decode frame {ref.frame} of {ref.path}")
+                raise OSError(f"cannot decode frame {ref.frame} of {ref.key}")
             return Image.fromarray(frames[ref.frame])
-        im = open_rgb(ref.path, self.source_size)
+        src = self.source
+        im = open_rgb(src.path(ref.key) if isinstance(src, LocalSource) else src.read_bytes(ref.key), self.source_size)
         im.load()
         return im
 
@@ -278,7 +281,7 @@ def _worker_init(_: int) -> None:
 
 
 def train_simclr(
-    input_root: Path,
+    input_root: Path | InputSource,
     names: list[str],
     cfg: TrainConfig,
     device: str = "auto",
@@ -300,9 +303,9 @@ def train_simclr(
     dev = resolve_device(device)
     amp = autocast_dtype(dev, cfg.precision)
     torch.manual_seed(cfg.seed)
-    input_root = Path(input_root)
-    refs = [resolve_sample(input_root, n) for n in names]
-    dataset = TwoViewDataset(refs, cfg)
+    source = as_source(input_root)
+    refs = [resolve_sample(source, n) for n in names]
+    dataset = TwoViewDataset(refs, cfg, source)
     loader, batch = _two_view_loader(dataset, cfg, dev)
     backbone = SimCLRBackbone(cfg.model_name, cfg.width, cfg.num_ftrs)
     model = SimCLRModel(backbone, cfg.out_dim).to(dev)
