@@ -374,7 +374,7 @@ def test_s3_datasource_needs_the_servers_secret_key(client) -> None:
 def test_schedule_compute_worker_run_with_all_configs(client, api: Api) -> None:
     ds = new_dataset(client)
     worker_config = {
-        "enable_training": False,
+        "enable_training": True,  # lightly.model configures the trained model (without training: refused)
         "shutdown_when_job_finished": True,
         "num_processes": 2,
         "datasource": {"process_all": True, "bypass_verify": False},
@@ -417,7 +417,7 @@ def test_schedule_compute_worker_run_with_all_configs(client, api: Api) -> None:
     stored = getattr(stored, "actual_instance", None) or stored
     cfg = stored.config
     assert cfg.worker_type == "FULL"
-    assert cfg.docker.enable_training is False
+    assert cfg.docker.enable_training is True
     assert cfg.docker.shutdown_when_job_finished is True
     assert cfg.docker.num_processes == 2
     assert cfg.docker.datasource.process_all is True
@@ -436,7 +436,7 @@ def test_schedule_compute_worker_run_with_all_configs(client, api: Api) -> None:
     # raw wire shape too: camelCase keys
     raw = api.get(f"/v1/docker/worker/config/vX/{s.config_id}").json()
     assert raw["version"] == "V4"
-    assert raw["config"]["docker"]["enableTraining"] is False
+    assert raw["config"]["docker"]["enableTraining"] is True
     assert raw["config"]["lightly"]["collate"]["inputSize"] == 64
     assert raw["config"]["selection"]["nSamples"] == 10
 

@@ -5,6 +5,7 @@ Each problem is a sentence that says what to change. An empty list means the con
 
 from __future__ import annotations
 
+from .config_support import refusals
 from .models import SelectionConfigV4, SelectionEntry, WorkerConfigV4
 
 _INPUTS_FOR = {
@@ -77,7 +78,9 @@ def selection_problems(selection: SelectionConfigV4) -> list[str]:
 
 
 def config_problems(config: WorkerConfigV4) -> list[str]:
-    out: list[str] = []
+    """The options this worker does not support (``config_support.refusals``), then the config's own
+    problems."""
+    out: list[str] = refusals(config)
     if config.selection is not None:
         out.extend(selection_problems(config.selection))
     docker = config.docker

@@ -42,17 +42,19 @@ def create_scheduled(
     ``notify_channel`` (PostgreSQL): the insert itself sends the wake-up NOTIFY on that channel (one
     statement, not two; it is delivered on commit like a NOTIFY statement).
     """
+    from lightly_protocol.config_support import refusals
     from lightly_protocol.validation import config_problems
 
     cfg, by_purpose = _schedule_inputs(conn, user_id, dataset_id, req.config_id)
-    if validate:
-        problems = config_problems(cfg.config)
-        if resolve_datasource(by_purpose, DatasourcePurpose.INPUT) is None:
-            problems.append(
-                "the dataset has no INPUT datasource: set one first, e.g. client.set_local_config(purpose='INPUT')"
-            )
-        if problems:
-            raise ApiError(400, ApiErrorCode.DOCKER_WORKER_CONFIG_INVALID, "; ".join(problems))
+    # the options this worker does not support are refused even with disableConfigValidation (the worker
+    # would refuse the run anyway): config_problems starts with them
+    problems = config_problems(cfg.config) if validate else refusals(cfg.config)
+    if validate and resolve_datasource(by_purpose, DatasourcePurpose.INPUT) is None:
+        problems.append(
+            "the dataset has no INPUT datasource: set one first, e.g. client.set_local_config(purpose='INPUT')"
+        )
+    if problems:
+        raise ApiError(400, ApiErrorCode.DOCKER_WORKER_CONFIG_INVALID, "; ".join(problems))
     now = now_ms()
     sid = new_id()
     insert = scheduled_runs.insert().values(

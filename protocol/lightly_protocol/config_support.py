@@ -1,0 +1,395 @@
+"""Which options of a run's config this worker acts on, and which it refuses: one table, used by the
+server when a run is scheduled (a 400) and by the worker when a run reaches it some other way or the
+local CLI mode is given the key (the same message).
+
+Every field of lightly==1.5.26's ``DockerWorkerConfigV4`` (``docker``, ``lightly``, ``selection``, what
+``schedule_compute_worker_run`` sends) has an entry here: ``ACTED_ON`` says what the worker does with
+it and which test shows it, ``REFUSED`` says which values are refused, why, and what to use instead.
+A key may be in both when only some of its values are refused (``docker.selected_sequence_length`` 1
+is acted on, > 1 refused). Keys are dotted snake_case paths; a list's entries add no index
+(``selection.strategies.input.task``); an entry for a group (``docker.crops``) covers every key in it.
+tests/test_config_support.py walks the client's generated models so that no field is left out, and
+checks docs/worker.md's table ("Config options") against this one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from .enums import WorkerType
+from .models import WorkerConfigV4
+
+
+def _given(value: Any, parent: Any, config: WorkerConfigV4) -> bool:
+    """Any value at all (an empty list counts as not given: the client sends ``autoTasks: []``)."""
+    return value is not None and value != []
+
+
+@dataclass(frozen=True)
+class ActedOn:
+    key: str
+    how: str
+    #: ``tests/<file>.py::<test>`` that shows it (the walk test checks the test exists)
+    test: str
+
+
+@dataclass(frozen=True)
+class Refused:
+    key: str
+    why: str
+    instead: str
+    #: which values are refused (with the field's model and the whole config); default: any value given
+    when: Callable[[Any, Any, WorkerConfigV4], bool] = _given
+    #: the refused values in words, shown after the key ("> 1"); "" for any value
+    values: str = ""
+    #: ``when`` reads the rest of the config (not only the value): the worker's ``key=value`` defaults
+    #: are checked against it with the run's merged config, not on their own
+    context: bool = False
+
+    def message(self, shown_key: str) -> str:
+        values = f" {self.values}" if self.values else ""
+        return f"{shown_key}{values} is not supported by this worker: {self.why}; {self.instead}"
+
+
+def _training_off(config: WorkerConfigV4) -> bool:
+    return not (config.docker and config.docker.enable_training)
+
+
+_OBJECT_TASK = "object-level selection (a task on an {t} input: the objects' crops) is not implemented"
+
+REFUSED: tuple[Refused, ...] = (
+    Refused(
+        "docker.checkpoint",
+        "starting from a checkpoint file is not implemented",
+        "leave it out (enable_training trains from the start) or embed with the worker's pretrained model",
+    ),
+    Refused(
+        "docker.checkpoint_run_id",
+        "reusing an earlier run's checkpoint is not implemented",
+        "leave it out (enable_training trains from the start)",
+    ),
+    Refused(
+        "docker.datasource.input_expiration",
+        "the worker reads each datasource directly, not through expiring read URLs",
+        "leave it out",
+    ),
+    Refused(
+        "docker.crops",
+        "object crops (object-level selection) are not implemented",
+        "leave it out",
+    ),
+    Refused(
+        "docker.training",
+        "training on object crops of a prediction task is not implemented",
+        "leave it out (enable_training trains on the whole images)",
+    ),
+    Refused(
+        "docker.output_image_format",
+        "the worker writes no frames or crops (video frames are read in place)",
+        "leave it out",
+    ),
+    Refused(
+        "docker.pretagging",
+        "pretagging (an object detector run before the selection) is not implemented",
+        "leave it out; give your own detections as PREDICTIONS in .lightly/predictions/",
+    ),
+    Refused(
+        "docker.pretagging_upload",
+        "pretagging is not implemented",
+        "leave it out",
+    ),
+    Refused(
+        "docker.selected_sequence_length",
+        "sequence selection (whole runs of consecutive video frames) is not implemented",
+        "leave it out or set 1 (each frame is selected on its own)",
+        when=lambda v, _p, _c: v is not None and v > 1,
+        values="> 1",
+    ),
+    Refused(
+        "docker.upload_report",
+        "the report is always uploaded with the run's artifacts",
+        "leave it out (or True)",
+        when=lambda v, _p, _c: v is False,
+        values="False",
+    ),
+    Refused(
+        "docker.cache_size",
+        "the worker keeps no disk cache (it reads the datasources directly)",
+        "leave it out (or <= 0: no cache)",
+        when=lambda v, _p, _c: v is not None and v > 0,
+        values="> 0",
+    ),
+    Refused(
+        "lightly.checkpoint_callback.save_last",
+        "the last checkpoint of a training run is always kept (lightly_epoch_last.ckpt, the CHECKPOINT artifact)",
+        "leave it out (or True)",
+        when=lambda v, _p, _c: v is False,
+        values="False",
+    ),
+    Refused(
+        "lightly.model",
+        "without docker.enable_training the worker embeds with its own pretrained model (the worker option "
+        "embedding.model, efficientnet-lite0 by default); lightly.model configures the model that "
+        "enable_training trains",
+        "set docker.enable_training=True, or leave lightly.model out",
+        when=lambda v, _p, c: v is not None and _training_off(c),
+        values="without docker.enable_training",
+        context=True,
+    ),
+    Refused(
+        "lightly.trainer.gpus",
+        "a worker trains on one device, chosen by its device option (auto: the GPU when one is visible)",
+        "leave it out (or 1), start the worker with device=cpu to train on the CPU, and use more workers "
+        "with docker.parallelism for more GPUs",
+        when=lambda v, _p, _c: v is not None and v != 1,
+        values="other than 1",
+    ),
+    Refused(
+        "selection.auto_tasks",
+        "auto tasks (TILING, CROP) are not implemented",
+        "leave them out",
+    ),
+    Refused(
+        "selection.strategies.input.task",
+        _OBJECT_TASK.format(t="EMBEDDINGS or RANDOM"),
+        "leave 'task' out of this input (a task belongs to SCORES and PREDICTIONS inputs)",
+        when=lambda v, p, _c: bool(v) and p.type not in ("SCORES", "PREDICTIONS"),
+        values="on an input other than SCORES or PREDICTIONS",
+        context=True,
+    ),
+    Refused(
+        "selection.strategies.input.dataset_id",
+        "inputs are read from the run's own dataset only (a SIMILARITY query tag too)",
+        "leave it out and list the query filenames in .lightly/tags/<tag_name>.txt of this dataset's LIGHTLY "
+        "datasource",
+    ),
+    Refused(
+        "selection.strategies.input.categories",
+        "restricting an input to some categories is not implemented",
+        "leave it out (BALANCE's target names the categories it balances)",
+    ),
+)
+
+_T = "tests/test_embed.py::test_train_config_from_lightly_config"  # every lightly.* training key
+_TRAIN = "trains the SimCLR model with it (docker.enable_training); like Lightly, no effect without training"
+
+ACTED_ON: tuple[ActedOn, ...] = (
+    ActedOn(
+        "worker_type",
+        "FULL, the only type",
+        "tests/test_protocol_models.py::test_what_the_real_client_sends_is_accepted",
+    ),
+    ActedOn(
+        "docker.corruptness_check.corruption_threshold",
+        "a video is corrupt when a larger share of its frames cannot be decoded",
+        "tests/test_embed.py::test_video_frames",
+    ),
+    ActedOn(
+        "docker.datasource.bypass_verify",
+        "the worker never checks permissions before a run (what True asks); a datasource it cannot read or "
+        "write fails the run when it is read or written, naming the file",
+        "tests/test_config_support.py::test_acted_on_keys_are_accepted_by_the_unmodified_client",
+    ),
+    ActedOn(
+        "docker.datasource.enable_datapool_update",
+        "False: the datapool is read but not updated",
+        "tests/test_config_support.py::test_datapool_options_in_a_local_run",
+    ),
+    ActedOn(
+        "docker.datasource.process_all",
+        "the datapool's files are processed again",
+        "tests/test_config_support.py::test_datapool_options_in_a_local_run",
+    ),
+    ActedOn(
+        "docker.embeddings",
+        "custom embeddings CSV in .lightly/embeddings/",
+        "tests/test_shard_work.py::test_split_run_with_custom_embeddings",
+    ),
+    ActedOn(
+        "docker.enable_training",
+        "SimCLR training before embedding",
+        "tests/test_parallel_runs.py::test_a_training_run_is_not_split_and_says_so",
+    ),
+    ActedOn(
+        "docker.normalize_embeddings",
+        "L2-normalised embeddings (default True)",
+        "tests/test_worker_cli.py::test_local_mode_with_a_config_file_and_its_errors",
+    ),
+    ActedOn(
+        "docker.num_processes",
+        "the data loader's worker processes (embedding and training) where lightly.loader.num_workers is not "
+        "set; -1: one per vCPU",
+        "tests/test_config_support.py::test_num_processes_and_num_threads_reach_the_loader_and_torch",
+    ),
+    ActedOn(
+        "docker.num_threads",
+        "torch.set_num_threads for the run (-1: one per vCPU)",
+        "tests/test_config_support.py::test_num_processes_and_num_threads_reach_the_loader_and_torch",
+    ),
+    ActedOn(
+        "docker.relevant_filenames_file",
+        "only the files listed there (under .lightly/)",
+        "tests/test_worker_paths.py::test_relevant_filenames_file_stays_in_dot_lightly",
+    ),
+    ActedOn(
+        "docker.selected_sequence_length",
+        "1: each frame is selected on its own",
+        "tests/test_config_support.py::test_acted_on_keys_are_accepted_by_the_unmodified_client",
+    ),
+    ActedOn(
+        "docker.upload_report",
+        "True: the report is uploaded with the run's artifacts",
+        "tests/test_worker_flow.py::test_worker_claims_runs_reports_and_finishes",
+    ),
+    ActedOn(
+        "docker.use_datapool",
+        "selected files are kept in .lightly/datapool/ and count in later runs",
+        "tests/test_config_support.py::test_datapool_options_in_a_local_run",
+    ),
+    ActedOn(
+        "docker.shutdown_when_job_finished",
+        "the worker exits after the run",
+        "tests/test_worker_ownership.py::test_startup_hands_back_runs_an_earlier_process_held",
+    ),
+    ActedOn(
+        "docker.cache_size",
+        "<= 0: no disk cache, which the worker never keeps",
+        "tests/test_config_support.py::test_acted_on_keys_are_accepted_by_the_unmodified_client",
+    ),
+    ActedOn(
+        "docker.parallelism",
+        "extension: split the run over workers",
+        "tests/test_parallel_runs.py::test_parallelism_3_selects_exactly_what_one_worker_selects",
+    ),
+    ActedOn(
+        "docker.shard_size",
+        "extension: files per shard of a split run",
+        "tests/test_parallel_runs.py::test_parallelism_3_selects_exactly_what_one_worker_selects",
+    ),
+    ActedOn("lightly.seed", "seeds training and the embedder", _T),
+    ActedOn("lightly.checkpoint_callback.save_last", "True: the last checkpoint is kept", _T),
+    ActedOn("lightly.loader.batch_size", "batch size of embedding and training", _T),
+    ActedOn("lightly.loader.num_workers", "data loader processes of embedding and training", _T),
+    ActedOn("lightly.loader.shuffle", _TRAIN, _T),
+    ActedOn("lightly.loader.drop_last", _TRAIN, _T),
+    ActedOn("lightly.model", "the trained model (with docker.enable_training)", _T),
+    ActedOn("lightly.trainer.gpus", "1: the worker's one device", _T),
+    ActedOn("lightly.trainer.max_epochs", _TRAIN, _T),
+    ActedOn("lightly.trainer.precision", _TRAIN, _T),
+    ActedOn("lightly.criterion", _TRAIN, _T),
+    ActedOn("lightly.optimizer", _TRAIN, _T),
+    ActedOn("lightly.collate", _TRAIN + "; input_size also sizes the embedder's input", _T),
+    ActedOn("selection.n_samples", "how many to select", "tests/test_selection.py::test_n_samples_and_proportion"),
+    ActedOn(
+        "selection.proportion_samples",
+        "which share to select",
+        "tests/test_selection.py::test_n_samples_and_proportion",
+    ),
+    ActedOn(
+        "selection.lightly_path_regex",
+        "only input files whose path matches",
+        "tests/test_config_support.py::test_datapool_options_in_a_local_run",
+    ),
+    ActedOn("selection.strategies.input.type", "the input", "tests/test_selection.py::test_errors_say_what_to_fix"),
+    ActedOn(
+        "selection.strategies.input.task",
+        "the prediction task of SCORES and PREDICTIONS",
+        "tests/test_selection.py::test_predictions_reader_and_scores",
+    ),
+    ActedOn(
+        "selection.strategies.input.score",
+        "the score of SCORES",
+        "tests/test_selection.py::test_predictions_reader_and_scores",
+    ),
+    ActedOn("selection.strategies.input.key", "the key of METADATA", "tests/test_selection.py::test_metadata_reader"),
+    ActedOn(
+        "selection.strategies.input.name",
+        "CLASS_DISTRIBUTION or CATEGORY_COUNT of PREDICTIONS",
+        "tests/test_selection.py::test_balance_predictions_class_distribution",
+    ),
+    ActedOn(
+        "selection.strategies.input.tag_name",
+        "SIMILARITY's query tag (.lightly/tags/<tag_name>.txt)",
+        "tests/test_selection.py::test_similarity_and_typicality",
+    ),
+    ActedOn(
+        "selection.strategies.input.random_seed",
+        "RANDOM's seed",
+        "tests/test_selection.py::test_random_weights_seeded",
+    ),
+    ActedOn(
+        "selection.strategies.strategy",
+        "the strategy and its parameters",
+        "tests/test_selection.py::test_similarity_and_typicality",
+    ),
+)
+
+#: the strategy keys with a test of their own (the group entry above covers the rest)
+STRATEGY_TESTS = {
+    "stopping_condition_minimum_distance": "tests/test_selection.py::test_select_minimum_distance_stop_and_datapool",
+    "stopping_condition_max_sum": "tests/test_selection.py::test_weights_order_and_max_sum",
+    "num_nearest_neighbors": "tests/test_selection.py::test_similarity_and_typicality",
+    "distribution": "tests/test_selection.py::test_balance_uniform_and_input",
+    "coverage_radius_ext": "tests/test_coverage.py::test_coverage_ext_config_problems",
+}
+
+
+def _covering(key: str, entries: tuple[Any, ...]) -> list[Any]:
+    return [e for e in entries if key == e.key or key.startswith(e.key + ".")]
+
+
+def acted_on(key: str) -> list[ActedOn]:
+    """The ``ACTED_ON`` entries for ``key`` (its own or its group's)."""
+    return _covering(key, ACTED_ON)
+
+
+def refused(key: str) -> list[Refused]:
+    """The ``REFUSED`` entries for ``key`` (its own or its group's)."""
+    return _covering(key, REFUSED)
+
+
+def _fields(model: BaseModel, key: str, shown: str) -> Iterator[tuple[str, str, Any, BaseModel]]:
+    """(key, the key as shown with list indices, value, the model holding it) of every field given."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if value is None:
+            continue
+        k, s = f"{key}{name}", f"{shown}{name}"
+        yield k, s, value, model
+        if isinstance(value, BaseModel):
+            yield from _fields(value, f"{k}.", f"{s}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from _fields(item, f"{k}.", f"{s}[{i}].")
+
+
+def refusals(config: WorkerConfigV4) -> list[str]:
+    """One sentence per option of ``config`` that this worker does not support (``REFUSED``)."""
+    out: list[str] = []
+    for key, shown, value, parent in _fields(config, "", ""):
+        for rule in REFUSED:
+            if rule.key == key and rule.when(value, parent, config):
+                out.append(rule.message(shown))
+    return out
+
+
+def cli_refusal(key: str, value: Any) -> str | None:
+    """Why the worker's ``key=value`` option (a worker-config or ``lightly.*`` default) is refused, or None.
+
+    Refusals that depend on the rest of the run's config (``lightly.model`` without training) are left to
+    the run, which checks its merged config with ``refusals``.
+    """
+    for rule in REFUSED:
+        if not rule.context and (key == rule.key or key.startswith(rule.key + ".")):
+            covered = value if key == rule.key else {key: value}
+            if rule.when(covered, None, _EMPTY):
+                return rule.message(key)
+    return None
+
+
+_EMPTY = WorkerConfigV4(worker_type=WorkerType.FULL)
