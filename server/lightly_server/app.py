@@ -16,7 +16,19 @@ from . import openapi as openapi_doc
 from .limits import RequestLimits
 from .longpoll.asgi_fast_path import FastPolls
 from .middleware import RequestMetrics
-from .routes import artifacts, configs, datasets, datasources, ops, runs, schedule, shards, tags, workers
+from .routes import (
+    artifacts,
+    configs,
+    datasets,
+    datasource_files,
+    datasources,
+    ops,
+    runs,
+    schedule,
+    shards,
+    tags,
+    workers,
+)
 from .runtime import Server
 from .settings import ServerSettings
 
@@ -61,6 +73,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(configs.router)
     app.include_router(datasets.router)
     app.include_router(datasources.router)
+    app.include_router(datasource_files.router)
     app.include_router(runs.router)
     app.include_router(artifacts.router)
     app.include_router(tags.router)

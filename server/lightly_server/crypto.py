@@ -171,9 +171,18 @@ def seal_datasource(keyring: Keyring, config: dict[str, Any], previous: dict[str
 
 def redact_datasource(stored: dict[str, Any]) -> dict[str, Any]:
     """The answer form of a stored config: every credential replaced by ``REDACTED``."""
-    out = {k: v for k, v in stored.items() if k != SEALED}
+    out = {k: v for k, v in stored.items() if not k.startswith("_")}  # _sealed, the server's own keys
     for f in SECRET_FIELDS.get(stored.get("type", ""), ()):
         out[f] = REDACTED
+    return out
+
+
+def open_datasource(keyring: Keyring, stored: dict[str, Any]) -> dict[str, Any]:
+    """The stored config with its credentials opened (in memory only: for the bucket clients)."""
+    if SEALED not in stored:
+        return dict(stored)
+    out = {k: v for k, v in stored.items() if k != SEALED}
+    out.update(keyring.open(stored[SEALED]))
     return out
 
 

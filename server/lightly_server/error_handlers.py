@@ -55,7 +55,7 @@ def _validation_message(exc: RequestValidationError) -> str:
 
 
 async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
-    return JSONResponse({"code": exc.code, "error": exc.message}, status_code=exc.status)
+    return JSONResponse({"code": exc.code, "error": exc.message}, status_code=exc.status, headers=exc.headers or None)
 
 
 async def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -9,6 +9,8 @@ class ApiError(Exception):
         self.status = status
         self.code = str(code)
         self.message = message
+        #: extra response headers (e.g. Retry-After)
+        self.headers: dict[str, str] = {}
 
 
 def not_found(code: ApiErrorCode, what: str, ident: str) -> ApiError:

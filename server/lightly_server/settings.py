@@ -91,6 +91,32 @@ class ServerSettings(DatabaseSettings):
         help="file with the secret key that seals datasource credentials and signs artifact URLs (one key a "
         "line, current first; never stored in the database); or set LIGHTLY_SERVER_SECRET_KEY",
     )
+    bucket_url_seconds: int = option(
+        900,
+        env="LIGHTLY_SERVER_BUCKET_URL_SECONDS",
+        flag="--bucket-url-seconds",
+        help="how long the presigned URLs of bucket datasources (S3, GCS, AZURE, OBS) are valid",
+    )
+    bucket_timeout_seconds: float = option(
+        10.0,
+        env="LIGHTLY_SERVER_BUCKET_TIMEOUT_SECONDS",
+        flag="--bucket-timeout-seconds",
+        help="timeout of each request to a bucket datasource's store (retried at most twice, with backoff)",
+    )
+    gcs_endpoint_url: str | None = option(
+        None,
+        env="STORAGE_EMULATOR_HOST",
+        flag="--gcs-endpoint-url",
+        help="the GCS endpoint for GCS datasources and their signed URLs (default Google's; the variable is the "
+        "Google SDKs' own, e.g. an emulator's http://127.0.0.1:9023)",
+    )
+    azure_blob_endpoint: str | None = option(
+        None,
+        env="LIGHTLY_SERVER_AZURE_BLOB_ENDPOINT",
+        flag="--azure-blob-endpoint",
+        help="the blob service URL of AZURE datasources, {account} replaced by the account name (default "
+        "https://{account}.blob.core.windows.net; Azurite: http://127.0.0.1:10000/{account})",
+    )
     metrics_token_file: Path | None = option(
         None,
         env="LIGHTLY_SERVER_METRICS_TOKEN_FILE",

@@ -12,7 +12,7 @@ from lightly_protocol.models import DatasourceConfig
 from lightly_protocol.paths import template
 from lightly_protocol.validation import local_path_problem
 
-from .. import crypto, store
+from .. import crypto, storage, store
 from ..deps import DatasetId, ServerDep, User
 from ..errors import ApiError
 from ..responses import no_content as _no_content
@@ -31,10 +31,16 @@ def put_datasource(
         problem = local_path_problem(body.full_path)
         if problem:
             raise ApiError(400, ApiErrorCode.DATASET_DATASOURCE_INVALID, problem)
+    elif body.type in storage.BUCKET_TYPES:
+        try:
+            storage.parse_location(body.type, body.full_path)
+        except ValueError as exc:
+            raise ApiError(400, ApiErrorCode.DATASET_DATASOURCE_INVALID, str(exc)) from None
     with server.write() as tx:
         store.get_dataset(tx.conn, user_id, dataset_id)
         previous = store.get_datasources(tx.conn, dataset_id).get(body.purpose)
         sealed = crypto.seal_datasource(server.keyring, body.wire(), previous)
+        sealed.update(store.previous_processed_until(previous))
         store.put_datasource(tx.conn, user_id, dataset_id, sealed)
     return _no_content()
 

@@ -19,6 +19,7 @@ from .datasets import (
     put_datasource,
     resolve_datasource,
 )
+from .datasource_state import previous_processed_until, processed_until, schedule_inputs, set_processed_until
 from .dispatch import (
     DISPATCH_ORDER,
     dispatchable,
@@ -136,6 +137,8 @@ __all__ = [
     "paged",
     "parse_runs_on",
     "ping",
+    "previous_processed_until",
+    "processed_until",
     "publish_shards",
     "put_datasource",
     "read_logs",
@@ -150,8 +153,10 @@ __all__ = [
     "runs_data",
     "runs_of_dataset",
     "runs_on_fits",
+    "schedule_inputs",
     "schedule_query",
     "scheduled_data",
+    "set_processed_until",
     "set_selection",
     "shard_files",
     "shard_result_size",
