@@ -32,6 +32,7 @@ from .job import JobOptions
 from .metrics import WorkerMetrics
 from .pipeline import Cancelled, JobError, RunInfo, resolve_paths, run_job
 from .shards import Coordinator, ShardRunner, missing_endpoint, parallelism_of, shard_job
+from .sources import RemoteAccess, StorePolicy
 
 log = logging.getLogger("lightly_worker")
 run_log = logging.getLogger("lightly_worker.run")
@@ -312,8 +313,9 @@ class WorkerAgent:
                     args.path("input_mount"),
                     args.path("lightly_mount"),
                     self.api.datasource(assignment.dataset_id, "INPUT"),
-                    self.api.datasource(assignment.dataset_id, "LIGHTLY"),
+                    None,  # a shard reads only the input (the coordinator reads .lightly/ files)
                     Path(tmp),
+                    self.remote_access(assignment.dataset_id, None),
                 )
                 options = JobOptions.of(args)
                 job = shard_job(config, paths, options)
@@ -332,6 +334,23 @@ class WorkerAgent:
             self.stop.wait(float(args["worker.poll_interval_seconds"]))
         finally:
             self.metrics.state.state("IDLE")
+
+    def remote_access(self, dataset_id: str, scratch: Path | None) -> RemoteAccess:
+        """How a run of ``dataset_id`` reaches its bucket datasources (the storage.* settings)."""
+        args = self.args
+        policy = StorePolicy(
+            timeout=float(args["storage.request_timeout_seconds"]),
+            attempts=int(args["storage.attempts"]),
+            backoff=float(args["storage.backoff_seconds"]),
+            max_backoff=float(args["storage.max_backoff_seconds"]),
+            max_object_bytes=int(args["storage.max_object_bytes"]),
+        )
+        return RemoteAccess(
+            self.api.datasource_api(dataset_id, policy),
+            prefetch=int(args["storage.prefetch"]),
+            mirror_max_bytes=int(args["storage.mirror_max_bytes"]),
+            scratch=scratch,
+        )
 
     def _tell_run(self, run_id: str | None, message: str) -> None:
         """A warning in the run's log (the coordinator's run), best effort."""
@@ -391,17 +410,33 @@ class WorkerAgent:
     def _job(
         self, row: ScheduledRunData, run_id: str, reporter: RunReporter, out_dir: Path, outcome: dict[str, Any]
     ) -> None:
+        with contextlib.ExitStack() as stack:
+            self._run_job(row, run_id, reporter, out_dir, outcome, stack)
+
+    def _run_job(
+        self,
+        row: ScheduledRunData,
+        run_id: str,
+        reporter: RunReporter,
+        out_dir: Path,
+        outcome: dict[str, Any],
+        stack: contextlib.ExitStack,
+    ) -> None:
         try:
             cfg_data = self.api.config(row.config_id)
             config = merge_cli_defaults(cfg_data.config, self.args)
             if config.docker and config.docker.shutdown_when_job_finished:
                 self.shutdown_after_job = True
+            scratch = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="lightly-run-", dir=self.args["storage.scratch_dir"])
+            )
             paths = resolve_paths(
                 self.args.path("input_mount"),
                 self.args.path("lightly_mount"),
                 self.api.datasource(row.dataset_id, "INPUT"),
                 self.api.datasource(row.dataset_id, "LIGHTLY"),
                 out_dir,
+                self.remote_access(row.dataset_id, Path(scratch)),
             )
             split = None
             if parallelism_of(config) != 1:

@@ -45,6 +45,8 @@ from lightly_protocol.shards import (
 )
 from lightly_protocol.tls import tls_problem
 
+from .sources import DatasourceApi, StorePolicy
+
 # 1000 lines of at most 4000 characters stay well under the server's 8 MiB body limit
 LOG_BATCH_LINES = min(1000, MAX_LOG_ENTRIES)
 
@@ -72,6 +74,8 @@ class WorkerApi(ClientCore):
     ) -> None:
         super().__init__(url, token)
         self.http = httpx.Client(timeout=timeout, verify=verify)  # verify: config.api_verify (LIGHTLY_CA_CERTS)
+        self.verify = verify
+        self.timeout = timeout
         self.stop = stop or threading.Event()
         self.max_backoff = max_backoff
         # extension: this process's session id, sent with every worker-state report, so the server
@@ -195,6 +199,12 @@ class WorkerApi(ClientCore):
             if exc.status == 404:
                 return None
             raise
+
+    def datasource_api(self, dataset_id: str, policy: StorePolicy) -> DatasourceApi:
+        """The dataset's datasource calls (listing, read and write URLs) with this client's URL, token and CA."""
+        return DatasourceApi(
+            self.url, self._token, dataset_id, verify=self.verify, timeout=self.timeout, policy=policy, stop=self.stop
+        )
 
     # ------------------------------------------------------------ runs
 

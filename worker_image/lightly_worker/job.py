@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 from lightly_protocol.models import WorkerConfigV4
 
-from .sources import InputSource, as_source
+from .sources import InputSource, LightlyMirror, as_source
 
 if TYPE_CHECKING:  # torch and the embedding code load with the first job, not with the CLI
     from lightly_protocol.models import DockerConfigV4
@@ -70,6 +70,8 @@ class JobPaths:
     lightly_root: Path | None  # where the LIGHTLY datasource's .lightly/ is (None: no LIGHTLY datasource;
     # for a bucket: the job's local mirror of the .lightly/ files it needs, see sources/mirror.py)
     output_dir: Path
+    #: a bucket LIGHTLY datasource: its .lightly/ files copied to ``lightly_root`` before the run, written back after
+    lightly_mirror: LightlyMirror | None = None
 
     @property
     def input(self) -> InputSource:

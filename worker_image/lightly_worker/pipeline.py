@@ -25,6 +25,7 @@ from . import worker_version
 from .job import Cancelled, Job, JobError, JobOptions, JobPaths, JobResult, NullReporter, Reporter
 from .paths import PathOutsideRoot, inside
 from .report import write_report
+from .sources import InputSource, RemoteAccess
 
 __all__ = [
     "Cancelled",
@@ -48,34 +49,45 @@ def resolve_paths(
     input_ds: dict[str, Any] | None,
     lightly_ds: dict[str, Any] | None,
     output_dir: Path,
+    remote: RemoteAccess | None = None,
 ) -> JobPaths:
-    """Paths of a run from its datasources (LOCAL only: files under the worker's mounts)."""
+    """Paths of a run from its datasources: LOCAL ones are folders under the worker's mounts; a bucket
+    datasource (S3, GCS, AZURE, OBS, ...) is read through the API with ``remote`` (without it: refused)."""
     if input_ds is None:
         raise JobError("the dataset has no INPUT datasource; set one with client.set_local_config(purpose='INPUT')")
     for ds in (input_ds, lightly_ds):
-        if ds is not None and ds.get("type") != "LOCAL":
+        if ds is not None and ds.get("type") != "LOCAL" and remote is None:
             raise JobError(
                 f"datasource type {ds.get('type')} is not supported by this worker; use a LOCAL datasource "
                 "(client.set_local_config) with the files mounted at /input_mount"
             )
     for ds in (input_ds, lightly_ds):
-        problem = local_path_problem(ds.get("fullPath", "")) if ds is not None else None
+        problem = local_path_problem(ds.get("fullPath", "")) if ds is not None and _local(ds) else None
         if problem:
             raise JobError(problem)
     try:
-        input_root = inside(
-            input_mount, input_ds.get("fullPath", ""), "the INPUT datasource's fullPath", "the input mount"
+        input_root: Path | InputSource = (
+            inside(input_mount, input_ds.get("fullPath", ""), "the INPUT datasource's fullPath", "the input mount")
+            if _local(input_ds) or remote is None
+            else remote.input_source(input_ds)
         )
-        lightly_root = (
-            inside(
+        mirror = None
+        if lightly_ds is None:
+            lightly_root = None
+        elif _local(lightly_ds) or remote is None:
+            lightly_root = inside(
                 lightly_mount, lightly_ds.get("fullPath", ""), "the LIGHTLY datasource's fullPath", "the lightly mount"
             )
-            if lightly_ds
-            else None
-        )
+        else:
+            mirror = remote.lightly_mirror(lightly_ds)
+            lightly_root = mirror.root
     except PathOutsideRoot as exc:
         raise JobError(str(exc)) from None
-    return JobPaths(input_root, lightly_root, output_dir)
+    return JobPaths(input_root, lightly_root, output_dir, mirror)
+
+
+def _local(ds: dict[str, Any]) -> bool:
+    return ds.get("type") == "LOCAL"
 
 
 @dataclass(frozen=True)

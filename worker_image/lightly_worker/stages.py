@@ -54,6 +54,10 @@ def initialize(job: Job) -> None:
         raise JobError("invalid configuration: " + "; ".join(problems))
     try:
         paths.input.check()
+        if paths.lightly_mirror is not None:
+            wanted = lightly_files_needed(config)
+            job.say(f"copying {len(wanted)} .lightly/ file(s) or folder(s) from {paths.lightly_mirror.label}")
+            paths.lightly_mirror.pull(wanted)
     except SourceAccessError as exc:
         raise JobError(str(exc)) from None
     job.device = _device(job.options.device)
@@ -354,6 +358,11 @@ def save_results(job: Job) -> None:
         save_embeddings(tmp, sel_names, sel_emb)
         tmp.replace(dp_path)
         log.info("datapool updated: %d samples", len(sel_names))
+    if job.paths.lightly_mirror is not None:
+        try:
+            job.paths.lightly_mirror.push()
+        except SourceAccessError as exc:
+            raise JobError(str(exc)) from None
 
 
 def generate_report(job: Job) -> None:
@@ -382,6 +391,29 @@ def generate_report(job: Job) -> None:
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def lightly_files_needed(config: WorkerConfigV4) -> list[str]:
+    """The keys (and prefixes, ending in '/') of the LIGHTLY datasource's ``.lightly/`` files the run reads:
+    what a bucket LIGHTLY datasource's mirror copies before the run."""
+    docker, wanted = config.docker, []
+    if docker and docker.relevant_filenames_file:
+        rel = str(docker.relevant_filenames_file).replace("\\", "/")
+        while rel.startswith("./"):
+            rel = rel[2:]
+        wanted.append(rel)
+    if docker and docker.use_datapool:
+        wanted.append(".lightly/datapool/datapool_latest.csv")
+    if docker and docker.embeddings:
+        wanted.append(f".lightly/embeddings/{docker.embeddings}")
+    for entry in config.selection.strategies if config.selection else []:
+        if entry.input.type == "METADATA":
+            wanted.append(".lightly/metadata/")
+        if entry.input.type in ("PREDICTIONS", "SCORES"):
+            wanted.append(".lightly/predictions/")
+        if entry.strategy.type == "SIMILARITY" and entry.input.tag_name:
+            wanted.append(f".lightly/tags/{entry.input.tag_name}.txt")
+    return list(dict.fromkeys(wanted))
 
 
 def _confined(root: Path, rel: str, what: str, where: str) -> Path:

@@ -1,5 +1,6 @@
 """Where a run's files come from: a folder on the worker's mounts (LOCAL) or a bucket read through the API."""
 
+from .access import RemoteAccess
 from .base import (
     InputSource,
     ObjectMissing,
@@ -9,6 +10,7 @@ from .base import (
     key_problem,
 )
 from .local import LocalSource, walk_folder
+from .mirror import LightlyMirror, MirrorTooLarge
 from .remote import ApiRefused, DatasourceApi, RemoteSource, datasource_label
 from .store_http import StorePolicy, StoreTransport, UrlRefused, redact
 
@@ -16,9 +18,12 @@ __all__ = [
     "ApiRefused",
     "DatasourceApi",
     "InputSource",
+    "LightlyMirror",
     "LocalSource",
+    "MirrorTooLarge",
     "ObjectMissing",
     "ObjectTooLarge",
+    "RemoteAccess",
     "RemoteSource",
     "SourceAccessError",
     "StorageError",
