@@ -192,7 +192,7 @@ ACTED_ON: tuple[ActedOn, ...] = (
         "docker.datasource.bypass_verify",
         "the worker never checks permissions before a run (what True asks); a datasource it cannot read or "
         "write fails the run when it is read or written, naming the file",
-        "tests/test_config_support.py::test_acted_on_keys_are_accepted_by_the_unmodified_client",
+        "tests/test_config_support.py::test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_name",
     ),
     ActedOn(
         "docker.datasource.enable_datapool_update",
@@ -238,7 +238,7 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ActedOn(
         "docker.selected_sequence_length",
         "1: each frame is selected on its own",
-        "tests/test_config_support.py::test_acted_on_keys_are_accepted_by_the_unmodified_client",
+        "tests/test_config_support.py::test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_name",
     ),
     ActedOn(
         "docker.upload_report",
@@ -258,7 +258,7 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ActedOn(
         "docker.cache_size",
         "<= 0: no disk cache, which the worker never keeps",
-        "tests/test_config_support.py::test_acted_on_keys_are_accepted_by_the_unmodified_client",
+        "tests/test_config_support.py::test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_name",
     ),
     ActedOn(
         "docker.parallelism",
