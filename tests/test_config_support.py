@@ -9,6 +9,7 @@ value and scheduled through the unmodified client against the real server. docs/
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import typing
@@ -363,3 +364,34 @@ def test_docs_table_says_which_is_which() -> None:
     for r in REFUSED:
         expected.setdefault(r.key, set()).add("refused" + (f" ({r.values})" if r.values else ""))
     assert documented == expected
+
+
+def test_num_processes_and_num_threads_reach_the_loader_and_torch() -> None:
+    import torch
+    from lightly_protocol.models import WorkerConfigV4
+    from lightly_worker.run_options import prepare_run
+
+    def config(docker: dict[str, Any], lightly: dict[str, Any] | None = None) -> WorkerConfigV4:
+        return WorkerConfigV4.model_validate(
+            {
+                "workerType": "FULL",
+                "docker": docker,
+                "lightly": lightly or {},
+                "selection": {"nSamples": 2, **_strategies()},
+            }
+        )
+
+    before = torch.get_num_threads()
+    try:
+        run = prepare_run(config({"numProcesses": 3, "numThreads": 1}))
+        assert run.lightly is not None and run.lightly.loader is not None and run.lightly.loader.num_workers == 3
+        assert torch.get_num_threads() == 1
+        # the loader's own key is the more specific one
+        run = prepare_run(config({"numProcesses": 3}, {"loader": {"numWorkers": 0}}))
+        assert run.lightly is not None and run.lightly.loader is not None and run.lightly.loader.num_workers == 0
+        assert torch.get_num_threads() == before  # a run without num_threads: the process's own count
+        prepare_run(config({"numThreads": -1}))
+        assert torch.get_num_threads() == (os.cpu_count() or 1)
+        assert prepare_run(config({})).lightly == config({}).lightly
+    finally:
+        torch.set_num_threads(before)

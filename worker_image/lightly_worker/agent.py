@@ -31,6 +31,7 @@ from .failpoints import failpoint
 from .job import JobOptions
 from .metrics import WorkerMetrics
 from .pipeline import Cancelled, JobError, RunInfo, resolve_paths, run_job
+from .run_options import prepare_run
 from .shards import Coordinator, ShardRunner, missing_endpoint, parallelism_of, shard_job
 from .sources import RemoteAccess, StorePolicy
 
@@ -307,7 +308,7 @@ class WorkerAgent:
         runner = ShardRunner(self.api, self.worker_id, float(args["worker.heartbeat_seconds"]), self.stop)
         started = False  # from runner.run on, the runner hands the shard back itself
         try:
-            config = merge_cli_defaults(assignment.config, args)
+            config = prepare_run(merge_cli_defaults(assignment.config, args))
             with tempfile.TemporaryDirectory(prefix="lightly-shard-") as tmp:
                 paths = resolve_paths(
                     args.path("input_mount"),
@@ -424,7 +425,7 @@ class WorkerAgent:
     ) -> None:
         try:
             cfg_data = self.api.config(row.config_id)
-            config = merge_cli_defaults(cfg_data.config, self.args)
+            config = prepare_run(merge_cli_defaults(cfg_data.config, self.args))
             if config.docker and config.docker.shutdown_when_job_finished:
                 self.shutdown_after_job = True
             scratch = stack.enter_context(

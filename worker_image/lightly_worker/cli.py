@@ -90,8 +90,9 @@ def _shorthand_strategies(choice: str) -> list[dict[str, Any]]:
 def run_local(args: WorkerArgs) -> int:
     from .agent import merge_cli_defaults
     from .pipeline import JobError, JobOptions, JobPaths, NullReporter, run_job
+    from .run_options import prepare_run
 
-    config = merge_cli_defaults(local_config(args), args)
+    config = prepare_run(merge_cli_defaults(local_config(args), args))
     out = args.path("output_dir")
     lightly_root = args.path("lightly_mount")
     paths = JobPaths(args.path("input_mount"), lightly_root if lightly_root.is_dir() else None, out)
