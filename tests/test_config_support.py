@@ -395,3 +395,48 @@ def test_num_processes_and_num_threads_reach_the_loader_and_torch() -> None:
         assert prepare_run(config({})).lightly == config({}).lightly
     finally:
         torch.set_num_threads(before)
+
+
+def test_datapool_options_in_a_local_run(tmp_path: Path) -> None:
+    """use_datapool, datasource.enable_datapool_update and datasource.process_all, and
+    selection.lightly_path_regex, in three local runs on one folder."""
+    import json
+
+    from test_worker_cli import run
+    from test_worker_e2e import make_images
+
+    make_images(tmp_path / "images", 12)  # a/: 6 images and a corrupt one; b/: 6 and a duplicate
+    (tmp_path / "lightly").mkdir()
+    pool = tmp_path / "lightly" / ".lightly" / "datapool" / "datapool_latest.csv"
+
+    def local(name: str, docker: dict[str, Any]) -> dict[str, Any]:
+        cfg = tmp_path / f"{name}.json"
+        selection = {"n_samples": 2, "lightly_path_regex": "^a/", **_strategies()}
+        cfg.write_text(json.dumps({"worker_config": {"use_datapool": True, **docker}, "selection_config": selection}))
+        out = tmp_path / name
+        r = run(
+            "mode=local",
+            f"config={cfg}",
+            f"input_mount={tmp_path / 'images'}",
+            f"lightly_mount={tmp_path / 'lightly'}",
+            f"output_dir={out}",
+            "embedding.input_size=64",
+            "device=cpu",
+        )
+        assert r.returncode == 0, r.stderr
+        summary = json.loads((out / "report.json").read_text())["summary"]
+        summary["selected"] = (out / "filenames" / "selected_filenames.txt").read_text().split()
+        return dict(summary)
+
+    first = local("first", {})
+    assert first["n_candidates"] == 6 and all(n.startswith("a/") for n in first["selected"])  # the regex
+    pooled = pool.read_text()
+    assert all(n in pooled for n in first["selected"])
+
+    second = local("second", {"datasource": {"enable_datapool_update": False}})
+    assert second["n_datapool"] == 2 and second["n_candidates"] == 4  # the pool's files are not candidates
+    assert not set(second["selected"]) & set(first["selected"])
+    assert pool.read_text() == pooled  # not updated
+
+    third = local("third", {"datasource": {"process_all": True, "enable_datapool_update": False}})
+    assert third["n_candidates"] == 6  # the pool's files are processed again
