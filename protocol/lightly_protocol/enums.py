@@ -158,8 +158,28 @@ class ApiErrorCode(StrEnum):
     DOCKER_WORKER_SCHEDULE_UNKNOWN = "DOCKER_WORKER_SCHEDULE_UNKNOWN"
     DOCKER_WORKER_SCHEDULE_UPDATE_FAILED = "DOCKER_WORKER_SCHEDULE_UPDATE_FAILED"
     ILLEGAL_ACTION_RESOURCE_IN_USE = "ILLEGAL_ACTION_RESOURCE_IN_USE"
+    EMBEDDING_UNKNOWN = "EMBEDDING_UNKNOWN"
+    SAMPLE_UNKNOWN = "SAMPLE_UNKNOWN"
     #: extension (Lightly has no such code): 503, the database refused or lost its connections; retry
     SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+
+class SharedAccessType(StrEnum):
+    WRITE = "WRITE"
+
+
+class DimensionalityReductionMethod(StrEnum):
+    PCA = "PCA"
+    TSNE = "TSNE"
+    UMAP = "UMAP"
+
+
+class FileNameFormat(StrEnum):
+    """How a tag export writes each sample: its name, its datasource location, or a read URL."""
+
+    NAME = "NAME"
+    DATASOURCE_FULL = "DATASOURCE_FULL"
+    REDIRECTED_READ_URL = "REDIRECTED_READ_URL"
 
 
 class S3Region(StrEnum):

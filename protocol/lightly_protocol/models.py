@@ -30,12 +30,15 @@ from .enums import (
     Creator,
     DatasetType,
     DatasourcePurpose,
+    DimensionalityReductionMethod,
     ImageType,
     LogLevel,
     Priority,
     RunState,
     S3Region,
     ScheduledState,
+    SharedAccessType,
+    TagCreator,
     WorkerState,
     WorkerType,
 )
@@ -755,6 +758,69 @@ class TagData(Wire):
     created_at: Ts
     last_modified_at: Ts | None = None
     run_id: Oid | None = None
+
+
+class TagCreateRequest(Request):
+    """A tag from a bitmask over the dataset's samples (``create_tag_from_filenames``)."""
+
+    name: TagName
+    prev_tag_id: Oid
+    bit_mask_data: Annotated[str, Strict(), Field(pattern=BIT_MASK_PATTERN, max_length=MAX_STRING_LENGTH)]
+    tot_size: Annotated[int, Strict(), Field(ge=0, le=MAX_INT64)]
+    creator: TagCreator | None = None
+    run_id: Oid | None = None
+
+
+class LabelStudioTaskData(Wire):
+    image: StrictStr
+    lightly_file_name: StrictStr | None = None
+
+
+class LabelStudioTask(Wire):
+    """One task of Label Studio's basic JSON import format."""
+
+    id: StrictInt
+    data: LabelStudioTaskData
+
+
+class LabelBoxV4DataRow(Wire):
+    """One data row of Labelbox's (v4) JSON import; Lightly spells these keys in snake_case."""
+
+    model_config = ConfigDict(alias_generator=None, populate_by_name=True, extra="forbid")
+
+    row_data: StrictStr
+    global_key: StrictStr | None = None
+    media_type: StrictStr | None = None
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+class DatasetEmbeddingData(Wire):
+    id: Oid
+    name: StrictStr
+    is_processed: StrictBool
+    created_at: Ts
+    is2d: StrictBool | None = Field(None, alias="is2d")  # Lightly's spelling, not to_camel's "is2D"
+
+
+class WriteCSVUrlData(Wire):
+    signed_write_url: StrictStr
+    embedding_id: StrictStr
+
+
+class Trigger2dEmbeddingJobRequest(Request):
+    dimensionality_reduction_method: DimensionalityReductionMethod
+
+
+# ---------------------------------------------------------------- collaboration
+
+
+class SharedAccessConfigCreateRequest(Request):
+    access_type: SharedAccessType
+    users: list[Annotated[str, Strict(), Field(max_length=MAX_NAME_LENGTH)]] | None = None
+    teams: list[Annotated[str, Strict(), Field(max_length=MAX_NAME_LENGTH)]] | None = None
+    creator: Creator | None = None
 
 
 # ---------------------------------------------------------------- misc

@@ -29,6 +29,7 @@ __all__ = [
     "artifact_upload",
     "config",
     "dataset",
+    "dataset_embeddings",
     "dataset_mappings",
     "dataset_schedule",
     "dataset_scheduled_run",
@@ -52,6 +53,11 @@ __all__ = [
     "datasource_verify",
     "datasource_write_url",
     "datasources_all",
+    "embedding",
+    "embedding_2d_job",
+    "embedding_csv",
+    "embedding_read_url",
+    "embeddings_write_url",
     "run",
     "run_artifacts",
     "run_logs",
@@ -59,14 +65,19 @@ __all__ = [
     "run_selection",
     "run_tags",
     "runs_of_dataset",
+    "sample_read_redirect",
+    "sample_read_url",
     "scheduled_run",
     "scheduled_shards",
     "scheduled_shards_claim",
     "shard",
     "shard_files",
     "shard_result",
+    "shared_access",
     "tag",
     "tag_export_filenames",
+    "tag_export_label_box_v4",
+    "tag_export_label_studio",
     "tag_filenames",
     "template",
     "worker",
@@ -297,8 +308,64 @@ def tag_filenames(dataset_id: str, tag_id: str) -> str:
 
 
 def tag_export_filenames(dataset_id: str, tag_id: str) -> str:
-    """The tag's filenames as one newline-separated JSON string (paged)."""
+    """The tag's filenames (or read URLs, or datasource locations: ``fileNameFormat``) as one
+    newline-separated JSON string (paged)."""
     return f"{DATASETS}/{dataset_id}/tags/{tag_id}/export/basic/filenames"
+
+
+def tag_export_label_studio(dataset_id: str, tag_id: str) -> str:
+    """The tag's samples as Label Studio tasks (paged)."""
+    return f"{DATASETS}/{dataset_id}/tags/{tag_id}/export/LabelStudio/tasks"
+
+
+def tag_export_label_box_v4(dataset_id: str, tag_id: str) -> str:
+    """The tag's samples as Labelbox (v4) data rows (paged)."""
+    return f"{DATASETS}/{dataset_id}/tags/{tag_id}/export/LabelBoxV4/datarows"
+
+
+def sample_read_url(dataset_id: str, sample_id: str) -> str:
+    """GET: a read URL of one sample's image (``type=full``)."""
+    return f"{DATASETS}/{dataset_id}/samples/{sample_id}/readurl"
+
+
+def sample_read_redirect(dataset_id: str, sample_id: str) -> str:
+    """GET the sample's bytes (a signed URL: ``expires`` and ``signature``, no token)."""
+    return f"{DATASETS}/{dataset_id}/samples/{sample_id}/readurlRedirect"
+
+
+def dataset_embeddings(dataset_id: str) -> str:
+    """The dataset's embeddings, newest first."""
+    return f"{DATASETS}/{dataset_id}/embeddings"
+
+
+def embeddings_write_url(dataset_id: str) -> str:
+    """GET ``?name=``: a new embedding and the signed URL to PUT its CSV to."""
+    return f"{DATASETS}/{dataset_id}/embeddings/writeCSVUrl"
+
+
+def embedding(dataset_id: str, embedding_id: str) -> str:
+    """One embedding: DELETE."""
+    return f"{DATASETS}/{dataset_id}/embeddings/{embedding_id}"
+
+
+def embedding_read_url(dataset_id: str, embedding_id: str) -> str:
+    """GET: a signed download URL of the embedding's CSV."""
+    return f"{DATASETS}/{dataset_id}/embeddings/{embedding_id}/readCSVUrl"
+
+
+def embedding_2d_job(dataset_id: str, embedding_id: str) -> str:
+    """POST: ask for a 2-d projection (acknowledged, not computed: docs/server.md)."""
+    return f"{DATASETS}/{dataset_id}/embeddings/{embedding_id}/trigger2dEmbeddingsJob"
+
+
+def embedding_csv(embedding_id: str) -> str:
+    """PUT (upload) or GET (download) an embedding's CSV (a signed URL: ``expires``, ``signature``)."""
+    return f"/v1/embeddings/{embedding_id}/csv"
+
+
+def shared_access(dataset_id: str) -> str:
+    """A dataset's shared-access configs (sharing is refused here: docs/server.md)."""
+    return f"{DATASETS}/{dataset_id}/collaboration/access"
 
 
 # ---- extensions (not in Lightly's protocol) under one prefix: shards of split runs (docs/server.md, Shards)

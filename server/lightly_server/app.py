@@ -18,12 +18,15 @@ from .longpoll.asgi_fast_path import FastPolls
 from .middleware import RequestMetrics
 from .routes import (
     artifacts,
+    collaboration,
     configs,
     datasets,
     datasource_files,
     datasources,
+    embeddings,
     ops,
     runs,
+    samples,
     schedule,
     shards,
     tags,
@@ -77,4 +80,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(artifacts.router)
     app.include_router(tags.router)
+    app.include_router(samples.router)
+    app.include_router(embeddings.router)
+    app.include_router(collaboration.router)
     return app

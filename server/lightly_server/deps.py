@@ -44,11 +44,19 @@ async def user(server: ServerDep, token: Annotated[str | None, Query(description
 
 User = Annotated[str, Depends(user)]
 
+
+def public_base_url(server: Server, request: Request) -> str:
+    """The base of the URLs this server hands out (signed URLs): ``--public-url``, else the request's."""
+    return (server.settings.public_url or str(request.base_url)).rstrip("/")
+
+
 # the ids in paths: 24 lowercase hex characters
 ArtifactId = Annotated[str, Path(alias="artifactId", pattern=OID_PATTERN)]
 ConfigId = Annotated[str, Path(alias="configId", pattern=OID_PATTERN)]
 DatasetId = Annotated[str, Path(alias="datasetId", pattern=OID_PATTERN)]
 RunId = Annotated[str, Path(alias="runId", pattern=OID_PATTERN)]
+SampleId = Annotated[str, Path(alias="sampleId", pattern=OID_PATTERN)]
+EmbeddingId = Annotated[str, Path(alias="embeddingId", pattern=OID_PATTERN)]
 ScheduledId = Annotated[str, Path(alias="scheduledId", pattern=OID_PATTERN)]
 TagId = Annotated[str, Path(alias="tagId", pattern=OID_PATTERN)]
 WorkerId = Annotated[str, Path(alias="workerId", pattern=OID_PATTERN)]

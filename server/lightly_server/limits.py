@@ -18,7 +18,8 @@ from urllib.parse import unquote, unquote_to_bytes
 from lightly_protocol.enums import ApiErrorCode
 from starlette.exceptions import HTTPException
 
-UPLOAD_PATH = re.compile(r"^/v1/artifacts/[^/]+/upload$")
+#: streamed to disk by their routes: artifact contents and embedding CSVs
+UPLOAD_PATH = re.compile(r"^/v1/(artifacts/[^/]+/upload|embeddings/[^/]+/csv)$")
 SELECTION_PATH = re.compile(r"^/v1/docker/runs/[^/]+/selection$")
 #: extension: a shard listing (PUT /v1/ext/scheduled/{id}/shards) and a shard result (PUT .../shards/{id}/result)
 SHARD_PATH = re.compile(r"^/v1/ext/(scheduled/[^/]+/shards|shards/[^/]+/result)$")

@@ -246,6 +246,23 @@ shards = Table(
     Index("ix_shards_state_leased", "state", "leased_at"),  # the lease sweep
 )
 
+# ---- a dataset's embeddings (Lightly's embeddings API): uploaded CSVs and the ones a completed run
+# registered. Newer than schema version 3 and needs no migration: ``metadata.create_all`` adds it.
+
+embeddings = Table(
+    "embeddings",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("dataset_id", ID, ForeignKey("datasets.id"), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("run_id", ID),  # registered from this run's artifact (``artifact_id``); else uploaded
+    Column("artifact_id", ID),
+    Column("uploaded", Boolean, nullable=False, default=False),  # the CSV is stored (is_processed)
+    Column("size", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Index("ix_embeddings_dataset", "dataset_id", "created_at"),
+)
+
 settings = Table(
     "server_settings",
     metadata,

@@ -91,6 +91,14 @@ class ServerSettings(DatabaseSettings):
         help="file with the secret key that seals datasource credentials and signs artifact URLs (one key a "
         "line, current first; never stored in the database); or set LIGHTLY_SERVER_SECRET_KEY",
     )
+    local_datasource_root: Path | None = option(
+        None,
+        env="LIGHTLY_SERVER_LOCAL_DATASOURCE_ROOT",
+        flag="--local-datasource-root",
+        help="the folder a LOCAL datasource's fullPath is relative to, as this server sees it (the workers' "
+        "mount): its signed sample read URLs (tag exports, download_dataset) serve files from there; "
+        "without it they answer 404 saying so",
+    )
     bucket_url_seconds: int = option(
         900,
         env="LIGHTLY_SERVER_BUCKET_URL_SECONDS",

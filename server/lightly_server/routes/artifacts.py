@@ -15,17 +15,13 @@ from lightly_protocol.paths import template
 from starlette.concurrency import run_in_threadpool
 
 from .. import store
-from ..deps import ArtifactId, RunId, ServerDep, User
+from ..deps import ArtifactId, RunId, ServerDep, User, public_base_url
 from ..errors import ApiError, not_found
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
 from ..runtime import Server
 
 router = APIRouter()
-
-
-def _base_url(server: Server, request: Request) -> str:
-    return (server.settings.public_url or str(request.base_url)).rstrip("/")
 
 
 @router.post(
@@ -43,7 +39,9 @@ def create_artifact(
 ) -> JSONResponse:
     with server.write() as tx:
         aid = store.create_artifact(tx.conn, user_id, run_id, body)
-    url = f"{_base_url(server, request)}{paths.artifact_upload(aid)}?{server.artifacts.signed_query('write', aid)}"
+    url = (
+        f"{public_base_url(server, request)}{paths.artifact_upload(aid)}?{server.artifacts.signed_query('write', aid)}"
+    )
     return _json(ArtifactCreatedData(signed_write_url=url, artifact_id=aid), 201)
 
 
@@ -71,7 +69,7 @@ def artifact_read_url(
             f"artifact {artifact_id} was never uploaded",
         )
     query = server.artifacts.signed_query("read", artifact_id)
-    return f"{_base_url(server, request)}{paths.artifact_download(artifact_id)}?{query}"
+    return f"{public_base_url(server, request)}{paths.artifact_download(artifact_id)}?{query}"
 
 
 def _check_signature(server: Server, action: str, artifact_id: str, expires: int, signature: str) -> None:

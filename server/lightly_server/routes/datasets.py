@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from lightly_protocol import paths
 from lightly_protocol.models import CreateEntityResponse, DatasetCreateRequest, DatasetData
 from lightly_protocol.paths import template
@@ -15,6 +17,8 @@ from ..deps import DatasetId, PageOffset, PageSize, ServerDep, User
 from ..errors import bad_request
 from ..responses import created as _created
 from ..responses import json_response as _json
+from ..responses import no_content as _no_content
+from ..shard_results import delete_results
 
 router = APIRouter()
 
@@ -63,6 +67,20 @@ def get_dataset(dataset_id: DatasetId, user_id: User, server: ServerDep) -> JSON
         return _json(store.dataset_data(conn, store.get_dataset(conn, user_id, dataset_id)))
 
 
+@router.delete(template(paths.dataset, "datasetId"), status_code=204, tags=["datasets"])
+def delete_dataset(dataset_id: DatasetId, user_id: User, server: ServerDep) -> Response:
+    """The dataset with its tags, samples, datasources, embeddings and scheduled runs; 409 while a worker
+    processes a run of it. The user's runs stay, without the dataset reference (docs/server.md)."""
+    with server.write() as tx:
+        deleted = store.delete_dataset(tx.conn, user_id, dataset_id)
+        tx.schedule_changed = True
+    for eid in deleted.embedding_ids:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(server.artifacts.path(eid))
+    delete_results(server.artifacts.root, deleted.shard_ids)
+    return _no_content()
+
+
 @router.get(template(paths.dataset_mappings, "datasetId"), response_model=list[str], tags=["mappings"])
 def sample_mappings(
     dataset_id: DatasetId,
@@ -72,8 +90,11 @@ def sample_mappings(
     page_size: PageSize = None,
     page_offset: PageOffset = None,
 ) -> JSONResponse:
-    if field != "fileName":
-        raise bad_request(f"mappings field {field!r} is not supported; use field=fileName")
+    if field not in ("fileName", "_id"):
+        raise bad_request(f"mappings field {field!r} is not supported; use field=fileName or field=_id")
     with server.db.read() as conn:
-        names = store.dataset_filenames(conn, user_id, dataset_id)
-    return JSONResponse(store.page_of(names, page_size, page_offset))
+        store.get_dataset(conn, user_id, dataset_id)
+        rows = store.page_of(store.dataset_samples(conn, dataset_id), page_size, page_offset)
+    if field == "_id":
+        return JSONResponse([store.sample_id_of(r.idx) for r in rows])
+    return JSONResponse([r.file_name for r in rows])

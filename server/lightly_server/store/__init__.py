@@ -20,6 +20,7 @@ from .datasets import (
     resolve_datasource,
 )
 from .datasource_state import previous_processed_until, processed_until, schedule_inputs, set_processed_until
+from .deletion import Deleted, delete_dataset
 from .dispatch import (
     DISPATCH_ORDER,
     dispatchable,
@@ -29,6 +30,15 @@ from .dispatch import (
     parse_runs_on,
     runs_on_fits,
     schedule_query,
+)
+from .embeddings import (
+    create_embedding,
+    delete_embedding,
+    embedding_data,
+    find_embedding,
+    get_embedding,
+    list_embeddings,
+    mark_embedding_uploaded,
 )
 from .leases import abort_active_runs, expire_leases, release_worker_runs
 from .runs import (
@@ -44,6 +54,7 @@ from .runs import (
     set_selection,
     update_run,
 )
+from .samples import dataset_samples, find_sample, get_sample, sample_id_of
 from .schedule import (
     cancel_scheduled,
     claim_precheck,
@@ -67,7 +78,17 @@ from .shards import (
     shard_summary,
     sweep_shards,
 )
-from .tags import ensure_samples, get_tag, list_tags, materialize_selection_tag, tag_filenames, tags_of_run
+from .tags import (
+    INITIAL_TAG,
+    create_tag,
+    ensure_samples,
+    get_tag,
+    list_tags,
+    materialize_selection_tag,
+    tag_filenames,
+    tag_samples,
+    tags_of_run,
+)
 from .workers import (
     default_worker,
     delete_worker,
@@ -83,7 +104,9 @@ from .workers import (
 
 __all__ = [
     "DISPATCH_ORDER",
+    "INITIAL_TAG",
     "MAX_PAGE",
+    "Deleted",
     "abort_active_runs",
     "append_logs",
     "cancel_scheduled",
@@ -96,24 +119,34 @@ __all__ = [
     "create_artifact",
     "create_config",
     "create_dataset",
+    "create_embedding",
     "create_run",
     "create_scheduled",
+    "create_tag",
     "dataset_data",
     "dataset_filenames",
+    "dataset_samples",
     "datasets_data",
     "default_worker",
+    "delete_dataset",
+    "delete_embedding",
     "delete_worker",
     "dispatchable",
+    "embedding_data",
     "ensure_samples",
     "expire_leases",
     "filter_schedule",
     "find_artifact",
+    "find_embedding",
+    "find_sample",
     "finish_shard",
     "get_artifact",
     "get_config",
     "get_dataset",
     "get_datasources",
+    "get_embedding",
     "get_run",
+    "get_sample",
     "get_scheduled",
     "get_shard_plan",
     "get_tag",
@@ -124,10 +157,12 @@ __all__ = [
     "heartbeat_shard",
     "is_confirmed",
     "list_datasets",
+    "list_embeddings",
     "list_runs",
     "list_scheduled_for_dataset",
     "list_tags",
     "list_workers",
+    "mark_embedding_uploaded",
     "mark_uploaded",
     "materialize_selection_tag",
     "open_candidates",
@@ -153,6 +188,7 @@ __all__ = [
     "runs_data",
     "runs_of_dataset",
     "runs_on_fits",
+    "sample_id_of",
     "schedule_inputs",
     "schedule_query",
     "scheduled_data",
@@ -164,6 +200,7 @@ __all__ = [
     "sweep_shards",
     "tag_data",
     "tag_filenames",
+    "tag_samples",
     "tags_of_run",
     "touch_worker",
     "update_run",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from lightly_protocol.enums import ScheduledState, WorkerType
+from lightly_protocol.enums import DatasourcePurpose, ImageType, ScheduledState, WorkerType
 from lightly_protocol.models import (
     ArtifactData,
     DatasetData,
@@ -39,6 +39,7 @@ def datasets_data(conn: Connection, rows: Sequence[DbRow]) -> list[DatasetData]:
     ids = [r.id for r in rows]
     counts: dict[str, int] = {}
     sources: dict[str, list[str]] = {}
+    full: set[str] = set()  # datasets whose samples are full images in an input datasource (read URLs)
     if ids:
         counts = dict(
             conn.execute(
@@ -47,10 +48,14 @@ def datasets_data(conn: Connection, rows: Sequence[DbRow]) -> list[DatasetData]:
                 .group_by(samples.c.dataset_id)
             ).all()
         )
-        for dataset_id, ds_id in conn.execute(
-            select(datasources.c.dataset_id, datasources.c.id).where(datasources.c.dataset_id.in_(ids))
+        for dataset_id, ds_id, purpose in conn.execute(
+            select(datasources.c.dataset_id, datasources.c.id, datasources.c.purpose).where(
+                datasources.c.dataset_id.in_(ids)
+            )
         ):
             sources.setdefault(dataset_id, []).append(ds_id)
+            if purpose in (DatasourcePurpose.INPUT, DatasourcePurpose.INPUT_OUTPUT):
+                full.add(dataset_id)
     return [
         DatasetData(
             id=r.id,
@@ -61,7 +66,7 @@ def datasets_data(conn: Connection, rows: Sequence[DbRow]) -> list[DatasetData]:
             size_in_bytes=0,
             created_at=r.created_at,
             last_modified_at=r.last_modified_at,
-            img_type=r.img_type,
+            img_type=r.img_type or (ImageType.FULL if r.id in full else None),
             datasources=sources.get(r.id) or None,
             parent_dataset_id=r.parent_dataset_id,
         )

@@ -16,6 +16,7 @@ from ..schema import DbRow, run_logs, run_selections, runs, scheduled_runs
 from .common import owned, paged
 from .configs import get_config
 from .datasets import get_dataset
+from .embeddings import register_run_embedding
 from .schedule import get_scheduled
 from .shards import end_shards
 from .tags import materialize_selection_tag, tags_of_run
@@ -147,6 +148,7 @@ def update_run(conn: Connection, user_id: str, run_id: str, req: RunUpdateReques
             end_shards(conn, r.scheduled_id, ScheduledState.DONE)  # its split run's shards end with it
     if req.state == RunState.COMPLETED:
         materialize_selection_tag(conn, r)
+        register_run_embedding(conn, r)
     return r, terminal
 
 
