@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .base import SourceAccessError, StorageError, key_problem
+from .base import ObjectMissing, SourceAccessError, StorageError, key_problem
 from .remote import ApiRefused, DatasourceApi, ListedFile, datasource_label
 from .store_http import StoreTransport, UrlRefused
 
@@ -79,13 +79,14 @@ class LightlyMirror:
     # ------------------------------------------------------------ down
 
     def _listed(self, wanted: str) -> list[ListedFile]:
-        """The files of ``wanted``: a prefix ending in '/' (every file under it), else that one file."""
+        """The files of ``wanted``: a prefix ending in '/' (every file under it, listed), else that one file
+        (read by its own URL; one that does not exist is left out)."""
+        if not wanted.endswith("/"):
+            return [ListedFile(wanted, None)]
         try:
             files = list(self.api.list_all(self.purpose, prefix=wanted))
         except ApiRefused as exc:
             raise SourceAccessError(f"the LIGHTLY datasource ({self.label}) cannot be listed: {exc}") from None
-        if not wanted.endswith("/"):
-            files = [f for f in files if f.name == wanted]
         kept = []
         for f in files:
             problem = key_problem(f.name) or (
@@ -111,8 +112,9 @@ class LightlyMirror:
         with ThreadPoolExecutor(min(self.threads, len(files)), thread_name_prefix="mirror") as pool:
             for _ in pool.map(self._download, files.values()):
                 pass
-        log.info("copied %d .lightly/ file(s) (%d bytes) from %s", len(files), self.bytes_pulled, self.label)
-        return sorted(files)
+        copied = sorted(k for k in files if k in self._copied)
+        log.info("copied %d .lightly/ file(s) (%d bytes) from %s", len(copied), self.bytes_pulled, self.label)
+        return copied
 
     def _read_url(self, key: str) -> str:
         try:
@@ -123,9 +125,12 @@ class LightlyMirror:
     def _download(self, f: ListedFile) -> None:
         url = f.read_url or self._read_url(f.name)
         try:
-            fetched = self.transport.get(url, f.name)
-        except UrlRefused:
-            fetched = self.transport.get(self._read_url(f.name), f.name)
+            try:
+                fetched = self.transport.get(url, f.name)
+            except UrlRefused:
+                fetched = self.transport.get(self._read_url(f.name), f.name)
+        except ObjectMissing:
+            return  # a named file that is not there: the reader says what is missing, as with a mount
         except StorageError as exc:
             raise SourceAccessError(f"the LIGHTLY datasource ({self.label}): {exc}") from None
         self.bytes_pulled += len(fetched.data)  # the GIL makes this add atomic enough for a cap check

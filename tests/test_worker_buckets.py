@@ -1,0 +1,263 @@
+"""The worker on bucket datasources, end to end: our real server (with moto's real S3 server behind it), real
+worker processes in waiting mode, the unmodified lightly client. A run on an S3 datasource selects exactly
+what the same files on a LOCAL datasource select (keys with spaces, non-ASCII, deep prefixes, a video, a
+corrupt file, an exact duplicate), writes its datapool back into the bucket through write URLs, and a run
+whose bucket cannot be read FAILS at once with the store's message. Plus the worker's remote source against
+the real server: an object deleted between listing and reading is recorded as unreadable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from bucket_stores import Stores, server, stores  # noqa: F401  (fixtures)
+from conftest import Backend, backend
+from flows import wait_until
+from lightly_devkit.net import PROXY_VARS
+from lightly_devkit.processes import stop_process
+from lightly_devkit.servers import ServerProcess
+from PIL import Image
+
+ROOT = "data root/in"
+SELECTION = {"n_samples": 6, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
+
+
+@pytest.fixture(scope="module")
+def db_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backend]:
+    """SQLite only: what is tested here is the worker, not the database."""
+    with backend("sqlite", tmp_path_factory.mktemp("sqlite")) as b:
+        yield b
+
+
+def make_video(path: Path, n: int) -> None:
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(5)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(n):
+            arr = np.full((48, 64, 3), (i * 40) % 255, np.uint8)
+            arr[:, : 8 + 6 * i] = rng.integers(0, 255, 3)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+
+
+def make_files(root: Path, n: int = 16) -> list[str]:
+    """Images under keys with spaces, non-ASCII and deep prefixes, an exact duplicate, a corrupt file, a video."""
+    rng = np.random.default_rng(0)
+    folders = ["a b", "ünïcödé ファイル", "deep/1/2/3/4/5/6", ""]
+    names = []
+    for i in range(n):
+        base = rng.integers(0, 255, size=3)
+        arr = np.clip(rng.normal(base, 40, size=(80, 80, 3)), 0, 255).astype(np.uint8)
+        folder = folders[i % len(folders)]
+        name = f"{folder}/img {i:03d} é.jpg" if folder else f"img_{i:03d}.jpg"
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(arr).save(root / name, quality=90)
+        names.append(name)
+    (root / "a b" / "copy of 1.jpg").write_bytes((root / names[1]).read_bytes())
+    (root / "broken.jpg").write_bytes((root / names[2]).read_bytes()[:200])
+    make_video(root / "clips" / "clip one.mp4", 8)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+def s3_client(url: str) -> Any:
+    import boto3
+
+    return boto3.client(
+        "s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="AKID", aws_secret_access_key="SECRET"
+    )
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc, self.log_path = proc, log
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture
+def start_worker(server: ServerProcess, tmp_path: Path) -> Iterator[Callable[..., Worker]]:  # noqa: F811
+    workers: list[Worker] = []
+
+    def start(token: str, name: str, mounts: Path, *extra: str) -> Worker:
+        token_file = tmp_path / f"{name}.token"
+        token_file.write_text(token)
+        # the worker gets no store credentials and no store endpoint: only the API's presigned URLs
+        env = {
+            k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith(("AWS_", "LIGHTLY_SERVER_"))
+        }
+        env.update(LIGHTLY_SERVER_LOCATION=server.url, LIGHTLY_TOKEN_FILE=str(token_file))
+        log = tmp_path / f"{name}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "lightly_worker.cli",
+            f"worker.name={name}",
+            "worker.labels=[cpu]",
+            f"input_mount={mounts / 'input'}",
+            f"lightly_mount={mounts / 'lightly'}",
+            f"output_dir={mounts / 'output' / name}",
+            "worker.poll_wait_seconds=5",
+            "worker.heartbeat_seconds=2",
+            "embedding.input_size=64",
+            "lightly.loader.num_workers=0",
+            "device=cpu",
+            *extra,
+        ]
+        with open(log, "wb") as fh:
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
+        w = Worker(proc, log)
+        workers.append(w)
+        return w
+
+    yield start
+    for w in workers:
+        stop_process(w.proc, timeout=30, kill_wait=None)
+
+
+def _wait_run(client: Any, sid: str, timeout: float = 300) -> Any:
+    return wait_until(lambda: (i := client.get_compute_worker_run_info(sid)).in_end_state() and i, timeout, 0.5)
+
+
+def _selected(client: Any, dataset_id: str, sid: str) -> list[str]:
+    client.dataset_id = dataset_id  # the client reads tags of its current dataset
+    run = client.get_compute_worker_run_from_scheduled_run(sid)
+    tags = client.get_compute_worker_run_tags(run.id)
+    assert len(tags) == 1
+    return list(client.export_filenames_by_tag_name(tags[0].name).splitlines())
+
+
+def _artifact(client: Any, sid: str, out: Path, name: str) -> str:
+    run = client.get_compute_worker_run_from_scheduled_run(sid)
+    client.download_compute_worker_run_artifacts(run=run, output_dir=str(out))
+    return (out / name).read_text()
+
+
+def test_a_bucket_run_selects_what_the_same_files_select_locally(
+    client: Any,
+    token: str,
+    stores: Stores,  # noqa: F811
+    start_worker: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    pytest.importorskip("av", reason="PyAV (av) is needed for the video in the bucket")
+    s3 = stores.need("s3")
+    mounts = tmp_path / "mounts"
+    names = make_files(mounts / "input")
+    (mounts / "lightly").mkdir(parents=True)
+    bucket = f"worker-{time.time_ns()}"
+    c = s3_client(s3.url)
+    c.create_bucket(Bucket=bucket)
+    for name in names:
+        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(mounts / "input" / name).read_bytes())
+    worker = start_worker(token, "bucket-worker", mounts)
+    config = {"use_datapool": True}
+
+    client.create_dataset(f"local-{time.time_ns()}")
+    client.set_local_config(relative_path="", purpose="INPUT")
+    client.set_local_config(relative_path="", purpose="LIGHTLY")
+    local_sid = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
+    local_ds = client.dataset_id
+    local = _wait_run(client, local_sid)
+    assert local.state == "COMPLETED", worker.log()
+
+    client.create_dataset(f"s3-{time.time_ns()}")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="LIGHTLY")
+    s3_sid = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
+    s3_ds = client.dataset_id
+    remote = _wait_run(client, s3_sid)
+    assert remote.state == "COMPLETED", f"{remote.message}\n{worker.log()}"
+
+    selected = _selected(client, s3_ds, s3_sid)
+    assert selected == _selected(client, local_ds, local_sid)
+    assert len(selected) == 6
+    local_out, s3_out = tmp_path / "local-artifacts", tmp_path / "s3-artifacts"
+    for artifact in ("filenames/corrupt_filenames.txt", "filenames/duplicate_filenames.txt", "data/embeddings.csv"):
+        assert _artifact(client, s3_sid, s3_out, artifact) == _artifact(client, local_sid, local_out, artifact)
+    assert _artifact(client, s3_sid, s3_out, "filenames/corrupt_filenames.txt").split() == ["broken.jpg"]
+    embedded = _artifact(client, s3_sid, s3_out, "data/embeddings.csv")
+    assert "clips/clip one-0-mp4.png" in embedded and "deep/1/2/3/4/5/6/img 002 é.jpg" in embedded
+    assert "ünïcödé ファイル/img 005 é.jpg" in embedded
+    # the datapool went back into the bucket through write URLs, like the local one into the lightly mount
+    pool = c.get_object(Bucket=bucket, Key=f"{ROOT}/.lightly/datapool/datapool_latest.csv")["Body"].read()
+    assert pool == (mounts / "lightly" / ".lightly" / "datapool" / "datapool_latest.csv").read_bytes()
+    log = worker.log()
+    assert "X-Amz-Signature" not in log and "Signature=" not in log and token not in log
+
+    client.dataset_id = s3_ds
+    # a second run on the bucket reads the datapool back from it: the samples selected before are left out
+    again = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
+    info = _wait_run(client, again)
+    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
+    assert not set(_selected(client, s3_ds, again)) & set(selected)
+    assert "datapool: 6 samples selected in earlier runs" in worker.log()
+
+
+def test_a_run_on_an_unreadable_bucket_fails_at_once_with_the_stores_message(
+    client: Any,
+    token: str,
+    stores: Stores,  # noqa: F811
+    start_worker: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    stores.need("s3")
+    (tmp_path / "mounts" / "input").mkdir(parents=True)
+    worker = start_worker(token, "bucket-worker-2", tmp_path / "mounts")
+    client.create_dataset(f"gone-{time.time_ns()}")
+    client.set_s3_config("s3://no-such-bucket-here/in", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+    sid = client.schedule_compute_worker_run(
+        worker_config={"datasource": {"bypass_verify": True}}, selection_config=SELECTION, runs_on=["cpu"]
+    )
+    t0 = time.monotonic()
+    info = _wait_run(client, sid, timeout=120)
+    assert info.state == "FAILED", worker.log()
+    assert "cannot be listed" in info.message and "NoSuchBucket" in info.message, info.message
+    assert "no-such-bucket-here" in info.message
+    assert time.monotonic() - t0 < 60
+    assert worker.proc.poll() is None  # it keeps serving
+
+
+def test_an_object_deleted_after_the_listing_is_unreadable_and_the_rest_goes_on(
+    client: Any,
+    token: str,
+    server: ServerProcess,  # noqa: F811
+    stores: Stores,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from lightly_worker.embed import check_samples, list_samples
+    from lightly_worker.sources import DatasourceApi, RemoteSource, StorePolicy
+
+    s3 = stores.need("s3")
+    names = make_files(tmp_path / "files", n=6)
+    bucket = f"deleted-{time.time_ns()}"
+    c = s3_client(s3.url)
+    c.create_bucket(Bucket=bucket)
+    for name in names:
+        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(tmp_path / "files" / name).read_bytes())
+    client.create_dataset(f"deleted-{time.time_ns()}")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+    api = DatasourceApi(server.url, token, client.dataset_id, policy=StorePolicy(attempts=2, backoff=0.01))
+    source = RemoteSource(api, {"type": "S3", "fullPath": f"s3://{bucket}/{ROOT}"}, page_size=3)
+    source.check()
+    listed = list_samples(source)
+    images = [n for n in listed if n.endswith(".jpg")]
+    assert sorted(images) == sorted(n for n in names if n.endswith(".jpg"))
+    gone = images[0]
+    c.delete_object(Bucket=bucket, Key=f"{ROOT}/{gone}")
+    result = check_samples(source, images)
+    assert result.corrupt == {gone: "file not found", "broken.jpg": result.corrupt["broken.jpg"]}
+    assert len(result.ok) + len(result.duplicates) == len(images) - 2
