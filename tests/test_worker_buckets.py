@@ -7,6 +7,7 @@ the real server: an object deleted between listing and reading is recorded as un
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -18,11 +19,12 @@ from typing import Any
 import numpy as np
 import pytest
 from bucket_stores import Stores, server, stores  # noqa: F401  (fixtures)
-from conftest import Backend, backend
-from flows import wait_until
+from conftest import Api, Backend, backend
+from flows import ok, wait_until
 from lightly_devkit.net import PROXY_VARS
 from lightly_devkit.processes import stop_process
 from lightly_devkit.servers import ServerProcess
+from lightly_protocol import paths
 from PIL import Image
 
 ROOT = "data root/in"
@@ -261,3 +263,96 @@ def test_an_object_deleted_after_the_listing_is_unreadable_and_the_rest_goes_on(
     result = check_samples(source, images)
     assert result.corrupt == {gone: "file not found", "broken.jpg": result.corrupt["broken.jpg"]}
     assert len(result.ok) + len(result.duplicates) == len(images) - 2
+
+
+def test_a_split_run_reads_its_shards_from_the_bucket(
+    client: Any,
+    token: str,
+    api: Api,
+    stores: Stores,  # noqa: F811
+    start_worker: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    """parallelism 2 over two worker processes (decode workers in subprocesses: the default num_workers):
+    every shard reads the bucket, and the selection equals the one-worker run's on the same bucket."""
+    pytest.importorskip("av", reason="PyAV (av) is needed for the video in the bucket")
+    s3 = stores.need("s3")
+    names = make_files(tmp_path / "files", n=20)
+    bucket = f"split-{time.time_ns()}"
+    c = s3_client(s3.url)
+    c.create_bucket(Bucket=bucket)
+    for name in names:
+        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(tmp_path / "files" / name).read_bytes())
+    mounts = tmp_path / "mounts"
+    (mounts / "input").mkdir(parents=True)
+    workers = [start_worker(token, f"split-worker-{i}", mounts, "lightly.loader.num_workers=-1") for i in range(2)]
+    client.create_dataset(f"split-{time.time_ns()}")
+    ds = client.dataset_id
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+
+    def run(docker: dict[str, Any]) -> str:
+        body = {"version": "V4", "config": {"workerType": "FULL", "docker": docker, "selection": SELECTION}}
+        cid = ok(api.post(paths.CONFIGS, json=body), 201)["id"]
+        return str(
+            ok(api.post(paths.dataset_schedule(ds), json={"configId": cid, "priority": "MID", "runsOn": ["cpu"]}), 201)[
+                "id"
+            ]
+        )
+
+    whole = run({})
+    assert _wait_run(client, whole).state == "COMPLETED", workers[0].log() + workers[1].log()
+    split = run({"parallelism": 2, "shard_size": 7})
+    info = _wait_run(client, split)
+    assert info.state == "COMPLETED", f"{info.message}\n{workers[0].log()}\n{workers[1].log()}"
+    assert _selected(client, ds, split) == _selected(client, ds, whole)
+    logs = workers[0].log() + workers[1].log()
+    assert "split run: " in logs and logs.count("shard ") >= 4
+    assert "X-Amz-Signature" not in logs
+
+
+def test_relevant_filenames_and_metadata_come_from_a_bucket_lightly_datasource(
+    client: Any,
+    token: str,
+    stores: Stores,  # noqa: F811
+    start_worker: Callable[..., Worker],
+    tmp_path: Path,
+) -> None:
+    """The .lightly/ files a run reads (a relevant-filenames file, per-file metadata and its schema) are copied
+    from the bucket LIGHTLY datasource; only what the run writes goes back (here: nothing)."""
+    s3 = stores.need("s3")
+    names = [n for n in make_files(tmp_path / "files", n=12) if n.endswith(".jpg") and n != "broken.jpg"]
+    bucket = f"lightly-{time.time_ns()}"
+    c = s3_client(s3.url)
+    c.create_bucket(Bucket=bucket)
+    for name in names:
+        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(tmp_path / "files" / name).read_bytes())
+    relevant = names[:8]
+    c.put_object(Bucket=bucket, Key=f"{ROOT}/.lightly/relevant.txt", Body="\n".join(relevant).encode())
+    schema = [{"name": "weather", "path": "weather", "defaultValue": "sunny", "valueDataType": "CATEGORICAL_STRING"}]
+    c.put_object(Bucket=bucket, Key=f"{ROOT}/.lightly/metadata/schema.json", Body=json.dumps(schema).encode())
+    rainy = relevant[:3]
+    for name in rainy:
+        meta = {"file_name": name, "type": "image", "metadata": {"weather": "rainy"}}
+        key = f"{ROOT}/.lightly/metadata/{name.rsplit('.', 1)[0]}.json"
+        c.put_object(Bucket=bucket, Key=key, Body=json.dumps(meta).encode())
+    before = {o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"]}
+    mounts = tmp_path / "mounts"
+    (mounts / "input").mkdir(parents=True)
+    worker = start_worker(token, "lightly-worker", mounts)
+    client.create_dataset(f"lightly-{time.time_ns()}")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="LIGHTLY")
+    selection = {
+        "n_samples": 3,
+        "strategies": [
+            {"input": {"type": "METADATA", "key": "weather"}, "strategy": {"type": "BALANCE", "target": {"rainy": 1.0}}}
+        ],
+    }
+    sid = client.schedule_compute_worker_run(
+        worker_config={"relevant_filenames_file": ".lightly/relevant.txt"}, selection_config=selection, runs_on=["cpu"]
+    )
+    info = _wait_run(client, sid)
+    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
+    assert "of 8 samples" in info.message  # only the relevant files
+    assert sorted(_selected(client, client.dataset_id, sid)) == sorted(rainy)
+    assert {o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"]} == before  # nothing written back
