@@ -20,8 +20,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
 from conftest import run_sql
+from PIL import Image
 from test_client_compat import (
     OID,
     schedule_simple,
@@ -169,7 +169,9 @@ def test_filenames_and_read_urls_are_real_signed_urls(client, api: Api, data_roo
 
 def test_read_urls_refuse_files_outside_the_datasource(client, api: Api) -> None:
     _ds, run_id = _dataset_after_run(client, api, ["escape.png", "loop.png", "missing.png", "../secret.txt"])
-    rows = {r["fileName"]: r["readUrl"] for r in client.export_filenames_and_read_urls_by_tag_name(f"selected-{run_id}")}
+    rows = {
+        r["fileName"]: r["readUrl"] for r in client.export_filenames_and_read_urls_by_tag_name(f"selected-{run_id}")
+    }
     assert "not a regular file inside" in _error(httpx.get(rows["escape.png"], timeout=30), 404)
     assert "cannot be read" in _error(httpx.get(rows["loop.png"], timeout=30), 404)
     missing = _error(httpx.get(rows["missing.png"], timeout=30), 404)
@@ -178,9 +180,8 @@ def test_read_urls_refuse_files_outside_the_datasource(client, api: Api) -> None
 
 
 def test_read_urls_without_a_local_root_say_what_to_set(db_backend: Backend, monkeypatch) -> None:
-    from lightly.api import ApiWorkflowClient
-
     from conftest import Api as RawApi
+    from lightly.api import ApiWorkflowClient
 
     bare = db_backend.start_server()
     monkeypatch.setenv("LIGHTLY_SERVER_LOCATION", bare.url)
@@ -238,7 +239,9 @@ def test_download_dataset(client, api: Api, data_root: Path, tmp_path: Path) -> 
         client.download_dataset(str(tmp_path / "x"), tag_name="no-such-tag", verbose=False)
     # the read URL call itself: type=full only
     ds = client.dataset_id
-    assert "type=full" in _error(api.get(f"/v1/datasets/{ds}/samples/{'0' * 24}/readurl", params={"type": "thumbnail"}), 400)
+    assert "type=full" in _error(
+        api.get(f"/v1/datasets/{ds}/samples/{'0' * 24}/readurl", params={"type": "thumbnail"}), 400
+    )
     _error(api.get(f"/v1/datasets/{ds}/samples/{'f' * 24}/readurl"), 404)
 
 
@@ -337,7 +340,10 @@ def test_embedding_calls_check_their_input(client, api: Api) -> None:
     made = api.get(f"/v1/datasets/{ds}/embeddings/writeCSVUrl", params={"name": "later"}).json()
     assert "no uploaded CSV" in _error(api.get(f"/v1/datasets/{ds}/embeddings/{made['embeddingId']}/readCSVUrl"), 404)
     two_d = {"dimensionalityReductionMethod": "PCA"}
-    assert api.post(f"/v1/datasets/{ds}/embeddings/{made['embeddingId']}/trigger2dEmbeddingsJob", json=two_d).status_code == 204
+    assert (
+        api.post(f"/v1/datasets/{ds}/embeddings/{made['embeddingId']}/trigger2dEmbeddingsJob", json=two_d).status_code
+        == 204
+    )
     bad_2d = {"dimensionalityReductionMethod": "LDA"}
     _error(api.post(f"/v1/datasets/{ds}/embeddings/{made['embeddingId']}/trigger2dEmbeddingsJob", json=bad_2d), 400)
     assert httpx.put(made["signedWriteUrl"], content=b"filenames,embedding_0\nimg-0.png,1\n", timeout=30).is_success
@@ -441,5 +447,10 @@ def test_other_users_see_none_of_it(client, api: Api, db_backend: Backend, serve
     body = {"name": "stolen", "prevTagId": tag.id, "bitMaskData": "0x1", "totSize": 2}
     _error(mallory.post(f"/v1/datasets/{ds}/tags", json=body), 404)
     _error(mallory.post(f"/v1/datasets/{ds}/collaboration/access", json={"accessType": "WRITE", "users": []}), 404)
-    _error(mallory.post(f"/v1/datasets/{ds}/embeddings/{eid}/trigger2dEmbeddingsJob", json={"dimensionalityReductionMethod": "PCA"}), 404)
+    _error(
+        mallory.post(
+            f"/v1/datasets/{ds}/embeddings/{eid}/trigger2dEmbeddingsJob", json={"dimensionalityReductionMethod": "PCA"}
+        ),
+        404,
+    )
     assert client.dataset_exists(ds) and client.get_tag_by_name(f"selected-{run_id}").id == tag.id

@@ -523,6 +523,8 @@ def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
 ARTIFACT_TYPES = {
     "log.txt": ArtifactType.LOG,
     "report.json": ArtifactType.REPORT_JSON,
+    "report.pdf": ArtifactType.REPORT_PDF,
+    "report_v2.json": ArtifactType.REPORT_V2_JSON,
     "data/corruptness_check_information.json": ArtifactType.CORRUPTNESS_CHECK_INFORMATION,
 }
 MAX_UPLOAD_BYTES = 512 * 1024**2

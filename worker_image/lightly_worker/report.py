@@ -1,4 +1,5 @@
-"""Outputs in Lightly's layout: filenames, embeddings, config, plots, report.json and report.html.
+"""Outputs in Lightly's layout: filenames, embeddings, config, plots, report.json, report.html, and from
+the same content report_v2.json (``report_v2``) and report.pdf (``report_pdf``).
 
 report.html also shows what was chosen: a grid of thumbnails of the selected images (read from the
 input at report time, at most ``THUMB_MAX_COUNT`` of them, each at most ``THUMB_SIDE`` px and embedded
@@ -18,6 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+from .report_pdf import write_pdf
+from .report_v2 import report_v2
 
 if TYPE_CHECKING:
     from .sources import InputSource
@@ -133,13 +137,43 @@ def make_plots(
     ):
         color = "#3b6ea5" if "before" in name else "#d9822b"
         plots[name] = _histogram(plt, plot_dir / f"{name}.png", values, title, color)
-        stats[name.replace("distance_distr_", "nn_distance_")] = {
-            "mean": float(values.mean()) if len(values) else None,
-            "min": float(values.min()) if len(values) else None,
-            "max": float(values.max()) if len(values) else None,
-        }
+        stats[name.replace("distance_distr_", "nn_distance_")] = _summary(values)
     plots["scatter_pca"] = _scatter_pca(plt, plot_dir / "scatter_pca.png", emb, selected, rng)
+    stats.update(_random_baseline(emb, selected, rng))
     return plots, stats
+
+
+def _summary(values: np.ndarray) -> dict[str, float | None]:
+    return {
+        "mean": float(values.mean()) if len(values) else None,
+        "min": float(values.min()) if len(values) else None,
+        "max": float(values.max()) if len(values) else None,
+    }
+
+
+def coverage(emb: np.ndarray, chosen: np.ndarray, rng: np.random.Generator) -> float | None:
+    """Lightly's coverage: 1 / (1 + the mean distance from each (sub-sampled) sample to its nearest chosen one)."""
+    if len(chosen) == 0 or len(emb) == 0:
+        return None
+    x = emb if len(emb) <= MAX_PAIRWISE else emb[rng.choice(len(emb), MAX_PAIRWISE, replace=False)]
+    c = emb[chosen[:MAX_PAIRWISE]].astype(np.float64)
+    x = x.astype(np.float64)
+    d2 = np.maximum((x * x).sum(1)[:, None] + (c * c).sum(1)[None, :] - 2 * x @ c.T, 0)
+    return float(1.0 / (1.0 + np.sqrt(d2.min(1)).mean()))
+
+
+def _random_baseline(emb: np.ndarray, selected: list[int], rng: np.random.Generator) -> dict[str, Any]:
+    """The selection against a random subset of the same size (Lightly's report dashboard): the random
+    subset's nearest-neighbour distances, and the coverage of both."""
+    picked = np.array(selected, dtype=int)
+    random = rng.choice(len(emb), len(picked), replace=False) if len(picked) else picked
+    return {
+        "nn_distance_random": _summary(
+            nearest_neighbour_distances(emb[random], rng) if len(random) > 1 else np.zeros(0)
+        ),
+        "coverage_selected": coverage(emb, picked, rng),
+        "coverage_random": coverage(emb, random, rng),
+    }
 
 
 def _histogram(plt: Any, path: Path, values: np.ndarray, title: str, color: str) -> Path:
@@ -289,4 +323,11 @@ worker version {html.escape(str(report.get("worker_version")))}.</p>
 """
     html_path = out_dir / "report.html"
     html_path.write_text(page)
+    v2 = report_v2(public)
+    (out_dir / "report_v2.json").write_text(json.dumps(v2, indent=2, sort_keys=True, default=str))
+    try:
+        write_pdf(out_dir / "report.pdf", report, plots, thumbs)
+    except Exception as exc:  # the selection stands without its PDF; the log says why it is missing
+        log.error("report.pdf could not be written: %s", exc, exc_info=True)
+        (out_dir / "report.pdf").unlink(missing_ok=True)
     return json_path, html_path

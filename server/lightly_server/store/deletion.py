@@ -47,8 +47,13 @@ def delete_dataset(conn: Connection, user_id: str, dataset_id: str) -> Deleted:
             scheduled_runs.c.dataset_id == dataset_id, scheduled_runs.c.state == ScheduledState.LOCKED
         )
     ).first()
-    if busy is not None or locked is not None:
-        what = f"run {busy.id} is {busy.state}" if busy is not None else f"scheduled run {locked.id} is LOCKED"
+    if busy is not None:
+        what = f"run {busy.id} is {busy.state}"
+    elif locked is not None:
+        what = f"scheduled run {locked.id} is LOCKED"
+    else:
+        what = ""
+    if what:
         raise conflict(
             f"dataset {dataset_id} is in use: {what} on a worker; delete the dataset once the run has ended",
             ApiErrorCode.ILLEGAL_ACTION_RESOURCE_IN_USE,

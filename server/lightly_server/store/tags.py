@@ -137,7 +137,7 @@ def create_tag(conn: Connection, user_id: str, dataset_id: str, req: TagCreateRe
     owned(conn, tags, req.prev_tag_id, dataset_id, ApiErrorCode.TAG_UNKNOWN, "prevTagId: tag", "dataset_id")
     if req.run_id is not None:
         owned(conn, runs, req.run_id, user_id, ApiErrorCode.DOCKER_RUN_UNKNOWN, "runId: run")
-    n = int(conn.execute(select(func.count()).select_from(samples).where(samples.c.dataset_id == dataset_id)).scalar())
+    n = conn.execute(select(func.count()).select_from(samples).where(samples.c.dataset_id == dataset_id)).scalar() or 0
     if req.tot_size != n:
         raise bad_request(
             f"totSize is {req.tot_size} but dataset {dataset_id} has {n} samples; count the bits against "
