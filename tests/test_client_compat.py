@@ -656,7 +656,9 @@ def test_run_tags_and_tag_exports(client, api: Api) -> None:
     assert tag1.run_id == run1 and tag1.dataset_id == ds
     assert OID.match(tag1.id)
 
-    assert [t.id for t in client.get_all_tags()] == [tag1.id]
+    initial = client.get_tag_by_name("initial-tag")  # every sample: the dataset's first tag (Lightly's)
+    assert [t.id for t in client.get_all_tags()] == [initial.id, tag1.id]
+    assert tag1.prev_tag_id == initial.id and client.get_filenames_in_tag(initial) == first
     assert client.get_tag_by_name(tag1.name).id == tag1.id
     with pytest.raises(TagDoesNotExistError):
         client.get_tag_by_name("no-such-tag")
@@ -671,7 +673,7 @@ def test_run_tags_and_tag_exports(client, api: Api) -> None:
     run2 = worker_run_to_completion(api, wid, schedule_simple(client), second, tag_name="my-selection")
     tags2 = client.get_compute_worker_run_tags(run2)
     assert [(t.name, t.run_id) for t in tags2] == [("my-selection", run2)]
-    assert sorted(t.name for t in client.get_all_tags()) == sorted([tag1.name, "my-selection"])
+    assert sorted(t.name for t in client.get_all_tags()) == sorted(["initial-tag", tag1.name, "my-selection"])
     tag2 = client.get_tag_by_name("my-selection")
     assert client.export_filenames_by_tag_name("my-selection").split("\n") == second
     assert client.get_filenames_in_tag(tag2) == second

@@ -55,7 +55,7 @@ def _seed(api: Api) -> dict[str, str]:
     ok(api.put(f"/v1/docker/runs/{rid}/artifacts/{created['artifactId']}/confirmUpload"), 204)
     ok(api.put(f"/v1/docker/runs/{rid}/selection", json={"filenames": ["a.jpg", "b.jpg"]}), 204)
     run_state(api, rid, "COMPLETED")
-    (tag,) = ok(api.get(f"/v1/datasets/{ds}/tags"))
+    (tag,) = [t for t in ok(api.get(f"/v1/datasets/{ds}/tags")) if t["name"] != "initial-tag"]
     ds2 = dataset(api)  # a second dataset with an OPEN run and a LOCKED one for the schedule endpoints
     sid2 = schedule(api, ds2, cid)
     rid2 = start_run(api, ds2, sid2) if lock(api, ds2, wid, sid2).status_code == 204 else rid
@@ -64,7 +64,11 @@ def _seed(api: Api) -> dict[str, str]:
     ok(api.put(paths.scheduled_shards(sid2), params=shard_query, content=encode_listing(["a.jpg", "b.jpg", "c.jpg"])))
     done = ok(api.post(paths.scheduled_shards_claim(sid2), params={"workerId": wid}))["shard"]["id"]
     ok(api.put(paths.shard_result(done), params={"workerId": wid}, content=b"result"))
+    # an embedding (created, no CSV yet) of the seeded dataset, for the embeddings endpoints
+    embedding = ok(api.get(paths.embeddings_write_url(ds2), params={"name": "seeded"}))["embeddingId"]
     return {
+        "embeddingId": embedding,
+        "sampleId": "0" * 24,
         "workerId": wid,
         "datasetId": ds2,
         "configId": cid,
