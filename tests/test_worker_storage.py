@@ -383,3 +383,27 @@ def test_unsafe_keys(key: str, why: str) -> None:
 def test_safe_keys() -> None:
     for key in ("a.jpg", "deep/er/prefix/ü ñ.png", "with space.jpg", "..dots.jpg", "a/b..c.jpg"):
         assert key_problem(key) is None, key
+
+
+def test_a_bucket_video_is_decoded_from_ranged_reads(http: Scripted, contract: ContractApi, tmp_path: Path) -> None:
+    """PyAV reads a video of the store through the range file: every request is a Range GET, frames come out
+    as from the local file, and the cache never holds more than its bound."""
+    pytest.importorskip("av", reason="PyAV (av) not installed")
+    from lightly_worker.embed import list_samples
+    from lightly_worker.embed.decode import load_video_frames
+    from lightly_worker.embed.files import video_pts
+    from test_embed import make_video
+
+    make_video(tmp_path / "in" / "clip.mp4", 30)
+    data = (tmp_path / "in" / "clip.mp4").read_bytes()
+    contract.keys = ["clip.mp4"]
+    http.objects["/store/clip.mp4"] = data
+    src = remote(http)
+    names = list_samples(src)
+    assert len(names) == 30 and names[0] == "clip-00-mp4.png"
+    assert video_pts(src, "clip.mp4") == video_pts(tmp_path / "in" / "clip.mp4")
+    got = load_video_frames(src, "clip.mp4", [3, 17, 29], 32)
+    want = load_video_frames(tmp_path / "in" / "clip.mp4", None, [3, 17, 29], 32)
+    assert sorted(got) == [3, 17, 29] and all((got[f] == want[f]).all() for f in got)
+    reads = [h for m, p, h in http.seen if m == "GET" and p.startswith("/store/clip.mp4")]
+    assert reads and all(h.get("Range", "").startswith("bytes=") for h in reads)
