@@ -24,7 +24,6 @@ from .. import read_urls, store
 from ..deps import DatasetId, PageOffset, PageSize, ServerDep, TagId, User, public_base_url
 from ..responses import created as _created
 from ..responses import json_response as _json
-from ..schema import DbRow
 
 log = logging.getLogger("lightly_server")
 
@@ -81,12 +80,12 @@ class _Export:
         with server.db.read() as conn:
             tag = store.get_tag(conn, user_id, dataset_id, tag_id)
             self.dataset_type = store.get_dataset(conn, user_id, dataset_id).type
-            self.samples: list[DbRow] = store.page_of(store.tag_samples(conn, tag), size, offset)
+            self.samples: list[Any] = store.page_of(store.tag_samples(conn, tag), size, offset)
             by_purpose = store.get_datasources(conn, dataset_id)
         self.datasource: dict[str, Any] | None = store.resolve_datasource(by_purpose, DatasourcePurpose.INPUT)
         self.server, self.dataset_id = server, dataset_id
 
-    def url(self, request: Request, sample: DbRow, expires_in: int | None) -> str:
+    def url(self, request: Request, sample: Any, expires_in: int | None) -> str:
         base = public_base_url(self.server, request)
         sid = store.sample_id_of(sample.idx)
         return read_urls.read_url(
