@@ -8,6 +8,7 @@ import io
 import json
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from lightly_worker.sources import (
+    ApiRefused,
     DatasourceApi,
     ObjectMissing,
     ObjectTooLarge,
@@ -407,3 +409,18 @@ def test_a_bucket_video_is_decoded_from_ranged_reads(http: Scripted, contract: C
     assert sorted(got) == [3, 17, 29] and all((got[f] == want[f]).all() for f in got)
     reads = [h for m, p, h in http.seen if m == "GET" and p.startswith("/store/clip.mp4")]
     assert reads and all(h.get("Range", "").startswith("bytes=") for h in reads)
+
+
+def test_the_apis_throttling_and_outages_are_retried_bounded(http: Scripted) -> None:
+    api = DatasourceApi(http.url, "tok", "ds1", policy=FAST)
+    path = "/v1/datasets/ds1/datasource/readUrl"
+    throttled = json.dumps({"code": "DATASOURCE_THROTTLED", "error": "503 SlowDown for s3://b/in/"}).encode()
+    http.script[path] = [(429, {}, throttled), (502, {}, b""), (200, {}, json.dumps("http://store/x?sig=1").encode())]
+    assert api.read_url("INPUT", "x.jpg") == "http://store/x?sig=1"
+    http.script[path] = [(429, {}, throttled)]
+    with pytest.raises(ApiRefused, match=r"not answering \(429 503 SlowDown for s3://b/in/\)") as info:
+        api.read_url("INPUT", "x.jpg")
+    assert "tok" not in str(info.value)
+    http.script[path] = [(400, {}, json.dumps({"error": "fileName 'a/../b': no '..' parts"}).encode())]
+    with pytest.raises(ApiRefused, match=re.escape("400 fileName 'a/../b'")):
+        api.read_url("INPUT", "a/../b")

@@ -103,12 +103,12 @@ class DatasourceApi(ClientCore):
             return self._client
 
     def _get(self, path: str, params: dict[str, Any]) -> Any:
-        """GET with the API's retries (5xx, no answer: bounded backoff); 4xx raises ``ApiRefused`` at once."""
+        """GET with the API's retries (5xx, 429, no answer: bounded backoff); other 4xx raise ``ApiRefused`` at once."""
         attempt = 0
         while True:
             try:
                 r = self.client.get(self.url_of(path), params=self.query(params))
-                if r.status_code < 500:
+                if r.status_code < 500 and r.status_code != 429:  # 429: the store throttles the server's listing
                     if r.status_code >= 400:
                         raise ApiRefused(r.status_code, f"{r.status_code} {error_detail(r.text, limit=500)}")
                     return r.json()

@@ -143,9 +143,7 @@ class StoreTransport:
         with self._lock:
             if self._client is None or self._pid != os.getpid():
                 limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-                self._client = httpx.Client(
-                    timeout=self.policy.timeout, verify=self.verify, limits=limits, trust_env=False
-                )
+                self._client = httpx.Client(timeout=self.policy.timeout, verify=self.verify, limits=limits)
                 self._pid = os.getpid()
             return self._client
 
