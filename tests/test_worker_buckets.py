@@ -1,9 +1,11 @@
-"""The worker on bucket datasources, end to end: our real server (with moto's real S3 server behind it), real
-worker processes in waiting mode, the unmodified lightly client. A run on an S3 datasource selects exactly
-what the same files on a LOCAL datasource select (keys with spaces, non-ASCII, deep prefixes, a video, a
-corrupt file, an exact duplicate), writes its datapool back into the bucket through write URLs, and a run
-whose bucket cannot be read FAILS at once with the store's message. Plus the worker's remote source against
-the real server: an object deleted between listing and reading is recorded as unreadable."""
+"""The worker on bucket datasources, end to end: our real server (with real store servers behind it), real
+worker processes in waiting mode, the unmodified lightly client. A run on a bucket datasource (S3 on moto, GCS
+on gcp-storage-emulator, AZURE on Azurite) selects exactly what the same files on a LOCAL datasource select
+(keys with spaces, non-ASCII, deep prefixes, a video, a corrupt file, an exact duplicate), writes its datapool
+back into the bucket through write URLs, and a run whose bucket cannot be read FAILS at once with the store's
+message. A split run reads its shards from the bucket; relevant filenames and metadata come from a bucket
+LIGHTLY datasource. Plus the worker's remote source against the real server: an object deleted between
+listing and reading is recorded as unreadable."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,63 @@ def s3_client(url: str) -> Any:
     )
 
 
+@dataclass
+class Bucket:
+    """A bucket on one store: seed and read back objects, configure it as a datasource (unmodified client)."""
+
+    kind: str
+    put: Callable[[str, bytes], None]
+    get: Callable[[str], bytes]
+    configure: Callable[[Any, str, str], None]  # (client, prefix, purpose)
+
+
+def make_bucket(kind: str, stores: Stores, name: str) -> Bucket:  # noqa: F811
+    if kind == "S3":
+        c = s3_client(stores.need("s3").url)
+        c.create_bucket(Bucket=name)
+        return Bucket(
+            kind,
+            lambda key, data: c.put_object(Bucket=name, Key=key, Body=data),
+            lambda key: c.get_object(Bucket=name, Key=key)["Body"].read(),
+            lambda client, prefix, purpose: client.set_s3_config(
+                f"s3://{name}/{prefix}", "us-east-1", "AKID", "SECRET", purpose=purpose
+            ),
+        )
+    if kind == "GCS":
+        from google.auth.credentials import AnonymousCredentials
+        from google.cloud import storage
+        from lightly_devkit.stores import gcs_service_account
+
+        gcs = stores.need("gcs")
+        g = storage.Client(project="p", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs.url})
+        b = g.create_bucket(name)
+        key_json = gcs_service_account()
+        return Bucket(
+            kind,
+            lambda key, data: b.blob(key).upload_from_string(data),
+            lambda key: b.blob(key).download_as_bytes(),
+            lambda client, prefix, purpose: client.set_gcs_config(
+                f"gs://{name}/{prefix}", "lightly-tests", key_json, purpose=purpose
+            ),
+        )
+    from azure.storage.blob import BlobServiceClient
+    from lightly_devkit.stores import AZURITE_ACCOUNT, AZURITE_KEY
+
+    az = stores.need("azure")
+    svc = BlobServiceClient(
+        f"{az.url}/{AZURITE_ACCOUNT}", credential={"account_name": AZURITE_ACCOUNT, "account_key": AZURITE_KEY}
+    )
+    cont = svc.create_container(name)
+    return Bucket(
+        kind,
+        lambda key, data: cont.upload_blob(key, data, overwrite=True),
+        lambda key: cont.download_blob(key).readall(),
+        lambda client, prefix, purpose: client.set_azure_config(
+            f"{name}/{prefix}", AZURITE_ACCOUNT, AZURITE_KEY, purpose=purpose
+        ),
+    )
+
+
 class Worker:
     def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
         self.proc, self.log_path = proc, log
@@ -148,7 +208,9 @@ def _artifact(client: Any, sid: str, out: Path, name: str) -> str:
     return (out / name).read_text()
 
 
+@pytest.mark.parametrize("kind", ["S3", "GCS", "AZURE"])
 def test_a_bucket_run_selects_what_the_same_files_select_locally(
+    kind: str,
     client: Any,
     token: str,
     stores: Stores,  # noqa: F811
@@ -156,15 +218,12 @@ def test_a_bucket_run_selects_what_the_same_files_select_locally(
     tmp_path: Path,
 ) -> None:
     pytest.importorskip("av", reason="PyAV (av) is needed for the video in the bucket")
-    s3 = stores.need("s3")
     mounts = tmp_path / "mounts"
     names = make_files(mounts / "input")
     (mounts / "lightly").mkdir(parents=True)
-    bucket = f"worker-{time.time_ns()}"
-    c = s3_client(s3.url)
-    c.create_bucket(Bucket=bucket)
+    bucket = make_bucket(kind, stores, f"worker-{kind.lower()}-{time.time_ns()}")
     for name in names:
-        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(mounts / "input" / name).read_bytes())
+        bucket.put(f"{ROOT}/{name}", (mounts / "input" / name).read_bytes())
     worker = start_worker(token, "bucket-worker", mounts)
     config = {"use_datapool": True}
 
@@ -176,36 +235,37 @@ def test_a_bucket_run_selects_what_the_same_files_select_locally(
     local = _wait_run(client, local_sid)
     assert local.state == "COMPLETED", worker.log()
 
-    client.create_dataset(f"s3-{time.time_ns()}")
-    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
-    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="LIGHTLY")
-    s3_sid = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
-    s3_ds = client.dataset_id
-    remote = _wait_run(client, s3_sid)
+    client.create_dataset(f"{kind.lower()}-{time.time_ns()}")
+    bucket.configure(client, ROOT, "INPUT")
+    bucket.configure(client, ROOT, "LIGHTLY")
+    bucket_sid = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
+    bucket_ds = client.dataset_id
+    remote = _wait_run(client, bucket_sid)
     assert remote.state == "COMPLETED", f"{remote.message}\n{worker.log()}"
 
-    selected = _selected(client, s3_ds, s3_sid)
+    selected = _selected(client, bucket_ds, bucket_sid)
     assert selected == _selected(client, local_ds, local_sid)
     assert len(selected) == 6
-    local_out, s3_out = tmp_path / "local-artifacts", tmp_path / "s3-artifacts"
+    local_out, bucket_out = tmp_path / "local-artifacts", tmp_path / "bucket-artifacts"
     for artifact in ("filenames/corrupt_filenames.txt", "filenames/duplicate_filenames.txt", "data/embeddings.csv"):
-        assert _artifact(client, s3_sid, s3_out, artifact) == _artifact(client, local_sid, local_out, artifact)
-    assert _artifact(client, s3_sid, s3_out, "filenames/corrupt_filenames.txt").split() == ["broken.jpg"]
-    embedded = _artifact(client, s3_sid, s3_out, "data/embeddings.csv")
+        assert _artifact(client, bucket_sid, bucket_out, artifact) == _artifact(client, local_sid, local_out, artifact)
+    assert _artifact(client, bucket_sid, bucket_out, "filenames/corrupt_filenames.txt").split() == ["broken.jpg"]
+    embedded = _artifact(client, bucket_sid, bucket_out, "data/embeddings.csv")
     assert "clips/clip one-0-mp4.png" in embedded and "deep/1/2/3/4/5/6/img 002 é.jpg" in embedded
     assert "ünïcödé ファイル/img 005 é.jpg" in embedded
     # the datapool went back into the bucket through write URLs, like the local one into the lightly mount
-    pool = c.get_object(Bucket=bucket, Key=f"{ROOT}/.lightly/datapool/datapool_latest.csv")["Body"].read()
+    pool = bucket.get(f"{ROOT}/.lightly/datapool/datapool_latest.csv")
     assert pool == (mounts / "lightly" / ".lightly" / "datapool" / "datapool_latest.csv").read_bytes()
     log = worker.log()
-    assert "X-Amz-Signature" not in log and "Signature=" not in log and token not in log
+    for secret in ("X-Amz-Signature", "X-Goog-Signature", "sig=", "Signature=", token):
+        assert secret not in log
 
-    client.dataset_id = s3_ds
+    client.dataset_id = bucket_ds
     # a second run on the bucket reads the datapool back from it: the samples selected before are left out
     again = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
     info = _wait_run(client, again)
     assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
-    assert not set(_selected(client, s3_ds, again)) & set(selected)
+    assert not set(_selected(client, bucket_ds, again)) & set(selected)
     assert "datapool: 6 samples selected in earlier runs" in worker.log()
 
 

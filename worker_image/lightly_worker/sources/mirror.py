@@ -66,6 +66,8 @@ class LightlyMirror:
     ) -> None:
         self.api = api
         self.label = datasource_label(datasource)
+        # Azure's Put Blob needs its blob type; S3, OBS and GCS take the signed URL as it is
+        self.put_headers = {"x-ms-blob-type": "BlockBlob"} if datasource.get("type") == "AZURE" else {}
         self.root = Path(root)
         self.transport = transport or StoreTransport(api.policy, verify=api.verify)
         self.max_bytes = max_bytes
@@ -172,9 +174,9 @@ class LightlyMirror:
             path = self.root / key
             try:
                 try:
-                    self.transport.put(self.api.write_url(key), key, path)
+                    self.transport.put(self.api.write_url(key), key, path, self.put_headers)
                 except UrlRefused:
-                    self.transport.put(self.api.write_url(key), key, path)
+                    self.transport.put(self.api.write_url(key), key, path, self.put_headers)
             except (ApiRefused, StorageError) as exc:
                 raise SourceAccessError(f"cannot write {key} to the LIGHTLY datasource ({self.label}): {exc}") from None
             self._copied[key] = _Copied(_digest(path))

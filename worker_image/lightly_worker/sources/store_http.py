@@ -219,8 +219,9 @@ class StoreTransport:
                     raise ObjectTooLarge(too_large(key, total, cap))
         return Fetched(bytes(buf), total)
 
-    def put(self, url: str, key: str, path: Path) -> None:
-        """Upload the file at ``path`` to a presigned PUT URL (retried like the reads; 403 raises UrlRefused)."""
+    def put(self, url: str, key: str, path: Path, headers: dict[str, str] | None = None) -> None:
+        """Upload the file at ``path`` to a presigned PUT URL (retried like the reads; 403 raises UrlRefused);
+        ``headers``: what the store needs beside the signature (Azure: ``x-ms-blob-type``)."""
         size = path.stat().st_size
         timeout = httpx.Timeout(self.policy.timeout, write=max(self.policy.timeout, size / 2e6))
         with path.open("rb") as fh:
@@ -230,5 +231,6 @@ class StoreTransport:
                 while chunk := fh.read(1 << 20):
                     yield chunk
 
-            with self._request("PUT", url, key, body=body, headers={"Content-Length": str(size)}, timeout=timeout):
+            sent = {**(headers or {}), "Content-Length": str(size), "Content-Type": "application/octet-stream"}
+            with self._request("PUT", url, key, body=body, headers=sent, timeout=timeout):
                 pass
