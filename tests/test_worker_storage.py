@@ -424,3 +424,20 @@ def test_the_apis_throttling_and_outages_are_retried_bounded(http: Scripted) -> 
     http.script[path] = [(400, {}, json.dumps({"error": "fileName 'a/../b': no '..' parts"}).encode())]
     with pytest.raises(ApiRefused, match=re.escape("400 fileName 'a/../b'")):
         api.read_url("INPUT", "a/../b")
+
+
+def test_a_shard_worker_resolves_names_without_a_request_per_image(http: Scripted, contract: ContractApi) -> None:
+    """A shard worker has no listing of its own: images are taken to exist (a read reports them missing), and
+    only a name that looks like a video frame costs one (cached) probe of the store."""
+    from lightly_worker.embed.files import FrameRef, ImageRef, resolve_sample
+
+    http.objects["/store/a.jpg"] = b"jpeg"
+    http.objects["/store/clip.mp4"] = b"video"
+    src = remote(http)
+    assert resolve_sample(src, "a.jpg") == ImageRef("a.jpg", "a.jpg")
+    assert resolve_sample(src, "gone.jpg") == ImageRef("gone.jpg", "gone.jpg")
+    assert [p for _m, p, _h in http.seen] == []
+    assert resolve_sample(src, "clip-03-mp4.png") == FrameRef("clip-03-mp4.png", "clip.mp4", 3)
+    assert resolve_sample(src, "clip-03-mp4.png") == FrameRef("clip-03-mp4.png", "clip.mp4", 3)
+    probes = [p for _m, p, _h in http.seen if p.startswith("/store/")]
+    assert probes == ["/store/clip-03-mp4.png?sig=fresh1"]

@@ -6,7 +6,6 @@ import hashlib
 import io
 import logging
 import os
-import re
 import threading
 import warnings
 from collections import OrderedDict
@@ -19,7 +18,8 @@ from typing import IO, TypeVar
 
 from PIL import Image, ImageFile
 
-from ..sources import InputSource, LocalSource, ObjectMissing, as_source, walk_folder
+from ..sources import InputSource, LocalSource, ObjectMissing, as_source
+from ..sources.base import FRAME_NAME
 from ._common import LOG, Progress, report, resolve_workers
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
@@ -40,7 +40,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 # `{video_stem}-{frame:0Nd}-{ext}.png`, N = number of digits of the video's frame count (Lightly's naming).
-_FRAME_RE = re.compile(r"^(?P<stem>.+)-(?P<frame>\d+)-(?P<ext>[A-Za-z0-9]+)\.png$")
+_FRAME_RE = FRAME_NAME
 
 
 def av_available() -> bool:
@@ -135,7 +135,7 @@ def list_samples(
     source = as_source(input_root)
     if isinstance(source, LocalSource) and not source.root.is_dir():
         raise FileNotFoundError(f"input directory {source.root} does not exist")
-    walk = walk_folder(source.root, log) if isinstance(source, LocalSource) else source.walk()
+    walk = source.walk(log)
     images: list[str] = []
     videos: list[str] = []
     for rel in walk:

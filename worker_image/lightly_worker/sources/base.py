@@ -12,6 +12,7 @@ error; ``SourceAccessError`` is a datasource that cannot be listed or read at al
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -19,6 +20,7 @@ from typing import IO, Protocol, runtime_checkable
 
 __all__ = [
     "CONTROL_CHARS",
+    "FRAME_NAME",
     "InputSource",
     "ObjectMissing",
     "ObjectTooLarge",
@@ -27,6 +29,9 @@ __all__ = [
     "key_problem",
     "too_large",
 ]
+
+#: Lightly's name of a video frame sample: ``{video_stem}-{frame:0Nd}-{ext}.png``
+FRAME_NAME = re.compile(r"^(?P<stem>.+)-(?P<frame>\d+)-(?P<ext>[A-Za-z0-9]+)\.png$")
 
 # what the server refuses in filenames (its selection and tag rules): C0/C1 controls, U+2028/U+2029
 CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -87,7 +92,7 @@ class InputSource(Protocol):
         """Raise ``SourceAccessError`` (a message saying what to fix) when the input cannot be listed or read."""
         ...
 
-    def walk(self) -> Iterable[str]:
+    def walk(self, log: logging.Logger | None = None) -> Iterable[str]:
         """Every file's key, hidden files and folders (``.lightly/``) skipped; unsafe names skipped with a warning."""
         ...
 

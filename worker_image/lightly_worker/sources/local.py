@@ -130,10 +130,10 @@ class LocalSource:
                 "input_mount and set the INPUT datasource's relative path accordingly"
             )
 
-    def walk(self) -> Iterable[str]:
+    def walk(self, log: logging.Logger | None = None) -> Iterable[str]:
         if not self.root.is_dir():
             raise FileNotFoundError(f"input directory {self.root} does not exist")
-        return walk_folder(self.root, self.log)
+        return walk_folder(self.root, log or self.log)
 
     def path(self, key: str) -> Path:
         return self.root / key

@@ -31,7 +31,7 @@ import httpx
 from lightly_protocol import paths
 from lightly_protocol.client import ClientCore, error_detail
 
-from .base import ObjectMissing, SourceAccessError, StorageError, key_problem
+from .base import FRAME_NAME, ObjectMissing, SourceAccessError, StorageError, key_problem
 from .rangefile import RangeFile
 from .store_http import StorePolicy, StoreTransport, UrlRefused
 
@@ -229,7 +229,8 @@ class RemoteSource:
                         f"the {self.purpose} datasource ({self.label}) cannot be read: {exc}"
                     ) from None
 
-    def walk(self) -> Iterator[str]:
+    def walk(self, log: logging.Logger | None = None) -> Iterator[str]:
+        log = log or self.log
         listed: set[str] = set()
         skipped = 0
         try:
@@ -237,7 +238,7 @@ class RemoteSource:
                 problem = key_problem(f.name)
                 if problem is not None:
                     skipped += 1
-                    self.log.warning("skipping %r from the listing: %s", f.name, problem)
+                    log.warning("skipping %r from the listing: %s", f.name, problem)
                     continue
                 if hidden(f.name):
                     continue
@@ -248,13 +249,18 @@ class RemoteSource:
         except ApiRefused as exc:
             raise SourceAccessError(f"the {self.purpose} datasource ({self.label}) cannot be listed: {exc}") from None
         if skipped:
-            self.log.warning("%d listed name(s) skipped as unsafe", skipped)
+            log.warning("%d listed name(s) skipped as unsafe", skipped)
         self._listed = listed
 
     def is_file(self, key: str) -> bool:
+        """Whether the key is a file. Without a listing in this process (a shard worker gets its names from the
+        coordinator's listing) a name is taken to exist (a read reports it missing) unless it looks like a
+        video frame's name: then the store is asked (cached), so a frame is told from an image of that name."""
         if self._listed is not None:
             return key in self._listed
-        if key not in self._probed:  # not listed by this process (a shard worker): ask the store
+        if not FRAME_NAME.match(key.rsplit("/", 1)[-1]):
+            return True
+        if key not in self._probed:
             try:
                 self.read_range(key, 0, 0)
                 self._probed[key] = True
