@@ -168,22 +168,19 @@ def gcs_service_account(project: str = "lightly-tests") -> str:
     )
 
 
-def start_azurite(log_path: Path, work_dir: Path) -> StoreProcess:
+def start_azurite(log_path: Path) -> StoreProcess:
     if not AZURITE_BIN.exists():
         raise StoreMissing(f"Azurite is not installed at {AZURITE_BIN} (scripts/setup installs it with npm)")
     if shutil.which("node") is None:
         raise StoreMissing("Azurite needs node (>= 18) on PATH")
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    work_dir.mkdir(parents=True, exist_ok=True)
     argv = [
         str(AZURITE_BIN),
         "--blobHost",
         "127.0.0.1",
         "--blobPort",
         str(port),
-        "--location",
-        str(work_dir),
         "--inMemoryPersistence",
         "--disableTelemetry",
         "--skipApiVersionCheck",

@@ -16,6 +16,7 @@ The endpoint is ``https://{account}.blob.core.windows.net`` unless the server is
 from __future__ import annotations
 
 import datetime
+import logging
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +30,10 @@ from .errors import StoreError, is_transient_status
 from .keys import Location
 
 AZURE_ENDPOINT = "https://{account}.blob.core.windows.net"
+
+# the SDK logs every request's URL and headers at INFO (a SAS's parameters among them, if only redacted):
+# the server's log keeps the store's errors (our StoreError answers), not its traffic
+logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
 
 
 def is_sas_token(secret: str) -> bool:
@@ -113,7 +118,8 @@ class AzureBucket:
             self._container.get_blob_client(key).delete_blob(timeout=int(self._timeout))
 
     def sign(self, method: str, key: str, ttl_s: int) -> str:
-        blob_url: str = self._container.get_blob_client(key).url
+        # the blob's URL without a query: a client built on a SAS token puts the token in ``.url`` already
+        blob_url: str = self._container.get_blob_client(key).url.split("?", 1)[0]
         if self._sas:
             return f"{blob_url}?{self._sas}"
         now = datetime.datetime.now(datetime.UTC)

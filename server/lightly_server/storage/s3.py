@@ -45,7 +45,7 @@ def _config(timeout_s: float, path_style: bool) -> Config:
         signature_version="s3v4",
         connect_timeout=min(5.0, timeout_s),
         read_timeout=timeout_s,
-        retries={"mode": "standard", "max_attempts": 3},  # backoff with jitter; throttling (503 SlowDown, 429)
+        retries={"mode": "standard", "total_max_attempts": 3},  # 3 tries in all; backoff with jitter; throttling
         s3={"addressing_style": "path" if path_style else "auto"},
     )
 

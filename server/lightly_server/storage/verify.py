@@ -68,7 +68,9 @@ def verify(input_bucket: Bucket, output_bucket: Bucket) -> tuple[dict[str, bool]
 
 
 def check_readable(bucket: Bucket) -> None:
-    """Raise the provider's StoreError unless the datasource can be listed and its first file read."""
+    """Raise the provider's StoreError unless the datasource can be listed and its first file read (a
+    datasource that lists no file at all is refused too: a wrong bucket or prefix, most likely)."""
     first = _first_key(bucket)
-    if first is not None:
-        bucket.read(first, 0, 1)
+    if first is None:
+        raise StoreError(404, "NoFiles", "no file under this prefix (does the prefix exist?)")
+    bucket.read(first, 0, 1)
