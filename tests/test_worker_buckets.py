@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 from bucket_stores import Stores, server, stores  # noqa: F401  (fixtures)
 from conftest import Api, Backend, backend
 from flows import ok, wait_until
@@ -246,6 +247,18 @@ def test_a_bucket_run_selects_what_the_same_files_select_locally(
     selected = _selected(client, bucket_ds, bucket_sid)
     assert selected == _selected(client, local_ds, local_sid)
     assert len(selected) == 6
+    # the selected samples' read URLs (exports to Label Studio or Labelbox, download_dataset) lead through
+    # the server's signed redirect to a presigned URL of the bucket: the object's own bytes
+    client.dataset_id = bucket_ds  # the client reads tags of its current dataset
+    tag = client.get_compute_worker_run_tags(client.get_compute_worker_run_from_scheduled_run(bucket_sid).id)[0]
+    rows = client.export_filenames_and_read_urls_by_tag_name(tag.name)
+    files = [r for r in rows if r["fileName"] in names]  # video frames are samples, not objects
+    assert files and {r["fileName"] for r in rows} == set(selected)
+    for row in files:
+        got = requests.get(row["readUrl"], timeout=30)
+        assert got.status_code == 200, (row["fileName"], got.status_code, got.text[:300])
+        assert got.content == bucket.get(f"{ROOT}/{row['fileName']}"), row["fileName"]
+        assert "Signature" not in row["readUrl"] and "sig=" not in row["readUrl"]  # signed only when followed
     local_out, bucket_out = tmp_path / "local-artifacts", tmp_path / "bucket-artifacts"
     for artifact in ("filenames/corrupt_filenames.txt", "filenames/duplicate_filenames.txt", "data/embeddings.csv"):
         assert _artifact(client, bucket_sid, bucket_out, artifact) == _artifact(client, local_sid, local_out, artifact)

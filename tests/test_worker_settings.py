@@ -72,3 +72,6 @@ def test_the_environment_is_read_through_the_settings() -> None:
     assert (args.settings.worker_id, args["metrics.port"], args["worker.labels"]) == ("abc", 9100, ["gpu"])
     assert args.settings.server_location == "http://server:8080"
     assert parse_args([], {"LIGHTLY_TOKEN": "tok"}).token() == "tok"
+    # Lightly's docs start a specific worker with -e LIGHTLY_WORKER_ID; the key, when given too, wins
+    assert parse_args([], {"LIGHTLY_WORKER_ID": "from-env"}).settings.worker_id == "from-env"
+    assert parse_args(["worker.worker_id=from-key"], {"LIGHTLY_WORKER_ID": "from-env"}).settings.worker_id == "from-key"

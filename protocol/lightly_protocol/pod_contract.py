@@ -15,6 +15,7 @@ __all__ = [
     "ENV_SERVER_LOCATION",
     "ENV_TOKEN",
     "ENV_TOKEN_FILE",
+    "ENV_WORKER_ID",
     "INPUT_MOUNT",
     "KEY_INPUT_MOUNT",
     "KEY_LABELS",
@@ -52,6 +53,8 @@ ENV_SERVER_LOCATION = "LIGHTLY_SERVER_LOCATION"
 ENV_TOKEN_FILE = "LIGHTLY_TOKEN_FILE"
 #: the token itself (local use; never set by the operator)
 ENV_TOKEN = "LIGHTLY_TOKEN"
+#: the worker id as an environment variable (Lightly's own name); ``worker.worker_id=`` wins over it
+ENV_WORKER_ID = "LIGHTLY_WORKER_ID"
 #: a PEM file of CA certificates to trust for the API
 ENV_CA_CERTS = "LIGHTLY_CA_CERTS"
 

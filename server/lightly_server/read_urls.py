@@ -1,14 +1,16 @@
 """Read URLs of a dataset's samples (tag exports, ``download_dataset``) and where they lead.
 
-Every read URL of a sample is ``read_url``'s answer:
+Every read URL of a sample is ``read_url``'s answer: this server's
+``/v1/datasets/{datasetId}/samples/{sampleId}/readurlRedirect`` with ``expires`` and an HMAC ``signature``
+(the artifact URL key, its own action, so no other signed URL of this server is one of these). What it
+answers depends on the dataset's INPUT datasource when it is followed (``routes/samples.py``):
 
-* a LOCAL datasource: this server's ``/v1/datasets/{datasetId}/samples/{sampleId}/readurlRedirect`` with
-  ``expires`` and an HMAC ``signature`` (the artifact URL key, its own action, so no other signed URL of
-  this server is one of these). It answers the file's bytes from ``--local-datasource-root`` joined with
-  the datasource's ``fullPath`` and the sample's name, only inside that folder (no ``..``, no symlink
-  out of it), and a clear 404 when the server has no such root or cannot read the file;
-* a bucket datasource: ``bucket_read_url``, the one place that turns a datasource and a file name into
-  a presigned URL of the bucket.
+* LOCAL: the file's bytes from ``--local-datasource-root`` joined with the datasource's ``fullPath`` and
+  the sample's name, only inside that folder (no ``..``, no symlink out of it), and a clear 404 when the
+  server has no such root or cannot read the file;
+* a bucket (S3, S3DelegatedAccess, GCS, AZURE, OBS): a 307 to a presigned GET URL of the object, signed
+  at that moment for the rest of the URL's lifetime, so an export of many samples signs nothing up front
+  and the bucket's keys never leave the server.
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ def read_url(
     dataset_id: str,
     datasource: dict[str, Any] | None,
     sample_id: str,
-    file_name: str,
     expires_in: int | None = None,
 ) -> str:
     """A URL anyone holding it can read the sample's bytes from until it expires (``expires_in`` s,
@@ -47,8 +48,6 @@ def read_url(
     ttl = min(expires_in or signer.url_ttl_s, MAX_EXPIRES_IN_S)
     if datasource is None:
         raise no_datasource(dataset_id)
-    if datasource.get("type") != "LOCAL":
-        return bucket_read_url(datasource, file_name, ttl)
     expires = int(time.time()) + ttl
     signature = signer.sign(SAMPLE_READ, _signed_subject(dataset_id, sample_id), expires)
     return f"{base_url}{paths.sample_read_redirect(dataset_id, sample_id)}?expires={expires}&signature={signature}"
@@ -60,17 +59,6 @@ def no_datasource(dataset_id: str) -> ApiError:
         ApiErrorCode.DATASET_DATASOURCE_UNKNOWN,
         f"dataset {dataset_id} has no INPUT datasource, so its samples have no read URL; set one with "
         "PUT .../datasource",
-    )
-
-
-def bucket_read_url(datasource: dict[str, Any], file_name: str, expires_in: int) -> str:
-    """A presigned read URL of ``file_name`` in a bucket datasource (S3, GCS, Azure, OBS), valid
-    ``expires_in`` seconds. The bucket support plugs in here, and only here."""
-    raise ApiError(
-        400,
-        ApiErrorCode.DATASET_DATASOURCE_INVALID,
-        f"read URLs of {datasource.get('type')} datasources are not available on this server yet; "
-        "export the filenames (fileNameFormat=NAME or DATASOURCE_FULL) and read them from the bucket",
     )
 
 

@@ -14,7 +14,8 @@ builds sets (mount paths, variable names, keys) is spelled once, in ``lightly_pr
 **Where values come from.** ``load_settings(environ)`` gives the environment variables and the defaults;
 ``key=value`` arguments (``config.parse_args``) are then applied over them as given: their values are
 YAML scalars (``config.parse_value``), checked by ``config.parse_args`` with a message per key, and kept as
-parsed (no option has both a key and an environment variable, so no precedence question arises). The
+parsed, so a key given wins over its option's environment variable (only ``worker.worker_id`` has both: Lightly's
+``LIGHTLY_WORKER_ID``, what its docs' ``docker run -e`` examples set). The
 token's three sources keep their order: ``token=``, else the file in ``LIGHTLY_TOKEN_FILE``, else
 ``LIGHTLY_TOKEN`` (two options here; ``config.WorkerArgs.token`` reads the file).
 
@@ -70,7 +71,17 @@ class WorkerSettings:
     device: str = option("auto", flag="device", help="auto, cpu or cuda")
     shutdown_when_job_finished: bool = option(False, flag="shutdown_when_job_finished", help="exit after one run")
     log_level: str = option("INFO", flag="log_level", help="the log level")
-    worker_id: str | None = option(None, flag=pod.KEY_WORKER_ID, help="act as this registered worker")
+    worker_id: str | None = option(
+        None,
+        flag=pod.KEY_WORKER_ID,
+        env=pod.ENV_WORKER_ID,
+        help="act as this registered worker (also LIGHTLY_WORKER_ID, as in Lightly's docs; the key wins)",
+    )
+    force_start: bool = option(
+        True,
+        flag="worker.force_start",
+        help="Lightly's key, accepted as given: a worker here always starts, even while another runs with its id",
+    )
     name: str | None = option(None, flag="worker.name", help="without an id: register under this name")
     labels: list[str] = option(default_factory=list, flag=pod.KEY_LABELS, help="labels of a worker it registers")
     poll_wait_seconds: float = option(25.0, flag="worker.poll_wait_seconds", help="long-poll wait offered")

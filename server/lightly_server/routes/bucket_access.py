@@ -103,6 +103,15 @@ def presign(server: Server, bucket: storage.Bucket, method: str, relative: str) 
         return bucket.sign(method, key, server.settings.bucket_url_seconds)
 
 
+def presigned_read(server: Server, config: dict[str, Any], relative: str, ttl_s: int) -> str:
+    """A presigned GET URL of ``relative`` (a sample's name) in the bucket of ``config``, valid ``ttl_s``
+    seconds (at least one, at most the provider's limit of 7 days)."""
+    bucket = open_config(server, config)
+    key = bucket.location.key(file_name_or_400(relative, "the sample's fileName"))
+    with store_errors(bucket, key):
+        return bucket.sign("GET", key, max(1, min(ttl_s, 7 * 24 * 3600)))
+
+
 def _redirect_signature(server: Server, user_id: str, dataset_id: str, purpose: str, path: str, expires: int) -> str:
     msg = f"readurlRedirect\0{user_id}\0{dataset_id}\0{purpose}\0{path}\0{expires}".encode()
     return hmac.new(server.artifacts.key, msg, hashlib.sha256).hexdigest()

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from .. import read_urls, store
 from ..deps import DatasetId, SampleId, ServerDep, User, public_base_url
 from ..errors import bad_request
+from . import bucket_access
 
 router = APIRouter()
 
@@ -34,7 +35,8 @@ def sample_read_url(
         sample = store.get_sample(conn, user_id, dataset_id, sample_id)
         datasource = store.resolve_datasource(store.get_datasources(conn, dataset_id), DatasourcePurpose.INPUT)
     base = public_base_url(server, request)
-    return read_urls.read_url(server.artifacts, base, dataset_id, datasource, sample_id, sample.file_name)
+    del sample  # looked up for its 404 (another user's or a missing sample)
+    return read_urls.read_url(server.artifacts, base, dataset_id, datasource, sample_id)
 
 
 @router.get(template(paths.sample_read_redirect, "datasetId", "sampleId"), tags=["samples"])
@@ -54,7 +56,8 @@ async def sample_read_redirect(
             raise read_urls.no_datasource(dataset_id)
         if datasource.get("type") != "LOCAL":
             ttl = max(1, expires - int(time.time()))
-            return RedirectResponse(read_urls.bucket_read_url(datasource, sample.file_name, ttl), status_code=307)
+            url = bucket_access.presigned_read(server, datasource, sample.file_name, ttl)
+            return RedirectResponse(url, status_code=307)
         path, media_type = read_urls.local_file(server.settings.local_datasource_root, datasource, sample.file_name)
         return FileResponse(path, media_type=media_type)
 

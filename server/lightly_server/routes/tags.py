@@ -88,9 +88,7 @@ class _Export:
     def url(self, request: Request, sample: Any, expires_in: int | None) -> str:
         base = public_base_url(self.server, request)
         sid = store.sample_id_of(sample.idx)
-        return read_urls.read_url(
-            self.server.artifacts, base, self.dataset_id, self.datasource, sid, sample.file_name, expires_in
-        )
+        return read_urls.read_url(self.server.artifacts, base, self.dataset_id, self.datasource, sid, expires_in)
 
 
 @router.get(template(paths.tag_export_filenames, "datasetId", "tagId"), tags=["tags"])
