@@ -248,3 +248,26 @@ def test_an_empty_server_location_is_refused_never_replaced_by_lightlys_public_a
     assert main([]) == 2
     err = capsys.readouterr().err
     assert "LIGHTLY_SERVER_LOCATION is set but empty" in err and "secret-token-value" not in err
+
+
+def test_an_unreadable_video_is_reported_among_the_corrupt_files(tmp_path: Path) -> None:
+    """Lightly's corruptness check names a video that cannot be opened; it is no silent omission."""
+    pytest.importorskip("av", reason="PyAV (av) reads videos")
+    make_images(tmp_path / "images", 12)
+    (tmp_path / "images" / "clips").mkdir()
+    (tmp_path / "images" / "clips" / "broken clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    r = run(
+        "mode=local",
+        f"input_mount={tmp_path / 'images'}",
+        f"output_dir={tmp_path / 'out'}",
+        "n_samples=4",
+        "embedding.input_size=64",
+        "device=cpu",
+        f"lightly_mount={tmp_path / 'none'}",
+    )
+    assert r.returncode == 0, r.stderr
+    assert "(2 corrupt, 1 duplicates left out)" in r.stdout, r.stdout
+    corrupt = (tmp_path / "out" / "filenames" / "corrupt_filenames.txt").read_text().split("\n")
+    assert "clips/broken clip.mp4" in corrupt
+    info = json.loads((tmp_path / "out" / "data" / "corruptness_check_information.json").read_text())
+    assert info["corrupt_samples"]["clips/broken clip.mp4"].startswith("unreadable video: ")

@@ -113,6 +113,8 @@ class Job:
     # filled in by the stages, in order
     device: str = "cpu"
     names: list[str] = field(default_factory=list)  # listed inputs, datapool files left out
+    #: videos the listing could not open (no frames to list): reported as corrupt, like Lightly does
+    unreadable_videos: dict[str, str] = field(default_factory=dict)
     datapool_names: list[str] = field(default_factory=list)
     datapool_emb: np.ndarray | None = None
     datapool_path: Path | None = None

@@ -72,7 +72,7 @@ def load_dataset(job: Job) -> None:
     job.say(f"listing files under {source.label}")
     relevant = _relevant_filenames(config, paths)
     try:
-        names = list_samples(source, relevant, log=log)
+        names = list_samples(source, relevant, unreadable=job.unreadable_videos, log=log)
     except SourceAccessError as exc:
         raise JobError(str(exc)) from None
     if relevant is not None:
@@ -136,8 +136,11 @@ def check_files(
 
 
 def record_check(job: Job, checked: CheckResult) -> None:
-    """Write the check's outputs and leave the candidates (ok files) in the job."""
+    """Write the check's outputs and leave the candidates (ok files) in the job. Videos the listing could
+    not open are corrupt files too (they have no frames to check)."""
     out = job.out
+    for video, reason in job.unreadable_videos.items():
+        checked.corrupt.setdefault(video, reason)
     write_lines(out / "filenames" / "corrupt_filenames.txt", sorted(checked.corrupt))
     write_lines(out / "filenames" / "duplicate_filenames.txt", sorted(checked.duplicates))
     (out / "data").mkdir(exist_ok=True)

@@ -120,6 +120,7 @@ def list_samples(
     relevant_filenames: list[str] | None = None,
     *,
     missing: list[str] | None = None,
+    unreadable: dict[str, str] | None = None,
     progress: Progress | None = None,
     log: logging.Logger = LOG,
 ) -> list[str]:
@@ -131,6 +132,8 @@ def list_samples(
 
     ``relevant_filenames`` restricts the result to those names (image paths or frame names; leading ``./``
     or ``/`` ignored). Names that do not exist are appended to ``missing`` (if given) and logged, never raised.
+    A video that cannot be opened has no frames; it goes into ``unreadable`` (if given) with the reason, so
+    the run reports it among the corrupt files; so does a video that opens but holds no frame.
     """
     source = as_source(input_root)
     if isinstance(source, LocalSource) and not source.root.is_dir():
@@ -155,7 +158,12 @@ def list_samples(
                     n = len(video_pts(source, rel))
                 except Exception as exc:  # an unreadable video has no frames to list
                     log.warning("cannot read video %s: %s", rel, exc)
-                    n = 0
+                    if unreadable is not None:
+                        unreadable[rel] = f"unreadable video: {str(exc).strip() or type(exc).__name__}"[:500]
+                    n = -1
+                if n == 0 and unreadable is not None:
+                    unreadable[rel] = "unreadable video: no frames"
+                n = max(n, 0)
                 samples.extend(frame_name(rel, f, n) for f in range(n))
                 report(progress, i + 1, len(videos))
     samples.sort()
