@@ -213,3 +213,54 @@ def test_idle_worker_exits_at_once_on_sigterm(client, start_worker, tmp_path: Pa
     assert w.proc.wait(20) == 0
     assert time.monotonic() - t0 < 10, "an idle worker must not wait for its long poll to end"
     assert next(x for x in c.get_compute_workers() if x.name == "e2e-worker-5").state == "OFFLINE"
+
+
+def test_a_run_selects_on_embeddings_uploaded_to_the_dataset(client, start_worker, tmp_path: Path) -> None:
+    """``client.upload_embeddings`` then ``worker_config={"embeddings": <its name>}``: with no such file in
+    ``.lightly/embeddings/``, the run reads the uploaded CSV (through the API) and selects on it."""
+    import csv
+
+    c, token = client
+    make_images(tmp_path / "input", 10, seed=3)
+    (tmp_path / "lightly").mkdir()
+    worker = start_worker(token, "e2e-worker-emb", tmp_path)
+    c.create_dataset("e2e-uploaded-embeddings")
+    c.set_local_config(relative_path="", purpose="INPUT")
+    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    # a first run selects every candidate (10 images; the duplicate and the corrupt file left out), so the
+    # dataset's samples (what upload_embeddings takes rows for) are the next run's inputs
+    everything = {**SELECTION, "n_samples": 10}
+    first = c.schedule_compute_worker_run(worker_config={}, selection_config=everything, runs_on=["cpu"])
+    assert _wait_run(c, first).state == "COMPLETED", worker.log()
+
+    # the dataset's samples, each on the x axis but one: DIVERSITY of 2 must take that one
+    samples = c.export_filenames_by_tag_name("initial-tag").splitlines()
+    special = samples[len(samples) // 2]
+    mine = tmp_path / "mine.csv"
+    with mine.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["filenames", "embedding_0", "embedding_1", "labels"])
+        for i, name in enumerate(samples):
+            w.writerow([name, 0.0, 1.0, 0] if name == special else [name, 1.0, 0.001 * i, 0])
+    c.upload_embeddings(str(mine), name="my-embeddings")
+    assert not (tmp_path / "lightly" / ".lightly" / "embeddings").exists()
+
+    two = {"n_samples": 2, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
+    sid = c.schedule_compute_worker_run(
+        worker_config={"embeddings": "my-embeddings.csv"}, selection_config=two, runs_on=["cpu"]
+    )
+    info = _wait_run(c, sid)
+    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
+    run = c.get_compute_worker_run_from_scheduled_run(sid)
+    (tag,) = c.get_compute_worker_run_tags(run.id)
+    assert special in c.export_filenames_by_tag_name(tag.name).splitlines()
+    assert "reading custom embeddings my-embeddings.csv (uploaded to the dataset)" in "\n".join(
+        e["msg"] for e in _logs(token, run.id)
+    )
+
+    # a name that is neither a file nor an uploaded embedding fails the run, saying where it looked
+    bad = c.schedule_compute_worker_run(
+        worker_config={"embeddings": "nobody.csv"}, selection_config=two, runs_on=["cpu"]
+    )
+    failed = _wait_run(c, bad)
+    assert failed.state == "FAILED" and "nobody.csv" in failed.message, failed.message

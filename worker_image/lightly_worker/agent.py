@@ -414,6 +414,31 @@ class WorkerAgent:
         with contextlib.ExitStack() as stack:
             self._run_job(row, run_id, reporter, out_dir, outcome, stack)
 
+    def _uploaded_embeddings(self, dataset_id: str, config: WorkerConfigV4, scratch: Path) -> Path | None:
+        """The CSV of the embedding uploaded to the dataset under ``docker.embeddings``'s name (or that name
+        without ``.csv``), newest first, downloaded into ``scratch``; None when there is none."""
+        name = config.docker.embeddings if config.docker else None
+        if not name:
+            return None
+        wanted = {name, name.removesuffix(".csv")}
+        try:
+            listed = self.api.embeddings(dataset_id)
+        except ApiError as exc:
+            if exc.status == 404:  # an API without the embeddings endpoints: .lightly/embeddings/ only
+                return None
+            raise JobError(f"custom embeddings {name!r}: the dataset's embeddings cannot be listed: {exc}") from None
+        found = next((e for e in listed if e.name in wanted), None)
+        if found is None:
+            return None
+        dest = scratch / "uploaded-embeddings.csv"
+        try:
+            cap = int(self.args["storage.mirror_max_bytes"])
+            size = self.api.download_embedding_csv(dataset_id, found.id, dest, cap)
+        except ApiError as exc:
+            raise JobError(f"custom embeddings {name!r}: the embedding uploaded to the dataset: {exc}") from None
+        log.info("custom embeddings %r: the dataset's uploaded embedding %s (%d bytes)", name, found.id, size)
+        return dest
+
     def _run_job(
         self,
         row: ScheduledRunData,
@@ -439,6 +464,7 @@ class WorkerAgent:
                 out_dir,
                 self.remote_access(row.dataset_id, Path(scratch)),
             )
+            paths.uploaded_embeddings = self._uploaded_embeddings(row.dataset_id, config, Path(scratch))
             split = None
             if parallelism_of(config) != 1:
                 heartbeat = float(self.args["worker.heartbeat_seconds"])

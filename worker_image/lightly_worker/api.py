@@ -12,6 +12,7 @@ import logging
 import secrets
 import ssl
 import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from lightly_protocol.models import (
     ArtifactCreatedData,
     ArtifactCreateRequest,
     CreateEntityResponse,
+    DatasetEmbeddingData,
     LogCreateEntry,
     RunCreateRequest,
     RunSelectionRequest,
@@ -190,6 +192,47 @@ class WorkerApi(ClientCore):
 
     def config(self, config_id: str) -> WorkerConfigData:
         return WorkerConfigData.model_validate(self._call("GET", paths.config(config_id)))
+
+    def embeddings(self, dataset_id: str) -> list[DatasetEmbeddingData]:
+        """The dataset's embeddings (``upload_embeddings``), newest first."""
+        rows = self._call("GET", paths.dataset_embeddings(dataset_id)) or []
+        return [DatasetEmbeddingData.model_validate(r) for r in rows]
+
+    def download_embedding_csv(self, dataset_id: str, embedding_id: str, dest: Path, max_bytes: int) -> int:
+        """The uploaded CSV of an embedding into ``dest``, streamed (at most ``max_bytes``); its size.
+
+        The read URL is this server's own signed URL; the worker follows its ``expires`` and ``signature``
+        on the API location it knows (the URL's host is the server's public base, which a pod inside the
+        cluster may not reach). Connection problems and 5xx are retried (3 tries in all)."""
+        url = self._call("GET", paths.embedding_read_url(dataset_id, embedding_id))
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(str(url)).query))
+        params: dict[str, str] = {k: query[k] for k in ("expires", "signature") if k in query}
+        where = f"GET {paths.embedding_csv(embedding_id)}"
+        for attempt in range(3):
+            try:
+                with self.http.stream(
+                    "GET", self.url_of(paths.embedding_csv(embedding_id)), params=params, timeout=self.timeout
+                ) as r:
+                    if r.status_code >= 400 and not is_server_error(r.status_code):
+                        r.read()
+                        raise ApiError(r.status_code, f"{where} -> {r.status_code}: {error_detail(r.text)}")
+                    if r.status_code < 400:
+                        size = 0
+                        with dest.open("wb") as fh:
+                            for chunk in r.iter_bytes(1 << 20):
+                                size += len(chunk)
+                                if size > max_bytes:
+                                    raise ApiError(
+                                        413, f"embedding {embedding_id}'s CSV is over {max_bytes} bytes (the cap)"
+                                    )
+                                fh.write(chunk)
+                        return size
+                    problem = f"{r.status_code}"
+            except httpx.TransportError as exc:
+                problem = type(exc).__name__
+            if attempt == 2 or self.stop.wait(2.0 * (attempt + 1)):
+                break
+        raise ApiError(503, f"{where}: the API at {self.url} is not answering ({problem})")
 
     def datasource(self, dataset_id: str, purpose: str) -> dict[str, Any] | None:
         try:

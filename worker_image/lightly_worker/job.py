@@ -72,6 +72,9 @@ class JobPaths:
     output_dir: Path
     #: a bucket LIGHTLY datasource: its .lightly/ files copied to ``lightly_root`` before the run, written back after
     lightly_mirror: LightlyMirror | None = None
+    #: ``docker.embeddings`` named an embedding uploaded to the dataset (``client.upload_embeddings``): its
+    #: CSV, downloaded before the run; used when ``.lightly/embeddings/`` has no file of that name
+    uploaded_embeddings: Path | None = None
 
     @property
     def input(self) -> InputSource:

@@ -202,18 +202,32 @@ def check_datapool_dim(job: Job) -> None:
 
 
 def custom_embeddings(job: Job) -> None:
-    """The candidates' rows of the run's custom embeddings CSV (``docker.embeddings``)."""
+    """The candidates' rows of the run's custom embeddings CSV (``docker.embeddings``): the file of that
+    name in ``.lightly/embeddings/`` of the LIGHTLY datasource (Lightly's way), else the embedding of that
+    name uploaded to the dataset (``client.upload_embeddings``)."""
     assert job.docker is not None and job.docker.embeddings
     name, normalize = job.docker.embeddings, normalize_embeddings(job)
-    if job.paths.lightly_root is None:
-        raise JobError("custom embeddings need a LIGHTLY datasource (.lightly/embeddings/ in it)")
-    csv_path = _confined(
-        job.paths.lightly_root / ".lightly" / "embeddings",
-        name,
-        "embeddings",
-        ".lightly/embeddings/ of the LIGHTLY datasource",
-    )
-    job.say(f"reading custom embeddings {name}")
+    uploaded = job.paths.uploaded_embeddings
+    csv_path: Path | None = None
+    if job.paths.lightly_root is not None:
+        csv_path = _confined(
+            job.paths.lightly_root / ".lightly" / "embeddings",
+            name,
+            "embeddings",
+            ".lightly/embeddings/ of the LIGHTLY datasource",
+        )
+        if uploaded is not None and not csv_path.is_file():
+            csv_path = None
+    if csv_path is None:
+        if uploaded is None:
+            raise JobError(
+                f"custom embeddings {name!r}: no LIGHTLY datasource (.lightly/embeddings/ in it) and no embedding "
+                "of that name uploaded to the dataset (client.upload_embeddings)"
+            )
+        csv_path = uploaded
+        job.say(f"reading custom embeddings {name} (uploaded to the dataset)")
+    else:
+        job.say(f"reading custom embeddings {name}")
     try:
         emb_names, emb_all = load_custom_embeddings(csv_path)
     except (EmbeddingsError, OSError) as exc:
