@@ -271,3 +271,51 @@ def test_an_unreadable_video_is_reported_among_the_corrupt_files(tmp_path: Path)
     assert "clips/broken clip.mp4" in corrupt
     info = json.loads((tmp_path / "out" / "data" / "corruptness_check_information.json").read_text())
     assert info["corrupt_samples"]["clips/broken clip.mp4"].startswith("unreadable video: ")
+
+
+def test_a_checkpoint_file_is_the_model_a_later_run_embeds_with(tmp_path: Path) -> None:
+    """A training run leaves lightly_epoch_last.ckpt; put in .lightly/checkpoints/ of the LIGHTLY datasource,
+    ``checkpoint`` makes a later run embed with that model (the same embeddings), or train it further;
+    a file that is no checkpoint fails the run saying what to use."""
+    import shutil
+
+    make_images(tmp_path / "images", 8)
+    lightly = tmp_path / "lightly"
+    common = ["mode=local", f"input_mount={tmp_path / 'images'}", "device=cpu", f"lightly_mount={lightly}"]
+    selection = {"n_samples": 3, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
+    train = {"enable_training": True}
+    lightly_cfg = {
+        "trainer": {"max_epochs": 1},
+        "loader": {"batch_size": 4, "num_workers": 0},
+        "collate": {"input_size": 32},
+    }
+
+    def local(name: str, docker: dict, lightly_config: dict | None = None) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / f"{name}.json"
+        body = {"worker_config": docker, "selection_config": selection, "lightly_config": lightly_config or {}}
+        cfg.write_text(json.dumps(body))
+        return run(*common, f"config={cfg}", f"output_dir={tmp_path / name}")
+
+    r = local("trained", train, lightly_cfg)
+    assert r.returncode == 0, r.stderr
+    (lightly / ".lightly" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "trained" / "lightly_epoch_last.ckpt", lightly / ".lightly" / "checkpoints" / "mine.ckpt")
+
+    r = local("reused", {"checkpoint": "mine.ckpt"}, {"collate": {"input_size": 32}})
+    assert r.returncode == 0, r.stderr
+    assert "loaded checkpoint 'mine.ckpt' (resnet-18" in r.stdout + r.stderr
+    want = (tmp_path / "trained" / "data" / "embeddings.csv").read_text()
+    assert (tmp_path / "reused" / "data" / "embeddings.csv").read_text() == want
+
+    r = local("further", {**train, "checkpoint": "mine.ckpt"}, lightly_cfg)  # trains the loaded model on
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "further" / "lightly_epoch_last.ckpt").is_file()
+
+    (lightly / ".lightly" / "checkpoints" / "junk.ckpt").write_bytes(b"not a checkpoint")
+    for name, docker, needle in [
+        ("junk", {"checkpoint": "junk.ckpt"}, "is not a checkpoint this worker can load"),
+        ("missing", {"checkpoint": "nope.ckpt"}, "no such file in .lightly/checkpoints/"),
+        ("outside", {"checkpoint": "../../etc/passwd"}, "checkpoint"),
+    ]:
+        r = local(name, docker)
+        assert r.returncode != 0 and needle in r.stdout + r.stderr, (name, r.stdout[-500:], r.stderr[-500:])

@@ -264,3 +264,45 @@ def test_a_run_selects_on_embeddings_uploaded_to_the_dataset(client, start_worke
     )
     failed = _wait_run(c, bad)
     assert failed.state == "FAILED" and "nobody.csv" in failed.message, failed.message
+
+
+def test_checkpoint_run_id_reuses_an_earlier_runs_model(client, start_worker, tmp_path: Path) -> None:
+    """``checkpoint_run_id``: the worker fetches that run's CHECKPOINT artifact through the API and embeds
+    with its model (the same embeddings as the training run's); a run without a checkpoint is refused."""
+    c, token = client
+    make_images(tmp_path / "input", 8, seed=5)
+    (tmp_path / "lightly").mkdir()
+    worker = start_worker(token, "e2e-worker-ckpt", tmp_path)
+    c.create_dataset("e2e-checkpoint-run-id")
+    c.set_local_config(relative_path="", purpose="INPUT")
+    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    lightly_config = {"trainer": {"max_epochs": 1}, "loader": {"batch_size": 4}, "collate": {"input_size": 32}}
+    trained = c.schedule_compute_worker_run(
+        worker_config={"enable_training": True},
+        lightly_config=lightly_config,
+        selection_config=SELECTION,
+        runs_on=["cpu"],
+    )
+    assert _wait_run(c, trained, timeout=400).state == "COMPLETED", worker.log()
+    trained_run = c.get_compute_worker_run_from_scheduled_run(trained)
+
+    reused = c.schedule_compute_worker_run(
+        worker_config={"checkpoint_run_id": trained_run.id},
+        lightly_config={"collate": {"input_size": 32}},
+        selection_config=SELECTION,
+        runs_on=["cpu"],
+    )
+    info = _wait_run(c, reused)
+    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
+    reused_run = c.get_compute_worker_run_from_scheduled_run(reused)
+    a, b = tmp_path / "a", tmp_path / "b"
+    c.download_compute_worker_run_artifacts(run=trained_run, output_dir=str(a))
+    c.download_compute_worker_run_artifacts(run=reused_run, output_dir=str(b))
+    assert (b / "data" / "embeddings.csv").read_text() == (a / "data" / "embeddings.csv").read_text()
+
+    plain = c.get_compute_worker_run_from_scheduled_run(reused)  # a run that trained nothing: no checkpoint
+    bad = c.schedule_compute_worker_run(
+        worker_config={"checkpoint_run_id": plain.id}, selection_config=SELECTION, runs_on=["cpu"]
+    )
+    failed = _wait_run(c, bad)
+    assert failed.state == "FAILED" and "has no CHECKPOINT artifact" in failed.message, failed.message

@@ -63,16 +63,6 @@ _OBJECT_TASK = "object-level selection (a task on an {t} input: the objects' cro
 
 REFUSED: tuple[Refused, ...] = (
     Refused(
-        "docker.checkpoint",
-        "starting from a checkpoint file is not implemented",
-        "leave it out (enable_training trains from the start) or embed with the worker's pretrained model",
-    ),
-    Refused(
-        "docker.checkpoint_run_id",
-        "reusing an earlier run's checkpoint is not implemented",
-        "leave it out (enable_training trains from the start)",
-    ),
-    Refused(
         "docker.datasource.input_expiration",
         "the worker reads each datasource directly, not through expiring read URLs",
         "leave it out",
@@ -269,6 +259,17 @@ ACTED_ON: tuple[ActedOn, ...] = (
         "docker.shard_size",
         "extension: files per shard of a split run",
         "tests/test_parallel_runs.py::test_parallelism_3_selects_exactly_what_one_worker_selects",
+    ),
+    ActedOn(
+        "docker.checkpoint",
+        "a checkpoint in .lightly/checkpoints/ (a run's lightly_epoch_last.ckpt): the run embeds with its model, "
+        "or trains it further with enable_training",
+        "tests/test_worker_cli.py::test_a_checkpoint_file_is_the_model_a_later_run_embeds_with",
+    ),
+    ActedOn(
+        "docker.checkpoint_run_id",
+        "the CHECKPOINT artifact of that earlier run (fetched through the API): embedded with, or trained further",
+        "tests/test_worker_e2e.py::test_checkpoint_run_id_reuses_an_earlier_runs_model",
     ),
     ActedOn("lightly.seed", "seeds training and the embedder", _T),
     ActedOn("lightly.checkpoint_callback.save_last", "True: the last checkpoint is kept", _T),

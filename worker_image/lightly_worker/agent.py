@@ -439,6 +439,19 @@ class WorkerAgent:
         log.info("custom embeddings %r: the dataset's uploaded embedding %s (%d bytes)", name, found.id, size)
         return dest
 
+    def _run_checkpoint(self, config: WorkerConfigV4, scratch: Path) -> Path | None:
+        """``checkpoint_run_id``: that run's CHECKPOINT artifact, downloaded into ``scratch``."""
+        run_id = config.docker.checkpoint_run_id if config.docker else None
+        if not run_id:
+            return None
+        dest = scratch / "run-checkpoint.ckpt"
+        try:
+            size = self.api.run_checkpoint(run_id, dest, int(self.args["storage.mirror_max_bytes"]))
+        except ApiError as exc:
+            raise JobError(f"checkpoint_run_id {run_id!r}: {exc}") from None
+        log.info("checkpoint_run_id %s: its checkpoint (%d bytes)", run_id, size)
+        return dest
+
     def _run_job(
         self,
         row: ScheduledRunData,
@@ -465,6 +478,7 @@ class WorkerAgent:
                 self.remote_access(row.dataset_id, Path(scratch)),
             )
             paths.uploaded_embeddings = self._uploaded_embeddings(row.dataset_id, config, Path(scratch))
+            paths.run_checkpoint = self._run_checkpoint(config, Path(scratch))
             split = None
             if parallelism_of(config) != 1:
                 heartbeat = float(self.args["worker.heartbeat_seconds"])

@@ -29,6 +29,7 @@ from lightly_protocol.models import (
     DatasetEmbeddingData,
     LogCreateEntry,
     RunCreateRequest,
+    RunData,
     RunSelectionRequest,
     RunUpdateRequest,
     ScheduledRunData,
@@ -199,20 +200,31 @@ class WorkerApi(ClientCore):
         return [DatasetEmbeddingData.model_validate(r) for r in rows]
 
     def download_embedding_csv(self, dataset_id: str, embedding_id: str, dest: Path, max_bytes: int) -> int:
-        """The uploaded CSV of an embedding into ``dest``, streamed (at most ``max_bytes``); its size.
-
-        The read URL is this server's own signed URL; the worker follows its ``expires`` and ``signature``
-        on the API location it knows (the URL's host is the server's public base, which a pod inside the
-        cluster may not reach). Connection problems and 5xx are retried (3 tries in all)."""
+        """The uploaded CSV of an embedding into ``dest`` (at most ``max_bytes``); its size."""
         url = self._call("GET", paths.embedding_read_url(dataset_id, embedding_id))
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(str(url)).query))
+        return self._follow_signed(str(url), paths.embedding_csv(embedding_id), dest, max_bytes)
+
+    def run_checkpoint(self, run_id: str, dest: Path, max_bytes: int) -> int:
+        """The CHECKPOINT artifact of an earlier run (``checkpoint_run_id``) into ``dest``; its size. A run
+        without one is a 404 that says so."""
+        run = RunData.model_validate(self._call("GET", paths.run(run_id)))
+        found = [a for a in run.artifacts or [] if a.type == ArtifactType.CHECKPOINT]
+        if not found:
+            raise ApiError(404, f"run {run_id} has no CHECKPOINT artifact (only runs with enable_training leave one)")
+        url = self._call("GET", paths.artifact_read_url(run_id, found[-1].id))
+        return self._follow_signed(str(url), paths.artifact_download(found[-1].id), dest, max_bytes)
+
+    def _follow_signed(self, url: str, path: str, dest: Path, max_bytes: int) -> int:
+        """Stream this server's signed URL ``url`` (its ``expires`` and ``signature``) from ``path`` on the
+        API location the worker knows (the URL's host is the server's public base, which a pod inside
+        the cluster may not reach) into ``dest``, at most ``max_bytes``; its size. Connection problems
+        and 5xx are retried (3 tries in all)."""
+        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
         params: dict[str, str] = {k: query[k] for k in ("expires", "signature") if k in query}
-        where = f"GET {paths.embedding_csv(embedding_id)}"
+        where, problem = f"GET {path}", ""
         for attempt in range(3):
             try:
-                with self.http.stream(
-                    "GET", self.url_of(paths.embedding_csv(embedding_id)), params=params, timeout=self.timeout
-                ) as r:
+                with self.http.stream("GET", self.url_of(path), params=params, timeout=self.timeout) as r:
                     if r.status_code >= 400 and not is_server_error(r.status_code):
                         r.read()
                         raise ApiError(r.status_code, f"{where} -> {r.status_code}: {error_detail(r.text)}")
@@ -222,9 +234,7 @@ class WorkerApi(ClientCore):
                             for chunk in r.iter_bytes(1 << 20):
                                 size += len(chunk)
                                 if size > max_bytes:
-                                    raise ApiError(
-                                        413, f"embedding {embedding_id}'s CSV is over {max_bytes} bytes (the cap)"
-                                    )
+                                    raise ApiError(413, f"{where}: over {max_bytes} bytes (the worker's cap)")
                                 fh.write(chunk)
                         return size
                     problem = f"{r.status_code}"

@@ -75,6 +75,8 @@ class JobPaths:
     #: ``docker.embeddings`` named an embedding uploaded to the dataset (``client.upload_embeddings``): its
     #: CSV, downloaded before the run; used when ``.lightly/embeddings/`` has no file of that name
     uploaded_embeddings: Path | None = None
+    #: ``docker.checkpoint_run_id``: that run's CHECKPOINT artifact, downloaded before the run
+    run_checkpoint: Path | None = None
 
     @property
     def input(self) -> InputSource:

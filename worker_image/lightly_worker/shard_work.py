@@ -46,6 +46,8 @@ def distributable(job: Job) -> str | None:
     """Why this run cannot be split (None: it can). Training needs all images in one process."""
     if stages.wants_training(job):
         return "enable_training is set: a training run is not split (one worker trains and embeds it)"
+    if job.model is not None:
+        return "a checkpoint is set: its model is on this worker only (one worker embeds the run with it)"
     return None
 
 

@@ -24,11 +24,13 @@ from .embed import (
     CheckResult,
     EmbedConfig,
     EmbeddingsError,
+    SimCLRBackbone,
     TrainConfig,
     check_samples,
     embed_samples,
     list_samples,
     load_custom_embeddings,
+    load_simclr_checkpoint,
     save_embeddings,
     train_simclr,
 )
@@ -61,9 +63,47 @@ def initialize(job: Job) -> None:
     except SourceAccessError as exc:
         raise JobError(str(exc)) from None
     job.device = _device(job.options.device)
+    _load_checkpoint(job)
     (job.out / "config").mkdir(exist_ok=True)
     dump = json.dumps(job.report["config"], indent=2, sort_keys=True, default=str)
     (job.out / "config" / "config.json").write_text(dump)
+
+
+def _load_checkpoint(job: Job) -> None:
+    """``checkpoint`` (a file in ``.lightly/checkpoints/`` of the LIGHTLY datasource) or ``checkpoint_run_id``
+    (that run's CHECKPOINT artifact, downloaded by the agent): the model the run trains further
+    (``enable_training``) or embeds with."""
+    docker = job.docker
+    name = docker.checkpoint if docker else None
+    run_id = docker.checkpoint_run_id if docker else None
+    if not name and not run_id:
+        return
+    if name and run_id:
+        raise JobError("give checkpoint or checkpoint_run_id, not both")
+    if name:
+        if job.paths.lightly_root is None:
+            raise JobError(f"checkpoint {name!r} needs a LIGHTLY datasource (.lightly/checkpoints/ in it)")
+        path = _confined(
+            job.paths.lightly_root / ".lightly" / "checkpoints",
+            name,
+            "checkpoint",
+            ".lightly/checkpoints/ of the LIGHTLY datasource",
+        )
+        what = f"checkpoint {name!r}"
+        if not path.is_file():
+            raise JobError(f"{what}: no such file in .lightly/checkpoints/ of the LIGHTLY datasource")
+    else:
+        if job.paths.run_checkpoint is None:
+            raise JobError(f"checkpoint_run_id {run_id!r}: the run's checkpoint was not fetched (no API in local mode)")
+        path, what = job.paths.run_checkpoint, f"the checkpoint of run {run_id}"
+    try:
+        job.model = load_simclr_checkpoint(path)
+    except Exception as exc:  # torch.load's unpickling errors, a wrong state dict, a truncated file
+        raise JobError(
+            f"{what} is not a checkpoint this worker can load ({type(exc).__name__}: {str(exc)[:300]}); use the "
+            "lightly_epoch_last.ckpt a run with enable_training wrote (its CHECKPOINT artifact)"
+        ) from None
+    job.say(f"loaded {what} ({job.model.config['name']}, {job.model.dim}-d)")
 
 
 def load_dataset(job: Job) -> None:
@@ -173,6 +213,7 @@ def train(job: Job) -> None:
         TrainConfig.from_lightly(lightly_dump),
         device=job.device,
         checkpoint_path=job.out / "lightly_epoch_last.ckpt",
+        init=job.model if isinstance(job.model, SimCLRBackbone) else None,
         progress=_progress(job.reporter, "trained"),
     )
 
@@ -423,6 +464,8 @@ def lightly_files_needed(config: WorkerConfigV4) -> list[str]:
         wanted.append(".lightly/datapool/datapool_latest.csv")
     if docker and docker.embeddings:
         wanted.append(f".lightly/embeddings/{docker.embeddings}")
+    if docker and docker.checkpoint:
+        wanted.append(f".lightly/checkpoints/{docker.checkpoint}")
     for entry in config.selection.strategies if config.selection else []:
         if entry.input.type == "METADATA":
             wanted.append(".lightly/metadata/")

@@ -287,6 +287,7 @@ def train_simclr(
     device: str = "auto",
     checkpoint_path: Path | None = None,
     *,
+    init: SimCLRBackbone | None = None,
     progress: Progress | None = None,
     log: logging.Logger = LOG,
 ) -> nn.Module:
@@ -294,7 +295,8 @@ def train_simclr(
 
     SGD (momentum 0.9) with cosine annealing over max_epochs, NT-Xent at cfg.temperature. The checkpoint
     (``{"model": "simclr", "config", "state_dict", "epoch", "train_config"}``) is written after every epoch
-    when ``checkpoint_path`` is given; load it with load_simclr_checkpoint.
+    when ``checkpoint_path`` is given; load it with load_simclr_checkpoint. ``init`` (a loaded checkpoint)
+    is trained further instead of a new backbone: its architecture wins over ``cfg``'s model settings.
     """
     if cfg.model_name not in RESNETS:
         raise ValueError(f"unknown model {cfg.model_name!r}; supported: {', '.join(RESNETS)}")
@@ -307,7 +309,7 @@ def train_simclr(
     refs = [resolve_sample(source, n) for n in names]
     dataset = TwoViewDataset(refs, cfg, source)
     loader, batch = _two_view_loader(dataset, cfg, dev)
-    backbone = SimCLRBackbone(cfg.model_name, cfg.width, cfg.num_ftrs)
+    backbone = init if init is not None else SimCLRBackbone(cfg.model_name, cfg.width, cfg.num_ftrs)
     model = SimCLRModel(backbone, cfg.out_dim).to(dev)
     if dev.type == "cuda":
         model = channels_last(model)
