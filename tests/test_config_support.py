@@ -279,6 +279,7 @@ def _cases() -> list[tuple[str, Any, bool]]:
     # the refusals that depend on the rest of the config, in the config that meets them
     out.append(("lightly.model.name", "without-training", True))
     out.append(("selection.strategies.input.task", "on-embeddings", True))
+    out.append(("selection.strategies.input.dataset_id", "outside-similarity", True))
     return out
 
 
@@ -301,6 +302,14 @@ def test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_
             config = _config(key, None)
             config["selection_config"]["strategies"] = [
                 {"input": {"type": "EMBEDDINGS", "task": "det"}, "strategy": {"type": "DIVERSITY"}}
+            ]
+        elif value == "outside-similarity":
+            config = _config(key, None)
+            config["selection_config"]["strategies"] = [
+                {
+                    "input": {"type": "EMBEDDINGS", "dataset_id": "0123456789abcdef01234567"},
+                    "strategy": {"type": "DIVERSITY"},
+                }
             ]
         else:
             config = _config(key, value)

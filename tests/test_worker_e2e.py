@@ -306,3 +306,49 @@ def test_checkpoint_run_id_reuses_an_earlier_runs_model(client, start_worker, tm
     )
     failed = _wait_run(c, bad)
     assert failed.state == "FAILED" and "has no CHECKPOINT artifact" in failed.message, failed.message
+
+
+def test_similarity_to_another_datasets_tag(client, start_worker, tmp_path: Path) -> None:
+    """Lightly's ``{"type": "EMBEDDINGS", "dataset_id": ..., "tag_name": ...}`` SIMILARITY input: the query
+    is the other dataset's tag, embedded by the runs that selected its files. The same image in this
+    run's input is the one most similar to it."""
+    c, token = client
+    make_images(tmp_path / "input", 10, seed=7)
+    (tmp_path / "lightly").mkdir()
+    worker = start_worker(token, "e2e-worker-sim", tmp_path)
+    c.create_dataset("e2e-query-source")
+    c.set_local_config(relative_path="", purpose="INPUT")
+    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    source_ds = c.dataset_id
+    first = c.schedule_compute_worker_run(
+        worker_config={}, selection_config={**SELECTION, "n_samples": 10}, runs_on=["cpu"]
+    )
+    assert _wait_run(c, first).state == "COMPLETED", worker.log()
+    samples = c.export_filenames_by_tag_name("initial-tag").splitlines()
+    query = samples[3]
+    c.create_tag_from_filenames([query], new_tag_name="my-query")
+
+    c.create_dataset("e2e-query-user")
+    c.set_local_config(relative_path="", purpose="INPUT")
+    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    similar = {
+        "n_samples": 1,
+        "strategies": [
+            {
+                "input": {"type": "EMBEDDINGS", "dataset_id": source_ds, "tag_name": "my-query"},
+                "strategy": {"type": "SIMILARITY"},
+            }
+        ],
+    }
+    sid = c.schedule_compute_worker_run(worker_config={}, selection_config=similar, runs_on=["cpu"])
+    info = _wait_run(c, sid)
+    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
+    run = c.get_compute_worker_run_from_scheduled_run(sid)
+    (tag,) = c.get_compute_worker_run_tags(run.id)
+    assert c.export_filenames_by_tag_name(tag.name).splitlines() == [query]
+
+    # a tag the other dataset does not have fails the run, naming tag and dataset
+    similar["strategies"][0]["input"]["tag_name"] = "no-such-tag"
+    bad = c.schedule_compute_worker_run(worker_config={}, selection_config=similar, runs_on=["cpu"])
+    failed = _wait_run(c, bad)
+    assert failed.state == "FAILED" and "no tag 'no-such-tag'" in failed.message, failed.message

@@ -55,6 +55,14 @@ class Refused:
         return f"{shown_key}{values} is not supported by this worker: {self.why}; {self.instead}"
 
 
+def _similarity_tag(input_: Any, config: WorkerConfigV4) -> bool:
+    """``input_`` (a strategy's input) has a tag_name and its strategy is SIMILARITY."""
+    for entry in config.selection.strategies if config.selection else []:
+        if entry.input is input_:
+            return bool(entry.input.tag_name) and entry.strategy.type == "SIMILARITY"
+    return False
+
+
 def _training_off(config: WorkerConfigV4) -> bool:
     return not (config.docker and config.docker.enable_training)
 
@@ -153,9 +161,11 @@ REFUSED: tuple[Refused, ...] = (
     ),
     Refused(
         "selection.strategies.input.dataset_id",
-        "inputs are read from the run's own dataset only (a SIMILARITY query tag too)",
-        "leave it out and list the query filenames in .lightly/tags/<tag_name>.txt of this dataset's LIGHTLY "
-        "datasource",
+        "only a SIMILARITY query tag is read from another dataset; every other input is the run's own",
+        "leave it out, or use it with strategy SIMILARITY and tag_name",
+        when=lambda v, p, c: bool(v) and not _similarity_tag(p, c),
+        values="outside SIMILARITY with a tag_name",
+        context=True,
     ),
     Refused(
         "selection.strategies.input.categories",
@@ -311,6 +321,11 @@ ACTED_ON: tuple[ActedOn, ...] = (
         "selection.strategies.input.name",
         "CLASS_DISTRIBUTION or CATEGORY_COUNT of PREDICTIONS",
         "tests/test_selection.py::test_balance_predictions_class_distribution",
+    ),
+    ActedOn(
+        "selection.strategies.input.dataset_id",
+        "SIMILARITY with tag_name: the query is that dataset's tag, with the embeddings its runs stored",
+        "tests/test_worker_e2e.py::test_similarity_to_another_datasets_tag",
     ),
     ActedOn(
         "selection.strategies.input.tag_name",

@@ -439,6 +439,29 @@ class WorkerAgent:
         log.info("custom embeddings %r: the dataset's uploaded embedding %s (%d bytes)", name, found.id, size)
         return dest
 
+    def _dataset_queries(self, config: WorkerConfigV4, scratch: Path) -> dict[str, tuple[list[str], Path]]:
+        """SIMILARITY queries of other datasets (``input.dataset_id`` + ``tag_name``, as in Lightly's docs):
+        each tag's filenames and its dataset's newest run embeddings (``default_*``, what the runs that
+        selected those samples stored)."""
+        found: dict[str, tuple[list[str], Path]] = {}
+        for i, entry in enumerate(config.selection.strategies if config.selection else []):
+            ds, tag = entry.input.dataset_id, entry.input.tag_name
+            if not ds or not tag or entry.strategy.type != "SIMILARITY" or tag in found:
+                continue
+            where = f"SIMILARITY to tag {tag!r} of dataset {ds}"
+            try:
+                names = self.api.tag_filenames_by_name(ds, tag)
+                runs = [e for e in self.api.embeddings(ds) if e.name.startswith("default")]
+                if not runs:
+                    raise JobError(f"{where}: that dataset has no run embeddings yet (a completed run stores them)")
+                dest = scratch / f"query-{i}.csv"
+                self.api.download_embedding_csv(ds, runs[0].id, dest, int(self.args["storage.mirror_max_bytes"]))
+            except ApiError as exc:
+                raise JobError(f"{where}: {exc}") from None
+            log.info("%s: %d files, embeddings %s", where, len(names), runs[0].name)
+            found[tag] = (names, dest)
+        return found
+
     def _run_checkpoint(self, config: WorkerConfigV4, scratch: Path) -> Path | None:
         """``checkpoint_run_id``: that run's CHECKPOINT artifact, downloaded into ``scratch``."""
         run_id = config.docker.checkpoint_run_id if config.docker else None
@@ -479,6 +502,7 @@ class WorkerAgent:
             )
             paths.uploaded_embeddings = self._uploaded_embeddings(row.dataset_id, config, Path(scratch))
             paths.run_checkpoint = self._run_checkpoint(config, Path(scratch))
+            paths.dataset_queries = self._dataset_queries(config, Path(scratch))
             split = None
             if parallelism_of(config) != 1:
                 heartbeat = float(self.args["worker.heartbeat_seconds"])

@@ -204,6 +204,14 @@ class WorkerApi(ClientCore):
         url = self._call("GET", paths.embedding_read_url(dataset_id, embedding_id))
         return self._follow_signed(str(url), paths.embedding_csv(embedding_id), dest, max_bytes)
 
+    def tag_filenames_by_name(self, dataset_id: str, tag_name: str) -> list[str]:
+        """The filenames of the dataset's tag of that name (404 naming both when there is none)."""
+        tags = self._call("GET", paths.dataset_tags(dataset_id)) or []
+        found = next((t for t in tags if isinstance(t, dict) and t.get("name") == tag_name), None)
+        if found is None:
+            raise ApiError(404, f"dataset {dataset_id} has no tag {tag_name!r}")
+        return [str(x) for x in self._call("GET", paths.tag_filenames(dataset_id, str(found["id"]))) or []]
+
     def run_checkpoint(self, run_id: str, dest: Path, max_bytes: int) -> int:
         """The CHECKPOINT artifact of an earlier run (``checkpoint_run_id``) into ``dest``; its size. A run
         without one is a 404 that says so."""

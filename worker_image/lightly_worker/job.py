@@ -77,6 +77,9 @@ class JobPaths:
     uploaded_embeddings: Path | None = None
     #: ``docker.checkpoint_run_id``: that run's CHECKPOINT artifact, downloaded before the run
     run_checkpoint: Path | None = None
+    #: SIMILARITY to another dataset's tag (``input.dataset_id``): tag name -> (the tag's filenames, that
+    #: dataset's newest run embeddings CSV), fetched through the API before the run
+    dataset_queries: dict[str, tuple[list[str], Path]] = field(default_factory=dict)
 
     @property
     def input(self) -> InputSource:

@@ -365,7 +365,10 @@ def load_queries(job: Job) -> None:
     for entry in job.config.selection.strategies:
         if entry.strategy.type == "SIMILARITY" and entry.input.tag_name:
             tag = entry.input.tag_name
-            job.query[tag] = _query_embeddings(tag, job.candidates, job.emb, job.paths)
+            if entry.input.dataset_id:
+                job.query[tag] = _dataset_query_embeddings(job, tag, entry.input.dataset_id)
+            else:
+                job.query[tag] = _query_embeddings(tag, job.candidates, job.emb, job.paths)
 
 
 def sample(job: Job) -> None:
@@ -471,7 +474,7 @@ def lightly_files_needed(config: WorkerConfigV4) -> list[str]:
             wanted.append(".lightly/metadata/")
         if entry.input.type in ("PREDICTIONS", "SCORES"):
             wanted.append(".lightly/predictions/")
-        if entry.strategy.type == "SIMILARITY" and entry.input.tag_name:
+        if entry.strategy.type == "SIMILARITY" and entry.input.tag_name and not entry.input.dataset_id:
             wanted.append(f".lightly/tags/{entry.input.tag_name}.txt")
     return list(dict.fromkeys(wanted))
 
@@ -558,6 +561,37 @@ def _progress(reporter: Reporter, verb: str) -> Callable[[int, int], None]:
             log.info("%s %d/%d", verb, done, total)
 
     return report
+
+
+def _dataset_query_embeddings(job: Job, tag: str, dataset_id: str) -> np.ndarray:
+    """SIMILARITY to another dataset's tag: that dataset's stored embeddings of the tag's files."""
+    assert job.emb is not None
+    where = f"SIMILARITY to tag {tag!r} of dataset {dataset_id}"
+    if tag not in job.paths.dataset_queries:
+        raise JobError(f"{where}: another dataset's tag is read through the API (waiting mode), not in local mode")
+    wanted, csv_path = job.paths.dataset_queries[tag]
+    try:
+        names, emb = load_custom_embeddings(csv_path)
+    except (EmbeddingsError, OSError) as exc:
+        raise JobError(f"{where}: its embeddings are unreadable: {exc}") from None
+    index = {n: i for i, n in enumerate(names)}
+    rows = [index[n] for n in wanted if n in index]
+    if not rows:
+        raise JobError(f"{where}: none of its {len(wanted)} files has a stored embedding")
+    if len(rows) < len(wanted):
+        log.warning(
+            "%s: %d of its %d files have no stored embedding; left out", where, len(wanted) - len(rows), len(wanted)
+        )
+    query = emb[rows].astype(np.float32)
+    if query.shape[1] != job.emb.shape[1]:
+        raise JobError(
+            f"{where}: its embeddings are {query.shape[1]}-d but this run's are {job.emb.shape[1]}-d; embed both "
+            "datasets with the same model"
+        )
+    if normalize_embeddings(job):
+        query = query / np.maximum(np.linalg.norm(query, axis=1, keepdims=True), 1e-12)
+    job.say(f"{where}: {len(rows)} query embeddings")
+    return query
 
 
 def _query_embeddings(tag: str, names: list[str], emb: np.ndarray, paths: JobPaths) -> np.ndarray:

@@ -158,7 +158,10 @@ def create_tag(conn: Connection, user_id: str, dataset_id: str, req: TagCreateRe
                     name=req.name,
                     prev_tag_id=req.prev_tag_id,
                     run_id=req.run_id,
-                    bit_mask=bitmask.encode((i for i in range(n) if bits[i >> 3] >> (i & 7) & 1), n),
+                    # the mask's hex has no leading zero bytes: its bytes may cover fewer than n bits
+                    bit_mask=bitmask.encode(
+                        (i for i in range(min(n, len(bits) * 8)) if bits[i >> 3] >> (i & 7) & 1), n
+                    ),
                     tot_size=n,
                     created_at=now_ms(),
                 )
