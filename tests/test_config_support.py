@@ -280,6 +280,7 @@ def _cases() -> list[tuple[str, Any, bool]]:
     out.append(("lightly.model.name", "without-training", True))
     out.append(("selection.strategies.input.task", "on-embeddings", True))
     out.append(("selection.strategies.input.dataset_id", "outside-similarity", True))
+    out.append(("selection.strategies.input.categories", "outside-balance", True))
     return out
 
 
@@ -302,6 +303,11 @@ def test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_
             config = _config(key, None)
             config["selection_config"]["strategies"] = [
                 {"input": {"type": "EMBEDDINGS", "task": "det"}, "strategy": {"type": "DIVERSITY"}}
+            ]
+        elif value == "outside-balance":
+            config = _config(key, None)
+            config["selection_config"]["strategies"] = [
+                {"input": {"type": "EMBEDDINGS", "categories": ["car"]}, "strategy": {"type": "DIVERSITY"}}
             ]
         elif value == "outside-similarity":
             config = _config(key, None)

@@ -253,6 +253,25 @@ def test_balance_predictions_class_distribution() -> None:
     assert {int(probs[i].argmax()) for i in sel} == {0, 1}
 
 
+def test_balance_on_some_categories_only() -> None:
+    """``input.categories``: BALANCE counts only those classes; the others (birds here) weigh nothing."""
+    probs = np.array([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.9, 0.05, 0.05], [0.05, 0.9, 0.05]])
+    inputs = SelectionInputs(names(5), predictions={"clf": PredictionTask(["cat", "dog", "bird"], probs)})
+    every = {"type": "PREDICTIONS", "task": "clf", "name": "CLASS_DISTRIBUTION"}
+    some = {**every, "categories": ["cat", "dog"]}
+    picked = select(cfg((some, {"type": "BALANCE", "distribution": "UNIFORM"}), n_samples=2), inputs).selected
+    assert sorted(picked) == [3, 4]
+    with_birds = select(cfg((every, {"type": "BALANCE", "distribution": "UNIFORM"}), n_samples=3), inputs).selected
+    assert any(i < 3 for i in with_birds)  # without the restriction a bird image is balanced in
+    with pytest.raises(SelectionError, match=r"categories \['fish'\] are not categories of task 'clf'"):
+        select(
+            cfg(
+                ({**every, "categories": ["cat", "fish"]}, {"type": "BALANCE", "distribution": "UNIFORM"}), n_samples=2
+            ),
+            inputs,
+        )
+
+
 def test_similarity_and_typicality() -> None:
     x = np.array([[1, 0], [0.9, 0.1], [0, 1], [-1, 0]], dtype=np.float32)
     inputs = SelectionInputs(names(4), embeddings=x, query_embeddings={"query_tag": np.array([[0.0, 1.0]])})

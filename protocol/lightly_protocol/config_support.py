@@ -63,6 +63,14 @@ def _similarity_tag(input_: Any, config: WorkerConfigV4) -> bool:
     return False
 
 
+def _balance_classes(input_: Any, config: WorkerConfigV4) -> bool:
+    """``input_`` (a strategy's input) is PREDICTIONS or METADATA and its strategy BALANCE."""
+    for entry in config.selection.strategies if config.selection else []:
+        if entry.input is input_:
+            return entry.strategy.type == "BALANCE" and entry.input.type in ("PREDICTIONS", "METADATA")
+    return False
+
+
 def _training_off(config: WorkerConfigV4) -> bool:
     return not (config.docker and config.docker.enable_training)
 
@@ -169,8 +177,11 @@ REFUSED: tuple[Refused, ...] = (
     ),
     Refused(
         "selection.strategies.input.categories",
-        "restricting an input to some categories is not implemented",
-        "leave it out (BALANCE's target names the categories it balances)",
+        "only BALANCE's classes (PREDICTIONS or categorical METADATA) can be restricted to some categories",
+        "leave it out, or use it on the input of a BALANCE strategy",
+        when=lambda v, p, c: bool(v) and not _balance_classes(p, c),
+        values="outside BALANCE on PREDICTIONS or METADATA",
+        context=True,
     ),
 )
 
@@ -326,6 +337,11 @@ ACTED_ON: tuple[ActedOn, ...] = (
         "selection.strategies.input.dataset_id",
         "SIMILARITY with tag_name: the query is that dataset's tag, with the embeddings its runs stored",
         "tests/test_worker_e2e.py::test_similarity_to_another_datasets_tag",
+    ),
+    ActedOn(
+        "selection.strategies.input.categories",
+        "BALANCE counts only these classes (PREDICTIONS or categorical METADATA), in this order",
+        "tests/test_selection.py::test_balance_on_some_categories_only",
     ),
     ActedOn(
         "selection.strategies.input.tag_name",

@@ -176,6 +176,29 @@ def _label(v: Any) -> str:
 
 
 def _class_mass(entry: SelectionEntry, inputs: SelectionInputs, where: str) -> tuple[list[str], np.ndarray]:
+    names, mass = _all_class_mass(entry, inputs, where)
+    return _only_categories(entry, names, mass, where)
+
+
+def _only_categories(
+    entry: SelectionEntry, names: list[str], mass: np.ndarray, where: str
+) -> tuple[list[str], np.ndarray]:
+    """The input's ``categories`` (Lightly's restriction of an input to some classes): only their columns,
+    in the order given; a category a prediction task does not have is an error naming the task's."""
+    inp = entry.input
+    if not inp.categories:
+        return names, mass
+    pos = {c: j for j, c in enumerate(names)}
+    unknown = [c for c in inp.categories if c not in pos]
+    if unknown and inp.type == "PREDICTIONS":
+        raise SelectionError(f"{where}: categories {unknown} are not categories of task {inp.task!r} (it has {names})")
+    keep = [c for c in dict.fromkeys(inp.categories) if c in pos]
+    if not keep:
+        raise SelectionError(f"{where}: none of categories {inp.categories} occurs in METADATA key {inp.key!r}")
+    return keep, mass[:, [pos[c] for c in keep]]
+
+
+def _all_class_mass(entry: SelectionEntry, inputs: SelectionInputs, where: str) -> tuple[list[str], np.ndarray]:
     inp = entry.input
     if inp.type == "METADATA":
         labels = [_label(v) for v in _metadata(inp, inputs, where)]
