@@ -103,7 +103,7 @@ SIBLINGS: dict[str, dict[str, Any]] = {
 
 #: keys whose values are partly acted on, partly refused: (value, refused?) each, scheduled one by one
 PARTIAL: dict[str, list[tuple[Any, bool]]] = {
-    "docker.selected_sequence_length": [(1, False), (3, True)],
+    "docker.selected_sequence_length": [(1, False), (3, False)],
     "docker.upload_report": [(True, False), (False, True)],
     "docker.cache_size": [(0, False), (-1, False), (1_000_000, True)],
     "lightly.checkpoint_callback.save_last": [(True, False), (False, True)],
@@ -351,14 +351,13 @@ def test_the_worker_refuses_the_same_options_with_the_same_message(client) -> No
         parse_args(["pretagging=True"], {})
     assert str(info.value) == problems[0]
     for arg, key in (
-        ("selected_sequence_length=2", "docker.selected_sequence_length"),
         ("docker.crops.enable_upload=False", "docker.crops.enable_upload"),
         ("lightly.trainer.gpus=4", "lightly.trainer.gpus"),
         ("datasource.input_expiration.handling_strategy=SKIP", "docker.datasource.input_expiration"),
     ):
         with pytest.raises(ConfigError, match=re.escape(key)):
             parse_args([arg], {})
-    assert parse_args(["selected_sequence_length=1", "cache_size=0"], {}).extra["cache_size"] == 0
+    assert parse_args(["selected_sequence_length=2", "cache_size=0"], {}).extra["cache_size"] == 0
 
 
 def _strategies() -> dict[str, Any]:

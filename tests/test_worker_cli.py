@@ -319,3 +319,60 @@ def test_a_checkpoint_file_is_the_model_a_later_run_embeds_with(tmp_path: Path) 
     ]:
         r = local(name, docker)
         assert r.returncode != 0 and needle in r.stdout + r.stderr, (name, r.stdout[-500:], r.stderr[-500:])
+
+
+def test_sequence_selection_selects_whole_runs_of_video_frames(tmp_path: Path) -> None:
+    """``selected_sequence_length`` 4: videos split into runs of 4 consecutive frames (a tail shorter than
+    4 is no sequence), the selection picks n_samples / 4 of them, every frame of each, and
+    data/sequence_information.json says which; images are in no sequence; n_samples must be a multiple."""
+    pytest.importorskip("av", reason="PyAV (av) reads videos")
+    from test_embed import make_video
+
+    make_video(tmp_path / "in" / "clips" / "a.mp4", 12)
+    make_video(tmp_path / "in" / "clips" / "b b.mp4", 10)
+    make_images(tmp_path / "in" / "stills", 3)
+    common = ["mode=local", f"input_mount={tmp_path / 'in'}", "device=cpu", "embedding.input_size=32"]
+
+    def local(name: str, n_samples: int) -> subprocess.CompletedProcess[str]:
+        cfg = tmp_path / f"{name}.json"
+        strategies = [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]
+        body = {
+            "worker_config": {"selected_sequence_length": 4},
+            "selection_config": {"n_samples": n_samples, "strategies": strategies},
+        }
+        cfg.write_text(json.dumps(body))
+        return run(*common, f"config={cfg}", f"output_dir={tmp_path / name}")
+
+    r = local("seq", 8)
+    assert r.returncode == 0, r.stderr
+    assert "images are in no video sequence" in r.stdout + r.stderr
+    selected = (tmp_path / "seq" / "filenames" / "selected_filenames.txt").read_text().splitlines()
+    assert len(selected) == 8
+    info = json.loads((tmp_path / "seq" / "data" / "sequence_information.json").read_text())
+    assert len(info) == 2
+    for entry, names in zip(info, (selected[:4], selected[4:]), strict=True):
+        assert entry["video_name"] in ("clips/a.mp4", "clips/b b.mp4")
+        first = entry["frame_indices"][0]
+        assert first % 4 == 0 and entry["frame_indices"] == list(range(first, first + 4))
+        assert entry["frame_names"] == names
+        assert all(isinstance(t, int) for t in entry["frame_timestamps_pts"])
+        assert entry["frame_indices"][-1] < (12 if entry["video_name"] == "clips/a.mp4" else 8)  # no tail
+
+    r = local("odd", 6)
+    assert r.returncode != 0 and "n_samples 6 is not a multiple of selected_sequence_length 4" in r.stdout + r.stderr
+
+
+def test_sequences_are_complete_runs_of_consecutive_frames() -> None:
+    import numpy as np
+    from lightly_worker.sequences import sequence_embeddings, split_sequences
+
+    names = [f"v-{i:02d}-mp4.png" for i in range(10) if i != 5] + ["w-00-mp4.png", "img.jpg"]
+    found, images = split_sequences(names, 3)
+    assert images == 1
+    # v: 0-2 complete, 3-5 misses frame 5, 6-8 complete, 9 a tail; w: one frame only
+    assert [(s.video, s.frames) for s in found] == [("v.mp4", (0, 1, 2)), ("v.mp4", (6, 7, 8))]
+    emb = np.arange(len(names) * 2, dtype=np.float32).reshape(-1, 2)
+    mean = sequence_embeddings(emb, found, normalize=False)
+    assert np.allclose(mean[0], emb[[0, 1, 2]].mean(0)) and np.allclose(mean[1], emb[list(found[1].positions)].mean(0))
+    unit = sequence_embeddings(emb, found, normalize=True)
+    assert np.allclose(np.linalg.norm(unit, axis=1), 1.0)

@@ -109,13 +109,6 @@ REFUSED: tuple[Refused, ...] = (
         "leave it out",
     ),
     Refused(
-        "docker.selected_sequence_length",
-        "sequence selection (whole runs of consecutive video frames) is not implemented",
-        "leave it out or set 1 (each frame is selected on its own)",
-        when=lambda v, _p, _c: v is not None and v > 1,
-        values="> 1",
-    ),
-    Refused(
         "docker.upload_report",
         "the report is always uploaded with the run's artifacts",
         "leave it out (or True)",
@@ -248,8 +241,8 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ),
     ActedOn(
         "docker.selected_sequence_length",
-        "1: each frame is selected on its own",
-        "tests/test_config_support.py::test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_name",
+        "> 1: whole sequences of that many consecutive video frames are selected (data/sequence_information.json)",
+        "tests/test_worker_cli.py::test_sequence_selection_selects_whole_runs_of_video_frames",
     ),
     ActedOn(
         "docker.upload_report",

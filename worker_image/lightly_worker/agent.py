@@ -590,6 +590,7 @@ ARTIFACT_TYPES = {
     "report.pdf": ArtifactType.REPORT_PDF,
     "report_v2.json": ArtifactType.REPORT_V2_JSON,
     "data/corruptness_check_information.json": ArtifactType.CORRUPTNESS_CHECK_INFORMATION,
+    "data/sequence_information.json": ArtifactType.SEQUENCE_INFORMATION,
 }
 MAX_UPLOAD_BYTES = 512 * 1024**2
 

@@ -33,11 +33,20 @@ from .embed import (
     load_simclr_checkpoint,
     save_embeddings,
     train_simclr,
+    video_pts,
 )
 from .job import Job, JobError, JobPaths, Reporter, produced
 from .paths import PathOutsideRoot, inside
 from .report import THUMBNAILS_KEY, make_plots, make_thumbnails, write_lines
-from .selection import SelectionError, SelectionInputs, load_lightly_inputs, select, strategy_warning
+from .selection import (
+    SelectionError,
+    SelectionInputs,
+    SelectionResult,
+    load_lightly_inputs,
+    select,
+    strategy_warning,
+)
+from .sequences import SequenceError, sequence_embeddings, sequence_information, sequence_selection, split_sequences
 from .sources import SourceAccessError
 
 log = logging.getLogger("lightly_worker.run")
@@ -371,7 +380,15 @@ def load_queries(job: Job) -> None:
                 job.query[tag] = _query_embeddings(tag, job.candidates, job.emb, job.paths)
 
 
+def _sequence_length(job: Job) -> int:
+    docker = job.docker
+    return int(docker.selected_sequence_length or 1) if docker else 1
+
+
 def sample(job: Job) -> None:
+    if _sequence_length(job) > 1:
+        _sample_sequences(job, _sequence_length(job))
+        return
     candidates = job.candidates
     job.say(f"selecting from {len(candidates)} candidates")
     inputs = SelectionInputs(
@@ -390,6 +407,57 @@ def sample(job: Job) -> None:
         raise JobError(str(exc)) from None
     job.selected = [candidates[i] for i in result.selected]
     log.info("selected %d of %d candidates (%s)", len(job.selected), len(candidates), result.stop_reason)
+
+
+def _sample_sequences(job: Job, length: int) -> None:
+    """Sequence selection (``sequences.py``): select whole runs of ``length`` consecutive video frames."""
+    assert job.config.selection is not None and job.emb is not None
+    candidates = job.candidates
+    found, images = split_sequences(candidates, length)
+    if images:
+        log.warning("sequence selection: %d images are in no video sequence and are left out", images)
+    if not found:
+        raise JobError(
+            f"selected_sequence_length {length}: no video has {length} consecutive readable frames (sequence "
+            "selection works on videos only); use a smaller length or set it to 1"
+        )
+    n_frames = sum(length for _ in found)
+    try:
+        cfg = sequence_selection(job.config.selection, length, n_frames)
+    except SequenceError as exc:
+        raise JobError(str(exc)) from None
+    job.say(f"selecting from {len(found)} sequences of {length} frames ({len(found) * length} frames)")
+    inputs = SelectionInputs(
+        filenames=[q.name for q in found],
+        embeddings=sequence_embeddings(job.emb, found, normalize_embeddings(job)),
+        datapool_embeddings=job.datapool_emb,
+        query_embeddings=job.query,
+    )
+    try:
+        picked = select(cfg, inputs, device=job.device)
+    except SelectionError as exc:
+        raise JobError(str(exc)) from None
+    chosen = [found[i] for i in picked.selected]
+    positions = [p for q in chosen for p in q.positions]
+    job.result = SelectionResult(
+        selected=positions,
+        removed_by_threshold=[p for i in picked.removed_by_threshold for p in found[i].positions],
+        stop_reason=picked.stop_reason,
+        details={**picked.details, "sequences": {"length": length, "available": len(found), "selected": len(chosen)}},
+    )
+    job.selected = [candidates[p] for p in positions]
+    pts: dict[str, tuple[int, ...]] = {}
+    for video in {q.video for q in chosen}:
+        try:
+            pts[video] = video_pts(job.paths.input, video)
+        except Exception as exc:  # the video was read for its frames; a failure now leaves its times out
+            log.warning("sequence information: no frame times of %s (%s)", video, exc)
+    (job.out / "data").mkdir(exist_ok=True)
+    info = sequence_information(chosen, pts, candidates)
+    (job.out / "data" / "sequence_information.json").write_text(json.dumps(info, indent=2))
+    log.info(
+        "selected %d sequences (%d frames) of %d (%s)", len(chosen), len(positions), len(found), picked.stop_reason
+    )
 
 
 def save_results(job: Job) -> None:

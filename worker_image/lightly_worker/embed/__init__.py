@@ -15,6 +15,7 @@ from .files import (
     list_samples,
     resolve_sample,
     split_duplicates,
+    video_pts,
 )
 from .models import EfficientNetLite0Embedder, SimCLRBackbone, embedding_model_from_config
 from .simclr import TrainConfig, load_simclr_checkpoint, nt_xent, save_simclr_checkpoint, train_simclr
@@ -47,4 +48,5 @@ __all__ = [
     "save_simclr_checkpoint",
     "split_duplicates",
     "train_simclr",
+    "video_pts",
 ]
