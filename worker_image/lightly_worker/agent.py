@@ -28,7 +28,7 @@ from . import startup_signals, worker_version
 from .api import ApiError, WorkerApi
 from .config import WorkerArgs
 from .failpoints import failpoint
-from .job import JobOptions
+from .job import JobOptions, JobPaths
 from .metrics import WorkerMetrics
 from .pipeline import Cancelled, JobError, RunInfo, resolve_paths, run_job
 from .run_options import prepare_run
@@ -414,6 +414,13 @@ class WorkerAgent:
         with contextlib.ExitStack() as stack:
             self._run_job(row, run_id, reporter, out_dir, outcome, stack)
 
+    def _fetch_run_inputs(self, dataset_id: str, config: WorkerConfigV4, paths: JobPaths, scratch: Path) -> None:
+        """What the run reads through the API before it starts: uploaded embeddings, an earlier run's
+        checkpoint, other datasets' SIMILARITY query tags."""
+        paths.uploaded_embeddings = self._uploaded_embeddings(dataset_id, config, scratch)
+        paths.run_checkpoint = self._run_checkpoint(config, scratch)
+        paths.dataset_queries = self._dataset_queries(config, scratch)
+
     def _uploaded_embeddings(self, dataset_id: str, config: WorkerConfigV4, scratch: Path) -> Path | None:
         """The CSV of the embedding uploaded to the dataset under ``docker.embeddings``'s name (or that name
         without ``.csv``), newest first, downloaded into ``scratch``; None when there is none."""
@@ -500,9 +507,7 @@ class WorkerAgent:
                 out_dir,
                 self.remote_access(row.dataset_id, Path(scratch)),
             )
-            paths.uploaded_embeddings = self._uploaded_embeddings(row.dataset_id, config, Path(scratch))
-            paths.run_checkpoint = self._run_checkpoint(config, Path(scratch))
-            paths.dataset_queries = self._dataset_queries(config, Path(scratch))
+            self._fetch_run_inputs(row.dataset_id, config, paths, Path(scratch))
             split = None
             if parallelism_of(config) != 1:
                 heartbeat = float(self.args["worker.heartbeat_seconds"])

@@ -267,28 +267,37 @@ def _contributions(details: dict[str, Any]) -> str:
     )
 
 
+#: the summary's rows report.html shows, in this order
+SUMMARY_KEYS = (
+    "n_input_files",
+    "n_corrupt",
+    "n_duplicates",
+    "n_datapool",
+    "n_candidates",
+    "n_selected",
+    "stop_reason",
+    "embedding_model",
+    "embedding_dim",
+    "device",
+    "duration_seconds",
+)
+
+
+def _summary_rows(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(summary[key]))}</td></tr>"
+        for key in SUMMARY_KEYS
+        if key in summary
+    ]
+
+
 def write_report(out_dir: Path, report: dict[str, Any], plots: dict[str, Path]) -> tuple[Path, Path]:
     """report.json, and report.html that embeds the plots (self-contained, no external files)."""
     json_path = out_dir / "report.json"
     thumbs = report.get(THUMBNAILS_KEY, [])
     public = {k: v for k, v in report.items() if k != THUMBNAILS_KEY}
     json_path.write_text(json.dumps(public, indent=2, sort_keys=True, default=str))
-    rows = []
-    for key in (
-        "n_input_files",
-        "n_corrupt",
-        "n_duplicates",
-        "n_datapool",
-        "n_candidates",
-        "n_selected",
-        "stop_reason",
-        "embedding_model",
-        "embedding_dim",
-        "device",
-        "duration_seconds",
-    ):
-        if key in report.get("summary", {}):
-            rows.append(f"<tr><th>{html.escape(key)}</th><td>{html.escape(str(report['summary'][key]))}</td></tr>")
+    rows = _summary_rows(report.get("summary", {}))
     stage_rows = "".join(
         f"<tr><th>{html.escape(k)}</th><td>{v:.2f} s</td></tr>" for k, v in report.get("stage_seconds", {}).items()
     )

@@ -292,11 +292,9 @@ def train_simclr(
     log: logging.Logger = LOG,
 ) -> nn.Module:
     """Train SimCLR on the samples; returns the embedding model (backbone -> num_ftrs), in eval mode.
-
     SGD (momentum 0.9) with cosine annealing over max_epochs, NT-Xent at cfg.temperature. The checkpoint
     (``{"model": "simclr", "config", "state_dict", "epoch", "train_config"}``) is written after every epoch
-    when ``checkpoint_path`` is given; load it with load_simclr_checkpoint. ``init`` (a loaded checkpoint)
-    is trained further instead of a new backbone: its architecture wins over ``cfg``'s model settings.
+    when ``checkpoint_path`` is given (load_simclr_checkpoint reads it); ``init``, a loaded one, is trained on.
     """
     if cfg.model_name not in RESNETS:
         raise ValueError(f"unknown model {cfg.model_name!r}; supported: {', '.join(RESNETS)}")
