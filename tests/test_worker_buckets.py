@@ -274,12 +274,26 @@ def test_a_bucket_run_selects_what_the_same_files_select_locally(
         assert secret not in log
 
     client.dataset_id = bucket_ds
-    # a second run on the bucket reads the datapool back from it: the samples selected before are left out
-    again = client.schedule_compute_worker_run(worker_config=config, selection_config=SELECTION, runs_on=["cpu"])
+    # Lightly's datapool: the next run processes only files added since (processedUntilTimestamp), and
+    # reads the datapool back from the bucket as the centres already selected
+    assert client.get_processed_until_timestamp() > 0
+    time.sleep(1.1)  # the window is in whole seconds
+    added = make_files(tmp_path / "added", n=4)
+    fresh = [f"new/{n}" for n in added if n.endswith(".jpg") and "broken" not in n and "copy" not in n]
+    for name in fresh:
+        bucket.put(f"{ROOT}/{name}", (tmp_path / "added" / name.removeprefix("new/")).read_bytes())
+    two = {**SELECTION, "n_samples": 2}
+    again = client.schedule_compute_worker_run(worker_config=config, selection_config=two, runs_on=["cpu"])
     info = _wait_run(client, again)
     assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
-    assert not set(_selected(client, bucket_ds, again)) & set(selected)
+    assert set(_selected(client, bucket_ds, again)) <= set(fresh)
     assert "datapool: 6 samples selected in earlier runs" in worker.log()
+    assert "files processed by earlier runs" in worker.log()
+    # nothing new: the run fails saying so (process_all would take every file again)
+    client.dataset_id = bucket_ds
+    idle = client.schedule_compute_worker_run(worker_config=config, selection_config=two, runs_on=["cpu"])
+    none = _wait_run(client, idle)
+    assert none.state == "FAILED" and "no new input files" in none.message, none.message
 
 
 def test_a_run_on_an_unreadable_bucket_fails_at_once_with_the_stores_message(

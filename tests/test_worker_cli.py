@@ -376,3 +376,21 @@ def test_sequences_are_complete_runs_of_consecutive_frames() -> None:
     assert np.allclose(mean[0], emb[[0, 1, 2]].mean(0)) and np.allclose(mean[1], emb[list(found[1].positions)].mean(0))
     unit = sequence_embeddings(emb, found, normalize=True)
     assert np.allclose(np.linalg.norm(unit, axis=1), 1.0)
+
+
+def test_a_local_folders_files_modified_in_a_window_of_whole_seconds(tmp_path: Path) -> None:
+    """The datapool's next run takes the files modified after processedUntilTimestamp: [since + 1, until + 1]
+    in unix seconds, the server's from/to window for buckets; hidden folders (.lightly) are never files."""
+    import os
+
+    from lightly_worker.sources import LocalSource
+
+    for name, mtime in (("old.jpg", 100.5), ("edge.jpg", 101.0), ("new/a.jpg", 150.0), ("late.jpg", 201.5)):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+        os.utime(tmp_path / name, (mtime, mtime))
+    (tmp_path / ".lightly").mkdir()
+    (tmp_path / ".lightly" / "x.jpg").write_bytes(b"x")
+    source = LocalSource(tmp_path)
+    assert source.modified_between(100, 200) == {"edge.jpg", "new/a.jpg"}
+    assert source.modified_between(0, 300) == {"old.jpg", "edge.jpg", "new/a.jpg", "late.jpg"}

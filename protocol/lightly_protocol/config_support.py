@@ -200,12 +200,12 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ),
     ActedOn(
         "docker.datasource.enable_datapool_update",
-        "False: the datapool is read but not updated",
+        "False: the datapool (and processedUntilTimestamp) is read but not updated",
         "tests/test_config_support.py::test_datapool_options_in_a_local_run",
     ),
     ActedOn(
         "docker.datasource.process_all",
-        "the datapool's files are processed again",
+        "every file is processed again: the datapool's and those processed by earlier runs",
         "tests/test_config_support.py::test_datapool_options_in_a_local_run",
     ),
     ActedOn(
@@ -251,7 +251,8 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ),
     ActedOn(
         "docker.use_datapool",
-        "selected files are kept in .lightly/datapool/ and count in later runs",
+        "selected files are kept in .lightly/datapool/ and count in later runs, which process only files "
+        "modified since the last (processedUntilTimestamp)",
         "tests/test_config_support.py::test_datapool_options_in_a_local_run",
     ),
     ActedOn(

@@ -420,6 +420,16 @@ class WorkerAgent:
         paths.uploaded_embeddings = self._uploaded_embeddings(dataset_id, config, scratch)
         paths.run_checkpoint = self._run_checkpoint(config, scratch)
         paths.dataset_queries = self._dataset_queries(config, scratch)
+        docker = config.docker
+        if docker and docker.use_datapool and not (docker.datasource and docker.datasource.process_all):
+            paths.processed_window = (self.api.processed_until(dataset_id), int(time.time()))
+
+    def _mark_processed(self, dataset_id: str, config: WorkerConfigV4, paths: JobPaths) -> None:
+        """After a datapool run: the INPUT datasource is processed up to the run's start (unless
+        ``enable_datapool_update`` is False), so the next run takes only files modified since."""
+        ds = config.docker.datasource if config.docker else None
+        if paths.processed_window is not None and not (ds and ds.enable_datapool_update is False):
+            self.api.set_processed_until(dataset_id, paths.processed_window[1])
 
     def _uploaded_embeddings(self, dataset_id: str, config: WorkerConfigV4, scratch: Path) -> Path | None:
         """The CSV of the embedding uploaded to the dataset under ``docker.embeddings``'s name (or that name
@@ -518,6 +528,7 @@ class WorkerAgent:
             reporter.stage("UPLOADING_ARTIFACTS", f"uploading {len(result.files)} output files")
             upload_outputs(self.api, run_id, result.output_dir, result.files, reporter)
             self.api.selection(run_id, result.selected)
+            self._mark_processed(row.dataset_id, config, paths)
             reporter.stage("UPLOADED_ARTIFACTS", "artifacts uploaded")
             outcome.update(
                 state=RunState.COMPLETED,

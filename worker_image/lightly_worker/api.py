@@ -27,6 +27,7 @@ from lightly_protocol.models import (
     ArtifactCreateRequest,
     CreateEntityResponse,
     DatasetEmbeddingData,
+    DatasourceProcessedUntilTimestampRequest,
     LogCreateEntry,
     RunCreateRequest,
     RunData,
@@ -203,6 +204,15 @@ class WorkerApi(ClientCore):
         """The uploaded CSV of an embedding into ``dest`` (at most ``max_bytes``); its size."""
         url = self._call("GET", paths.embedding_read_url(dataset_id, embedding_id))
         return self._follow_signed(str(url), paths.embedding_csv(embedding_id), dest, max_bytes)
+
+    def processed_until(self, dataset_id: str) -> int:
+        """The INPUT datasource's ``processedUntilTimestamp`` (unix seconds; 0: nothing processed yet)."""
+        body = self._call("GET", paths.datasource_processed_until(dataset_id)) or {}
+        return int(body.get("processedUntilTimestamp") or 0)
+
+    def set_processed_until(self, dataset_id: str, timestamp: int) -> None:
+        body = DatasourceProcessedUntilTimestampRequest(processed_until_timestamp=timestamp)
+        self._call("PUT", paths.datasource_processed_until(dataset_id), json=body.wire())
 
     def tag_filenames_by_name(self, dataset_id: str, tag_name: str) -> list[str]:
         """The filenames of the dataset's tag of that name (404 naming both when there is none)."""

@@ -80,6 +80,9 @@ class JobPaths:
     #: SIMILARITY to another dataset's tag (``input.dataset_id``): tag name -> (the tag's filenames, that
     #: dataset's newest run embeddings CSV), fetched through the API before the run
     dataset_queries: dict[str, tuple[list[str], Path]] = field(default_factory=dict)
+    #: a datapool run (not ``process_all``): only files modified in this window of unix seconds, after the
+    #: INPUT datasource's ``processedUntilTimestamp`` up to the run's start (None: no such record, local mode)
+    processed_window: tuple[int, int] | None = None
 
     @property
     def input(self) -> InputSource:

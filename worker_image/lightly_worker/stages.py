@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,14 @@ from .selection import (
     select,
     strategy_warning,
 )
-from .sequences import SequenceError, sequence_embeddings, sequence_information, sequence_selection, split_sequences
+from .sequences import (
+    SequenceError,
+    frame_of,
+    sequence_embeddings,
+    sequence_information,
+    sequence_selection,
+    split_sequences,
+)
 from .sources import SourceAccessError
 
 log = logging.getLogger("lightly_worker.run")
@@ -152,14 +160,32 @@ def _load_datapool(job: Job) -> None:
             except EmbeddingsError as exc:
                 raise JobError(f"the datapool {dp_path} is unreadable: {exc}") from None
             log.info("datapool: %d samples selected in earlier runs", len(job.datapool_names))
+    window = job.paths.processed_window
+    if window is not None and not job.process_all:
+        _only_new_files(job, window)
     if job.datapool_names and not job.process_all:
         seen = set(job.datapool_names)
         job.names = [n for n in job.names if n not in seen]
-        if not job.names:
-            raise JobError(
-                "no new input files since the last run (all are in the datapool); add files or set "
-                "datasource.process_all"
-            )
+    if (window is not None or job.datapool_names) and not job.process_all and not job.names:
+        raise JobError(
+            "no new input files since the last run (every file was processed by an earlier datapool run); "
+            "add files or set datasource.process_all"
+        )
+
+
+def _only_new_files(job: Job, window: tuple[int, int]) -> None:
+    """Lightly's datapool: a run processes only the files modified since the datasource was last processed
+    (``processedUntilTimestamp``); a video's frames go with their video file."""
+    since, until = window
+    try:
+        new = job.paths.input.modified_between(since, until)
+    except SourceAccessError as exc:
+        raise JobError(str(exc)) from None
+    before = len(job.names)
+    job.names = [n for n in job.names if n in new or ((f := frame_of(n)) is not None and f[0] in new)]
+    if since:
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
+        log.info("datapool: %d files processed by earlier runs (until %s) are left out", before - len(job.names), when)
 
 
 def check_corruptness(job: Job) -> None:

@@ -98,6 +98,12 @@ class InputSource(Protocol):
 
     def is_file(self, key: str) -> bool: ...
 
+    def modified_between(self, since: int, until: int) -> set[str]:
+        """The files last modified in the seconds after ``since`` up to and including the second ``until``
+        (unix seconds; ``[since + 1, until + 1]``, the server's from/to window): a datapool run's new files
+        (Lightly's ``processedUntilTimestamp``)."""
+        ...
+
     def read_bytes(self, key: str) -> bytes:
         """The whole file (capped: ``ObjectTooLarge`` over the cap; ``ObjectMissing`` when gone)."""
         ...

@@ -130,6 +130,17 @@ class LocalSource:
                 "input_mount and set the INPUT datasource's relative path accordingly"
             )
 
+    def modified_between(self, since: int, until: int) -> set[str]:
+        out = set()
+        for key in walk_folder(self.root, self.log):
+            try:
+                mtime = (self.root / key).stat().st_mtime
+            except OSError:
+                continue  # gone since the walk: not a file of this run
+            if since + 1 <= mtime <= until + 1:  # whole seconds, as the server's from/to window
+                out.add(key)
+        return out
+
     def walk(self, log: logging.Logger | None = None) -> Iterable[str]:
         if not self.root.is_dir():
             raise FileNotFoundError(f"input directory {self.root} does not exist")

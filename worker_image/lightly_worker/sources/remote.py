@@ -123,12 +123,21 @@ class DatasourceApi(ClientCore):
             time.sleep(delay)
 
     def list_page(
-        self, purpose: str, *, prefix: str | None = None, cursor: str | None = None, page_size: int = 1000
+        self,
+        purpose: str,
+        *,
+        prefix: str | None = None,
+        cursor: str | None = None,
+        page_size: int = 1000,
+        window: tuple[int, int] | None = None,
     ) -> tuple[list[ListedFile], str | None]:
-        """One page of the listing and the cursor of the next (None: that was the last)."""
+        """One page of the listing and the cursor of the next (None: that was the last); ``window``: only
+        files last modified in ``[from, to]`` (unix seconds, Lightly's ``from``/``to``)."""
         params: dict[str, Any] = {"cursor": cursor} if cursor else {"purpose": purpose, "pageSize": page_size}
         if prefix and not cursor:  # the cursor carries the purpose, prefix and page size of the first call
             params["prefix"] = prefix
+        if window is not None and not cursor:
+            params["from"], params["to"] = window
         body = self._get(paths.datasource_list(self.dataset_id), params)
         if not isinstance(body, dict) or not isinstance(body.get("data"), list):
             raise ApiRefused(502, "the datasource listing is not {hasMore, cursor, data}")
@@ -140,10 +149,17 @@ class DatasourceApi(ClientCore):
         more = bool(body.get("hasMore")) and bool(body.get("cursor"))
         return files, (str(body["cursor"]) if more else None)
 
-    def list_all(self, purpose: str, *, prefix: str | None = None, page_size: int = 1000) -> Iterator[ListedFile]:
+    def list_all(
+        self,
+        purpose: str,
+        *,
+        prefix: str | None = None,
+        page_size: int = 1000,
+        window: tuple[int, int] | None = None,
+    ) -> Iterator[ListedFile]:
         cursor: str | None = None
         while True:
-            files, cursor = self.list_page(purpose, prefix=prefix, cursor=cursor, page_size=page_size)
+            files, cursor = self.list_page(purpose, prefix=prefix, cursor=cursor, page_size=page_size, window=window)
             yield from files
             if cursor is None:
                 return
@@ -251,6 +267,13 @@ class RemoteSource:
         if skipped:
             log.warning("%d listed name(s) skipped as unsafe", skipped)
         self._listed = listed
+
+    def modified_between(self, since: int, until: int) -> set[str]:
+        try:
+            listed = self.api.list_all(self.purpose, page_size=self.page_size, window=(since + 1, until))
+            return {f.name for f in listed}
+        except ApiRefused as exc:
+            raise SourceAccessError(f"the {self.purpose} datasource ({self.label}) cannot be listed: {exc}") from None
 
     def is_file(self, key: str) -> bool:
         """Whether the key is a file. Without a listing in this process (a shard worker gets its names from the
