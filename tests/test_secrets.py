@@ -28,15 +28,15 @@ WITH_SECRETS = [
     {
         "purpose": "LIGHTLY",
         "type": "GCS",
-        "fullPath": "gs://b/x",
+        "fullPath": "gs://gcs-bucket/x",
         "gcsProjectId": "p1",
         "gcsCredentials": '{"k": "gcs-secret-5678"}',
     },
-    {"purpose": "INPUT", "type": "AZURE", "fullPath": "c/x", "accountName": "acct", "accountKey": "azure-secret-9999"},
+    {"purpose": "INPUT", "type": "AZURE", "fullPath": "container/x", "accountName": "acct", "accountKey": "azure-secret-9999"},
     {
         "purpose": "INPUT_OUTPUT",
         "type": "OBS",
-        "fullPath": "obs://b/x",
+        "fullPath": "obs://obs-bucket/x",
         "obsEndpoint": "https://obs.example.com",
         "obsAccessKeyId": "obs-id-secret-1111",
         "obsSecretAccessKey": "obs-secret-2222",
