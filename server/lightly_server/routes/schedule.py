@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, Response
 from lightly_protocol import paths
-from lightly_protocol.enums import DatasourcePurpose, ScheduledState
+from lightly_protocol.enums import ScheduledState
 from lightly_protocol.models import (
     CreateEntityResponse,
     ScheduledRunCreateRequest,
     ScheduledRunData,
     ScheduledRunUpdateRequest,
+    WorkerConfigData,
 )
 from lightly_protocol.paths import template
 
@@ -23,7 +24,6 @@ from ..longpoll.answers import queue_poll
 from ..responses import created as _created
 from ..responses import json_response as _json
 from ..responses import no_content as _no_content
-from ..runtime import Server
 from ..storage import BUCKET_TYPES
 from .bucket_access import check_run_access
 
@@ -110,26 +110,32 @@ def schedule_run(
     server: ServerDep,
     disable_validation: Annotated[bool, Query(alias="disableConfigValidation")] = False,
 ) -> JSONResponse:
-    _check_input_access(server, user_id, dataset_id, body.config_id)
-    with server.write() as tx:
-        sid = store.create_scheduled(
-            tx.conn, user_id, dataset_id, body, validate=not disable_validation, notify_channel=tx.notify_inline()
-        )
-    return _created(sid)
+    needs_check: Any = _needs_access_check
+    while True:
+        try:
+            with server.write() as tx:
+                sid = store.create_scheduled(
+                    tx.conn,
+                    user_id,
+                    dataset_id,
+                    body,
+                    validate=not disable_validation,
+                    notify_channel=tx.notify_inline(),
+                    needs_check=needs_check,
+                )
+            return _created(sid)
+        except store.AccessCheckNeeded as need:  # a bucket: checked outside the write transaction, then again
+            check_run_access(server, need.datasource)
+            needs_check = None
 
 
-def _check_input_access(server: Server, user_id: str, dataset_id: str, config_id: str) -> None:
+def _needs_access_check(cfg: WorkerConfigData, datasource: dict[str, Any]) -> bool:
     """A run on a bucket datasource that cannot be listed or read is refused now (400, the provider's message),
     not at pickup; ``worker_config={'datasource': {'bypass_verify': True}}`` skips the check (as Lightly's)."""
-    with server.db.read() as conn:
-        cfg, by_purpose = store.schedule_inputs(conn, user_id, dataset_id, config_id)
-    config = store.resolve_datasource(by_purpose, DatasourcePurpose.INPUT)
     docker = cfg.config.docker
-    if config is None or config.get("type") not in BUCKET_TYPES:
-        return
-    if docker is not None and docker.datasource is not None and docker.datasource.bypass_verify:
-        return
-    check_run_access(server, config)
+    if datasource.get("type") not in BUCKET_TYPES:
+        return False
+    return not (docker is not None and docker.datasource is not None and docker.datasource.bypass_verify)
 
 
 @router.get(

@@ -56,6 +56,7 @@ from .runs import (
 )
 from .samples import dataset_samples, find_sample, get_sample, sample_id_of
 from .schedule import (
+    AccessCheckNeeded,
     cancel_scheduled,
     claim_precheck,
     create_scheduled,
@@ -106,6 +107,7 @@ __all__ = [
     "DISPATCH_ORDER",
     "INITIAL_TAG",
     "MAX_PAGE",
+    "AccessCheckNeeded",
     "Deleted",
     "abort_active_runs",
     "append_logs",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lightly_protocol.enums import PRIORITY_RANK, ApiErrorCode, DatasourcePurpose, Priority, ScheduledState
@@ -29,6 +29,16 @@ def get_scheduled(conn: Connection, user_id: str, scheduled_id: str) -> DbRow:
     )
 
 
+class AccessCheckNeeded(Exception):
+    """``create_scheduled`` stopped before its insert: the run's INPUT datasource must be checked first (a
+    bucket: a network call, never made inside a write transaction). Check it, then call again with
+    ``needs_check`` None."""
+
+    def __init__(self, datasource: dict[str, Any]) -> None:
+        super().__init__("the INPUT datasource needs an access check before the run is scheduled")
+        self.datasource = datasource
+
+
 def create_scheduled(
     conn: Connection,
     user_id: str,
@@ -36,11 +46,13 @@ def create_scheduled(
     req: ScheduledRunCreateRequest,
     validate: bool,
     notify_channel: str | None = None,
+    needs_check: Callable[[WorkerConfigData, dict[str, Any]], bool] | None = None,
 ) -> str:
     """A new OPEN scheduled run: one read (dataset, config, datasources) and one insert.
 
     ``notify_channel`` (PostgreSQL): the insert itself sends the wake-up NOTIFY on that channel (one
-    statement, not two; it is delivered on commit like a NOTIFY statement).
+    statement, not two; it is delivered on commit like a NOTIFY statement). ``needs_check(config, input
+    datasource)`` True raises ``AccessCheckNeeded`` before the insert (a LOCAL dataset never pays for it).
     """
     from lightly_protocol.config_support import refusals
     from lightly_protocol.validation import config_problems
@@ -55,6 +67,9 @@ def create_scheduled(
         )
     if problems:
         raise ApiError(400, ApiErrorCode.DOCKER_WORKER_CONFIG_INVALID, "; ".join(problems))
+    source = resolve_datasource(by_purpose, DatasourcePurpose.INPUT)
+    if needs_check is not None and source is not None and needs_check(cfg, source):
+        raise AccessCheckNeeded(source)
     now = now_ms()
     sid = new_id()
     insert = scheduled_runs.insert().values(
