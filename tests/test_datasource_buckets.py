@@ -322,6 +322,10 @@ def test_scheduling_refuses_a_run_on_an_unreadable_datasource(
     from lightly.openapi_generated.swagger_client.rest import ApiException
 
     checked = stores.need("s3auth")
+    s3 = _s3_client(checked.url, checked.access_key, checked.secret_key)
+    if "checked" not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:  # this test alone: its own bucket
+        s3.create_bucket(Bucket="checked")
+        s3.put_object(Bucket="checked", Key="in/a.jpg", Body=b"x")
     _new_dataset(client)
     client.set_obs_config("obs://checked/in", checked.url, checked.access_key, "wrong-secret", purpose="INPUT_OUTPUT")
     with pytest.raises(ApiException) as err:
