@@ -32,7 +32,13 @@ WITH_SECRETS = [
         "gcsProjectId": "p1",
         "gcsCredentials": '{"k": "gcs-secret-5678"}',
     },
-    {"purpose": "INPUT", "type": "AZURE", "fullPath": "container/x", "accountName": "acct", "accountKey": "azure-secret-9999"},
+    {
+        "purpose": "INPUT",
+        "type": "AZURE",
+        "fullPath": "container/x",
+        "accountName": "acct",
+        "accountKey": "azure-secret-9999",
+    },
     {
         "purpose": "INPUT_OUTPUT",
         "type": "OBS",
