@@ -348,15 +348,16 @@ def test_scheduling_refuses_a_run_on_an_unreadable_datasource(
         },
     )
     assert sid
-    # a readable one is scheduled
+    # a readable one is scheduled, and is there to be picked up
     client.set_obs_config("obs://checked/in", checked.url, checked.access_key, checked.secret_key)
-    assert client.schedule_compute_worker_run(
+    readable = client.schedule_compute_worker_run(
         worker_config={},
         selection_config={
             "n_samples": 1,
             "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
         },
     )
+    assert readable in {r.id for r in client.get_scheduled_compute_worker_runs()}
 
 
 class _Throttling(http.server.BaseHTTPRequestHandler):
