@@ -121,9 +121,12 @@ def test_a_fleet_without_volumes_selects_from_the_bucket_what_a_local_fleet_sele
         assert "/input_mount" not in mounts and "/lightly_mount" not in mounts, mounts
 
     sids = {"local": schedule(stack, local_ds, LOCAL_LABEL), "s3": schedule(stack, s3_ds, S3_LABEL)}
-    for sid in sids.values():
+    datasets = {"local": local_ds, "s3": s3_ds}
+    for key, sid in sids.items():
+        # the client finds a scheduled run among its current dataset's (else CANCELED_OR_NOT_EXISTING)
+        stack.client.set_dataset_id_by_name(datasets[key])
         stack.wait_completed(sid, timeout=600)
-    selections.update({k: selected(stack, sid) for k, sid in sids.items()})
+        selections[key] = selected(stack, sid)  # the run's tags are its dataset's
     assert selections["s3"] == selections["local"]
     assert set(selections["s3"]) <= {f"scene_{i:03d}.jpg" for i in range(N_IMAGES)}
     # what the worker writes to the LIGHTLY datasource lands in the bucket, under its prefix
