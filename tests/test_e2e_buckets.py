@@ -88,10 +88,12 @@ def selected(stack: Stack, scheduled_id: str) -> list[str]:
     return sorted(names)
 
 
-def schedule(stack: Stack, dataset: str, label: str) -> str:
+def schedule(stack: Stack, dataset: str, label: str, datapool: bool = False) -> str:
+    """``datapool``: the run keeps its datapool in the LIGHTLY datasource (what a run writes back there)."""
     stack.client.set_dataset_id_by_name(dataset)
+    worker_config = {"shutdown_when_job_finished": False, **({"use_datapool": True} if datapool else {})}
     return stack.client.schedule_compute_worker_run(
-        worker_config={"shutdown_when_job_finished": False}, selection_config=SELECTION, runs_on=[label]
+        worker_config=worker_config, selection_config=SELECTION, runs_on=[label]
     )
 
 
@@ -120,7 +122,7 @@ def test_a_fleet_without_volumes_selects_from_the_bucket_what_a_local_fleet_sele
         mounts = {m["mountPath"] for m in p["spec"]["containers"][0]["volumeMounts"]}
         assert "/input_mount" not in mounts and "/lightly_mount" not in mounts, mounts
 
-    sids = {"local": schedule(stack, local_ds, LOCAL_LABEL), "s3": schedule(stack, s3_ds, S3_LABEL)}
+    sids = {"local": schedule(stack, local_ds, LOCAL_LABEL), "s3": schedule(stack, s3_ds, S3_LABEL, datapool=True)}
     datasets = {"local": local_ds, "s3": s3_ds}
     for key, sid in sids.items():
         # the client finds a scheduled run among its current dataset's (else CANCELED_OR_NOT_EXISTING)
