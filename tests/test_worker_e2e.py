@@ -215,18 +215,24 @@ def test_idle_worker_exits_at_once_on_sigterm(client, start_worker, tmp_path: Pa
     assert next(x for x in c.get_compute_workers() if x.name == "e2e-worker-5").state == "OFFLINE"
 
 
+def _local_dataset(c, token: str, start_worker, tmp_path: Path, dataset: str, worker: str, n: int, seed: int):  # type: ignore[no-untyped-def]
+    """``n`` images under ``tmp_path/input``, a LOCAL dataset on them (INPUT and LIGHTLY) and a worker."""
+    make_images(tmp_path / "input", n, seed=seed)
+    (tmp_path / "lightly").mkdir()
+    started = start_worker(token, worker, tmp_path)
+    c.create_dataset(dataset)
+    c.set_local_config(relative_path="", purpose="INPUT")
+    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    return started
+
+
 def test_a_run_selects_on_embeddings_uploaded_to_the_dataset(client, start_worker, tmp_path: Path) -> None:
     """``client.upload_embeddings`` then ``worker_config={"embeddings": <its name>}``: with no such file in
     ``.lightly/embeddings/``, the run reads the uploaded CSV (through the API) and selects on it."""
     import csv
 
     c, token = client
-    make_images(tmp_path / "input", 10, seed=3)
-    (tmp_path / "lightly").mkdir()
-    worker = start_worker(token, "e2e-worker-emb", tmp_path)
-    c.create_dataset("e2e-uploaded-embeddings")
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    worker = _local_dataset(c, token, start_worker, tmp_path, "e2e-uploaded-embeddings", "e2e-worker-emb", n=10, seed=3)
     # a first run selects every candidate (10 images; the duplicate and the corrupt file left out), so the
     # dataset's samples (what upload_embeddings takes rows for) are the next run's inputs
     everything = {**SELECTION, "n_samples": 10}
@@ -270,12 +276,7 @@ def test_checkpoint_run_id_reuses_an_earlier_runs_model(client, start_worker, tm
     """``checkpoint_run_id``: the worker fetches that run's CHECKPOINT artifact through the API and embeds
     with its model (the same embeddings as the training run's); a run without a checkpoint is refused."""
     c, token = client
-    make_images(tmp_path / "input", 8, seed=5)
-    (tmp_path / "lightly").mkdir()
-    worker = start_worker(token, "e2e-worker-ckpt", tmp_path)
-    c.create_dataset("e2e-checkpoint-run-id")
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    worker = _local_dataset(c, token, start_worker, tmp_path, "e2e-checkpoint-run-id", "e2e-worker-ckpt", n=8, seed=5)
     lightly_config = {"trainer": {"max_epochs": 1}, "loader": {"batch_size": 4}, "collate": {"input_size": 32}}
     trained = c.schedule_compute_worker_run(
         worker_config={"enable_training": True},
@@ -313,12 +314,7 @@ def test_similarity_to_another_datasets_tag(client, start_worker, tmp_path: Path
     is the other dataset's tag, embedded by the runs that selected its files. The same image in this
     run's input is the one most similar to it."""
     c, token = client
-    make_images(tmp_path / "input", 10, seed=7)
-    (tmp_path / "lightly").mkdir()
-    worker = start_worker(token, "e2e-worker-sim", tmp_path)
-    c.create_dataset("e2e-query-source")
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    worker = _local_dataset(c, token, start_worker, tmp_path, "e2e-query-source", "e2e-worker-sim", n=10, seed=7)
     source_ds = c.dataset_id
     first = c.schedule_compute_worker_run(
         worker_config={}, selection_config={**SELECTION, "n_samples": 10}, runs_on=["cpu"]
