@@ -405,7 +405,7 @@ def test_predictions_reader_and_scores(tmp_path: Path) -> None:
         ({"type": "SCORES", "task": "weather", "score": "uncertainty_entropy"}, {"type": "WEIGHTS"}),
         (
             {"type": "SCORES", "task": "det", "score": "object_frequency"},
-            {"type": "THRESHOLD", "threshold": 1.0, "operation": "BIGGER_EQUAL"},
+            {"type": "THRESHOLD", "threshold": 0.95, "operation": "BIGGER_EQUAL"},
         ),
         (
             {"type": "PREDICTIONS", "task": "det", "name": "CATEGORY_COUNT"},
@@ -418,7 +418,8 @@ def test_predictions_reader_and_scores(tmp_path: Path) -> None:
     assert w.scores["uncertainty_margin"] == pytest.approx([1.0, 0.2, 0.4])
     assert w.scores["uncertainty_least_confidence"] == pytest.approx([1.0, 0.2, 0.4])
     assert det.categories == ["car", "bus"]
-    assert det.scores["object_frequency"].tolist() == [2, 0, 1]
+    # Lightly's object_frequency: 2, 0 and 1 objects mapped from [0, 2] to [0.9, 1]
+    assert det.scores["object_frequency"] == pytest.approx([1.0, 0.9, 0.95])
     assert det.category_counts is not None and det.category_counts.tolist() == [[1, 1], [0, 0], [1, 0]]
     assert det.probabilities[0] == pytest.approx([0.9 + 0.4, 0.1 + 0.6])
     assert det.scores["uncertainty_least_confidence"] == pytest.approx([0.8, 0.0, 0.02])

@@ -221,8 +221,13 @@ def _all_class_mass(entry: SelectionEntry, inputs: SelectionInputs, where: str) 
 
 
 def _embeddings(inputs: SelectionInputs, where: str, entry: SelectionEntry) -> np.ndarray:
-    if entry.input.task:
-        raise SelectionError(f"{where}: EMBEDDINGS of object crops (input 'task') are not supported")
+    if (entry.input.task or None) != inputs.object_task:
+        want = f"objects of task {entry.input.task!r}" if entry.input.task else "images"
+        have = f"objects of task {inputs.object_task!r}" if inputs.object_task else "images"
+        raise SelectionError(
+            f"{where}: EMBEDDINGS of {want}, but the candidates are {have}; in object-level selection every "
+            "EMBEDDINGS input names the same prediction task"
+        )
     if inputs.embeddings is None:
         raise SelectionError(f"{where}: strategy {entry.strategy.type} needs embeddings, but none were computed")
     x = np.asarray(inputs.embeddings)

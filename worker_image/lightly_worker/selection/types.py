@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .scores import SCORE_NAMES, classification_scores
+from .scores import SCORERS, ObjectPrediction, classification_scores
 
 __all__ = ["PredictionTask", "SelectionError", "SelectionInputs", "SelectionResult"]
 
@@ -25,14 +25,16 @@ class PredictionTask:
     vectors summed over the objects of the image). ``category_counts``: N x C number of predictions
     per category (optional; derived when absent). ``scores``: precomputed active-learning scores by
     name, each an N vector (``load_lightly_inputs`` fills the standard ones; a caller such as the
-    pretagging step may supply its own).
+    pretagging step may supply its own). ``objects``: each sample's predictions as read (empty when the
+    task was given as arrays only); object-level selection crops and scores them.
     """
 
     categories: list[str]
     probabilities: np.ndarray
-    task_type: str = "classification"  # "classification" | "object-detection"
+    task_type: str = "classification"  # one of scores.TASK_TYPES
     category_counts: np.ndarray | None = None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    objects: list[list[ObjectPrediction]] = field(default_factory=list)
 
     def counts(self) -> np.ndarray:
         if self.category_counts is not None:
@@ -43,7 +45,7 @@ class PredictionTask:
             has = p.sum(1) > 0
             out[np.flatnonzero(has), p[has].argmax(1)] = 1.0
             return out
-        raise ValueError("category_counts are required for object-detection tasks")
+        raise ValueError(f"category_counts are required for {self.task_type} tasks")
 
     def score(self, name: str) -> np.ndarray:
         if name in self.scores:
@@ -52,8 +54,8 @@ class PredictionTask:
             computed = classification_scores(np.asarray(self.probabilities, dtype=np.float64))
             if name in computed:
                 return computed[name]
-        available = sorted(set(self.scores) | (set(SCORE_NAMES) if self.task_type == "classification" else set()))
-        raise SelectionError(f"score {name!r} is not available for this task; available: {available}")
+        available = sorted(set(self.scores) | set(SCORERS.get(self.task_type, ())))
+        raise SelectionError(f"score {name!r} is not available for a {self.task_type} task; available: {available}")
 
 
 @dataclass
@@ -66,6 +68,9 @@ class SelectionInputs:
     metadata: dict[str, list[Any]] = field(default_factory=dict)  # METADATA key -> N values (None = missing)
     predictions: dict[str, PredictionTask] = field(default_factory=dict)  # task name -> class information
     query_embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # SIMILARITY tag name -> Q x D
+    #: object-level selection: the prediction task whose objects the candidates are (their crops'
+    #: embeddings are ``embeddings``); None for image-level selection
+    object_task: str | None = None
 
 
 @dataclass
