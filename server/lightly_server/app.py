@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from . import __version__, error_handlers
+from . import __version__, console, error_handlers
 from . import openapi as openapi_doc
 from .limits import RequestLimits
 from .longpoll.asgi_fast_path import FastPolls
@@ -62,6 +62,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
         max_shard_bytes=settings.max_shard_bytes,
     )
     app.add_middleware(RequestMetrics, histogram=server.metrics.http_latency)
+    app.add_middleware(console.ConsoleHeaders)  # the web console's security headers (only under /ui)
     # outermost: an idle fleet's steady-state polls are answered before any other layer (longpoll/asgi_fast_path.py)
     app.add_middleware(FastPolls, server=server)
     openapi_doc.install(app)
@@ -83,4 +84,5 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(samples.router)
     app.include_router(embeddings.router)
     app.include_router(collaboration.router)
+    console.install(app, server)  # the web console under /ui (docs/server.md, "Web console")
     return app

@@ -6,6 +6,7 @@ raise ``ApiError`` with a message that says what to fix. Rows are turned into wi
 (``from lightly_server import store``), never from its modules.
 """
 
+from . import browse
 from .artifacts import confirm_artifact, create_artifact, find_artifact, get_artifact, is_confirmed, mark_uploaded
 from .common import MAX_PAGE, owned, page, page_of, paged, ping
 from .configs import create_config, get_config
@@ -111,6 +112,7 @@ __all__ = [
     "Deleted",
     "abort_active_runs",
     "append_logs",
+    "browse",
     "cancel_scheduled",
     "check_shard_finish",
     "claim_own_shard",
