@@ -278,7 +278,7 @@ def _cases() -> list[tuple[str, Any, bool]]:
             out.append((key, _value(key, field), _refused_as_set(key)))
     # the refusals that depend on the rest of the config, in the config that meets them
     out.append(("lightly.model.name", "without-training", True))
-    out.append(("selection.strategies.input.task", "on-embeddings", True))
+    out.append(("selection.strategies.input.task", "on-random", True))
     out.append(("selection.strategies.input.dataset_id", "outside-similarity", True))
     out.append(("selection.strategies.input.categories", "outside-balance", True))
     return out
@@ -299,10 +299,10 @@ def test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_
         if value == "without-training":
             config = _config(key, "resnet-50")
             config["worker_config"] = None
-        elif value == "on-embeddings":
+        elif value == "on-random":
             config = _config(key, None)
             config["selection_config"]["strategies"] = [
-                {"input": {"type": "EMBEDDINGS", "task": "det"}, "strategy": {"type": "DIVERSITY"}}
+                {"input": {"type": "RANDOM", "task": "det"}, "strategy": {"type": "WEIGHTS"}}
             ]
         elif value == "outside-balance":
             config = _config(key, None)

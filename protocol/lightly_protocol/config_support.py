@@ -75,8 +75,6 @@ def _training_off(config: WorkerConfigV4) -> bool:
     return not (config.docker and config.docker.enable_training)
 
 
-_OBJECT_TASK = "object-level selection (a task on an {t} input: the objects' crops) is not implemented"
-
 REFUSED: tuple[Refused, ...] = (
     Refused(
         "docker.datasource.input_expiration",
@@ -85,18 +83,14 @@ REFUSED: tuple[Refused, ...] = (
     ),
     Refused(
         "docker.crops",
-        "object crops (object-level selection) are not implemented",
-        "leave it out",
+        "crops are not uploaded as a crop dataset (object-level selection writes them to the run's artifacts, "
+        "crops/<task>/)",
+        "leave it out; download the crops with the run's artifacts",
     ),
     Refused(
         "docker.training",
         "training on object crops of a prediction task is not implemented",
         "leave it out (enable_training trains on the whole images)",
-    ),
-    Refused(
-        "docker.output_image_format",
-        "the worker writes no frames or crops (video frames are read in place)",
-        "leave it out",
     ),
     Refused(
         "docker.pretagging",
@@ -154,10 +148,10 @@ REFUSED: tuple[Refused, ...] = (
     ),
     Refused(
         "selection.strategies.input.task",
-        _OBJECT_TASK.format(t="EMBEDDINGS or RANDOM"),
-        "leave 'task' out of this input (a task belongs to SCORES and PREDICTIONS inputs)",
-        when=lambda v, p, _c: bool(v) and p.type not in ("SCORES", "PREDICTIONS"),
-        values="on an input other than SCORES or PREDICTIONS",
+        "a task belongs to SCORES and PREDICTIONS inputs, and to EMBEDDINGS for object-level selection",
+        "leave 'task' out of this input",
+        when=lambda v, p, _c: bool(v) and p.type not in ("SCORES", "PREDICTIONS", "EMBEDDINGS"),
+        values="on an input other than SCORES, PREDICTIONS or EMBEDDINGS",
         context=True,
     ),
     Refused(
@@ -315,6 +309,16 @@ ACTED_ON: tuple[ActedOn, ...] = (
         "selection.strategies.input.task",
         "the prediction task of SCORES and PREDICTIONS",
         "tests/test_selection.py::test_predictions_reader_and_scores",
+    ),
+    ActedOn(
+        "selection.strategies.input.task",
+        "on EMBEDDINGS: object-level selection on the crops of that task's objects",
+        "tests/test_crops.py::test_object_level_run_scheduled_with_the_lightly_client",
+    ),
+    ActedOn(
+        "docker.output_image_format",
+        "the image format of the crop files of object-level selection (png, jpg)",
+        "tests/test_crops.py::test_object_level_run_scheduled_with_the_lightly_client",
     ),
     ActedOn(
         "selection.strategies.input.score",

@@ -37,6 +37,7 @@ from .embed import (
     video_pts,
 )
 from .job import Job, JobError, JobPaths, Reporter, produced
+from .object_selection import object_task_of, sample_objects
 from .paths import PathOutsideRoot, inside
 from .report import THUMBNAILS_KEY, make_plots, make_thumbnails, write_lines
 from .selection import (
@@ -380,13 +381,18 @@ def record_embeddings(job: Job, emb: np.ndarray, failed: list[str], model_name: 
 
 def wants_metadata(job: Job) -> bool:
     assert job.config.selection is not None
-    return bool({e.input.type for e in job.config.selection.strategies} & {"METADATA", "SCORES", "PREDICTIONS"})
+    types = {e.input.type for e in job.config.selection.strategies}
+    crops = any(e.input.type == "EMBEDDINGS" and e.input.task for e in job.config.selection.strategies)
+    return crops or bool(types & {"METADATA", "SCORES", "PREDICTIONS"})
 
 
 def load_metadata(job: Job) -> None:
     job.say("reading metadata and predictions from .lightly/")
     if job.paths.lightly_root is None:
-        raise JobError("METADATA, SCORES and PREDICTIONS inputs need a LIGHTLY datasource with .lightly/ files")
+        raise JobError(
+            "METADATA, SCORES and PREDICTIONS inputs and EMBEDDINGS of a task need a LIGHTLY datasource with "
+            ".lightly/ files"
+        )
     assert job.config.selection is not None
     try:
         job.extra = load_lightly_inputs(job.paths.lightly_root, job.candidates, job.config.selection)
@@ -414,6 +420,9 @@ def _sequence_length(job: Job) -> int:
 def sample(job: Job) -> None:
     if _sequence_length(job) > 1:
         _sample_sequences(job, _sequence_length(job))
+        return
+    if (task := object_task_of(job)) is not None:  # object-level selection (crops of a prediction task)
+        sample_objects(job, task, embed_config(job))
         return
     candidates = job.candidates
     job.say(f"selecting from {len(candidates)} candidates")
