@@ -443,3 +443,66 @@ def test_relevant_filenames_and_metadata_come_from_a_bucket_lightly_datasource(
     assert "of 8 samples" in info.message  # only the relevant files
     assert sorted(_selected(client, client.dataset_id, sid)) == sorted(rainy)
     assert {o["Key"] for o in c.list_objects_v2(Bucket=bucket)["Contents"]} == before  # nothing written back
+
+
+def test_the_check_keeps_what_it_read_so_the_embedding_reads_no_image_twice(
+    client: Any,
+    token: str,
+    server: ServerProcess,  # noqa: F811
+    stores: Stores,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """With a spill the corruptness check's downloads serve the embedding's reads: once the check ran, the
+    bucket can lose every image and the embedding still reads them all. Past the spill's cap a file is not
+    kept (it is read from the bucket again); a spill never names a path from a key."""
+    from lightly_worker.embed import check_samples
+    from lightly_worker.sources import DatasourceApi, RemoteSource, StorePolicy
+    from lightly_worker.sources.spill import Spill
+
+    s3 = stores.need("s3")
+    names = [n for n in make_files(tmp_path / "files", n=6) if n.endswith(".jpg")]
+    bucket = f"spill-{time.time_ns()}"
+    c = s3_client(s3.url)
+    c.create_bucket(Bucket=bucket)
+    for name in names:
+        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(tmp_path / "files" / name).read_bytes())
+    client.create_dataset(f"spill-{time.time_ns()}")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+    api = DatasourceApi(server.url, token, client.dataset_id, policy=StorePolicy(attempts=2, backoff=0.01))
+    sizes = {n: (tmp_path / "files" / n).stat().st_size for n in names}
+    small = sorted(sizes.values())[len(sizes) // 2]  # a cap that keeps only some files
+    full = RemoteSource(api, {"type": "S3"}, spill=Spill(tmp_path / "spill-full", 10**9))
+    capped = RemoteSource(api, {"type": "S3"}, spill=Spill(tmp_path / "spill-capped", small))
+    for source in (full, capped):
+        check_samples(source, names)
+    for name in names:  # the bucket loses every image after the check
+        c.delete_object(Bucket=bucket, Key=f"{ROOT}/{name}")
+    read = dict(zip(names, full.read_many(names), strict=True))
+    assert all(read[n] == (tmp_path / "files" / n).read_bytes() for n in names), {
+        n: type(v).__name__ for n, v in read.items() if not isinstance(v, bytes)
+    }
+    assert full.spill is not None and full.spill.used == sum(sizes.values())
+    kept = [isinstance(v, bytes) for v in capped.read_many(names)]
+    assert capped.spill is not None and 0 < capped.spill.used <= small
+    assert 0 < sum(kept) < len(names), kept  # what the cap kept is read; the rest is gone from the bucket
+    # the spill's files are digests of the keys, inside its folder, whatever the keys hold
+    assert all(len(p.name) == 64 and p.parent == tmp_path / "spill-full" for p in (tmp_path / "spill-full").iterdir())
+
+
+def test_a_spill_is_read_in_the_loaders_processes_and_filled_only_in_its_own(tmp_path: Path) -> None:
+    import hashlib
+    import pickle
+
+    from lightly_worker.sources.spill import Spill
+
+    spill = Spill(tmp_path / "spill", 100)
+    assert spill.put("../../etc/passwd", b"a" * 60)
+    assert not spill.put("b", b"b" * 41)  # over the cap: not kept
+    assert spill.get("b") is None and spill.get("../../etc/passwd") == b"a" * 60
+    code = (
+        "import pickle, sys; s = pickle.loads(sys.stdin.buffer.read()); "
+        "print(s.get('../../etc/passwd') == b'a' * 60, s.put('c', b'c'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(spill), capture_output=True, check=True)
+    assert out.stdout.split() == [b"True", b"False"], out.stderr  # another process reads, never adds
+    assert [p.name for p in (tmp_path / "spill").iterdir()] == [hashlib.sha256(b"../../etc/passwd").hexdigest()]

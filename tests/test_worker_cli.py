@@ -392,5 +392,5 @@ def test_a_local_folders_files_modified_in_a_window_of_whole_seconds(tmp_path: P
     (tmp_path / ".lightly").mkdir()
     (tmp_path / ".lightly" / "x.jpg").write_bytes(b"x")
     source = LocalSource(tmp_path)
-    assert source.modified_between(100, 200) == {"edge.jpg", "new/a.jpg"}
-    assert source.modified_between(0, 300) == {"old.jpg", "edge.jpg", "new/a.jpg", "late.jpg"}
+    assert set(source.walk(modified=(100, 200))) == {"edge.jpg", "new/a.jpg"}
+    assert set(source.walk(modified=(0, 300))) == {"old.jpg", "edge.jpg", "new/a.jpg", "late.jpg"}

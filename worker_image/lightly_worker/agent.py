@@ -350,6 +350,7 @@ class WorkerAgent:
             self.api.datasource_api(dataset_id, policy),
             prefetch=int(args["storage.prefetch"]),
             mirror_max_bytes=int(args["storage.mirror_max_bytes"]),
+            spill_max_bytes=int(args["storage.spill_max_bytes"]),
             scratch=scratch,
         )
 

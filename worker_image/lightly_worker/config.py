@@ -221,9 +221,16 @@ def _check(values: dict[str, Any]) -> None:
         ("storage.max_object_bytes", 1),
         ("storage.prefetch", 1),
         ("storage.mirror_max_bytes", 0),
+        ("storage.spill_max_bytes", 0),
     ):
         v = values[key]
-        whole = key in ("storage.attempts", "storage.max_object_bytes", "storage.prefetch", "storage.mirror_max_bytes")
+        whole = key in (
+            "storage.attempts",
+            "storage.max_object_bytes",
+            "storage.prefetch",
+            "storage.mirror_max_bytes",
+            "storage.spill_max_bytes",
+        )
         if isinstance(v, bool) or not isinstance(v, int if whole else int | float) or v < low:
             raise ConfigError(f"{key} must be {'an integer' if whole else 'a number'} >= {low}, got {v!r}")
     port = values["metrics.port"]

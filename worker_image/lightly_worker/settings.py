@@ -112,6 +112,11 @@ class WorkerSettings:
     storage_mirror_max_bytes: int = option(
         8 * 1024**3, flag="storage.mirror_max_bytes", help="cap of the .lightly/ files a run copies from a bucket"
     )
+    storage_spill_max_bytes: int = option(
+        2 * 1024**3,
+        flag="storage.spill_max_bytes",
+        help="bucket images the check read, kept on local disk for the embedding (0: read them twice)",
+    )
     storage_scratch_dir: str | None = option(
         None, flag="storage.scratch_dir", help="where a run keeps its copy of .lightly/ files (default: temp)"
     )

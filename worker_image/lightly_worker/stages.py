@@ -50,7 +50,6 @@ from .selection import (
 )
 from .sequences import (
     SequenceError,
-    frame_of,
     sequence_embeddings,
     sequence_information,
     sequence_selection,
@@ -129,25 +128,33 @@ def load_dataset(job: Job) -> None:
     source = paths.input
     job.say(f"listing files under {source.label}")
     relevant = _relevant_filenames(config, paths)
+    window = None if job.process_all else paths.processed_window
     try:
-        names = list_samples(source, relevant, unreadable=job.unreadable_videos, log=log)
+        names = list_samples(source, relevant, unreadable=job.unreadable_videos, modified=window, log=log)
     except SourceAccessError as exc:
         raise JobError(str(exc)) from None
+    if window is not None and window[0]:  # one listing: the store (or the walk) left out what earlier runs processed
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(window[0]))
+        log.info("datapool: files processed by earlier runs (until %s) are not listed", when)
     if relevant is not None:
         missing = sorted(set(relevant) - set(names))
         if missing:
-            log.warning("%d files of relevant_filenames_file do not exist in the input and are skipped", len(missing))
+            log.warning(
+                "%d files of relevant_filenames_file do not exist in the input%s and are skipped",
+                len(missing),
+                " (or were processed by earlier datapool runs)" if window is not None else "",
+            )
     if config.selection and config.selection.lightly_path_regex:
         rx = re.compile(config.selection.lightly_path_regex)
         names = [n for n in names if rx.search(n)]
-    if not names:
+    if not names and window is None:
         raise JobError(f"no input files found under {source.label} (images: jpg, png, webp, bmp, tiff)")
     log.info("found %d input files", len(names))
     job.names = names
-    _load_datapool(job)
+    _load_datapool(job, window)
 
 
-def _load_datapool(job: Job) -> None:
+def _load_datapool(job: Job, window: tuple[int, int] | None) -> None:
     docker = job.docker
     job.datapool_path = dp_path = _datapool_path(job.paths)
     if job.use_datapool:
@@ -161,9 +168,6 @@ def _load_datapool(job: Job) -> None:
             except EmbeddingsError as exc:
                 raise JobError(f"the datapool {dp_path} is unreadable: {exc}") from None
             log.info("datapool: %d samples selected in earlier runs", len(job.datapool_names))
-    window = job.paths.processed_window
-    if window is not None and not job.process_all:
-        _only_new_files(job, window)
     if job.datapool_names and not job.process_all:
         seen = set(job.datapool_names)
         job.names = [n for n in job.names if n not in seen]
@@ -172,21 +176,6 @@ def _load_datapool(job: Job) -> None:
             "no new input files since the last run (every file was processed by an earlier datapool run); "
             "add files or set datasource.process_all"
         )
-
-
-def _only_new_files(job: Job, window: tuple[int, int]) -> None:
-    """Lightly's datapool: a run processes only the files modified since the datasource was last processed
-    (``processedUntilTimestamp``); a video's frames go with their video file."""
-    since, until = window
-    try:
-        new = job.paths.input.modified_between(since, until)
-    except SourceAccessError as exc:
-        raise JobError(str(exc)) from None
-    before = len(job.names)
-    job.names = [n for n in job.names if n in new or ((f := frame_of(n)) is not None and f[0] in new)]
-    if since:
-        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(since))
-        log.info("datapool: %d files processed by earlier runs (until %s) are left out", before - len(job.names), when)
 
 
 def check_corruptness(job: Job) -> None:

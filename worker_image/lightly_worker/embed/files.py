@@ -122,6 +122,7 @@ def list_samples(
     missing: list[str] | None = None,
     unreadable: dict[str, str] | None = None,
     progress: Progress | None = None,
+    modified: tuple[int, int] | None = None,
     log: logging.Logger = LOG,
 ) -> list[str]:
     """Relative POSIX paths of the samples under ``input_root`` (a folder or an ``InputSource``), sorted.
@@ -138,7 +139,7 @@ def list_samples(
     source = as_source(input_root)
     if isinstance(source, LocalSource) and not source.root.is_dir():
         raise FileNotFoundError(f"input directory {source.root} does not exist")
-    walk = source.walk(log)
+    walk = source.walk(log, modified)  # modified: only files modified in that window (InputSource.walk)
     images: list[str] = []
     videos: list[str] = []
     for rel in walk:

@@ -92,17 +92,15 @@ class InputSource(Protocol):
         """Raise ``SourceAccessError`` (a message saying what to fix) when the input cannot be listed or read."""
         ...
 
-    def walk(self, log: logging.Logger | None = None) -> Iterable[str]:
-        """Every file's key, hidden files and folders (``.lightly/``) skipped; unsafe names skipped with a warning."""
+    def walk(self, log: logging.Logger | None = None, modified: tuple[int, int] | None = None) -> Iterable[str]:
+        """Every file's key, hidden files and folders (``.lightly/``) skipped; unsafe names skipped with a warning.
+
+        ``modified`` = ``(since, until)``: only the files last modified in the seconds after ``since`` up to and
+        including the second ``until`` (unix seconds; ``[since + 1, until + 1]``, the server's from/to window),
+        in the same one listing: a datapool run's new files (Lightly's ``processedUntilTimestamp``)."""
         ...
 
     def is_file(self, key: str) -> bool: ...
-
-    def modified_between(self, since: int, until: int) -> set[str]:
-        """The files last modified in the seconds after ``since`` up to and including the second ``until``
-        (unix seconds; ``[since + 1, until + 1]``, the server's from/to window): a datapool run's new files
-        (Lightly's ``processedUntilTimestamp``)."""
-        ...
 
     def read_bytes(self, key: str) -> bytes:
         """The whole file (capped: ``ObjectTooLarge`` over the cap; ``ObjectMissing`` when gone)."""

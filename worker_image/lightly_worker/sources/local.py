@@ -130,21 +130,20 @@ class LocalSource:
                 "input_mount and set the INPUT datasource's relative path accordingly"
             )
 
-    def modified_between(self, since: int, until: int) -> set[str]:
-        out = set()
-        for key in walk_folder(self.root, self.log):
+    def walk(self, log: logging.Logger | None = None, modified: tuple[int, int] | None = None) -> Iterable[str]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"input directory {self.root} does not exist")
+        keys = walk_folder(self.root, log or self.log)
+        return keys if modified is None else self._modified(keys, *modified)
+
+    def _modified(self, keys: Iterable[str], since: int, until: int) -> Iterator[str]:
+        for key in keys:
             try:
                 mtime = (self.root / key).stat().st_mtime
             except OSError:
-                continue  # gone since the walk: not a file of this run
+                continue  # gone since it was listed: not a file of this run
             if since + 1 <= mtime <= until + 1:  # whole seconds, as the server's from/to window
-                out.add(key)
-        return out
-
-    def walk(self, log: logging.Logger | None = None) -> Iterable[str]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"input directory {self.root} does not exist")
-        return walk_folder(self.root, log or self.log)
+                yield key
 
     def path(self, key: str) -> Path:
         return self.root / key

@@ -33,6 +33,7 @@ from lightly_protocol.client import ClientCore, error_detail
 
 from .base import FRAME_NAME, ObjectMissing, SourceAccessError, StorageError, key_problem
 from .rangefile import RangeFile
+from .spill import Spill
 from .store_http import StorePolicy, StoreTransport, UrlRefused
 
 __all__ = ["ApiRefused", "DatasourceApi", "ListedFile", "RemoteSource", "datasource_label"]
@@ -196,6 +197,7 @@ class RemoteSource:
         page_size: int = 1000,
         url_max_age: float = 300.0,
         url_cache_entries: int = 100_000,
+        spill: Spill | None = None,
         log: logging.Logger = LOG,
     ) -> None:
         self.api = api
@@ -206,6 +208,7 @@ class RemoteSource:
         self.page_size = page_size
         self.url_max_age = url_max_age
         self.url_cache_entries = url_cache_entries
+        self.spill = spill  # whole files read once, for their next read (the check's, for the embedding)
         self.log = log
         self._urls: dict[str, tuple[str, float]] = {}  # key -> (listed URL, when), bounded
         self._listed: set[str] | None = None  # every listed key once walk() finished
@@ -245,12 +248,13 @@ class RemoteSource:
                         f"the {self.purpose} datasource ({self.label}) cannot be read: {exc}"
                     ) from None
 
-    def walk(self, log: logging.Logger | None = None) -> Iterator[str]:
+    def walk(self, log: logging.Logger | None = None, modified: tuple[int, int] | None = None) -> Iterator[str]:
         log = log or self.log
         listed: set[str] = set()
         skipped = 0
+        window = None if modified is None else (modified[0] + 1, modified[1])
         try:
-            for f in self.api.list_all(self.purpose, page_size=self.page_size):
+            for f in self.api.list_all(self.purpose, page_size=self.page_size, window=window):
                 problem = key_problem(f.name)
                 if problem is not None:
                     skipped += 1
@@ -267,13 +271,6 @@ class RemoteSource:
         if skipped:
             log.warning("%d listed name(s) skipped as unsafe", skipped)
         self._listed = listed
-
-    def modified_between(self, since: int, until: int) -> set[str]:
-        try:
-            listed = self.api.list_all(self.purpose, page_size=self.page_size, window=(since + 1, until))
-            return {f.name for f in listed}
-        except ApiRefused as exc:
-            raise SourceAccessError(f"the {self.purpose} datasource ({self.label}) cannot be listed: {exc}") from None
 
     def is_file(self, key: str) -> bool:
         """Whether the key is a file. Without a listing in this process (a shard worker gets its names from the
@@ -321,7 +318,11 @@ class RemoteSource:
             raise StorageError(f"{exc} even with a fresh URL") from None
 
     def read_bytes(self, key: str) -> bytes:
+        if self.spill is not None and (kept := self.spill.get(key)) is not None:
+            return kept
         data: bytes = self._with_url(key, lambda url: self.transport.get(url, key).data)
+        if self.spill is not None:
+            self.spill.put(key, data)
         return data
 
     def read_range(self, key: str, start: int, end: int, *, url: str | None = None) -> tuple[bytes, int | None]:
