@@ -279,3 +279,27 @@ def test_schedule_form_validates_as_the_api_and_shows_errors_by_field(server, al
     mine = next(x for x in listed if x["id"] == sid)
     assert mine["priority"] == "HIGH" and mine["runsOn"] == ["gpu"]
     c.close()
+
+
+def test_workers_page_shows_the_run_a_worker_holds_and_its_lightlyworker(server, db_backend) -> None:
+    from lightly_protocol import paths
+    from lightly_protocol.names import k8s_worker_name
+
+    token = db_backend.token()
+    s = seed(server.url, token, ["a.png"], dataset="fish")
+    api = httpx.Client(base_url=server.url, params={"token": token}, trust_env=False, timeout=30)
+    name = k8s_worker_name("prod", "ml-team", "fleet-a", 0)
+    wid = api.post(paths.WORKERS, json={"name": name, "labels": []}).json()["id"]
+    claim = api.put(paths.scheduled_run(s.dataset_id, wid, s.scheduled_id), json={"state": "LOCKED"})
+    assert claim.status_code == 204, claim.text
+    run = api.post(paths.RUNS, json={"dockerVersion": "2.0.0", "scheduledId": s.scheduled_id}).json()["id"]
+    c = signed_in(server, token)
+    page = c.get("/ui/workers").text
+    row = page[page.index(f'id="worker-{wid}"') :].split("</tr>", 1)[0]
+    assert run in row and "STARTED" in row
+    assert "LightlyWorker ml-team/fleet-a, replica 0, pod fleet-a-0-" in row and "cluster prod" in row
+    run_page = c.get(f"/ui/runs/{run}").text
+    assert name in run_page and "cannot be canceled" in run_page  # a LOCKED run is not canceled by the API
+    assert run in c.get("/ui/runs", params={"worker": wid}).text
+    c.close()
+    api.close()
