@@ -196,3 +196,20 @@ def test_object_level_run_scheduled_with_the_lightly_client(client, start_worker
     (tag,) = c.get_compute_worker_run_tags(run.id)
     assert set(c.export_filenames_by_tag_name(tag.name).splitlines()) == set(images)
     assert (out / "filenames" / "selected_filenames.txt").read_text().split() == images
+
+
+def test_a_bucket_lightly_datasource_mirrors_the_predictions_of_a_crop_selection() -> None:
+    from lightly_protocol.models import WorkerConfigV4
+    from lightly_worker.stages import lightly_files_needed
+
+    crops = {
+        "n_samples": 1,
+        "strategies": [{"input": {"type": "EMBEDDINGS", "task": "det"}, "strategy": {"type": "DIVERSITY"}}],
+    }
+    assert ".lightly/predictions/" in lightly_files_needed(
+        WorkerConfigV4.model_validate({"workerType": "FULL", "selection": crops})
+    )
+    images = {"n_samples": 1, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
+    assert ".lightly/predictions/" not in lightly_files_needed(
+        WorkerConfigV4.model_validate({"workerType": "FULL", "selection": images})
+    )

@@ -144,7 +144,8 @@ REFUSED: tuple[Refused, ...] = (
     Refused(
         "selection.auto_tasks",
         "auto tasks (TILING, CROP) are not implemented",
-        "leave them out",
+        "leave them out; for crops give a detection task's predictions in .lightly/predictions/ and an "
+        "EMBEDDINGS input with its 'task' (object-level selection)",
     ),
     Refused(
         "selection.strategies.input.task",

@@ -564,7 +564,7 @@ def lightly_files_needed(config: WorkerConfigV4) -> list[str]:
     for entry in config.selection.strategies if config.selection else []:
         if entry.input.type == "METADATA":
             wanted.append(".lightly/metadata/")
-        if entry.input.type in ("PREDICTIONS", "SCORES"):
+        if entry.input.type in ("PREDICTIONS", "SCORES") or (entry.input.type == "EMBEDDINGS" and entry.input.task):
             wanted.append(".lightly/predictions/")
         if entry.strategy.type == "SIMILARITY" and entry.input.tag_name and not entry.input.dataset_id:
             wanted.append(f".lightly/tags/{entry.input.tag_name}.txt")
