@@ -103,7 +103,7 @@ def log_tail(conn: Connection, run_id: str, n: int) -> list[DbRow]:
     return list(reversed(conn.execute(q.limit(n)).all()))
 
 
-def log_states(conn: Connection, run_id: str, limit: int = 100_000) -> list[str]:
+def log_states(conn: Connection, run_id: str, limit: int = 50_000) -> list[str]:
     """The JSON entries of a run's log in order (at most ``limit``): their states and times give the
     stage timings."""
     q = select(run_logs.c.entry).where(run_logs.c.run_id == run_id).order_by(run_logs.c.seq).limit(limit)
