@@ -13,8 +13,9 @@ import secrets
 import ssl
 import threading
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 from lightly_protocol import paths
@@ -50,6 +51,8 @@ from lightly_protocol.shards import (
 from lightly_protocol.tls import tls_problem
 
 from .sources import DatasourceApi, StorePolicy
+
+T = TypeVar("T")
 
 # 1000 lines of at most 4000 characters stay well under the server's 8 MiB body limit
 LOG_BATCH_LINES = min(1000, MAX_LOG_ENTRIES)
@@ -104,37 +107,48 @@ class WorkerApi(ClientCore):
     ) -> Any:
         """The answer's JSON (None for an empty body), or its bytes with ``raw``; ``content`` is sent as
         ``application/octet-stream``."""
-        delay = 1.0
         if content is not None:
             headers = {**(headers or {}), "Content-Type": "application/octet-stream"}
-        while True:
-            try:
-                r = self.http.request(
-                    method,
-                    self.url_of(path),
-                    params=self.query(params),
-                    json=json,
-                    content=content,
-                    headers=headers,
-                    timeout=timeout if timeout is not None else self.http.timeout,
-                )
-                if not is_server_error(r.status_code):
-                    break
-                problem = f"{r.status_code} {r.text[:200]}"
-            except httpx.TransportError as exc:
-                tls = tls_problem(exc)
-                if tls:  # a certificate does not become trusted by waiting: say what to set
-                    raise ApiError(503, f"{method} {bare(path)}: the API at {self.url}: {tls}") from None
-                problem = f"{type(exc).__name__}"
-            if not retry or self.stop.is_set():
-                raise ApiError(503, f"{method} {path}: the API at {self.url} is not answering ({problem})")
-            log.warning("API at %s not answering (%s); retrying in %.0f s", self.url, problem, delay)
-            if self.stop.wait(delay):
-                raise ApiError(503, f"{method} {path}: stopped while the API was not answering")
-            delay = min(self.max_backoff, delay * 2)
+
+        def send() -> tuple[httpx.Response | None, str]:
+            r = self.http.request(
+                method,
+                self.url_of(path),
+                params=self.query(params),
+                json=json,
+                content=content,
+                headers=headers,
+                timeout=timeout if timeout is not None else self.http.timeout,
+            )
+            return (None, f"{r.status_code} {r.text[:200]}") if is_server_error(r.status_code) else (r, "")
+
+        r = self._retrying(f"{method} {path}", send, retry=retry)
         if r.status_code >= 400:
             raise ApiError(r.status_code, f"{method} {bare(path)} -> {r.status_code}: {error_detail(r.text)}")
         return r.content if raw else decode(r.content)
+
+    def _retrying(self, where: str, send: Callable[[], tuple[T | None, str]], *, retry: bool = True) -> T:
+        """``send()``'s result, sent again while the API is not answering: ``send`` returns ``(result, "")``,
+        or ``(None, problem)`` on a 5xx; connection problems are retried too (backoff doubling up to
+        ``max_backoff``) until the worker stops. A certificate problem is said at once (waiting does not
+        make a certificate trusted); ``retry`` False: one try."""
+        delay = 1.0
+        while True:
+            try:
+                result, problem = send()
+                if result is not None:
+                    return result
+            except httpx.TransportError as exc:
+                tls = tls_problem(exc)
+                if tls:  # a certificate does not become trusted by waiting: say what to set
+                    raise ApiError(503, f"{bare(where)}: the API at {self.url}: {tls}") from None
+                problem = f"{type(exc).__name__}"
+            if not retry or self.stop.is_set():
+                raise ApiError(503, f"{where}: the API at {self.url} is not answering ({problem})")
+            log.warning("API at %s not answering (%s); retrying in %.0f s", self.url, problem, delay)
+            if self.stop.wait(delay):
+                raise ApiError(503, f"{where}: stopped while the API was not answering")
+            delay = min(self.max_backoff, delay * 2)
 
     # ------------------------------------------------------------ workers
 
@@ -235,32 +249,28 @@ class WorkerApi(ClientCore):
     def _follow_signed(self, url: str, path: str, dest: Path, max_bytes: int) -> int:
         """Stream this server's signed URL ``url`` (its ``expires`` and ``signature``) from ``path`` on the
         API location the worker knows (the URL's host is the server's public base, which a pod inside
-        the cluster may not reach) into ``dest``, at most ``max_bytes``; its size. Connection problems
-        and 5xx are retried (3 tries in all)."""
+        the cluster may not reach) into ``dest``, at most ``max_bytes``; its size. Retried like every call."""
         query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
         params: dict[str, str] = {k: query[k] for k in ("expires", "signature") if k in query}
-        where, problem = f"GET {path}", ""
-        for attempt in range(3):
-            try:
-                with self.http.stream("GET", self.url_of(path), params=params, timeout=self.timeout) as r:
-                    if r.status_code >= 400 and not is_server_error(r.status_code):
-                        r.read()
-                        raise ApiError(r.status_code, f"{where} -> {r.status_code}: {error_detail(r.text)}")
-                    if r.status_code < 400:
-                        size = 0
-                        with dest.open("wb") as fh:
-                            for chunk in r.iter_bytes(1 << 20):
-                                size += len(chunk)
-                                if size > max_bytes:
-                                    raise ApiError(413, f"{where}: over {max_bytes} bytes (the worker's cap)")
-                                fh.write(chunk)
-                        return size
-                    problem = f"{r.status_code}"
-            except httpx.TransportError as exc:
-                problem = type(exc).__name__
-            if attempt == 2 or self.stop.wait(2.0 * (attempt + 1)):
-                break
-        raise ApiError(503, f"{where}: the API at {self.url} is not answering ({problem})")
+        where = f"GET {path}"
+
+        def send() -> tuple[int | None, str]:
+            with self.http.stream("GET", self.url_of(path), params=params, timeout=self.timeout) as r:
+                if is_server_error(r.status_code):
+                    return None, str(r.status_code)
+                if r.status_code >= 400:
+                    r.read()
+                    raise ApiError(r.status_code, f"{where} -> {r.status_code}: {error_detail(r.text)}")
+                size = 0
+                with dest.open("wb") as fh:
+                    for chunk in r.iter_bytes(1 << 20):
+                        size += len(chunk)
+                        if size > max_bytes:
+                            raise ApiError(413, f"{where}: over {max_bytes} bytes (the worker's cap)")
+                        fh.write(chunk)
+                return size, ""
+
+        return self._retrying(where, send)
 
     def datasource(self, dataset_id: str, purpose: str) -> dict[str, Any] | None:
         try:
