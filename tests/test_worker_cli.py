@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lightly_worker.config import ConfigError, parse_args, parse_value
@@ -22,6 +23,28 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> 
         env={**base, **(env or {})},
         timeout=timeout,
     )
+
+
+def local_run(
+    input_dir: Path,
+    out: Path,
+    *extra: str,
+    config: dict[str, Any] | None = None,
+    lightly: Path | None = None,
+    input_size: int | None = 64,
+) -> subprocess.CompletedProcess[str]:
+    """The worker in local mode on CPU: ``input_dir`` in, ``out`` the output folder; ``config`` the body of a
+    run config file (written beside ``out``), ``lightly`` the LIGHTLY folder, ``extra`` more key=value."""
+    args = ["mode=local", f"input_mount={input_dir}", f"output_dir={out}", "device=cpu"]
+    if input_size is not None:
+        args.append(f"embedding.input_size={input_size}")
+    if lightly is not None:
+        args.append(f"lightly_mount={lightly}")
+    if config is not None:
+        path = out.with_name(out.name + ".json")
+        path.write_text(json.dumps(config))
+        args.append(f"config={path}")
+    return run(*args, *extra)
 
 
 def test_sanity_check_needs_no_network_or_token() -> None:
@@ -100,15 +123,7 @@ def test_waiting_mode_without_a_token_says_how_to_give_one() -> None:
 
 def test_local_mode_selects_from_a_folder(tmp_path: Path) -> None:
     make_images(tmp_path / "images", 12)
-    r = run(
-        "mode=local",
-        f"input_mount={tmp_path / 'images'}",
-        f"output_dir={tmp_path / 'out'}",
-        "n_samples=4",
-        "embedding.input_size=64",
-        "device=cpu",
-        f"lightly_mount={tmp_path / 'none'}",
-    )
+    r = local_run(tmp_path / "images", tmp_path / "out", "n_samples=4", lightly=tmp_path / "none")
     assert r.returncode == 0, r.stderr
     assert "Selected 4 of 12 samples (1 corrupt, 1 duplicates left out)." in r.stdout
     selected = (tmp_path / "out" / "filenames" / "selected_filenames.txt").read_text().split()
@@ -256,15 +271,7 @@ def test_an_unreadable_video_is_reported_among_the_corrupt_files(tmp_path: Path)
     make_images(tmp_path / "images", 12)
     (tmp_path / "images" / "clips").mkdir()
     (tmp_path / "images" / "clips" / "broken clip.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
-    r = run(
-        "mode=local",
-        f"input_mount={tmp_path / 'images'}",
-        f"output_dir={tmp_path / 'out'}",
-        "n_samples=4",
-        "embedding.input_size=64",
-        "device=cpu",
-        f"lightly_mount={tmp_path / 'none'}",
-    )
+    r = local_run(tmp_path / "images", tmp_path / "out", "n_samples=4", lightly=tmp_path / "none")
     assert r.returncode == 0, r.stderr
     assert "(2 corrupt, 1 duplicates left out)" in r.stdout, r.stdout
     corrupt = (tmp_path / "out" / "filenames" / "corrupt_filenames.txt").read_text().split("\n")
@@ -281,7 +288,6 @@ def test_a_checkpoint_file_is_the_model_a_later_run_embeds_with(tmp_path: Path) 
 
     make_images(tmp_path / "images", 8)
     lightly = tmp_path / "lightly"
-    common = ["mode=local", f"input_mount={tmp_path / 'images'}", "device=cpu", f"lightly_mount={lightly}"]
     selection = {"n_samples": 3, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
     train = {"enable_training": True}
     lightly_cfg = {
@@ -291,10 +297,8 @@ def test_a_checkpoint_file_is_the_model_a_later_run_embeds_with(tmp_path: Path) 
     }
 
     def local(name: str, docker: dict, lightly_config: dict | None = None) -> subprocess.CompletedProcess[str]:
-        cfg = tmp_path / f"{name}.json"
         body = {"worker_config": docker, "selection_config": selection, "lightly_config": lightly_config or {}}
-        cfg.write_text(json.dumps(body))
-        return run(*common, f"config={cfg}", f"output_dir={tmp_path / name}")
+        return local_run(tmp_path / "images", tmp_path / name, config=body, lightly=lightly, input_size=None)
 
     r = local("trained", train, lightly_cfg)
     assert r.returncode == 0, r.stderr
@@ -331,17 +335,14 @@ def test_sequence_selection_selects_whole_runs_of_video_frames(tmp_path: Path) -
     make_video(tmp_path / "in" / "clips" / "a.mp4", 12)
     make_video(tmp_path / "in" / "clips" / "b b.mp4", 10)
     make_images(tmp_path / "in" / "stills", 3)
-    common = ["mode=local", f"input_mount={tmp_path / 'in'}", "device=cpu", "embedding.input_size=32"]
 
     def local(name: str, n_samples: int) -> subprocess.CompletedProcess[str]:
-        cfg = tmp_path / f"{name}.json"
         strategies = [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]
         body = {
             "worker_config": {"selected_sequence_length": 4},
             "selection_config": {"n_samples": n_samples, "strategies": strategies},
         }
-        cfg.write_text(json.dumps(body))
-        return run(*common, f"config={cfg}", f"output_dir={tmp_path / name}")
+        return local_run(tmp_path / "in", tmp_path / name, config=body, input_size=32)
 
     r = local("seq", 8)
     assert r.returncode == 0, r.stderr
@@ -356,6 +357,15 @@ def test_sequence_selection_selects_whole_runs_of_video_frames(tmp_path: Path) -
         assert first % 4 == 0 and entry["frame_indices"] == list(range(first, first + 4))
         assert entry["frame_names"] == names
         assert all(isinstance(t, int) for t in entry["frame_timestamps_pts"])
+        # Lightly's keys, in its example's order; seconds = pts x time base: frame f of a 10 fps video is at f / 10
+        assert list(entry) == [
+            "video_name",
+            "frame_names",
+            "frame_timestamps_pts",
+            "frame_timestamps_sec",
+            "frame_indices",
+        ]
+        assert entry["frame_timestamps_sec"] == pytest.approx([f / 10 for f in entry["frame_indices"]])
         assert entry["frame_indices"][-1] < (12 if entry["video_name"] == "clips/a.mp4" else 8)  # no tail
 
     r = local("odd", 6)
@@ -394,3 +404,25 @@ def test_a_local_folders_files_modified_in_a_window_of_whole_seconds(tmp_path: P
     source = LocalSource(tmp_path)
     assert set(source.walk(modified=(100, 200))) == {"edge.jpg", "new/a.jpg"}
     assert set(source.walk(modified=(0, 300))) == {"old.jpg", "edge.jpg", "new/a.jpg", "late.jpg"}
+
+
+def test_num_threads_and_num_processes_are_what_training_and_embedding_run_with(tmp_path: Path) -> None:
+    """``num_threads`` is torch's thread count while the run trains and embeds (more than the vCPUs here, so
+    no default can give it) and ``num_processes`` the loaders' worker processes; the log says which ran."""
+    from lightly_worker.embed._common import cpu_count
+
+    make_images(tmp_path / "images", 6)
+    threads = cpu_count() + 1
+    body = {
+        "worker_config": {"enable_training": True, "num_threads": threads, "num_processes": 0},
+        "selection_config": {
+            "n_samples": 2,
+            "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}],
+        },
+        "lightly_config": {"trainer": {"max_epochs": 1}, "loader": {"batch_size": 4}, "collate": {"input_size": 32}},
+    }
+    r = local_run(tmp_path / "images", tmp_path / "out", config=body, input_size=32)
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = r.stdout + r.stderr
+    assert f"(0 loader workers, {threads} threads)" in log, log[-3000:]
+    assert f"0 decode workers, {threads} threads" in log, log[-3000:]

@@ -5,8 +5,8 @@ local CLI mode is given the key (the same message).
 Every field of lightly==1.5.26's ``DockerWorkerConfigV4`` (``docker``, ``lightly``, ``selection``, what
 ``schedule_compute_worker_run`` sends) has an entry here: ``ACTED_ON`` says what the worker does with
 it and which test shows it, ``REFUSED`` says which values are refused, why, and what to use instead.
-A key may be in both when only some of its values are refused (``docker.selected_sequence_length`` 1
-is acted on, > 1 refused). Keys are dotted snake_case paths; a list's entries add no index
+A key may be in both when only some of its values are refused (``lightly.checkpoint_callback.save_last``
+True is acted on, False refused). Keys are dotted snake_case paths; a list's entries add no index
 (``selection.strategies.input.task``); an entry for a group (``docker.crops``) covers every key in it.
 tests/test_config_support.py walks the client's generated models so that no field is left out, and
 checks docs/worker.md's table ("Config options") against this one.
@@ -226,8 +226,8 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ),
     ActedOn(
         "docker.num_threads",
-        "torch.set_num_threads for the run (-1: one per vCPU)",
-        "tests/test_config_support.py::test_num_processes_and_num_threads_reach_the_loader_and_torch",
+        "torch.set_num_threads for the run, training and embedding included (-1: one per vCPU)",
+        "tests/test_worker_cli.py::test_num_threads_and_num_processes_are_what_training_and_embedding_run_with",
     ),
     ActedOn(
         "docker.relevant_filenames_file",
@@ -236,8 +236,9 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ),
     ActedOn(
         "docker.selected_sequence_length",
-        "> 1: whole sequences of that many consecutive video frames are selected (data/sequence_information.json)",
-        "tests/test_worker_cli.py::test_sequence_selection_selects_whole_runs_of_video_frames",
+        "> 1: whole sequences of that many consecutive video frames are selected (data/sequence_information.json); "
+        "per-frame inputs are aggregated per sequence (mean; BALANCE: summed class counts)",
+        "tests/test_sequences.py::test_a_sequence_run_selects_on_its_frames_aggregated_values",
     ),
     ActedOn(
         "docker.upload_report",
@@ -272,9 +273,9 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ),
     ActedOn(
         "docker.checkpoint",
-        "a checkpoint in .lightly/checkpoints/ (a run's lightly_epoch_last.ckpt): the run embeds with its model, "
-        "or trains it further with enable_training",
-        "tests/test_worker_cli.py::test_a_checkpoint_file_is_the_model_a_later_run_embeds_with",
+        "a checkpoint in .lightly/checkpoints/ (a run's lightly_epoch_last.ckpt, in Lightly's layout, or a Lightly "
+        "worker's): the run embeds with its model, or trains it further with enable_training",
+        "tests/test_checkpoints.py::test_the_worker_still_reads_its_older_checkpoints_and_reads_lightlys",
     ),
     ActedOn(
         "docker.checkpoint_run_id",

@@ -14,6 +14,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,16 @@ from .embed import (
     EmbeddingsError,
     SimCLRBackbone,
     TrainConfig,
+    VideoTiming,
     check_samples,
     embed_samples,
     list_samples,
     load_custom_embeddings,
     load_simclr_checkpoint,
+    run_threads,
     save_embeddings,
     train_simclr,
-    video_pts,
+    video_timing,
 )
 from .job import Job, JobError, JobPaths, Reporter, produced
 from .object_selection import object_task_of, sample_objects
@@ -52,6 +55,7 @@ from .sequences import (
     SequenceError,
     sequence_embeddings,
     sequence_information,
+    sequence_inputs,
     sequence_selection,
     split_sequences,
 )
@@ -118,7 +122,8 @@ def _load_checkpoint(job: Job) -> None:
     except Exception as exc:  # torch.load's unpickling errors, a wrong state dict, a truncated file
         raise JobError(
             f"{what} is not a checkpoint this worker can load ({type(exc).__name__}: {str(exc)[:300]}); use the "
-            "lightly_epoch_last.ckpt a run with enable_training wrote (its CHECKPOINT artifact)"
+            "lightly_epoch_last.ckpt a run with enable_training wrote (its CHECKPOINT artifact), or a Lightly "
+            "worker's checkpoint of a SimCLR ResNet (model.backbone.* keys)"
         ) from None
     job.say(f"loaded {what} ({job.model.config['name']}, {job.model.dim}-d)")
 
@@ -235,7 +240,10 @@ def train(job: Job) -> None:
     job.model = train_simclr(
         job.paths.input,
         job.candidates,
-        TrainConfig.from_lightly(lightly_dump),
+        replace(
+            TrainConfig.from_lightly(lightly_dump),
+            torch_threads=run_threads(job.docker.num_threads if job.docker else None),
+        ),
         device=job.device,
         checkpoint_path=job.out / "lightly_epoch_last.ckpt",
         init=job.model if isinstance(job.model, SimCLRBackbone) else None,
@@ -325,6 +333,7 @@ def embed_config(job: Job) -> EmbedConfig:
         device=job.device,
         normalize=normalize_embeddings(job),
         seed=int(lightly_dump.get("seed") or 0),
+        torch_threads=run_threads(job.docker.num_threads if job.docker else None),
     )
 
 
@@ -447,7 +456,7 @@ def _sample_sequences(job: Job, length: int) -> None:
         )
     n_frames = sum(length for _ in found)
     try:
-        cfg = sequence_selection(job.config.selection, length, n_frames)
+        cfg, parts = sequence_inputs(sequence_selection(job.config.selection, length, n_frames), job.extra, found)
     except SequenceError as exc:
         raise JobError(str(exc)) from None
     job.say(f"selecting from {len(found)} sequences of {length} frames ({len(found) * length} frames)")
@@ -456,6 +465,7 @@ def _sample_sequences(job: Job, length: int) -> None:
         embeddings=sequence_embeddings(job.emb, found, normalize_embeddings(job)),
         datapool_embeddings=job.datapool_emb,
         query_embeddings=job.query,
+        **parts,
     )
     try:
         picked = select(cfg, inputs, device=job.device)
@@ -470,14 +480,14 @@ def _sample_sequences(job: Job, length: int) -> None:
         details={**picked.details, "sequences": {"length": length, "available": len(found), "selected": len(chosen)}},
     )
     job.selected = [candidates[p] for p in positions]
-    pts: dict[str, tuple[int, ...]] = {}
+    timings: dict[str, VideoTiming] = {}
     for video in {q.video for q in chosen}:
         try:
-            pts[video] = video_pts(job.paths.input, video)
+            timings[video] = video_timing(job.paths.input, video)
         except Exception as exc:  # the video was read for its frames; a failure now leaves its times out
             log.warning("sequence information: no frame times of %s (%s)", video, exc)
     (job.out / "data").mkdir(exist_ok=True)
-    info = sequence_information(chosen, pts, candidates)
+    info = sequence_information(chosen, timings, candidates)
     (job.out / "data" / "sequence_information.json").write_text(json.dumps(info, indent=2))
     log.info(
         "selected %d sequences (%d frames) of %d (%s)", len(chosen), len(positions), len(found), picked.stop_reason

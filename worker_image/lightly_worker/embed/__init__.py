@@ -1,5 +1,7 @@
 """Data path and embeddings: listing, corruptness/duplicate check, fast decode, embedding models, SimCLR."""
 
+from ._common import run_threads
+from .checkpoints import load_simclr_checkpoint, save_simclr_checkpoint
 from .csvio import EmbeddingsError, load_custom_embeddings, load_embeddings_with_labels, save_embeddings
 from .decode import load_image, open_rgb
 from .embedder import EmbedConfig, embed_samples
@@ -9,6 +11,7 @@ from .files import (
     CheckResult,
     FrameRef,
     ImageRef,
+    VideoTiming,
     av_available,
     check_samples,
     frame_name,
@@ -16,9 +19,10 @@ from .files import (
     resolve_sample,
     split_duplicates,
     video_pts,
+    video_timing,
 )
 from .models import EfficientNetLite0Embedder, SimCLRBackbone, embedding_model_from_config
-from .simclr import TrainConfig, load_simclr_checkpoint, nt_xent, save_simclr_checkpoint, train_simclr
+from .simclr import TrainConfig, nt_xent, train_simclr
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -31,6 +35,7 @@ __all__ = [
     "ImageRef",
     "SimCLRBackbone",
     "TrainConfig",
+    "VideoTiming",
     "av_available",
     "check_samples",
     "embed_samples",
@@ -44,9 +49,11 @@ __all__ = [
     "nt_xent",
     "open_rgb",
     "resolve_sample",
+    "run_threads",
     "save_embeddings",
     "save_simclr_checkpoint",
     "split_duplicates",
     "train_simclr",
     "video_pts",
+    "video_timing",
 ]

@@ -28,6 +28,14 @@ def resolve_workers(num_workers: int) -> int:
     return cpu_count() if num_workers == -1 else num_workers
 
 
+def run_threads(num_threads: int | None) -> int:
+    """A run's ``num_threads`` as a thread count for torch: -1 (and 0) one per vCPU; None: 0, the
+    component's own default."""
+    if num_threads is None:
+        return 0
+    return cpu_count() if num_threads <= 0 else num_threads
+
+
 def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

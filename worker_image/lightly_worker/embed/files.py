@@ -12,6 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import partial
 from pathlib import Path
 from typing import IO, TypeVar
@@ -77,25 +78,40 @@ def frame_name(video_rel: str, frame: int, n_frames: int) -> str:
     return f"{stem}-{frame:0{len(str(n_frames))}d}-{ext}.png"
 
 
-def _read_video_pts(video: str | IO[bytes]) -> list[int]:
-    """Sorted presentation timestamps of the first video stream (demux only, no decode)."""
+@dataclass(frozen=True)
+class VideoTiming:
+    """A video's sorted frame presentation timestamps and its stream's time base (seconds per pts unit)."""
+
+    pts: tuple[int, ...]
+    time_base: Fraction | None
+
+    def seconds(self, frame: int) -> float | None:
+        """Frame ``frame``'s presentation time in seconds (``pts * time_base``); None where unknown."""
+        if self.time_base is None or not 0 <= frame < len(self.pts):
+            return None
+        return float(self.pts[frame] * self.time_base)
+
+
+def _read_video_timing(video: str | IO[bytes]) -> VideoTiming:
+    """Sorted presentation timestamps of the first video stream (demux only, no decode), and its time base."""
     import av
 
     with av.open(video, "r") as container:
         if not container.streams.video:
-            return []
+            return VideoTiming((), None)
         stream = container.streams.video[0]
         pts = [p.pts for p in container.demux(stream) if p.pts is not None and p.size > 0]
-    return sorted(pts)
+        time_base = Fraction(stream.time_base) if stream.time_base is not None else None
+    return VideoTiming(tuple(sorted(pts)), time_base)
 
 
-_PTS_CACHE: OrderedDict[tuple[str, int, int], tuple[int, ...]] = OrderedDict()
+_PTS_CACHE: OrderedDict[tuple[str, int, int], VideoTiming] = OrderedDict()
 _PTS_LOCK = threading.Lock()
 
 
-def video_pts(source: InputSource | Path, key: str | None = None) -> tuple[int, ...]:
-    """Sorted frame timestamps of a video (cached per file identity, version and size); ``video_pts(path)``
-    reads a local file."""
+def video_timing(source: InputSource | Path, key: str | None = None) -> VideoTiming:
+    """A video's frame timestamps and time base (cached per file identity, version and size);
+    ``video_timing(path)`` reads a local file."""
     if key is None:  # a path of its own
         path = Path(source)  # type: ignore[arg-type]
         source, key = LocalSource(path.parent), path.name
@@ -107,12 +123,17 @@ def video_pts(source: InputSource | Path, key: str | None = None) -> tuple[int, 
             _PTS_CACHE.move_to_end(fp)
             return cached
     with src.open_seekable(key) as video:
-        pts = tuple(_read_video_pts(video))
+        timing = _read_video_timing(video)
     with _PTS_LOCK:
-        _PTS_CACHE[fp] = pts
+        _PTS_CACHE[fp] = timing
         while len(_PTS_CACHE) > 4096:
             _PTS_CACHE.popitem(last=False)
-    return pts
+    return timing
+
+
+def video_pts(source: InputSource | Path, key: str | None = None) -> tuple[int, ...]:
+    """Sorted frame timestamps of a video (``video_timing``'s); ``video_pts(path)`` reads a local file."""
+    return video_timing(source, key).pts
 
 
 def list_samples(

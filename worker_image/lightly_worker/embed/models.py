@@ -5,7 +5,7 @@ Each model normalises its input itself, so the data path stays model-agnostic (u
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -112,16 +112,25 @@ RESNETS: dict[str, tuple[type[BasicBlock] | type[Bottleneck], list[int], int]] =
 }
 
 
+#: the layouts of a ResNet: "lightly" is Lightly's (ResNetGenerator's channels, int(64 * width), and no ReLU
+#: after the stem's BatchNorm, as in the worker's Sequential backbone); "legacy" is this worker's before
+#: checkpoints loaded with Lightly's recipe (round(base * width) channels, a ReLU after the stem).
+LAYOUTS = ("lightly", "legacy")
+
+
 class ResNet(nn.Module):
     """Backbone up to global average pooling: B x 3 x S x S -> B x out_channels."""
 
-    def __init__(self, name: str = "resnet-18", width: float = 1.0) -> None:
+    def __init__(self, name: str = "resnet-18", width: float = 1.0, layout: str = "lightly") -> None:
         super().__init__()
         if name not in RESNETS:
             raise ValueError(f"unknown model {name!r}; supported: {', '.join(RESNETS)}")
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; supported: {', '.join(LAYOUTS)}")
         block, layers, base = RESNETS[name]
-        c = max(1, round(base * width))
-        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        c = max(1, int(base * width)) if layout == "lightly" else max(1, round(base * width))
+        stem: list[nn.Module] = [nn.Conv2d(3, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c)]
+        self.stem = nn.Sequential(*stem, *([nn.ReLU(inplace=True)] if layout == "legacy" else []))
         stages: list[nn.Module] = []
         cin = c
         for i, n in enumerate(layers):
@@ -132,6 +141,7 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.out_channels = cin
+        self.layers = list(layers)  # blocks per stage (Lightly's layer1..layer4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pooled: torch.Tensor = self.pool(self.stages(self.stem(x)))
@@ -143,23 +153,30 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class SimCLRBackbone(nn.Module):
-    """ResNet -> average pool -> 1x1 conv (linear) to num_ftrs, as lightly's SimCLR model; ImageNet normalisation."""
+    """ResNet -> average pool -> linear to num_ftrs, as Lightly's SimCLR backbone (its 1x1 conv after the
+    ResNet, then the pool: the same map); the input normalisation (``mean``, ``std``) is the model's own."""
 
     mean: torch.Tensor  # buffers (register_buffer)
     std: torch.Tensor
 
-    def __init__(self, name: str = "resnet-18", width: float = 1.0, num_ftrs: int = 32) -> None:
+    def __init__(
+        self, name: str = "resnet-18", width: float = 1.0, num_ftrs: int = 32, layout: str = "lightly"
+    ) -> None:
         super().__init__()
-        self.resnet = ResNet(name, width)
+        self.resnet = ResNet(name, width, layout)
         self.fc = nn.Linear(self.resnet.out_channels, num_ftrs)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.dim = num_ftrs
-        self.config = {"name": name, "width": width, "num_ftrs": num_ftrs}
+        self.config: dict[str, Any] = {"name": name, "width": width, "num_ftrs": num_ftrs, "layout": layout}
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The pooled ResNet features before the linear map (what Lightly's checkpoint recipe returns)."""
+        pooled: torch.Tensor = self.resnet((x - self.mean) / self.std)
+        return pooled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        features: torch.Tensor = self.fc(self.resnet(x))
+        features: torch.Tensor = self.fc(self.features(x))
         return features
 
 

@@ -12,7 +12,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..sources import InputSource, LocalSource, as_source
 from ._common import LOG, Progress, autocast_dtype, cpu_count, report, resolve_device, resolve_workers
+from .checkpoints import save_simclr_checkpoint
 from .decode import load_video_frames, open_rgb
 from .files import FrameRef, SampleRef, resolve_sample
 from .models import RESNETS, SimCLRBackbone, SimCLRModel, channels_last
@@ -63,6 +64,7 @@ class TrainConfig:
     rr_degrees: tuple[float, float] | None = None  # None: rotations by 90 degrees (Lightly's default)
     seed: int = 0
     precision: str = "auto"  # auto: bf16/fp16 autocast on CUDA, fp32 on CPU; "fp32" forces full precision
+    torch_threads: int = 0  # CPU threads for training (the run's num_threads); 0 = one per vCPU
 
     @classmethod
     def from_lightly_config(cls, lightly_config: dict[str, Any] | None) -> TrainConfig:
@@ -293,13 +295,10 @@ def train_simclr(
 ) -> nn.Module:
     """Train SimCLR on the samples; returns the embedding model (backbone -> num_ftrs), in eval mode.
     SGD (momentum 0.9) with cosine annealing over max_epochs, NT-Xent at cfg.temperature. The checkpoint
-    (``{"model": "simclr", "config", "state_dict", "epoch", "train_config"}``) is written after every epoch
-    when ``checkpoint_path`` is given (load_simclr_checkpoint reads it); ``init``, a loaded one, is trained on.
+    (``checkpoints.py``: Lightly's ``model.backbone.*`` layout) is written after every epoch when
+    ``checkpoint_path`` is given (load_simclr_checkpoint reads it); ``init``, a loaded one, is trained on.
     """
-    if cfg.model_name not in RESNETS:
-        raise ValueError(f"unknown model {cfg.model_name!r}; supported: {', '.join(RESNETS)}")
-    if len(names) < 2:
-        raise ValueError("SimCLR training needs at least 2 samples")
+    _check_training(cfg, names)
     dev = resolve_device(device)
     amp = autocast_dtype(dev, cfg.precision)
     torch.manual_seed(cfg.seed)
@@ -314,12 +313,13 @@ def train_simclr(
     steps = _Steps.create(model, cfg, dev, amp)
     old_threads = torch.get_num_threads()
     if dev.type == "cpu":
-        torch.set_num_threads(cpu_count())
+        torch.set_num_threads(cfg.torch_threads if cfg.torch_threads > 0 else cpu_count())
     total = len(loader) * cfg.max_epochs
     log.info(
-        "SimCLR: %s (width %s, %d-d), %d samples, %d epochs x %d steps, batch %d, input %d px, on %s",
+        "SimCLR: %s (width %s, %d-d), %d samples, %d epochs x %d steps, batch %d, input %d px, on %s "
+        "(%d loader workers, %d threads)",
         *(cfg.model_name, cfg.width, cfg.num_ftrs, len(refs), cfg.max_epochs, len(loader), batch),
-        *(cfg.input_size, dev),
+        *(cfg.input_size, dev, loader.num_workers, torch.get_num_threads()),
     )
     step = 0
     try:
@@ -340,6 +340,13 @@ def train_simclr(
     finally:
         torch.set_num_threads(old_threads)
     return backbone.eval()
+
+
+def _check_training(cfg: TrainConfig, names: list[str]) -> None:
+    if cfg.model_name not in RESNETS:
+        raise ValueError(f"unknown model {cfg.model_name!r}; supported: {', '.join(RESNETS)}")
+    if len(names) < 2:
+        raise ValueError("SimCLR training needs at least 2 samples")
 
 
 def _two_view_loader(dataset: TwoViewDataset, cfg: TrainConfig, dev: torch.device) -> tuple[DataLoader[Any], int]:
@@ -401,24 +408,3 @@ class _Steps:
         self.scaler.step(self.opt)
         self.scaler.update()
         return float(loss.item())
-
-
-def save_simclr_checkpoint(path: Path, backbone: SimCLRBackbone, cfg: TrainConfig, epoch: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    state = {k: v.detach().cpu() for k, v in backbone.state_dict().items()}
-    ckpt = {"model": "simclr", "config": backbone.config, "state_dict": state, "epoch": epoch}
-    ckpt["train_config"] = asdict(cfg)
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
-
-
-def load_simclr_checkpoint(path: Path) -> SimCLRBackbone:
-    """The embedding model saved by train_simclr (weights only; safe to load)."""
-    ckpt = torch.load(Path(path), map_location="cpu", weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("model") != "simclr":
-        raise ValueError(f"{path} is not a checkpoint written by train_simclr")
-    c = ckpt["config"]
-    backbone = SimCLRBackbone(c["name"], c["width"], c["num_ftrs"])
-    backbone.load_state_dict(ckpt["state_dict"])
-    return backbone.eval()
