@@ -9,8 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from lightly_protocol.models import SelectionConfigV4
+from lightly_worker.crop_embed import _draft_size, cut_crops, embed_crops
 from lightly_worker.crops import CropError, crop_box, output_format, write_crops
+from lightly_worker.embed import EmbedConfig, embed_samples, embedding_model_from_config
 from lightly_worker.selection import (
     SelectionError,
     SelectionInputs,
@@ -213,3 +216,41 @@ def test_a_bucket_lightly_datasource_mirrors_the_predictions_of_a_crop_selection
     assert ".lightly/predictions/" not in lightly_files_needed(
         WorkerConfigV4.model_validate({"workerType": "FULL", "selection": images})
     )
+
+
+def test_crops_embedded_from_memory_match_the_crop_files(tmp_path: Path) -> None:
+    """embed_crops (each image decoded once, crops resized in memory) gives the embeddings of the crop
+    files that write_crops makes, in the order of the objects."""
+    files, _ = scene(tmp_path)
+    conf = cfg(({"type": "EMBEDDINGS", "task": "det"}, {"type": "DIVERSITY"}))
+    image_inputs = SelectionInputs(files, **load_lightly_inputs(tmp_path, files, conf))
+    objects = list_objects(files, "det", image_inputs.predictions["det"], "png")
+    ecfg = EmbedConfig(model="resnet-18", input_size=32, batch_size=2, num_workers=0, device="cpu", draft=False)
+    torch.manual_seed(0)
+    model = embedding_model_from_config("resnet-18", 32)
+    from_memory = embed_crops(tmp_path, files, objects, ecfg, model)
+    write_crops(tmp_path, files, objects, tmp_path / "crops", "png")
+    from_files = embed_samples(tmp_path / "crops", [o.name for o in objects], ecfg, model)
+    assert from_memory.shape == (3, from_files.shape[1])
+    np.testing.assert_allclose(from_memory, from_files, atol=1e-5)
+    assert not (tmp_path / "crops" / "a" / "9_car.png").exists()
+    # a box outside its image: the error names the image and the prediction
+    objects[1] = type(objects[1])(
+        0, 1, "bus", objects[1].prediction.__class__(1, 0.5, np.array([0.5, 0.5]), (500, 500, 4, 4)), "a/1_bus.png"
+    )
+    with pytest.raises(CropError, match=r"a\.png: prediction 1: box \[500, 500, 4, 4\] lies outside the 64x48 image"):
+        embed_crops(tmp_path, files, objects, ecfg, model)
+
+
+def test_a_jpeg_is_decoded_downscaled_only_as_far_as_every_crop_keeps_the_input_size(tmp_path: Path) -> None:
+    # crops of 220 and 400 pixels at input 100: scale >= 100/220 -> 1/2 (a 1/4 decode would leave 55 px)
+    assert _draft_size((1600, 1200), [(0, 0, 400, 400), (10, 10, 230, 230)], 100) == (728, 546)
+    assert _draft_size((640, 480), [(0, 0, 50, 60)], 100) == (640, 480)  # never upscaled
+    rng = np.random.default_rng(0)
+    arr = (rng.random((1200, 1600, 3)) * 40 + np.linspace(0, 200, 1600)[None, :, None]).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "big.jpg", quality=95)
+    boxes = [(100.0, 100.0, 800.0, 800.0), (900.0, 200.0, 600.0, 900.0)]
+    drafted = cut_crops(tmp_path / "big.jpg", boxes, 64, 0.1, True)
+    full = cut_crops(tmp_path / "big.jpg", boxes, 64, 0.1, False)
+    assert drafted.shape == full.shape == (2, 64, 64, 3)
+    assert np.abs(drafted.astype(int) - full.astype(int)).mean() < 3.0  # the same region, barely different pixels

@@ -21,10 +21,9 @@ import json
 import logging
 from typing import Any
 
-import numpy as np
-
+from .crop_embed import embed_crops
 from .crops import CropError, output_format, write_crops
-from .embed import EmbedConfig, embed_samples, save_embeddings
+from .embed import EmbedConfig, save_embeddings
 from .job import Job, JobError
 from .report import write_lines
 from .selection import (
@@ -72,20 +71,22 @@ def sample_objects(job: Job, task: str, cfg: EmbedConfig) -> None:
         raise JobError(str(exc)) from None
     inputs, objects = _objects(job, task, fmt)
     crop_dir = job.out / "crops" / task
-    job.say(f"cropping {len(objects)} objects of task {task} from {len(job.candidates)} images")
+    job.say(f"cropping and embedding {len(objects)} objects of task {task} ({len(job.candidates)} images)")
     try:
-        write_crops(job.paths.input, job.candidates, objects, crop_dir, fmt)
+        emb = embed_crops(job.paths.input, job.candidates, objects, cfg, model=job.model)
     except (CropError, OSError) as exc:
         raise JobError(f"crops of task {task!r}: {exc}") from None
     names = [o.name for o in objects]
-    job.say(f"embedding {len(objects)} crops with {cfg.model} at {cfg.input_size} px")
-    emb = embed_samples(crop_dir, names, cfg, model=job.model) if objects else np.zeros((0, 1), np.float32)
     save_embeddings(job.out / "data" / "crop_embeddings.csv", names, emb)
     try:
         res = select(job.config.selection, object_inputs(inputs, task, objects, emb), device=job.device)
     except SelectionError as exc:
         raise JobError(str(exc)) from None
-    _write_object_outputs(job, task, objects, res.selected, crop_dir)
+    try:  # only the selected objects' crops are written
+        write_crops(job.paths.input, job.candidates, [objects[i] for i in res.selected], crop_dir, fmt)
+    except (CropError, OSError) as exc:
+        raise JobError(f"crops of task {task!r}: {exc}") from None
+    _write_object_outputs(job, task, objects, res.selected)
     picked_images = list(dict.fromkeys(objects[i].image for i in res.selected))
     removed = set(res.removed_by_threshold)
     kept = {o.image for i, o in enumerate(objects) if i not in removed}
@@ -106,11 +107,7 @@ def sample_objects(job: Job, task: str, cfg: EmbedConfig) -> None:
     )
 
 
-def _write_object_outputs(job: Job, task: str, objects: list[ObjectRef], picks: list[int], crop_dir: Any) -> None:
-    chosen = set(picks)
-    for i, o in enumerate(objects):  # only the selected objects' crops stay
-        if i not in chosen:
-            (crop_dir / o.name).unlink(missing_ok=True)
+def _write_object_outputs(job: Job, task: str, objects: list[ObjectRef], picks: list[int]) -> None:
     write_lines(job.out / "filenames" / "selected_crop_filenames.txt", [objects[i].name for i in picks])
     rows = [
         {
