@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 from lightly_protocol.models import WorkerConfigV4
 from lightly_protocol.validation import config_problems
 
@@ -85,9 +86,16 @@ def initialize(job: Job) -> None:
         raise JobError(str(exc)) from None
     job.device = _device(job.options.device)
     _load_checkpoint(job)
-    (job.out / "config").mkdir(exist_ok=True)
-    dump = json.dumps(job.report["config"], indent=2, sort_keys=True, default=str)
-    (job.out / "config" / "config.json").write_text(dump)
+    write_config(job.out / "config", job.report["config"])
+
+
+def write_config(folder: Path, config: Any) -> None:
+    """The run's configuration as ``config.json`` and, as in Lightly's output layout, ``config.yaml`` (the same
+    content; it never holds a token: the worker's own arguments are not part of it)."""
+    folder.mkdir(exist_ok=True)
+    plain = json.loads(json.dumps(config, default=str))  # YAML of plain types only (no Python tags)
+    (folder / "config.json").write_text(json.dumps(plain, indent=2, sort_keys=True))
+    (folder / "config.yaml").write_text(yaml.safe_dump(plain, sort_keys=True, allow_unicode=True))
 
 
 def _load_checkpoint(job: Job) -> None:
