@@ -60,6 +60,25 @@ def _ok(r: httpx.Response) -> httpx.Response:
     return r
 
 
+def embeddings_csv(names: list[str], dims: int = 3) -> bytes:
+    """Lightly's embeddings CSV: sample i at (i, 2i, 0, ...), so its projection is a line (computed by hand)."""
+    lines = ["filenames," + ",".join(f"embedding_{d}" for d in range(dims)) + ",labels"]
+    for i, name in enumerate(names):
+        values = [float(i), float(2 * i)] + [0.0] * (dims - 2)
+        quoted = '"' + name.replace('"', '""') + '"'
+        lines.append(f"{quoted},{','.join(str(v) for v in values)},0")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def upload_artifact(api: httpx.Client, run_id: str, name: str, data: bytes, kind: str = "LOG") -> str:
+    """An artifact the way the worker uploads one: create, PUT to the signed URL, confirm."""
+    created = _ok(api.post(paths.run_artifacts(run_id), json={"fileName": name, "type": kind})).json()
+    url = httpx.URL(created["signedWriteUrl"])
+    _ok(httpx.put(url, content=data, trust_env=False, timeout=30))
+    _ok(api.put(paths.artifact_confirm(run_id, created["artifactId"])))
+    return str(created["artifactId"])
+
+
 def seed(base: str, token: str, files: list[str], dataset: str = "cats") -> Seeded:
     """One user's data, made through the API (the token travels as the API wants it: ``?token=``)."""
     api = httpx.Client(base_url=base, timeout=30, params={"token": token}, trust_env=False)
@@ -75,6 +94,8 @@ def seed(base: str, token: str, files: list[str], dataset: str = "cats") -> Seed
             {"ts": now - 1000, "level": "INFO", "group": "run", "msg": "selecting", "state": "SAMPLING"},
         ]
         _ok(api.put(f"/v1/docker/runs/{rid}/logs", json=logs))
+        upload_artifact(api, rid, "data/embeddings.csv", embeddings_csv([*files, "unselected.png"]))
+        upload_artifact(api, rid, "report.json", b'{"ok": true}', "REPORT_JSON")
         _ok(api.put(f"/v1/docker/runs/{rid}/selection", json={"filenames": files, "tagName": "picked"}))
         _ok(api.put(f"/v1/docker/runs/{rid}", json={"state": "COMPLETED", "message": f"done {SCRIPT}"}))
         tag = next(t for t in _ok(api.get(f"/v1/datasets/{did}/tags")).json() if t["name"] == "picked")

@@ -146,6 +146,7 @@ def pages(s: Seeded) -> dict[str, list[str]]:
         f"/ui/datasets/{s.dataset_id}": ["Datasources", "LOCAL", "images", "picked", "Schedule a run"],
         f"/ui/datasets/{s.dataset_id}/tags/{s.tag_id}": ["Tag picked", SCRIPT_FILE],
         f"/ui/datasets/{s.dataset_id}/schedule": ["Schedule a run on cats", "Priority"],
+        f"/ui/runs/{s.run_id}/embedding": ["Embeddings of run", "2-D projection (PCA)"],
     }
 
 
@@ -260,5 +261,39 @@ def test_keyboard_walks_from_the_runs_list_to_a_run_and_schedules_one(chromium, 
             tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}?scheduled=*")
             assert "is waiting for a worker" in tab.page.inner_text("main")
             assert tab.errors == []
+    finally:
+        tab.close()
+
+
+def test_embedding_view_draws_the_projection_and_shows_a_sample(chromium, site, tmp_path) -> None:
+    _b, base, token, s = site
+    tab = Tab(chromium, base, tmp_path)
+    try:
+        tab.sign_in(token)
+        with screenshot_on_failure(tab, "embedding"):
+            tab.page.goto(f"/ui/runs/{s.run_id}")
+            assert tab_to(tab.page, lambda el: el["text"] == "Embedding view")
+            tab.page.keyboard.press("Enter")
+            tab.page.wait_for_url(f"**/ui/runs/{s.run_id}/embedding")
+            # computed once in the background; the page polls until the canvas arrives and draws it
+            tab.page.wait_for_function(
+                "() => (document.querySelector('canvas.embedding') || {dataset: {}}).dataset.state === 'drawn'",
+                timeout=60_000,
+            )
+            assert tab.page.get_attribute("canvas.embedding", "data-points") == str(len(GALLERY_FILES) + 1)
+            assert f"{len(GALLERY_FILES)} selected" in tab.page.inner_text("#embedding-count")
+            assert tab_to(tab.page, lambda el: el["id"] == "embedding-canvas")
+            tab.page.keyboard.press("ArrowRight")  # the first selected sample
+            assert tab.page.inner_text("#embedding-sample figcaption") == f"{SCRIPT_FILE} (selected)"
+            tab.page.wait_for_function("() => document.querySelector('#embedding-sample img').naturalWidth === 32")
+            box = tab.page.locator("canvas.embedding").bounding_box()
+            assert box is not None
+            ends = []
+            for x in (box["x"] + 12, box["x"] + box["width"] - 12):  # the two ends of the line the samples make
+                tab.page.mouse.click(x, box["y"] + box["height"] / 2)
+                ends.append(tab.page.inner_text("#embedding-sample figcaption"))
+            assert all(ends) and ends[0] != ends[1]
+            assert {f"{SCRIPT_FILE} (selected)", "unselected.png"} == set(ends)  # the first and the last sample
+            assert tab.dialogs == [] and tab.errors == []
     finally:
         tab.close()

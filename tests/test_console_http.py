@@ -308,3 +308,38 @@ def test_workers_page_shows_the_run_a_worker_holds_and_its_lightlyworker(server,
     assert run in c.get("/ui/runs", params={"worker": wid}).text
     c.close()
     api.close()
+
+
+def test_embedding_view_projects_the_runs_embeddings_once(server, alice, bob) -> None:
+    import time
+
+    s = alice[1]
+    c = signed_in(server, alice[0])
+    deadline = time.monotonic() + 60
+    while "<canvas" not in (page := c.get(f"/ui/runs/{s.run_id}/embedding").text):
+        assert "Computing the projection" in page and time.monotonic() < deadline
+        time.sleep(0.5)
+    doc = c.get(f"/ui/runs/{s.run_id}/embedding.json").json()
+    # the kit's CSV puts sample i at (i, 2i, 0): a line, so x is 0, 0.5, 1 (or reversed) and y constant
+    assert doc["names"] == [SCRIPT_FILE, "b.png", "unselected.png"]
+    assert sorted(doc["x"]) == [0.0, 0.5, 1.0] and len(set(doc["y"])) == 1
+    assert doc["selected"] == [1, 1, 0]  # the run's tag
+    assert doc["ids"][:2] == ["0" * 24, "0" * 23 + "1"] and doc["ids"][2] is None  # not a sample of the dataset
+    assert doc["imageBase"] == f"/ui/datasets/{s.dataset_id}/samples/"
+    b = signed_in(server, bob[0])
+    assert b.get(f"/ui/runs/{s.run_id}/embedding.json").status_code == 404  # another user's run
+    assert b.get(f"/ui/runs/{s.run_id}/embedding").status_code == 404
+    b.close()
+    c.close()
+
+
+def test_embedding_view_of_a_run_without_embeddings_says_so(server, db_backend) -> None:
+    token = db_backend.token()
+    api = httpx.Client(base_url=server.url, params={"token": token}, trust_env=False, timeout=30)
+    rid = api.post("/v1/docker/runs", json={"dockerVersion": "1.0.0"}).json()["id"]
+    c = signed_in(server, token)
+    page = c.get(f"/ui/runs/{rid}/embedding")
+    assert page.status_code == 200 and "uploaded no <code>data/embeddings.csv</code>" in page.text
+    assert c.get(f"/ui/runs/{rid}/embedding.json").status_code == 404
+    c.close()
+    api.close()

@@ -123,3 +123,51 @@ def test_operator_worker_names_name_their_lightlyworker() -> None:
 def test_set_bits_of_a_mask() -> None:
     assert _set_bits(bytes([0b0000_0101, 0, 0b1000_0000])) == [0, 2, 23]
     assert _set_bits(b"") == []
+
+
+def test_pca_of_points_on_a_line_is_that_line(tmp_path) -> None:
+    import numpy as np
+    from lightly_server.console.projection import pca_2d
+
+    # (0,0,0), (1,2,0), (2,4,0): one principal direction, along (1,2,0); the second has no variance
+    xy = pca_2d(np.array([[0, 0, 0], [1, 2, 0], [2, 4, 0]], dtype=np.float32))
+    xs = sorted(float(v) for v in xy[:, 0])
+    assert xs == pytest.approx([0.0, 0.5, 1.0], abs=1e-6)
+    assert float(xy[0, 0]) in (pytest.approx(0.0, abs=1e-6), pytest.approx(1.0, abs=1e-6))  # either direction
+    assert [float(v) for v in xy[:, 1]] == pytest.approx([0.5, 0.5, 0.5], abs=1e-3)  # a constant axis: centred
+    # 62 points on that line: the second axis is rounding noise, kept constant rather than stretched to [0, 1]
+    many = pca_2d(np.array([[i, 2 * i, 0] for i in range(62)], dtype=np.float32))
+    assert set(np.round(many[:, 1], 9)) == {0.5} and sorted(many[:, 0]) == pytest.approx([i / 61 for i in range(62)])
+    # a square's corners: both axes span [0, 1]
+    sq = pca_2d(np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float32))
+    assert sq.min() == pytest.approx(0.0) and sq.max() == pytest.approx(1.0)
+
+
+def test_embeddings_csv_is_read_and_bad_lines_named(tmp_path) -> None:
+    from lightly_server.console.projection import ProjectionError, read_embeddings
+
+    ok = tmp_path / "ok.csv"
+    ok.write_text('filenames,embedding_0,embedding_1,labels\n"a,b.png",1,2,0\nc.png,3.5,-1,0\n')
+    names, emb = read_embeddings(ok)
+    assert names == ["a,b.png", "c.png"] and emb.tolist() == [[1.0, 2.0], [3.5, -1.0]]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("filenames,embedding_0,labels\na.png,1,0\nb.png,x,0\n")
+    with pytest.raises(ProjectionError, match="line 3"):
+        read_embeddings(bad)
+    nan = tmp_path / "nan.csv"
+    nan.write_text("filenames,embedding_0\na.png,nan\n")
+    with pytest.raises(ProjectionError, match="line 2: the embedding is not 1 finite"):
+        read_embeddings(nan)
+
+
+def test_projection_keeps_every_selected_point_when_it_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+    from lightly_server.console import projection as p
+
+    monkeypatch.setattr(p, "MAX_POINTS", 10)
+    names = [f"n{i}" for i in range(100)]
+    selected = {"n3", "n50", "n99"}
+    doc = p.projection(names, np.arange(200, dtype=np.float32).reshape(100, 2), selected, {"n3": "id3"}, "/x/")
+    assert doc["n"] == 100 and len(doc["names"]) == 10 and selected <= set(doc["names"])
+    assert sum(doc["selected"]) == 3
+    assert doc["ids"][doc["names"].index("n3")] == "id3" and doc["imageBase"] == "/x/"

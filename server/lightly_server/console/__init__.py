@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from ..runtime import Server
-from . import datasets, runs, schedule, signin, workers
+from . import datasets, embedding, runs, schedule, signin, workers
 from .security import ConsoleHeaders
 from .session import SessionKeys
 from .web import PREFIX, STATIC
@@ -22,7 +22,7 @@ from .web import PREFIX, STATIC
 
 def install(app: FastAPI, server: Server) -> None:
     app.state.console_keys = SessionKeys(server.artifacts.key)
-    for module in (signin, runs, workers, datasets, schedule):
+    for module in (signin, embedding, runs, workers, datasets, schedule):
         app.include_router(module.router, include_in_schema=False)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC), name="console-static")
 

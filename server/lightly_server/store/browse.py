@@ -10,7 +10,7 @@ from lightly_protocol.enums import TERMINAL_RUN_STATES, ScheduledState
 from sqlalchemy import Connection, func, select
 
 from .. import bitmask
-from ..schema import DbRow, datasets, run_logs, runs, samples, scheduled_runs, workers
+from ..schema import DbRow, artifacts, datasets, run_logs, runs, samples, scheduled_runs, workers
 from .dispatch import DISPATCH_ORDER
 
 
@@ -108,3 +108,23 @@ def log_states(conn: Connection, run_id: str, limit: int = 50_000) -> list[str]:
     stage timings."""
     q = select(run_logs.c.entry).where(run_logs.c.run_id == run_id).order_by(run_logs.c.seq).limit(limit)
     return [r.entry for r in conn.execute(q).all()]
+
+
+def run_artifact_named(conn: Connection, run_id: str, file_name: str) -> DbRow | None:
+    """The newest uploaded and confirmed artifact ``file_name`` of a run (the caller checked the owner)."""
+    q = (
+        select(artifacts.c.id, artifacts.c.size)
+        .where(artifacts.c.run_id == run_id, artifacts.c.file_name == file_name)
+        .where(artifacts.c.uploaded.is_(True), artifacts.c.confirmed.is_(True))
+        .order_by(artifacts.c.created_at.desc())
+        .limit(1)
+    )
+    return conn.execute(q).first()
+
+
+def run_row(conn: Connection, run_id: str) -> DbRow:
+    """A run by id, without an owner check (the caller checked it when it started the work)."""
+    row = conn.execute(select(runs).where(runs.c.id == run_id)).first()
+    if row is None:
+        raise LookupError(f"run {run_id} is gone")
+    return row
