@@ -246,6 +246,16 @@ def test_runs_filter_and_page(server, alice) -> None:
     assert s.run_id not in c.get("/ui/runs", params={"state": "FAILED"}).text
     assert s.run_id in c.get("/ui/runs", params={"dataset": s.dataset_id}).text
     assert s.run_id not in c.get("/ui/runs", params={"worker": s.worker_id}).text  # no worker ran it
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).date()
+    assert s.run_id in c.get("/ui/runs", params={"since": str(today), "until": str(today)}).text
+    assert s.run_id not in c.get("/ui/runs", params={"since": str(today + dt.timedelta(days=1))}).text
+    assert s.run_id not in c.get("/ui/runs", params={"until": str(today - dt.timedelta(days=1))}).text
+    paged = c.get("/ui/runs", params={"since": str(today), "state": "COMPLETED"}).text
+    assert s.run_id in paged and f'value="{today}"' in paged  # the filter form keeps what was asked
+    late = c.get("/ui/runs", params={"since": "yesterday"})
+    assert late.status_code == 400 and "is not a date: use YYYY-MM-DD" in late.text
     bad = c.get("/ui/runs", params={"state": "<b>"})
     assert bad.status_code == 400 and "is not a run state" in bad.text and "<b>" not in bad.text
     page = c.get(f"/ui/runs/{s.run_id}").text

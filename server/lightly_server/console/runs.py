@@ -3,6 +3,7 @@ artifact downloads through the session, cancelling a scheduled run."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from typing import Annotated, Any
@@ -33,13 +34,28 @@ RunPath = Annotated[str, Path(pattern=OID_PATTERN)]
 REPORTS = (ArtifactType.REPORT_PDF, ArtifactType.REPORT_V2_JSON, ArtifactType.REPORT_JSON)
 
 
-def _filter(state: str | None, dataset: str | None, worker: str | None) -> store.browse.RunFilter:
+def _day_ms(name: str, value: str | None, end: bool) -> int | None:
+    """A ``YYYY-MM-DD`` filter as ms since the epoch (UTC): that day's start, or with ``end`` the next day's."""
+    if not value:
+        return None
+    try:
+        day = dt.datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise bad_request(f"{name} {value!r} is not a date: use YYYY-MM-DD") from None
+    return int((day + dt.timedelta(days=1 if end else 0)).timestamp() * 1000)
+
+
+def _filter(
+    state: str | None, dataset: str | None, worker: str | None, since: str | None, until: str | None
+) -> store.browse.RunFilter:
     if state and state not in RUN_STATES:
         raise bad_request(f"state {state!r} is not a run state: pick one of the list")
     for name, value in (("dataset", dataset), ("worker", worker)):
         if value and not OID.match(value):
             raise bad_request(f"{name} {value!r} is not an id (24 hex digits): pick one of the list")
-    return store.browse.RunFilter(state or None, dataset or None, worker or None)
+    return store.browse.RunFilter(
+        state or None, dataset or None, worker or None, _day_ms("since", since, False), _day_ms("until", until, True)
+    )
 
 
 def _runs_context(server: Server, user_id: str, where: store.browse.RunFilter, offset: int) -> dict[str, Any]:
@@ -78,10 +94,13 @@ async def runs_page(
     state: str | None = None,
     dataset: str | None = None,
     worker: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
     offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
 ) -> Response:
-    where = _filter(state, dataset, worker)
+    where = _filter(state, dataset, worker, since, until)
     context = await run_in_threadpool(_runs_context, server, viewer.user_id, where, offset)
+    context["since"], context["until"] = since or "", until or ""
     return render(request, "runs.html", context, viewer.browser)
 
 

@@ -21,6 +21,8 @@ class RunFilter:
     state: str | None = None
     dataset_id: str | None = None
     worker_id: str | None = None
+    created_from: int | None = None  # ms, inclusive
+    created_to: int | None = None  # ms, exclusive
 
 
 def filtered_runs(conn: Connection, user_id: str, where: RunFilter, limit: int, offset: int) -> tuple[list[DbRow], int]:
@@ -33,6 +35,10 @@ def filtered_runs(conn: Connection, user_id: str, where: RunFilter, limit: int, 
         cond.append(runs.c.dataset_id == where.dataset_id)
     if where.worker_id:
         cond.append(runs.c.worker_id == where.worker_id)
+    if where.created_from is not None:
+        cond.append(runs.c.created_at >= where.created_from)
+    if where.created_to is not None:
+        cond.append(runs.c.created_at < where.created_to)
     total = int(conn.execute(select(func.count()).select_from(runs).where(*cond)).scalar() or 0)
     q = (
         select(runs, datasets.c.name.label("dataset_name"), workers.c.name.label("worker_name"))
