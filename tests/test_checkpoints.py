@@ -19,7 +19,7 @@ import pytest
 import torch
 from lightly_worker.embed import SimCLRBackbone, load_simclr_checkpoint
 from test_worker_cli import local_run
-from test_worker_e2e import make_images
+from test_worker_e2e import _local_dataset, _wait_run, api_backend, client, make_images, server, start_worker  # noqa: F401 (fixtures)
 
 DIVERSITY = {"n_samples": 3, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}
 
@@ -105,6 +105,35 @@ def test_a_training_runs_checkpoint_loads_with_lightlys_recipe(
         conv = ckpt["state_dict"]["model.backbone.7.weight"]
         projected = features @ conv.flatten(1).T + ckpt["state_dict"]["model.backbone.7.bias"]
         torch.testing.assert_close(projected, ours(x), rtol=1e-3, atol=1e-3)
+
+
+def test_the_checkpoint_artifact_a_client_downloads_loads_with_lightlys_recipe(
+    client,  # noqa: F811 (the fixture)
+    start_worker,  # noqa: F811 (the fixture)
+    tmp_path: Path,
+    lightly_models: types.SimpleNamespace,
+) -> None:
+    """Through our server and a waiting worker: ``client.download_compute_worker_run_checkpoint`` of the
+    unmodified client gives the file Lightly's recipe loads, the model the worker embeds with."""
+    c, token = client
+    worker = _local_dataset(c, token, start_worker, tmp_path, "ckpt-recipe", "ckpt-recipe-worker", n=8, seed=3)
+    lightly_config = {"trainer": {"max_epochs": 1}, "loader": {"batch_size": 4}, "collate": {"input_size": 32}}
+    sid = c.schedule_compute_worker_run(
+        worker_config={"enable_training": True},
+        lightly_config={**lightly_config, "model": {"num_ftrs": 8}},
+        selection_config=DIVERSITY,
+        runs_on=["cpu"],
+    )
+    assert _wait_run(c, sid, timeout=400).state == "COMPLETED", worker.log()
+    path = tmp_path / "downloaded.ckpt"
+    c.download_compute_worker_run_checkpoint(
+        run=c.get_compute_worker_run_from_scheduled_run(sid), output_path=str(path)
+    )
+    recipe = load_ckpt(lightly_models, path).eval()  # the recipe's defaults: resnet-18, width 1
+    ours = load_simclr_checkpoint(path)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(recipe(x), ours.features(x), rtol=1e-3, atol=1e-3)
 
 
 def test_the_worker_still_reads_its_older_checkpoints_and_reads_lightlys(
