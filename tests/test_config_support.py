@@ -281,6 +281,7 @@ def _cases() -> list[tuple[str, Any, bool]]:
     out.append(("selection.strategies.input.task", "on-random", True))
     out.append(("selection.strategies.input.dataset_id", "outside-similarity", True))
     out.append(("selection.strategies.input.categories", "outside-balance", True))
+    out.append(("selection.strategies.input.task", "tiling-on-scores", True))
     return out
 
 
@@ -303,6 +304,14 @@ def test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_
             config = _config(key, None)
             config["selection_config"]["strategies"] = [
                 {"input": {"type": "RANDOM", "task": "det"}, "strategy": {"type": "WEIGHTS"}}
+            ]
+        elif value == "tiling-on-scores":
+            config = _config(key, None)
+            config["selection_config"]["strategies"] = [
+                {"input": {"type": "SCORES", "task": "tiles", "score": "x"}, "strategy": {"type": "WEIGHTS"}}
+            ]
+            config["selection_config"]["auto_tasks"] = [
+                {"type": "TILING", "name": "tiles", "num_rows": 2, "num_cols": 2}
             ]
         elif value == "outside-balance":
             config = _config(key, None)

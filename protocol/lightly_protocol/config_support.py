@@ -71,6 +71,11 @@ def _balance_classes(input_: Any, config: WorkerConfigV4) -> bool:
     return False
 
 
+def _tiling_task(task: str, config: WorkerConfigV4) -> bool:
+    """``task`` is the name of one of the config's TILING auto tasks."""
+    return bool(config.selection and any(t.name == task for t in config.selection.auto_tasks or []))
+
+
 def _training_off(config: WorkerConfigV4) -> bool:
     return not (config.docker and config.docker.enable_training)
 
@@ -142,10 +147,12 @@ REFUSED: tuple[Refused, ...] = (
         values="other than 1",
     ),
     Refused(
-        "selection.auto_tasks",
-        "auto tasks (TILING, CROP) are not implemented",
-        "leave them out; for crops give a detection task's predictions in .lightly/predictions/ and an "
-        "EMBEDDINGS input with its 'task' (object-level selection)",
+        "selection.strategies.input.task",
+        "a TILING auto task has no categories or scores: its tiles are selected on their embeddings only",
+        "name the tiling task on an EMBEDDINGS input only",
+        when=lambda v, p, c: bool(v) and p.type in ("SCORES", "PREDICTIONS") and _tiling_task(v, c),
+        values="naming a TILING auto task on SCORES or PREDICTIONS",
+        context=True,
     ),
     Refused(
         "selection.strategies.input.task",
@@ -295,6 +302,12 @@ ACTED_ON: tuple[ActedOn, ...] = (
     ActedOn("lightly.criterion", _TRAIN, _T),
     ActedOn("lightly.optimizer", _TRAIN, _T),
     ActedOn("lightly.collate", _TRAIN + "; input_size also sizes the embedder's input", _T),
+    ActedOn(
+        "selection.auto_tasks",
+        "TILING: each image's grid of num_rows x num_cols tiles (overlap a fraction of the tile size) becomes "
+        "the objects of the task 'name', selected by an EMBEDDINGS input with that task",
+        "tests/test_tiling.py::test_a_tiling_run_scheduled_with_the_lightly_client",
+    ),
     ActedOn("selection.n_samples", "how many to select", "tests/test_selection.py::test_n_samples_and_proportion"),
     ActedOn(
         "selection.proportion_samples",

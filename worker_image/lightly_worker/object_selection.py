@@ -6,7 +6,8 @@ selected objects (``selected_filenames.txt`` and the initial tag list those imag
 first object was picked):
 
 * ``crops/<task>/<image without extension>/<index>_<category>.<fmt>``: the selected objects' crops,
-  in ``docker.output_image_format`` (png by default), padded as :mod:`.crops` says;
+  in ``docker.output_image_format`` (png by default), padded as :mod:`.crops` says (the tiles of a
+  TILING auto task, :mod:`.tiling`, are not padded);
 * ``filenames/selected_crop_filenames.txt``: those crops' names, in pick order;
 * ``data/selected_objects.json``: per selected object its crop, image (``file_name``), index in the
   image's predictions, category, ``bbox``, ``score``;
@@ -22,7 +23,7 @@ import logging
 from typing import Any
 
 from .crop_embed import embed_crops
-from .crops import CropError, output_format, write_crops
+from .crops import CROP_PADDING, CropError, output_format, write_crops
 from .embed import EmbedConfig, save_embeddings
 from .job import Job, JobError
 from .report import write_lines
@@ -36,6 +37,8 @@ from .selection import (
     object_level_task,
     select,
 )
+from .sources import as_source
+from .tiling import image_sizes, tiling_names, tiling_task, tiling_tasks
 
 __all__ = ["object_task_of", "sample_objects"]
 
@@ -53,6 +56,13 @@ def object_task_of(job: Job) -> str | None:
 
 def _objects(job: Job, task: str, fmt: str) -> tuple[SelectionInputs, list[ObjectRef]]:
     inputs = SelectionInputs(filenames=job.candidates, embeddings=job.emb, query_embeddings=job.query, **job.extra)
+    tiling = tiling_tasks(job.config.selection)
+    if task in tiling:  # a TILING auto task: the tiles of every image are its objects
+        try:
+            sizes = image_sizes(as_source(job.paths.input), job.candidates)
+        except (ValueError, OSError) as exc:
+            raise JobError(f"TILING auto task {task!r}: {exc}") from None
+        inputs.predictions = {**inputs.predictions, task: tiling_task(tiling[task], sizes)}
     if task not in inputs.predictions:
         raise JobError(f"EMBEDDINGS of task {task!r}: its predictions were not read (a LIGHTLY datasource is needed)")
     try:
@@ -70,10 +80,11 @@ def sample_objects(job: Job, task: str, cfg: EmbedConfig) -> None:
     except CropError as exc:
         raise JobError(str(exc)) from None
     inputs, objects = _objects(job, task, fmt)
+    padding = 0.0 if task in tiling_names(job.config.selection) else CROP_PADDING  # tiles are not padded
     crop_dir = job.out / "crops" / task
     job.say(f"cropping and embedding {len(objects)} objects of task {task} ({len(job.candidates)} images)")
     try:
-        emb = embed_crops(job.paths.input, job.candidates, objects, cfg, model=job.model)
+        emb = embed_crops(job.paths.input, job.candidates, objects, cfg, model=job.model, padding=padding)
     except (CropError, OSError) as exc:
         raise JobError(f"crops of task {task!r}: {exc}") from None
     names = [o.name for o in objects]
@@ -83,7 +94,7 @@ def sample_objects(job: Job, task: str, cfg: EmbedConfig) -> None:
     except SelectionError as exc:
         raise JobError(str(exc)) from None
     try:  # only the selected objects' crops are written
-        write_crops(job.paths.input, job.candidates, [objects[i] for i in res.selected], crop_dir, fmt)
+        write_crops(job.paths.input, job.candidates, [objects[i] for i in res.selected], crop_dir, fmt, padding)
     except (CropError, OSError) as exc:
         raise JobError(f"crops of task {task!r}: {exc}") from None
     _write_object_outputs(job, task, objects, res.selected)

@@ -61,6 +61,7 @@ from .sequences import (
     split_sequences,
 )
 from .sources import SourceAccessError
+from .tiling import without_tiling
 
 log = logging.getLogger("lightly_worker.run")
 
@@ -388,7 +389,7 @@ def record_embeddings(job: Job, emb: np.ndarray, failed: list[str], model_name: 
 def wants_metadata(job: Job) -> bool:
     assert job.config.selection is not None
     types = {e.input.type for e in job.config.selection.strategies}
-    crops = any(e.input.type == "EMBEDDINGS" and e.input.task for e in job.config.selection.strategies)
+    crops = any(e.input.type == "EMBEDDINGS" and e.input.task for e in without_tiling(job.config.selection).strategies)
     return crops or bool(types & {"METADATA", "SCORES", "PREDICTIONS"})
 
 
@@ -401,7 +402,7 @@ def load_metadata(job: Job) -> None:
         )
     assert job.config.selection is not None
     try:
-        job.extra = load_lightly_inputs(job.paths.lightly_root, job.candidates, job.config.selection)
+        job.extra = load_lightly_inputs(job.paths.lightly_root, job.candidates, without_tiling(job.config.selection))
     except SelectionError as exc:
         raise JobError(str(exc)) from None
 
