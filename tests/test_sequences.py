@@ -110,3 +110,24 @@ def test_a_sequence_run_selects_on_its_frames_aggregated_values(tmp_path: Path, 
         _videos_with_metadata(tmp_path, values, "weather")
     info = _one_sequence(tmp_path, kind, strategy)
     assert [(s["video_name"], s["frame_indices"]) for s in info] == [("clips/b.mp4", [4, 5, 6, 7])]
+
+
+def test_proportion_samples_counts_every_frame_of_the_videos(tmp_path: Path) -> None:
+    """Lightly: ``proportion_samples`` of the frames in the dataset, rounded down to whole sequences. 22 frames
+    (a.mp4: 14, of which 2 are a tail; b.mp4: 8) x 0.37 = 8.14 -> 8 frames, 2 sequences of 4 (counting only
+    the 20 frames in sequences would give 7.4 -> 1 sequence)."""
+    pytest.importorskip("av", reason="PyAV (av) reads videos")
+    from test_embed import make_video
+
+    make_video(tmp_path / "in" / "a.mp4", 14)
+    make_video(tmp_path / "in" / "b.mp4", 8)
+    strategies = [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]
+    body = {
+        "worker_config": {"selected_sequence_length": 4},
+        "selection_config": {"proportion_samples": 0.37, "strategies": strategies},
+    }
+    r = local_run(tmp_path / "in", tmp_path / "out", config=body, input_size=32)
+    assert r.returncode == 0, r.stderr[-3000:]
+    info = json.loads((tmp_path / "out" / "data" / "sequence_information.json").read_text())
+    assert len(info) == 2
+    assert len((tmp_path / "out" / "filenames" / "selected_filenames.txt").read_text().split()) == 8

@@ -463,7 +463,7 @@ def _sample_sequences(job: Job, length: int) -> None:
             f"selected_sequence_length {length}: no video has {length} consecutive readable frames (sequence "
             "selection works on videos only); use a smaller length or set it to 1"
         )
-    n_frames = sum(length for _ in found)
+    n_frames = len(candidates) - images  # Lightly: proportion_samples of the frames in the dataset
     try:
         cfg, parts = sequence_inputs(sequence_selection(job.config.selection, length, n_frames), job.extra, found)
     except SequenceError as exc:
