@@ -4,8 +4,8 @@ Each video's frames are split into consecutive sequences of that length (frame 0
 sequence with a frame missing, corrupt or left out, and a video's incomplete tail, are not sequences).
 A sequence's embedding is the mean of its frames' embeddings (L2-normalised again when the run
 normalises), as Lightly documents. The selection runs on the sequences, with ``n_samples / L`` of them
-(``n_samples`` must be a multiple of L; ``proportion_samples`` of the frames is rounded down to a multiple
-of L), and selects all frames of each chosen sequence. ``data/sequence_information.json`` lists the
+(``n_samples`` must be a multiple of L; ``proportion_samples`` of all the input's video frames is rounded
+down to a multiple of L), and selects all frames of each chosen sequence. ``data/sequence_information.json`` lists the
 sequences chosen, in Lightly's shape: ``[{"video_name", "frame_names", "frame_timestamps_pts",
 "frame_timestamps_sec", "frame_indices"}]`` (seconds: pts x the video stream's time base).
 
