@@ -99,12 +99,16 @@ REFUSED: tuple[Refused, ...] = (
     ),
     Refused(
         "docker.pretagging",
-        "pretagging (an object detector run before the selection) is not implemented",
-        "leave it out; give your own detections as PREDICTIONS in .lightly/predictions/",
+        "pretagging needs a pretrained object detector, and none installs from a package with its weights "
+        "and runs beside the worker's torch (measured: ultralytics, yolov5, rfdetr and effdet download their "
+        "weights at run time and need torchvision; facenet-pytorch ships MTCNN weights but detects faces "
+        "only and needs torchvision too; see docs/worker.md)",
+        "leave it out; run your detector and give its detections as a prediction task in "
+        ".lightly/predictions/ (SCORES, PREDICTIONS, or EMBEDDINGS with its 'task' for object-level selection)",
     ),
     Refused(
         "docker.pretagging_upload",
-        "pretagging is not implemented",
+        "pretagging is not implemented (no pretrained detector installs with its weights; see docker.pretagging)",
         "leave it out",
     ),
     Refused(
