@@ -104,12 +104,12 @@ def _build(config: dict[str, Any], settings: BucketSettings) -> Bucket:
         kms = config.get("s3ServerSideEncryptionKMSKey")
         if kind == "S3":
             client = s3_client(config["s3Region"], config["s3AccessKeyId"], config["s3SecretAccessKey"], t)
-            return S3Bucket(location, client, kms)
+            return S3Bucket(location, client, kms, secret_key=config["s3SecretAccessKey"])
         if kind == "OBS":
             client = s3_client(
                 "us-east-1", config["obsAccessKeyId"], config["obsSecretAccessKey"], t, config["obsEndpoint"]
             )
-            return S3Bucket(location, client)
+            return S3Bucket(location, client, secret_key=config["obsSecretAccessKey"])
         role = AssumedRole(config["s3Region"], config["s3ARN"], config["s3ExternalId"], t)
         return _DelegatedBucket(location, role, config["s3Region"], t, kms)
     if kind == "GCS":
@@ -142,7 +142,7 @@ class _DelegatedBucket:
         with self._lock:
             if self._current is None or self._current[0] != keys:
                 client = s3_client(self._region, keys[0], keys[1], self._timeout_s, token=keys[2])
-                self._current = (keys, S3Bucket(self.location, client, self._kms))
+                self._current = (keys, S3Bucket(self.location, client, self._kms, secret_key=keys[1]))
             return self._current[1]
 
     def list_page(self, prefix: str, token: str | None, max_keys: int) -> Page:

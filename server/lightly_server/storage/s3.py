@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -25,6 +26,9 @@ from botocore.config import Config
 from .base import ObjectInfo, Page
 from .errors import StoreError, is_transient_status
 from .keys import Location
+from .sigv4 import PROBE_KEY, Presigner
+
+log = logging.getLogger(__name__)
 
 _SIGNED = {"GET": "get_object", "HEAD": "head_object", "PUT": "put_object"}
 # sessions load botocore's data files: one per thread-safe use is enough (clients are thread-safe)
@@ -79,10 +83,18 @@ def provider_errors(what: str = "") -> Iterator[None]:
 
 
 class S3Bucket:
-    def __init__(self, location: Location, client: Any, kms_key: str | None = None) -> None:
+    """One bucket through a boto3 client; ``secret_key`` (the client's) lets presigned URLs be computed by
+    ``sigv4.Presigner`` in the shape botocore gives them, about ten times faster than botocore."""
+
+    def __init__(
+        self, location: Location, client: Any, kms_key: str | None = None, *, secret_key: str | None = None
+    ) -> None:
         self.location = location
         self._client = client
         self._kms_key = kms_key
+        self._secret_key = secret_key
+        self._presigners: dict[str, Presigner | None] = {}
+        self._lock = threading.Lock()
 
     def list_page(self, prefix: str, token: str | None, max_keys: int) -> Page:
         args: dict[str, Any] = {"Bucket": self.location.bucket, "Prefix": prefix, "MaxKeys": max_keys}
@@ -127,11 +139,32 @@ class S3Bucket:
             self._client.delete_object(Bucket=self.location.bucket, Key=key)
 
     def sign(self, method: str, key: str, ttl_s: int) -> str:
+        presigner = self._presigner(method)
+        if presigner is not None:
+            return presigner.sign(key, ttl_s)
         with provider_errors():
             url: str = self._client.generate_presigned_url(
                 _SIGNED[method], Params={"Bucket": self.location.bucket, "Key": key}, ExpiresIn=ttl_s
             )
         return url
+
+    def _presigner(self, method: str) -> Presigner | None:
+        """The fast signer of ``method``, made once from a URL botocore signs; None: botocore signs each URL
+        (no secret key given, or a probe URL of another shape, said once in the log)."""
+        if self._secret_key is None:
+            return None
+        with self._lock:
+            if method not in self._presigners:
+                with provider_errors():
+                    probe = self._client.generate_presigned_url(
+                        _SIGNED[method], Params={"Bucket": self.location.bucket, "Key": PROBE_KEY}, ExpiresIn=60
+                    )
+                try:
+                    self._presigners[method] = Presigner(method, probe, self._secret_key)
+                except ValueError as exc:
+                    log.info("presigned %s URLs of bucket %s come from botocore: %s", method, self.location.bucket, exc)
+                    self._presigners[method] = None
+            return self._presigners[method]
 
 
 def _seconds(value: Any) -> float:
