@@ -72,7 +72,17 @@ COMBINATIONS: dict[str, dict[str, Any]] = {
     "everything": {
         "watch": {"allNamespaces": False, "namespaces": ["ml"]},
         "image": {"digest": "sha256:" + "a" * 64},
-        "server": {"enabled": True, "persistence": {"enabled": False}},
+        "server": {
+            "enabled": True,
+            "persistence": {"enabled": False},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "host": "lightly.example.com",
+                "annotations": {"cert-manager.io/cluster-issuer": "letsencrypt"},
+                "tls": [{"secretName": "lightly-example-tls", "hosts": ["lightly.example.com"]}],
+            },
+        },
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
         "grafanaDashboard": {"enabled": True, "namespace": "monitoring"},
@@ -629,6 +639,20 @@ def test_bundled_server_postgres_and_quickstart_secrets() -> None:
     op = one(docs, "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert op["containers"][0]["image"] == "ghcr.io/lightly-worker-fleet/operator@sha256:" + "a" * 64
     assert op["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+def test_the_server_ingress_routes_its_host_to_the_service_and_is_off_by_default() -> None:
+    assert not find(render("server"), "Ingress")
+    ingress = one(render("everything"), "Ingress", f"{FULLNAME}-server")
+    service = one(render("everything"), "Service", f"{FULLNAME}-server")
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"secretName": "lightly-example-tls", "hosts": ["lightly.example.com"]}]
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "lightly.example.com"
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+    assert rule["http"]["paths"][0] == {"path": "/", "pathType": "Prefix", "backend": {"service": backend}}
 
 
 def test_notes_explain_the_first_steps() -> None:
