@@ -235,6 +235,8 @@ def _config(key: str, value: Any) -> dict[str, Any]:
     selection: dict[str, Any] = {**BASE_SELECTION}
     if section == "lightly" and rest.startswith("model"):
         worker["enable_training"] = True  # lightly.model without training: refused (its own case below)
+    if key == "docker.training.task_name":
+        worker["enable_training"] = True  # training.task_name without training: refused (its own case below)
     if section == "selection" and rest.startswith("strategies."):
         entry = rest[len("strategies.") :]
         case = max((c for c in ENTRY_CASES if entry == c or entry.startswith(c + ".")), key=len)
@@ -278,6 +280,7 @@ def _cases() -> list[tuple[str, Any, bool]]:
             out.append((key, _value(key, field), _refused_as_set(key)))
     # the refusals that depend on the rest of the config, in the config that meets them
     out.append(("lightly.model.name", "without-training", True))
+    out.append(("docker.training.task_name", "crops-without-training", True))
     out.append(("selection.strategies.input.task", "on-random", True))
     out.append(("selection.strategies.input.dataset_id", "outside-similarity", True))
     out.append(("selection.strategies.input.categories", "outside-balance", True))
@@ -300,6 +303,9 @@ def test_each_field_set_through_the_unmodified_client_is_acted_on_or_refused_by_
         if value == "without-training":
             config = _config(key, "resnet-50")
             config["worker_config"] = None
+        elif value == "crops-without-training":
+            config = _config(key, "det")
+            config["worker_config"] = {"training": {"task_name": "det"}}
         elif value == "on-random":
             config = _config(key, None)
             config["selection_config"]["strategies"] = [

@@ -93,9 +93,13 @@ REFUSED: tuple[Refused, ...] = (
         "leave it out; download the crops with the run's artifacts",
     ),
     Refused(
-        "docker.training",
-        "training on object crops of a prediction task is not implemented",
-        "leave it out (enable_training trains on the whole images)",
+        "docker.training.task_name",
+        "the task's object crops are what docker.enable_training trains the embedding model on; without "
+        "training nothing would use them",
+        "set docker.enable_training=True, or leave training.task_name out",
+        when=lambda v, _p, c: bool(v) and _training_off(c),
+        values="without docker.enable_training",
+        context=True,
     ),
     Refused(
         "docker.pretagging",
@@ -223,6 +227,13 @@ ACTED_ON: tuple[ActedOn, ...] = (
         "docker.enable_training",
         "SimCLR training before embedding",
         "tests/test_parallel_runs.py::test_a_training_run_is_not_split_and_says_so",
+    ),
+    ActedOn(
+        "docker.training.task_name",
+        "with docker.enable_training: SimCLR trains on the padded crops of that prediction task's objects "
+        "(object-detection, keypoint-detection, instance-segmentation, or a TILING auto task) instead of the "
+        "whole images; empty: the whole images",
+        "tests/test_crop_training.py::test_a_run_scheduled_with_the_client_trains_on_the_crops_of_the_task",
     ),
     ActedOn(
         "docker.normalize_embeddings",

@@ -42,6 +42,7 @@ from .embed import (
 )
 from .job import Job, JobError, JobPaths, Reporter, produced
 from .object_selection import object_task_of, sample_objects
+from .object_training import task_objects, train_on_task_crops, training_task_of
 from .paths import PathOutsideRoot, inside
 from .report import THUMBNAILS_KEY, make_plots, make_thumbnails, write_lines
 from .selection import (
@@ -241,22 +242,29 @@ def wants_training(job: Job) -> bool:
 
 def train(job: Job) -> None:
     lightly_dump = job.lightly_dump
-    trainer = lightly_dump.get("trainer", {})
-    job.say(
-        f"self-supervised training (SimCLR) on {len(job.candidates)} images, "
-        f"{trainer.get('maxEpochs', 'default')} epochs",
+    epochs = lightly_dump.get("trainer", {}).get("maxEpochs", "default")
+    cfg = replace(
+        TrainConfig.from_lightly(lightly_dump),
+        torch_threads=run_threads(job.docker.num_threads if job.docker else None),
     )
+    checkpoint, init = job.out / "lightly_epoch_last.ckpt", job.model if isinstance(job.model, SimCLRBackbone) else None
+    if (task := training_task_of(job)) is not None:  # training.task_name: on the crops of the task's objects
+        objects = task_objects(job, task)
+        job.say(f"self-supervised training (SimCLR) on {len(objects)} crops of task {task}, {epochs} epochs")
+        job.model = train_on_task_crops(
+            job, task, objects, cfg, checkpoint, init, _progress(job.reporter, "trained"), log
+        )
+        return
+    job.say(f"self-supervised training (SimCLR) on {len(job.candidates)} images, {epochs} epochs")
     job.model = train_simclr(
         job.paths.input,
         job.candidates,
-        replace(
-            TrainConfig.from_lightly(lightly_dump),
-            torch_threads=run_threads(job.docker.num_threads if job.docker else None),
-        ),
+        cfg,
         device=job.device,
-        checkpoint_path=job.out / "lightly_epoch_last.ckpt",
-        init=job.model if isinstance(job.model, SimCLRBackbone) else None,
+        checkpoint_path=checkpoint,
+        init=init,
         progress=_progress(job.reporter, "trained"),
+        log=log,
     )
 
 
@@ -580,6 +588,8 @@ def lightly_files_needed(config: WorkerConfigV4) -> list[str]:
         wanted.append(f".lightly/embeddings/{docker.embeddings}")
     if docker and docker.checkpoint:
         wanted.append(f".lightly/checkpoints/{docker.checkpoint}")
+    if docker and docker.enable_training and docker.training and docker.training.task_name:
+        wanted.append(".lightly/predictions/")  # training on the crops of a prediction task
     for entry in config.selection.strategies if config.selection else []:
         if entry.input.type == "METADATA":
             wanted.append(".lightly/metadata/")

@@ -143,7 +143,10 @@ def _random_resized_crop(rng: np.random.Generator, w: int, h: int, min_scale: fl
 
 
 class TwoViewDataset(Dataset[torch.Tensor]):
-    """Item i = uint8 tensor 2 x 3 x S x S (two augmented views of sample i)."""
+    """Item i = uint8 tensor 2 x 3 x S x S (two augmented views of sample i). A sample that cannot be
+    loaded gives grey views (logged), unless its error is one of ``fatal`` (a subclass's own errors)."""
+
+    fatal: tuple[type[Exception], ...] = ()
 
     def __init__(self, refs: list[SampleRef], cfg: TrainConfig, source: InputSource | Path) -> None:
         self.refs = refs
@@ -155,6 +158,10 @@ class TwoViewDataset(Dataset[torch.Tensor]):
 
     def __len__(self) -> int:
         return len(self.refs)
+
+    def load_item(self, index: int) -> Image.Image:
+        """The image that item ``index``'s two views are cut from (a subclass may cut it differently)."""
+        return self._load(self.refs[index])
 
     def _load(self, ref: SampleRef) -> Image.Image:
         if isinstance(ref, FrameRef):
@@ -187,8 +194,10 @@ class TwoViewDataset(Dataset[torch.Tensor]):
         rng = np.random.default_rng([self.cfg.seed, self.epoch, index])
         s = self.cfg.input_size
         try:
-            im = self._load(self.refs[index])
+            im = self.load_item(index)
             views = np.stack([self._view(im, rng), self._view(im, rng)])
+        except self.fatal:
+            raise
         except Exception as exc:  # a bad file must not stop training: grey views (logged)
             LOG.warning("training: cannot load %s: %s", self.refs[index].name, exc)
             views = np.full((2, s, s, 3), 127, dtype=np.uint8)
@@ -293,18 +302,35 @@ def train_simclr(
     progress: Progress | None = None,
     log: logging.Logger = LOG,
 ) -> nn.Module:
-    """Train SimCLR on the samples; returns the embedding model (backbone -> num_ftrs), in eval mode.
+    """Train SimCLR on the samples (whole images and video frames); returns the embedding model (backbone
+    -> num_ftrs), in eval mode. See :func:`train_two_views`."""
+    _check_training(cfg, names)
+    source = as_source(input_root)
+    dataset = TwoViewDataset([resolve_sample(source, n) for n in names], cfg, source)
+    return train_two_views(dataset, cfg, device, checkpoint_path, init=init, progress=progress, log=log)
+
+
+def train_two_views(
+    dataset: TwoViewDataset,
+    cfg: TrainConfig,
+    device: str = "auto",
+    checkpoint_path: Path | None = None,
+    *,
+    init: SimCLRBackbone | None = None,
+    progress: Progress | None = None,
+    log: logging.Logger = LOG,
+    what: str = "samples",
+) -> nn.Module:
+    """Train SimCLR on the items of ``dataset`` (``what`` they are, for the log: samples, crops of a task);
+    returns the embedding model (backbone -> num_ftrs), in eval mode.
     SGD (momentum 0.9) with cosine annealing over max_epochs, NT-Xent at cfg.temperature. The checkpoint
     (``checkpoints.py``: Lightly's ``model.backbone.*`` layout) is written after every epoch when
     ``checkpoint_path`` is given (load_simclr_checkpoint reads it); ``init``, a loaded one, is trained on.
     """
-    _check_training(cfg, names)
+    _check_training(cfg, dataset.refs)
     dev = resolve_device(device)
     amp = autocast_dtype(dev, cfg.precision)
     torch.manual_seed(cfg.seed)
-    source = as_source(input_root)
-    refs = [resolve_sample(source, n) for n in names]
-    dataset = TwoViewDataset(refs, cfg, source)
     loader, batch = _two_view_loader(dataset, cfg, dev)
     backbone = init if init is not None else SimCLRBackbone(cfg.model_name, cfg.width, cfg.num_ftrs)
     model = SimCLRModel(backbone, cfg.out_dim).to(dev)
@@ -316,9 +342,9 @@ def train_simclr(
         torch.set_num_threads(cfg.torch_threads if cfg.torch_threads > 0 else cpu_count())
     total = len(loader) * cfg.max_epochs
     log.info(
-        "SimCLR: %s (width %s, %d-d), %d samples, %d epochs x %d steps, batch %d, input %d px, on %s "
+        "SimCLR: %s (width %s, %d-d), %d %s, %d epochs x %d steps, batch %d, input %d px, on %s "
         "(%d loader workers, %d threads)",
-        *(cfg.model_name, cfg.width, cfg.num_ftrs, len(refs), cfg.max_epochs, len(loader), batch),
+        *(cfg.model_name, cfg.width, cfg.num_ftrs, len(dataset), what, cfg.max_epochs, len(loader), batch),
         *(cfg.input_size, dev, loader.num_workers, torch.get_num_threads()),
     )
     step = 0
@@ -342,7 +368,7 @@ def train_simclr(
     return backbone.eval()
 
 
-def _check_training(cfg: TrainConfig, names: list[str]) -> None:
+def _check_training(cfg: TrainConfig, names: list[Any]) -> None:
     if cfg.model_name not in RESNETS:
         raise ValueError(f"unknown model {cfg.model_name!r}; supported: {', '.join(RESNETS)}")
     if len(names) < 2:
