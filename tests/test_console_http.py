@@ -225,6 +225,24 @@ def test_sign_out_drops_the_session(server, alice) -> None:
     c.close()
 
 
+def test_a_copy_of_a_signed_out_session_cookie_is_refused(server, alice) -> None:
+    """Sign-out is recorded by the server (the cookie's digest until it would expire): a copy of the cookie,
+    taken before, no longer opens the console; a session signed in afterwards with the same token does."""
+    c = signed_in(server, alice[0])
+    copied = c.http.cookies.get("lightly_console_session")
+    assert copied and c.get("/ui/runs").status_code == 200
+    thief = httpx.Client(base_url=server.url, timeout=30, follow_redirects=False, trust_env=False)
+    thief.cookies.set("lightly_console_session", copied, path="/ui")
+    assert thief.get("/ui/runs").status_code == 200  # the copy works while the session lasts
+    assert c.post_form("/ui/runs", "/ui/logout", {}).status_code == 303
+    r = thief.get("/ui/runs")
+    assert r.status_code == 303 and r.headers["location"].startswith("/ui/login")
+    again = signed_in(server, alice[0])
+    assert again.get("/ui/runs").status_code == 200
+    for client in (c, thief, again):
+        client.close()
+
+
 def test_cancel_a_waiting_scheduled_run(server, db_backend) -> None:
     token = db_backend.token()
     s = seed(server.url, token, ["a.png"], dataset="birds")

@@ -263,6 +263,18 @@ embeddings = Table(
     Index("ix_embeddings_dataset", "dataset_id", "created_at"),
 )
 
+# ---- web console sessions signed out before they expire (``console.session``): a copied session cookie
+# stops working at sign-out. Rows are the digest of the cookie, kept until the cookie would have expired.
+# Newer than schema version 3 and needs no migration: ``metadata.create_all`` adds it.
+
+console_signouts = Table(
+    "console_signouts",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),  # unix seconds
+    Index("ix_console_signouts_expires", "expires_at"),
+)
+
 settings = Table(
     "server_settings",
     metadata,

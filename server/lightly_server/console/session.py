@@ -5,6 +5,8 @@
   artifacts directory's key file), so every replica opens every other replica's cookies, nobody can read or
   forge one, and it expires after ``SESSION_TTL_S``. Each request opens it and checks the token exactly as the
   API does (``TokenCache``), so a revoked token stops working in the console within ``TOKEN_TTL_S`` too.
+  Signing out records the cookie's digest until it would expire (``store.signouts``): a copy of the cookie
+  is refused from then on, on every replica.
 * **CSRF**: a random ``CSRF_COOKIE`` per browser (SameSite=Strict, HttpOnly); every form carries the HMAC of
   it under a second derived key, and every POST must send that back. A forged cross-site POST has neither.
 """
@@ -55,6 +57,13 @@ class SessionKeys:
         except (InvalidToken, ValueError):
             return None
 
+    def expires_at(self, cookie: str) -> int | None:
+        """When a genuine session cookie expires (unix seconds); None for anything else."""
+        try:
+            return self._fernet.extract_timestamp(cookie.encode()) + SESSION_TTL_S
+        except (InvalidToken, ValueError):
+            return None
+
     def csrf_token(self, browser_secret: str) -> str:
         return hmac.new(self._csrf_key, browser_secret.encode(), hashlib.sha256).hexdigest()
 
@@ -62,6 +71,11 @@ class SessionKeys:
         if not browser_secret or not sent or not sent.isascii() or not browser_secret.isascii():
             return False
         return hmac.compare_digest(self.csrf_token(browser_secret), sent)
+
+
+def cookie_digest(cookie: str) -> str:
+    """What a sign-out records of a session cookie (``store.signouts``): its SHA-256, never the cookie."""
+    return hashlib.sha256(cookie.encode()).hexdigest()
 
 
 def new_browser_secret() -> str:

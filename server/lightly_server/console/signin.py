@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from .. import store
 from ..deps import ServerDep
+from ..runtime import Server
 from .routing import ConsoleRoute
-from .session import SESSION_COOKIE, SESSION_TTL_S, clear_cookie, set_cookie
+from .session import SESSION_COOKIE, SESSION_TTL_S, clear_cookie, cookie_digest, set_cookie
 from .web import PREFIX, Form, SignedIn, browser, keys, redirect, render
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -40,7 +44,17 @@ async def login(request: Request, server: ServerDep, fields: Form) -> Response:
 
 
 @router.post(f"{PREFIX}/logout")
-async def logout(request: Request, _fields: Form) -> Response:
+async def logout(request: Request, server: ServerDep, _fields: Form) -> Response:
+    """Sign out: the cookie is cleared in this browser and refused from now on wherever a copy of it is."""
+    cookie = request.cookies.get(SESSION_COOKIE)
+    expires_at = keys(request).expires_at(cookie) if cookie else None
+    if cookie and expires_at is not None:
+        await run_in_threadpool(_record_signout, server, cookie_digest(cookie), expires_at)
     response = redirect(f"{PREFIX}/login")
     clear_cookie(response, request, SESSION_COOKIE)
     return response
+
+
+def _record_signout(server: Server, digest: str, expires_at: int) -> None:
+    with server.db.write() as conn:
+        store.signouts.record_signout(conn, digest, expires_at, int(time.time()))

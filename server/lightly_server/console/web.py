@@ -14,8 +14,18 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
+from .. import store
 from ..deps import ServerDep
-from .session import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, SessionKeys, new_browser_secret, set_cookie
+from ..runtime import Server
+from .session import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    SESSION_COOKIE,
+    SessionKeys,
+    cookie_digest,
+    new_browser_secret,
+    set_cookie,
+)
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -60,8 +70,11 @@ class Viewer:
 
 async def viewer(request: Request, server: ServerDep) -> Viewer:
     """The user whose token the session cookie holds, checked exactly as the API checks a token."""
-    token = keys(request).open(request.cookies.get(SESSION_COOKIE))
-    if token is None:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    token = keys(request).open(cookie)
+    if token is None or cookie is None:
+        raise SignInNeeded()
+    if await run_in_threadpool(_signed_out, server, cookie):  # a copy of a cookie signed out since
         raise SignInNeeded()
     hit, user_id = server.tokens.cached(token)
     if not hit:
@@ -69,6 +82,11 @@ async def viewer(request: Request, server: ServerDep) -> Viewer:
     if user_id is None:  # revoked since the sign-in
         raise SignInNeeded()
     return Viewer(user_id, browser(request))
+
+
+def _signed_out(server: Server, cookie: str) -> bool:
+    with server.db.read() as conn:
+        return store.signouts.is_signed_out(conn, cookie_digest(cookie))
 
 
 SignedIn = Annotated[Viewer, Depends(viewer)]

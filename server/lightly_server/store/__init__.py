@@ -6,7 +6,7 @@ raise ``ApiError`` with a message that says what to fix. Rows are turned into wi
 (``from lightly_server import store``), never from its modules.
 """
 
-from . import browse
+from . import browse, signouts
 from .artifacts import confirm_artifact, create_artifact, find_artifact, get_artifact, is_confirmed, mark_uploaded
 from .common import MAX_PAGE, owned, page, page_of, paged, ping
 from .configs import create_config, get_config
@@ -201,6 +201,7 @@ __all__ = [
     "shard_files",
     "shard_result_size",
     "shard_summary",
+    "signouts",
     "sweep_shards",
     "tag_data",
     "tag_filenames",
