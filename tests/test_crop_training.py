@@ -125,6 +125,29 @@ def test_a_box_outside_its_image_fails_the_run_naming_file_and_prediction(tmp_pa
     )
 
 
+def test_a_tiling_auto_task_trains_on_its_tiles(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A TILING auto task of the selection as training.task_name: its tiles (2 x 2 per image, unpadded) are
+    the crops, with no prediction files and no LIGHTLY datasource; the run selects tiles with that model."""
+    scene(tmp_path / "input", tmp_path / "lightly")
+    config = WorkerConfigV4.model_validate(
+        {
+            **_config("tiles").model_dump(by_alias=True, exclude_none=True),
+            "selection": {
+                "nSamples": 2,
+                "strategies": [{"input": {"type": "EMBEDDINGS", "task": "tiles"}, "strategy": {"type": "DIVERSITY"}}],
+                "autoTasks": [{"type": "TILING", "name": "tiles", "numRows": 2, "numCols": 2}],
+            },
+        }
+    )
+    paths = JobPaths(tmp_path / "input", None, tmp_path / "out")
+    with caplog.at_level("INFO", logger="lightly_worker.run"):
+        result = run_job(config, paths, NullReporter(), JobOptions("cpu", "resnet-tiny", 16))
+    assert "12 crops of task 'tiles' (in 3 images), 1 epochs x 3 steps, batch 4" in caplog.text
+    assert (tmp_path / "out" / "lightly_epoch_last.ckpt").is_file()
+    crops = (result.output_dir / "filenames" / "selected_crop_filenames.txt").read_text().split()
+    assert len(crops) == 2 and all(c.endswith("_tile.png") for c in crops)
+
+
 def test_task_name_needs_enable_training_and_brings_the_predictions_into_a_bucket_mirror() -> None:
     (problem,) = config_problems(_config("det", training=False))
     assert problem.startswith("docker.training.task_name without docker.enable_training is not supported")

@@ -55,8 +55,9 @@ def load_crop(data: Path | bytes, bbox: Box, padding: float, min_side: int, wher
 
 class CropTwoViewDataset(TwoViewDataset):
     """Item i = two augmented views (uint8, 2 x 3 x S x S) of object i's padded crop. ``refs[i]`` is the
-    object's image, ``boxes[i]`` its box, ``names[i]`` what errors call it. A box outside its image
-    fails the training (:class:`.crops.CropError`); an unreadable image gives grey views (logged)."""
+    object's image, ``boxes[i]`` its box, ``indices[i]`` its index in the image's predictions (errors
+    name both). A box outside its image fails the training (:class:`.crops.CropError`); an unreadable
+    image gives grey views (logged)."""
 
     fatal = (CropError,)
 
@@ -64,20 +65,21 @@ class CropTwoViewDataset(TwoViewDataset):
         self,
         refs: list[ImageRef],
         boxes: list[Box],
-        names: list[str],
+        indices: list[int],
         cfg: TrainConfig,
         source: InputSource | Path,
         padding: float = CROP_PADDING,
     ) -> None:
         super().__init__(list(refs), cfg, source)
         self.boxes = boxes
-        self.names = names
+        self.indices = indices
         self.padding = padding
 
     def load_item(self, index: int) -> Image.Image:
         src, key = self.source, self.refs[index].key
         data = src.path(key) if isinstance(src, LocalSource) else src.read_bytes(key)
-        return load_crop(data, self.boxes[index], self.padding, self.source_size, self.names[index])
+        where = f"{self.refs[index].name}: prediction {self.indices[index]}"
+        return load_crop(data, self.boxes[index], self.padding, self.source_size, where)
 
 
 def crop_dataset(
@@ -103,8 +105,7 @@ def crop_dataset(
             raise CropError(f"{name}: prediction {obj.index} has no box to crop")
         refs.append(image_refs[obj.image])
         boxes.append(obj.prediction.bbox)
-    where = [f"{filenames[o.image]}: prediction {o.index}" for o in objects]
-    return CropTwoViewDataset(refs, boxes, where, cfg, src, padding)
+    return CropTwoViewDataset(refs, boxes, [o.index for o in objects], cfg, src, padding)
 
 
 def train_simclr_on_crops(
