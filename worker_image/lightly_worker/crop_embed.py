@@ -31,7 +31,7 @@ from .crops import CROP_PADDING, CropError, crop_box
 from .embed import EmbedConfig, FrameRef, resolve_sample
 from .embed._common import LOG, Progress, autocast_dtype, resolve_device, resolve_workers
 from .embed.decode import RESAMPLE
-from .embed.embedder import _prepare_model, _run_model, _worker_init, threads_for
+from .embed.embedder import loader_worker_init, prepare_model, run_model, threads_for
 from .selection import ObjectRef
 from .sources import InputSource, LocalSource, as_source
 
@@ -172,7 +172,7 @@ def embed_crops(
     source = as_source(input_root)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    net = _prepare_model(cfg, model, device)
+    net = prepare_model(cfg, model, device)
     groups = crop_groups(source, filenames, objects, cfg.batch_size)
     workers = min(resolve_workers(cfg.num_workers), len(groups))
     loader: DataLoader[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = DataLoader(
@@ -181,13 +181,13 @@ def embed_crops(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=loader_worker_init if workers > 0 else None,
     )
     old_threads = torch.get_num_threads()
     torch.set_num_threads(threads_for(cfg, device))
     t0 = time.perf_counter()
     try:
-        out, bad = _run_model(loader, net, device, autocast_dtype(device, cfg.precision), len(objects), progress)
+        out, bad = run_model(loader, net, device, autocast_dtype(device, cfg.precision), len(objects), progress)
     finally:
         torch.set_num_threads(old_threads)
     if bad.any():

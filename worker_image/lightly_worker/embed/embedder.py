@@ -48,7 +48,7 @@ def threads_for(cfg: EmbedConfig, device: torch.device) -> int:
     return cfg.torch_threads if cfg.torch_threads > 0 else max(1, cpu_count() - 1)
 
 
-def _worker_init(_: int) -> None:
+def loader_worker_init(_: int) -> None:
     torch.set_num_threads(1)
 
 
@@ -75,7 +75,7 @@ def embed_samples(
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     model_label = cfg.model if model is None else type(model).__name__
-    model = _prepare_model(cfg, model, device)
+    model = prepare_model(cfg, model, device)
     amp = autocast_dtype(device, cfg.precision)
     n = len(names)
     loader, workers = _loader(source, names, cfg, device, log)
@@ -95,7 +95,7 @@ def embed_samples(
     )
     t0 = time.perf_counter()
     try:
-        out, bad = _run_model(loader, model, device, amp, n, progress)
+        out, bad = run_model(loader, model, device, amp, n, progress)
     finally:
         torch.set_num_threads(old_threads)
     if out is None:  # no samples: run the model once on a dummy to learn D
@@ -111,7 +111,7 @@ def embed_samples(
     return out
 
 
-def _prepare_model(cfg: EmbedConfig, model: nn.Module | None, device: torch.device) -> nn.Module:
+def prepare_model(cfg: EmbedConfig, model: nn.Module | None, device: torch.device) -> nn.Module:
     """The model to run: ``model`` or cfg.model built offline, in eval mode on ``device``, channels_last."""
     if model is None:
         model = embedding_model_from_config(cfg.model, cfg.input_size)
@@ -147,12 +147,12 @@ def _loader(
         num_workers=workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=4 if workers > 0 else None,
-        worker_init_fn=_worker_init if workers > 0 else None,
+        worker_init_fn=loader_worker_init if workers > 0 else None,
     )
     return loader, workers
 
 
-def _run_model(
+def run_model(
     loader: DataLoader[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
     model: nn.Module,
     device: torch.device,
