@@ -171,3 +171,34 @@ def test_projection_keeps_every_selected_point_when_it_samples(monkeypatch: pyte
     assert doc["n"] == 100 and len(doc["names"]) == 10 and selected <= set(doc["names"])
     assert sum(doc["selected"]) == 3
     assert doc["ids"][doc["names"].index("n3")] == "id3" and doc["imageBase"] == "/x/"
+
+
+def test_a_csv_is_projected_in_two_passes_like_the_in_memory_pca(tmp_path) -> None:
+    """``project_csv`` (what the server runs: never all N x D numbers in memory) gives the in-memory PCA's
+    picture: the same points up to each axis's sign, when every row is in the fit; with fewer fit rows the
+    directions come from a sample and points on a plane still land on it."""
+    import numpy as np
+    from lightly_server.console.projection import ProjectionError, pca_2d, project_csv
+
+    rng = np.random.default_rng(3)
+    emb = (rng.normal(size=(300, 2)) * [5.0, 1.0]) @ rng.normal(size=(2, 6))  # a plane in 6-D
+    emb = emb.astype(np.float32)
+    path = tmp_path / "e.csv"
+    lines = ["filenames," + ",".join(f"embedding_{i}" for i in range(6)) + ",labels"]
+    lines += [f"s{i}.png," + ",".join(repr(float(v)) for v in row) + ",0" for i, row in enumerate(emb)]
+    path.write_text("\n".join(lines) + "\n")
+    names, xy = project_csv(path, fit_rows=1000)
+    want = pca_2d(emb)
+    assert names == [f"s{i}.png" for i in range(300)] and xy.shape == (300, 2)
+    for axis in (0, 1):
+        same, flipped = np.abs(xy[:, axis] - want[:, axis]).max(), np.abs(xy[:, axis] - (1 - want[:, axis])).max()
+        assert min(same, flipped) < 1e-4, axis
+    _, sampled = project_csv(path, fit_rows=20)  # directions from 20 rows: the plane is still the plane
+    assert sampled.min() >= 0 and sampled.max() <= 1 and np.ptp(sampled[:, 0]) == 1 and np.ptp(sampled[:, 1]) == 1
+    bad = tmp_path / "bad.csv"
+    bad.write_text("filenames,embedding_0\na.png,1\nb.png,inf\n")
+    with pytest.raises(ProjectionError, match="line 3"):
+        project_csv(bad)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("filenames,embedding_0\n")
+    assert project_csv(empty)[1].shape == (0, 2)

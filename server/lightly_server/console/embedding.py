@@ -23,7 +23,14 @@ from .. import store
 from ..deps import ServerDep
 from ..errors import ApiError
 from ..runtime import Server
-from .projection import EMBEDDINGS_ARTIFACT, ProjectionError, projection, read_embeddings, write_atomically
+from .projection import (
+    EMBEDDINGS_ARTIFACT,
+    ProjectionError,
+    kept_points,
+    project_csv,
+    projection_doc,
+    write_atomically,
+)
 from .routing import ConsoleRoute
 from .web import PREFIX, SignedIn, render
 
@@ -47,7 +54,7 @@ def error_path(server: Server, run_id: str) -> Path:
 def compute(server: Server, run_id: str, artifact_id: str) -> None:
     """Project the run's embeddings and keep the JSON (or why not, in ``<run id>.error``)."""
     try:
-        names, emb = read_embeddings(server.artifacts.path(artifact_id))
+        names, xy = project_csv(server.artifacts.path(artifact_id))
         with server.db.read() as conn:
             run = store.browse.run_row(conn, run_id)
             selected: set[str] = set()
@@ -55,7 +62,8 @@ def compute(server: Server, run_id: str, artifact_id: str) -> None:
                 selected.update(store.tag_filenames(conn, tag))
             samples = store.dataset_samples(conn, run.dataset_id) if run.dataset_id else []
         ids = {r.file_name: store.sample_id_of(r.idx) for r in samples}
-        doc = projection(names, emb, selected, ids, f"{PREFIX}/datasets/{run.dataset_id}/samples/")
+        keep = kept_points(names, selected)
+        doc = projection_doc(names, keep, xy[keep], selected, ids, f"{PREFIX}/datasets/{run.dataset_id}/samples/")
         write_atomically(cache_path(server, run_id), doc)
     except (ProjectionError, OSError) as exc:
         error_path(server, run_id).parent.mkdir(parents=True, exist_ok=True)
