@@ -254,3 +254,53 @@ def test_a_jpeg_is_decoded_downscaled_only_as_far_as_every_crop_keeps_the_input_
     full = cut_crops(tmp_path / "big.jpg", boxes, 64, 0.1, False)
     assert drafted.shape == full.shape == (2, 64, 64, 3)
     assert np.abs(drafted.astype(int) - full.astype(int)).mean() < 3.0  # the same region, barely different pixels
+
+
+def test_objects_in_video_frames_are_cropped_from_the_decoded_frames(tmp_path: Path) -> None:
+    """Predictions of video frames (one file per frame, named like the frame: ``clip-1-mp4.json``): the
+    crops come from the decoded frame at the video's own size, embedded from memory and written as files; a
+    TILING task tiles frames at the video's size."""
+    av = pytest.importorskip("av", reason="PyAV (av) decodes the video")
+    from lightly_protocol.models import AutoTaskTiling
+    from lightly_worker.embed import list_samples
+    from lightly_worker.sources import as_source
+    from lightly_worker.tiling import image_sizes, tile_boxes
+
+    positions = [(8, 8), (40, 24), (24, 40)]  # a red 16 x 16 square per frame, on grey, in a 96 x 64 video
+    with av.open(str(tmp_path / "clip.mp4"), "w") as out:
+        stream = out.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+        stream.bit_rate = 4_000_000
+        for x, y in positions:
+            arr = np.full((64, 96, 3), 128, np.uint8)
+            arr[y : y + 16, x : x + 16] = COLOURS["car"]
+            for packet in stream.encode(av.VideoFrame.from_ndarray(arr, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    files = list_samples(tmp_path)
+    assert files == ["clip-0-mp4.png", "clip-1-mp4.png", "clip-2-mp4.png"]  # Lightly's frame names
+    pr = tmp_path / ".lightly" / "predictions"
+    (pr / "det").mkdir(parents=True)
+    (pr / "tasks.json").write_text(json.dumps(["det"]))
+    cats = [{"id": i, "name": c} for i, c in enumerate(COLOURS)]
+    (pr / "det" / "schema.json").write_text(json.dumps({"task_type": "object-detection", "categories": cats}))
+    for name, (x, y) in zip(files, positions, strict=True):
+        body = {"file_name": name, "predictions": [{"category_id": 0, "bbox": [x, y, 16, 16], "score": 0.8}]}
+        (pr / "det" / name.replace(".png", ".json")).write_text(json.dumps(body))
+    conf = cfg(({"type": "EMBEDDINGS", "task": "det"}, {"type": "DIVERSITY"}))
+    inputs = SelectionInputs(files, **load_lightly_inputs(tmp_path, files, conf))
+    objects = list_objects(files, "det", inputs.predictions["det"], "png")
+    assert [o.name for o in objects] == ["clip-0-mp4/0_car.png", "clip-1-mp4/0_car.png", "clip-2-mp4/0_car.png"]
+    ecfg = EmbedConfig(model="resnet-18", input_size=32, batch_size=2, num_workers=0, device="cpu", draft=False)
+    model = embedding_model_from_config("resnet-18", 32)
+    emb = embed_crops(tmp_path, files, objects, ecfg, model)
+    assert emb.shape[0] == 3 and np.isfinite(emb).all()
+    write_crops(tmp_path, files, objects, tmp_path / "crops", "png", padding=0.0)
+    for obj in objects:
+        with Image.open(tmp_path / "crops" / obj.name) as im:
+            assert im.size == (16, 16)  # the box, at the video's own resolution
+            r, g, b = np.asarray(im.convert("RGB"), dtype=float)[4:12, 4:12].mean(axis=(0, 1))
+            assert r > 180 and g < 80 and b < 80, (obj.name, r, g, b)  # the red square of that frame
+    assert image_sizes(as_source(tmp_path), files) == [(96, 64)] * 3
+    assert len(tile_boxes(96, 64, AutoTaskTiling(name="tiles", type="TILING", num_rows=2, num_cols=3))) == 6

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from .crops import CROP_PADDING, CropError, crop_box
 from .embed import EmbedConfig, FrameRef, resolve_sample
 from .embed._common import LOG, Progress, autocast_dtype, resolve_device, resolve_workers
-from .embed.decode import RESAMPLE
+from .embed.decode import RESAMPLE, load_video_frames
 from .embed.embedder import loader_worker_init, prepare_model, run_model, threads_for
 from .selection import ObjectRef
 from .sources import InputSource, LocalSource, as_source
@@ -42,10 +42,15 @@ Box = tuple[float, float, float, float]
 
 @dataclass(frozen=True)
 class CropGroup:
-    """One DataLoader item: images (source keys) and per image its objects' output rows and boxes."""
+    """One DataLoader item: images (source keys; a video frame: its video's key and the frame index) and per
+    image its objects' output rows and boxes."""
 
     keys: tuple[str, ...]
     objects: tuple[tuple[tuple[int, Box], ...], ...]
+    frames: tuple[int | None, ...] = ()  # per key: the frame of a video, None for an image; () all images
+
+    def frame(self, i: int) -> int | None:
+        return self.frames[i] if self.frames else None
 
 
 def crop_groups(source: InputSource, filenames: list[str], objects: list[ObjectRef], per_item: int) -> list[CropGroup]:
@@ -57,21 +62,29 @@ def crop_groups(source: InputSource, filenames: list[str], objects: list[ObjectR
         by_image.setdefault(obj.image, []).append((row, obj.prediction.bbox))
     groups: list[CropGroup] = []
     keys: list[str] = []
+    frames: list[int | None] = []
     objs: list[tuple[tuple[int, Box], ...]] = []
     count = 0
     for image, items in by_image.items():
         ref = resolve_sample(source, filenames[image])
-        if isinstance(ref, FrameRef):
-            raise CropError(f"{filenames[image]}: object-level selection crops images; video frames are not supported")
         keys.append(ref.key)
+        frames.append(ref.frame if isinstance(ref, FrameRef) else None)
         objs.append(tuple(items))
         count += len(items)
         if count >= per_item:
-            groups.append(CropGroup(tuple(keys), tuple(objs)))
-            keys, objs, count = [], [], 0
+            groups.append(CropGroup(tuple(keys), tuple(objs), tuple(frames)))
+            keys, frames, objs, count = [], [], [], 0
     if keys:
-        groups.append(CropGroup(tuple(keys), tuple(objs)))
+        groups.append(CropGroup(tuple(keys), tuple(objs), tuple(frames)))
     return groups
+
+
+def frame_pixels(source: InputSource, key: str, frame: int) -> np.ndarray:
+    """H x W x 3 uint8: one video frame at the video's own resolution (OSError when it cannot be decoded)."""
+    decoded = load_video_frames(source, key, [frame], None)
+    if frame not in decoded:
+        raise OSError(f"frame {frame} of {key} could not be decoded")
+    return decoded[frame]
 
 
 def _draft_size(size: tuple[int, int], boxes: list[tuple[int, int, int, int]], input_size: int) -> tuple[int, int]:
@@ -83,11 +96,19 @@ def _draft_size(size: tuple[int, int], boxes: list[tuple[int, int, int, int]], i
     return math.ceil(size[0] * scale), math.ceil(size[1] * scale)
 
 
-def cut_crops(data: bytes | Path, boxes: list[Box], input_size: int, padding: float, draft: bool) -> np.ndarray:
-    """n x S x S x 3 uint8: the padded crops of one image, each resized to S x S (bilinear, like the
-    image embedding). Raises CropError when a box lies outside the image."""
+def _open(data: bytes | Path | np.ndarray) -> Image.Image:
+    if isinstance(data, np.ndarray):  # a decoded video frame
+        return Image.fromarray(data)
+    return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+
+
+def cut_crops(
+    data: bytes | Path | np.ndarray, boxes: list[Box], input_size: int, padding: float, draft: bool
+) -> np.ndarray:
+    """n x S x S x 3 uint8: the padded crops of one image (its file, or a decoded video frame), each resized to
+    S x S (bilinear, like the image embedding). Raises CropError when a box lies outside the image."""
     out = np.zeros((len(boxes), input_size, input_size, 3), dtype=np.uint8)
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+    with _open(data) as im:
         full = im.size
         pixels = []
         for bbox in boxes:
@@ -121,12 +142,18 @@ class CropDataset(Dataset[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]):
         batch = np.zeros((len(rows), self.size, self.size, 3), dtype=np.uint8)
         ok = np.ones(len(rows), dtype=bool)
         local = self.source if isinstance(self.source, LocalSource) else None
-        reads = iter([]) if local is not None else self.source.read_many(list(group.keys))
+        image_keys = [k for i, k in enumerate(group.keys) if group.frame(i) is None]
+        reads = iter([]) if local is not None else self.source.read_many(image_keys)
         at = 0
-        for key, objs in zip(group.keys, group.objects, strict=True):
+        for i, (key, objs) in enumerate(zip(group.keys, group.objects, strict=True)):
             n = len(objs)
+            frame = group.frame(i)
             try:
-                data = local.path(key) if local is not None else next(reads)
+                data: bytes | Path | np.ndarray | OSError
+                if frame is not None:
+                    data = frame_pixels(self.source, key, frame)
+                else:
+                    data = local.path(key) if local is not None else next(reads)
                 if isinstance(data, OSError):
                     raise data
                 batch[at : at + n] = cut_crops(data, [b for _, b in objs], self.size, self.padding, self.draft)
@@ -143,7 +170,8 @@ def explain_failure(source: InputSource, filenames: list[str], objects: list[Obj
     prediction that cannot be cropped (found again in this process; only called for one failed image)."""
     name = filenames[objects[0].image]
     try:
-        data = source.read_bytes(resolve_sample(source, name).key)
+        ref = resolve_sample(source, name)
+        data = frame_pixels(source, ref.key, ref.frame) if isinstance(ref, FrameRef) else source.read_bytes(ref.key)
     except Exception as exc:
         return CropError(f"{name}: cannot read the image: {exc}")
     for obj in objects:

@@ -19,6 +19,7 @@ from pathlib import Path
 from PIL import Image
 
 from .embed import FrameRef, resolve_sample
+from .embed.decode import load_video_frames
 from .selection import ObjectRef
 from .sources import InputSource, as_source
 
@@ -77,10 +78,14 @@ def write_crops(
     for image, objs in by_image.items():
         name = filenames[image]
         ref = resolve_sample(source, name)
-        if isinstance(ref, FrameRef):
-            raise CropError(f"{name}: object-level selection crops images; video frames are not supported yet")
-        with Image.open(io.BytesIO(source.read_bytes(ref.key))) as im:
-            rgb = im.convert("RGB")
+        if isinstance(ref, FrameRef):  # a video frame, decoded at the video's own resolution
+            frames = load_video_frames(source, ref.key, [ref.frame], None)
+            if ref.frame not in frames:
+                raise CropError(f"{name}: frame {ref.frame} of {ref.key} could not be decoded")
+            rgb = Image.fromarray(frames[ref.frame])
+        else:
+            with Image.open(io.BytesIO(source.read_bytes(ref.key))) as im:
+                rgb = im.convert("RGB")
         for obj in objs:
             assert obj.prediction.bbox is not None
             box = crop_box(obj.prediction.bbox, rgb.size, padding)

@@ -21,6 +21,7 @@ from lightly_protocol.models import AutoTaskTiling, SelectionConfigV4
 from PIL import Image
 
 from .embed import FrameRef, resolve_sample
+from .embed.decode import video_size
 from .selection import PredictionTask
 from .selection.scores import ObjectPrediction
 from .sources import InputSource, LocalSource
@@ -68,12 +69,17 @@ def tile_boxes(width: int, height: int, task: AutoTaskTiling) -> list[tuple[floa
 
 
 def image_sizes(source: InputSource, filenames: list[str]) -> list[tuple[int, int]]:
-    """(width, height) of each image, from its header (a local file is not decoded; a remote one is read)."""
+    """(width, height) of each image, from its header (a local file is not decoded; a remote one is read); a
+    video frame has its video's size."""
     out = []
+    videos: dict[str, tuple[int, int]] = {}  # a video's frames share its size: its header is read once
     for name in filenames:
         ref = resolve_sample(source, name)
         if isinstance(ref, FrameRef):
-            raise ValueError(f"{name}: TILING auto tasks tile images; video frames are not supported")
+            if ref.key not in videos:
+                videos[ref.key] = video_size(source, ref.key)
+            out.append(videos[ref.key])
+            continue
         data = source.path(ref.key) if isinstance(source, LocalSource) else io.BytesIO(source.read_bytes(ref.key))
         with Image.open(data) as im:
             out.append(im.size)

@@ -35,6 +35,13 @@ def av_open(video: str | IO[bytes]) -> Iterator[Any]:
         yield container
 
 
+def video_size(source: InputSource, key: str) -> tuple[int, int]:
+    """(width, height) of a video's frames as ``load_video_frames(..., None)`` decodes them (its header only)."""
+    with source.open_seekable(key) as video, av_open(video) as container:
+        ctx = container.streams.video[0].codec_context
+        return int(ctx.width), int(ctx.height)
+
+
 def open_rgb(path: Path | bytes, min_size: int, *, draft: bool = True) -> Image.Image:
     """Open an image (a file, or its bytes) as RGB, letting libjpeg-turbo downscale in the DCT domain to
     >= min_size per side."""
@@ -57,10 +64,11 @@ def load_image(path: Path | bytes, size: int, *, draft: bool = True) -> np.ndarr
 
 
 def load_video_frames(
-    source: InputSource | Path, key: str | None, frames: Sequence[int], size: int
+    source: InputSource | Path, key: str | None, frames: Sequence[int], size: int | None
 ) -> dict[int, np.ndarray]:
     """Decode the requested frame indices (presentation order) of one video (``key`` of ``source``; or a
-    local file: ``load_video_frames(path, None, ...)``), scaled by swscale to size x size.
+    local file: ``load_video_frames(path, None, ...)``), scaled by swscale to size x size (``size`` None: at
+    the video's own resolution, e.g. for crops).
 
     Seeks to the keyframe before the first wanted frame, then decodes forward (a remote video is read by
     ranges). Frames that could not be decoded are missing from the result.
@@ -89,7 +97,11 @@ def load_video_frames(
                     continue
                 f = wanted.get(frame.pts)
                 if f is not None and f not in out:
-                    out[f] = frame.to_ndarray(width=size, height=size, format="rgb24")
+                    out[f] = (
+                        frame.to_ndarray(format="rgb24")
+                        if size is None
+                        else frame.to_ndarray(width=size, height=size, format="rgb24")
+                    )
                 if frame.pts >= last or len(out) == len(wanted):
                     break
         except av.error.FFmpegError as exc:
