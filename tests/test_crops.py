@@ -258,8 +258,8 @@ def test_a_jpeg_is_decoded_downscaled_only_as_far_as_every_crop_keeps_the_input_
 
 def test_objects_in_video_frames_are_cropped_from_the_decoded_frames(tmp_path: Path) -> None:
     """Predictions of video frames (one file per frame, named like the frame: ``clip-1-mp4.json``): the
-    crops come from the decoded frame at the video's own size, embedded from memory and written as files; a
-    TILING task tiles frames at the video's size."""
+    crops come from the decoded frame at the video's own size, embedded from memory, written as files and
+    trained on (training.task_name); a TILING task tiles frames at the video's size."""
     av = pytest.importorskip("av", reason="PyAV (av) decodes the video")
     from lightly_protocol.models import AutoTaskTiling
     from lightly_worker.embed import list_samples
@@ -303,4 +303,14 @@ def test_objects_in_video_frames_are_cropped_from_the_decoded_frames(tmp_path: P
             r, g, b = np.asarray(im.convert("RGB"), dtype=float)[4:12, 4:12].mean(axis=(0, 1))
             assert r > 180 and g < 80 and b < 80, (obj.name, r, g, b)  # the red square of that frame
     assert image_sizes(as_source(tmp_path), files) == [(96, 64)] * 3
+    # training on crops (training.task_name) cuts the same crops from the frames
+    from lightly_worker.crop_training import crop_dataset
+    from lightly_worker.embed import TrainConfig
+
+    train = crop_dataset(tmp_path, files, objects, TrainConfig(input_size=16, min_scale=1.0, seed=3), padding=0.0)
+    for i in range(3):
+        crop = train.load_item(i)
+        assert crop.size == (16, 16)
+        r, g, b = np.asarray(crop, dtype=float)[4:12, 4:12].mean(axis=(0, 1))
+        assert r > 180 and g < 80 and b < 80, (i, r, g, b)
     assert len(tile_boxes(96, 64, AutoTaskTiling(name="tiles", type="TILING", num_rows=2, num_cols=3))) == 6

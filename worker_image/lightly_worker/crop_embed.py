@@ -27,10 +27,10 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .crops import CROP_PADDING, CropError, crop_box
+from .crops import CROP_PADDING, CropError, crop_box, frame_pixels
 from .embed import EmbedConfig, FrameRef, resolve_sample
 from .embed._common import LOG, Progress, autocast_dtype, resolve_device, resolve_workers
-from .embed.decode import RESAMPLE, load_video_frames
+from .embed.decode import RESAMPLE
 from .embed.embedder import loader_worker_init, prepare_model, run_model, threads_for
 from .selection import ObjectRef
 from .sources import InputSource, LocalSource, as_source
@@ -77,14 +77,6 @@ def crop_groups(source: InputSource, filenames: list[str], objects: list[ObjectR
     if keys:
         groups.append(CropGroup(tuple(keys), tuple(objs), tuple(frames)))
     return groups
-
-
-def frame_pixels(source: InputSource, key: str, frame: int) -> np.ndarray:
-    """H x W x 3 uint8: one video frame at the video's own resolution (OSError when it cannot be decoded)."""
-    decoded = load_video_frames(source, key, [frame], None)
-    if frame not in decoded:
-        raise OSError(f"frame {frame} of {key} could not be decoded")
-    return decoded[frame]
 
 
 def _draft_size(size: tuple[int, int], boxes: list[tuple[int, int, int, int]], input_size: int) -> tuple[int, int]:

@@ -16,13 +16,14 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from torch import nn
 
-from .crops import CROP_PADDING, CropError, crop_box
+from .crops import CROP_PADDING, CropError, crop_box, frame_pixels
 from .embed import FrameRef, SimCLRBackbone, TrainConfig, resolve_sample
 from .embed._common import LOG, Progress
-from .embed.files import ImageRef
+from .embed.files import SampleRef
 from .embed.simclr import TwoViewDataset, train_two_views
 from .selection import ObjectRef
 from .sources import InputSource, LocalSource, as_source
@@ -32,10 +33,17 @@ __all__ = ["CropTwoViewDataset", "load_crop", "train_simclr_on_crops"]
 Box = tuple[float, float, float, float]
 
 
-def load_crop(data: Path | bytes, bbox: Box, padding: float, min_side: int, where: str) -> Image.Image:
-    """The padded crop of ``bbox`` (``[x, y, w, h]`` in the image's pixels) as RGB. A JPEG is decoded at
-    the smallest DCT scale that keeps the crop's shorter side >= ``min_side`` (or at full size)."""
-    with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as im:
+def _open(data: Path | bytes | np.ndarray) -> Image.Image:
+    if isinstance(data, np.ndarray):  # a decoded video frame
+        return Image.fromarray(data)
+    return Image.open(io.BytesIO(data) if isinstance(data, bytes) else data)
+
+
+def load_crop(data: Path | bytes | np.ndarray, bbox: Box, padding: float, min_side: int, where: str) -> Image.Image:
+    """The padded crop of ``bbox`` (``[x, y, w, h]`` in the image's pixels) as RGB, of an image file or a
+    decoded video frame. A JPEG is decoded at the smallest DCT scale that keeps the crop's shorter side >=
+    ``min_side`` (or at full size)."""
+    with _open(data) as im:
         size = im.size
         box = crop_box(bbox, size, padding)
         if box is None:
@@ -63,7 +71,7 @@ class CropTwoViewDataset(TwoViewDataset):
 
     def __init__(
         self,
-        refs: list[ImageRef],
+        refs: list[SampleRef],
         boxes: list[Box],
         indices: list[int],
         cfg: TrainConfig,
@@ -76,8 +84,12 @@ class CropTwoViewDataset(TwoViewDataset):
         self.padding = padding
 
     def load_item(self, index: int) -> Image.Image:
-        src, key = self.source, self.refs[index].key
-        data = src.path(key) if isinstance(src, LocalSource) else src.read_bytes(key)
+        src, ref = self.source, self.refs[index]
+        data: Path | bytes | np.ndarray
+        if isinstance(ref, FrameRef):  # a video frame, decoded at the video's own resolution
+            data = frame_pixels(src, ref.key, ref.frame)
+        else:
+            data = src.path(ref.key) if isinstance(src, LocalSource) else src.read_bytes(ref.key)
         where = f"{self.refs[index].name}: prediction {self.indices[index]}"
         return load_crop(data, self.boxes[index], self.padding, self.source_size, where)
 
@@ -91,16 +103,13 @@ def crop_dataset(
 ) -> CropTwoViewDataset:
     """The training items of ``objects`` (``filenames``: the images their ``image`` indices point to)."""
     src = as_source(source)
-    image_refs: dict[int, ImageRef] = {}
-    refs: list[ImageRef] = []
+    image_refs: dict[int, SampleRef] = {}
+    refs: list[SampleRef] = []
     boxes: list[Box] = []
     for obj in objects:
         name = filenames[obj.image]
         if obj.image not in image_refs:
-            ref = resolve_sample(src, name)
-            if isinstance(ref, FrameRef):
-                raise CropError(f"{name}: training on crops reads images; video frames are not supported")
-            image_refs[obj.image] = ref
+            image_refs[obj.image] = resolve_sample(src, name)
         if obj.prediction.bbox is None:
             raise CropError(f"{name}: prediction {obj.index} has no box to crop")
         refs.append(image_refs[obj.image])

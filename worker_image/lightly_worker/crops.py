@@ -16,6 +16,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from .embed import FrameRef, resolve_sample
@@ -58,6 +59,14 @@ def crop_box(
     return left, top, max(right, left + 1), max(bottom, top + 1)
 
 
+def frame_pixels(source: InputSource, key: str, frame: int) -> np.ndarray:
+    """H x W x 3 uint8: one video frame at the video's own resolution (OSError when it cannot be decoded)."""
+    decoded = load_video_frames(source, key, [frame], None)
+    if frame not in decoded:
+        raise OSError(f"frame {frame} of {key} could not be decoded")
+    return decoded[frame]
+
+
 def write_crops(
     input_root: Path | InputSource,
     filenames: list[str],
@@ -79,10 +88,10 @@ def write_crops(
         name = filenames[image]
         ref = resolve_sample(source, name)
         if isinstance(ref, FrameRef):  # a video frame, decoded at the video's own resolution
-            frames = load_video_frames(source, ref.key, [ref.frame], None)
-            if ref.frame not in frames:
-                raise CropError(f"{name}: frame {ref.frame} of {ref.key} could not be decoded")
-            rgb = Image.fromarray(frames[ref.frame])
+            try:
+                rgb = Image.fromarray(frame_pixels(source, ref.key, ref.frame))
+            except OSError as exc:
+                raise CropError(f"{name}: {exc}") from None
         else:
             with Image.open(io.BytesIO(source.read_bytes(ref.key))) as im:
                 rgb = im.convert("RGB")
