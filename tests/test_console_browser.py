@@ -114,6 +114,18 @@ def screenshot_on_failure(tab: Tab, name: str) -> Iterator[None]:
         raise
 
 
+@contextlib.contextmanager
+def signed_in_tab(browser, base: str, token: str, tmp: Path, name: str) -> Iterator[Tab]:  # type: ignore[no-untyped-def]
+    """A tab signed in with ``token``, a screenshot ``name``.png when the block fails, closed after."""
+    tab = Tab(browser, base, tmp)
+    try:
+        tab.sign_in(token)
+        with screenshot_on_failure(tab, name):
+            yield tab
+    finally:
+        tab.close()
+
+
 def serious_axe_violations(browser, base: str, token: str, path: str, tmp: Path) -> list[str]:  # type: ignore[no-untyped-def]
     """axe-core's serious and critical violations on ``path`` (its own context: axe is injected, so the
     page's Content-Security-Policy is bypassed there only)."""
@@ -175,125 +187,101 @@ def test_every_page_shows_its_content_without_console_errors_or_serious_axe_viol
 
 def test_gallery_thumbnails_load_lazily_and_file_names_are_text(chromium, site, tmp_path) -> None:
     _b, base, token, s = site
-    tab = Tab(chromium, base, tmp_path)
-    try:
-        tab.sign_in(token)
-        with screenshot_on_failure(tab, "gallery"):
-            tab.page.goto(f"/ui/datasets/{s.dataset_id}/tags/{s.tag_id}")
-            items = tab.page.locator("#gallery li.thumb")
-            assert items.count() == 48  # one page
-            first = tab.page.locator("#gallery img").first
-            first.scroll_into_view_if_needed()
-            tab.page.wait_for_function("() => document.querySelector('#gallery img').naturalWidth === 32")
-            tab.page.locator("#gallery li.more").scroll_into_view_if_needed()
-            tab.page.wait_for_function("() => document.querySelectorAll('#gallery li.thumb').length === 61")
-            captions = tab.page.locator("figcaption").all_inner_texts()
-            assert SCRIPT_FILE in captions
-            assert tab.dialogs == [] and tab.errors == []
-    finally:
-        tab.close()
+    with signed_in_tab(chromium, base, token, tmp_path, "gallery") as tab:
+        tab.page.goto(f"/ui/datasets/{s.dataset_id}/tags/{s.tag_id}")
+        items = tab.page.locator("#gallery li.thumb")
+        assert items.count() == 48  # one page
+        first = tab.page.locator("#gallery img").first
+        first.scroll_into_view_if_needed()
+        tab.page.wait_for_function("() => document.querySelector('#gallery img').naturalWidth === 32")
+        tab.page.locator("#gallery li.more").scroll_into_view_if_needed()
+        tab.page.wait_for_function("() => document.querySelectorAll('#gallery li.thumb').length === 61")
+        captions = tab.page.locator("figcaption").all_inner_texts()
+        assert SCRIPT_FILE in captions
+        assert tab.dialogs == [] and tab.errors == []
 
 
 def test_run_page_follows_the_run_live(chromium, site, tmp_path) -> None:
     _b, base, token, s = site
     api = httpx.Client(base_url=base, params={"token": token}, trust_env=False, timeout=30)
     rid = api.post("/v1/docker/runs", json={"dockerVersion": "1.0.0", "datasetId": s.dataset_id}).json()["id"]
-    tab = Tab(chromium, base, tmp_path)
-    try:
-        tab.sign_in(token)
-        with screenshot_on_failure(tab, "live"):
-            tab.page.goto(f"/ui/runs/{rid}")
-            assert tab.page.inner_text("#run-state") == "STARTED"
-            now = int(time.time() * 1000)
-            entry = {"ts": now, "level": "INFO", "group": "run", "msg": "embedding now", "state": "EMBEDDING"}
-            assert api.put(f"/v1/docker/runs/{rid}/logs", json=[entry]).status_code == 204
-            assert api.put(f"/v1/docker/runs/{rid}", json={"state": "EMBEDDING"}).status_code == 204
-            tab.page.wait_for_function(
-                "() => document.querySelector('#run-state').innerText === 'EMBEDDING'", timeout=15_000
-            )
-            assert "embedding now" in tab.page.inner_text(".log")
-            assert api.put(f"/v1/docker/runs/{rid}", json={"state": "FAILED", "message": "boom"}).status_code == 204
-            tab.page.wait_for_function(
-                "() => document.querySelector('#run-state').innerText === 'FAILED'", timeout=15_000
-            )
-            assert tab.page.locator("#live[hx-trigger]").count() == 0  # an ended run is no longer polled
-            assert tab.errors == []
-    finally:
-        tab.close()
+    with signed_in_tab(chromium, base, token, tmp_path, "live") as tab:
+        tab.page.goto(f"/ui/runs/{rid}")
+        assert tab.page.inner_text("#run-state") == "STARTED"
+        now = int(time.time() * 1000)
+        entry = {"ts": now, "level": "INFO", "group": "run", "msg": "embedding now", "state": "EMBEDDING"}
+        assert api.put(f"/v1/docker/runs/{rid}/logs", json=[entry]).status_code == 204
+        assert api.put(f"/v1/docker/runs/{rid}", json={"state": "EMBEDDING"}).status_code == 204
+        tab.page.wait_for_function(
+            "() => document.querySelector('#run-state').innerText === 'EMBEDDING'", timeout=15_000
+        )
+        assert "embedding now" in tab.page.inner_text(".log")
+        assert api.put(f"/v1/docker/runs/{rid}", json={"state": "FAILED", "message": "boom"}).status_code == 204
+        tab.page.wait_for_function("() => document.querySelector('#run-state').innerText === 'FAILED'", timeout=15_000)
+        assert tab.page.locator("#live[hx-trigger]").count() == 0  # an ended run is no longer polled
+        assert tab.errors == []
         api.close()
 
 
 def test_keyboard_walks_from_the_runs_list_to_a_run_and_schedules_one(chromium, site, tmp_path) -> None:
     _b, base, token, s = site
-    tab = Tab(chromium, base, tmp_path)
-    try:
-        tab.sign_in(token)
-        with screenshot_on_failure(tab, "keyboard"):
-            assert tab_to(tab.page, lambda el: el["text"] == "Skip to content")
-            assert tab_to(tab.page, lambda el: el["href"] == f"/ui/runs/{s.run_id}")
-            tab.page.keyboard.press("Enter")
-            tab.page.wait_for_url(f"**/ui/runs/{s.run_id}")
-            assert tab_to(tab.page, lambda el: el["href"] == f"/ui/datasets/{s.dataset_id}")
-            tab.page.keyboard.press("Enter")
-            tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}")
-            assert tab_to(tab.page, lambda el: el["text"] == "Schedule a run")
-            tab.page.keyboard.press("Enter")
-            tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}/schedule")
-            assert tab_to(tab.page, lambda el: el["id"] == "selection")
-            tab.page.keyboard.press("Control+A")
-            tab.page.keyboard.type(
-                '{"strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}'
-            )
-            assert tab_to(tab.page, lambda el: el["text"] == "Schedule")
-            tab.page.keyboard.press("Enter")
-            tab.page.wait_for_selector("#selection-error")
-            assert "n_samples" in tab.page.inner_text("#selection-error")  # beside the field it names
-            # the refused form answers 400, which chromium reports on its console: that one is expected
-            assert [e for e in tab.errors if "status of 400" not in e] == []
-            tab.errors.clear()
-            assert tab_to(tab.page, lambda el: el["id"] == "selection")
-            tab.page.keyboard.press("Control+A")
-            tab.page.keyboard.type(
-                '{"n_samples": 3, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}'
-            )
-            assert tab_to(tab.page, lambda el: el["text"] == "Schedule")
-            tab.page.keyboard.press("Enter")
-            tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}?scheduled=*")
-            assert "is waiting for a worker" in tab.page.inner_text("main")
-            assert tab.errors == []
-    finally:
-        tab.close()
+    with signed_in_tab(chromium, base, token, tmp_path, "keyboard") as tab:
+        assert tab_to(tab.page, lambda el: el["text"] == "Skip to content")
+        assert tab_to(tab.page, lambda el: el["href"] == f"/ui/runs/{s.run_id}")
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_url(f"**/ui/runs/{s.run_id}")
+        assert tab_to(tab.page, lambda el: el["href"] == f"/ui/datasets/{s.dataset_id}")
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}")
+        assert tab_to(tab.page, lambda el: el["text"] == "Schedule a run")
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}/schedule")
+        assert tab_to(tab.page, lambda el: el["id"] == "selection")
+        tab.page.keyboard.press("Control+A")
+        tab.page.keyboard.type('{"strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}')
+        assert tab_to(tab.page, lambda el: el["text"] == "Schedule")
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_selector("#selection-error")
+        assert "n_samples" in tab.page.inner_text("#selection-error")  # beside the field it names
+        # the refused form answers 400, which chromium reports on its console: that one is expected
+        assert [e for e in tab.errors if "status of 400" not in e] == []
+        tab.errors.clear()
+        assert tab_to(tab.page, lambda el: el["id"] == "selection")
+        tab.page.keyboard.press("Control+A")
+        tab.page.keyboard.type(
+            '{"n_samples": 3, "strategies": [{"input": {"type": "EMBEDDINGS"}, "strategy": {"type": "DIVERSITY"}}]}'
+        )
+        assert tab_to(tab.page, lambda el: el["text"] == "Schedule")
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_url(f"**/ui/datasets/{s.dataset_id}?scheduled=*")
+        assert "is waiting for a worker" in tab.page.inner_text("main")
+        assert tab.errors == []
 
 
 def test_embedding_view_draws_the_projection_and_shows_a_sample(chromium, site, tmp_path) -> None:
     _b, base, token, s = site
-    tab = Tab(chromium, base, tmp_path)
-    try:
-        tab.sign_in(token)
-        with screenshot_on_failure(tab, "embedding"):
-            tab.page.goto(f"/ui/runs/{s.run_id}")
-            assert tab_to(tab.page, lambda el: el["text"] == "Embedding view")
-            tab.page.keyboard.press("Enter")
-            tab.page.wait_for_url(f"**/ui/runs/{s.run_id}/embedding")
-            # computed once in the background; the page polls until the canvas arrives and draws it
-            tab.page.wait_for_function(
-                "() => (document.querySelector('canvas.embedding') || {dataset: {}}).dataset.state === 'drawn'",
-                timeout=60_000,
-            )
-            assert tab.page.get_attribute("canvas.embedding", "data-points") == str(len(GALLERY_FILES) + 1)
-            assert f"{len(GALLERY_FILES)} selected" in tab.page.inner_text("#embedding-count")
-            assert tab_to(tab.page, lambda el: el["id"] == "embedding-canvas")
-            tab.page.keyboard.press("ArrowRight")  # the first selected sample
-            assert tab.page.inner_text("#embedding-sample figcaption") == f"{SCRIPT_FILE} (selected)"
-            tab.page.wait_for_function("() => document.querySelector('#embedding-sample img').naturalWidth === 32")
-            box = tab.page.locator("canvas.embedding").bounding_box()
-            assert box is not None
-            ends = []
-            for x in (box["x"] + 12, box["x"] + box["width"] - 12):  # the two ends of the line the samples make
-                tab.page.mouse.click(x, box["y"] + box["height"] / 2)
-                ends.append(tab.page.inner_text("#embedding-sample figcaption"))
-            assert all(ends) and ends[0] != ends[1]
-            assert {f"{SCRIPT_FILE} (selected)", "unselected.png"} == set(ends)  # the first and the last sample
-            assert tab.dialogs == [] and tab.errors == []
-    finally:
-        tab.close()
+    with signed_in_tab(chromium, base, token, tmp_path, "embedding") as tab:
+        tab.page.goto(f"/ui/runs/{s.run_id}")
+        assert tab_to(tab.page, lambda el: el["text"] == "Embedding view")
+        tab.page.keyboard.press("Enter")
+        tab.page.wait_for_url(f"**/ui/runs/{s.run_id}/embedding")
+        # computed once in the background; the page polls until the canvas arrives and draws it
+        tab.page.wait_for_function(
+            "() => (document.querySelector('canvas.embedding') || {dataset: {}}).dataset.state === 'drawn'",
+            timeout=60_000,
+        )
+        assert tab.page.get_attribute("canvas.embedding", "data-points") == str(len(GALLERY_FILES) + 1)
+        assert f"{len(GALLERY_FILES)} selected" in tab.page.inner_text("#embedding-count")
+        assert tab_to(tab.page, lambda el: el["id"] == "embedding-canvas")
+        tab.page.keyboard.press("ArrowRight")  # the first selected sample
+        assert tab.page.inner_text("#embedding-sample figcaption") == f"{SCRIPT_FILE} (selected)"
+        tab.page.wait_for_function("() => document.querySelector('#embedding-sample img').naturalWidth === 32")
+        box = tab.page.locator("canvas.embedding").bounding_box()
+        assert box is not None
+        ends = []
+        for x in (box["x"] + 12, box["x"] + box["width"] - 12):  # the two ends of the line the samples make
+            tab.page.mouse.click(x, box["y"] + box["height"] / 2)
+            ends.append(tab.page.inner_text("#embedding-sample figcaption"))
+        assert all(ends) and ends[0] != ends[1]
+        assert {f"{SCRIPT_FILE} (selected)", "unselected.png"} == set(ends)  # the first and the last sample
+        assert tab.dialogs == [] and tab.errors == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from lightly_protocol.enums import DatasourcePurpose
 from lightly_protocol.models import OID_PATTERN
 from starlette.concurrency import run_in_threadpool
@@ -15,11 +15,10 @@ from .. import crypto, read_urls, store
 from ..deps import ServerDep
 from ..runtime import Server
 from .routing import ConsoleRoute
-from .web import PREFIX, SignedIn, redirect, render
+from .web import PREFIX, ObjectId, SignedIn, redirect, render
 
 router = APIRouter(route_class=ConsoleRoute)
 
-Id = Annotated[str, Path(pattern=OID_PATTERN)]
 GALLERY_PAGE = 48
 #: the datasource fields shown (never a credential, nor the server's own keys)
 SHOWN_FIELDS = (
@@ -72,7 +71,7 @@ async def dataset_page(
     request: Request,
     viewer: SignedIn,
     server: ServerDep,
-    dataset_id: Id,
+    dataset_id: ObjectId,
     scheduled: Annotated[str | None, Query(pattern=OID_PATTERN)] = None,
 ) -> Response:
     context = await run_in_threadpool(_dataset_context, server, viewer.user_id, dataset_id)
@@ -100,8 +99,8 @@ async def gallery_page(
     request: Request,
     viewer: SignedIn,
     server: ServerDep,
-    dataset_id: Id,
-    tag_id: Id,
+    dataset_id: ObjectId,
+    tag_id: ObjectId,
     offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
 ) -> Response:
     context = await run_in_threadpool(_gallery_context, server, viewer.user_id, dataset_id, tag_id, offset)
@@ -110,7 +109,7 @@ async def gallery_page(
 
 
 @router.get(f"{PREFIX}/datasets/{{dataset_id}}/samples/{{sample_id}}/image")
-async def sample_image(viewer: SignedIn, server: ServerDep, dataset_id: Id, sample_id: Id) -> Response:
+async def sample_image(viewer: SignedIn, server: ServerDep, dataset_id: ObjectId, sample_id: ObjectId) -> Response:
     """A sample's image: the owner is checked here, then the browser follows the server's signed read URL
     (LOCAL: served from --local-datasource-root; a bucket: a presigned URL of the object)."""
 

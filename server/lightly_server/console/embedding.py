@@ -11,11 +11,9 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi import Path as PathParam
-from lightly_protocol.models import OID_PATTERN
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, Response
 
@@ -32,11 +30,10 @@ from .projection import (
     write_atomically,
 )
 from .routing import ConsoleRoute
-from .web import PREFIX, SignedIn, render
+from .web import PREFIX, ObjectId, SignedIn, render
 
 log = logging.getLogger("lightly_server")
 router = APIRouter(route_class=ConsoleRoute)
-RunId = Annotated[str, PathParam(pattern=OID_PATTERN)]
 CACHE_DIR = "console-projections"
 
 _running: set[str] = set()
@@ -95,13 +92,13 @@ def _state(server: Server, user_id: str, run_id: str) -> dict[str, Any]:
 
 
 @router.get(f"{PREFIX}/runs/{{run_id}}/embedding")
-async def embedding_page(request: Request, viewer: SignedIn, server: ServerDep, run_id: RunId) -> Response:
+async def embedding_page(request: Request, viewer: SignedIn, server: ServerDep, run_id: ObjectId) -> Response:
     context = await run_in_threadpool(_state, server, viewer.user_id, run_id)
     return render(request, "embedding.html", context, viewer.browser)
 
 
 @router.get(f"{PREFIX}/runs/{{run_id}}/embedding.json")
-async def embedding_json(viewer: SignedIn, server: ServerDep, run_id: RunId) -> Response:
+async def embedding_json(viewer: SignedIn, server: ServerDep, run_id: ObjectId) -> Response:
     def check() -> None:
         with server.db.read() as conn:
             store.get_run(conn, viewer.user_id, run_id)

@@ -8,7 +8,7 @@ import json
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Request
+from fastapi import APIRouter, Query, Request
 from lightly_protocol import paths
 from lightly_protocol.enums import TERMINAL_RUN_STATES, ArtifactType, ScheduledState
 from lightly_protocol.models import OID_PATTERN
@@ -23,14 +23,13 @@ from ..routes import schedule as schedule_api
 from ..runtime import Server
 from .routing import ConsoleRoute
 from .run_view import RUN_STATES, progress_percent, run_duration_ms, stage_timings
-from .web import PREFIX, Form, SignedIn, redirect, render
+from .web import PREFIX, Form, ObjectId, SignedIn, redirect, render
 
 router = APIRouter(route_class=ConsoleRoute)
 
 PAGE = 50
 LOG_TAIL = 200
 OID = re.compile(OID_PATTERN)
-RunPath = Annotated[str, Path(pattern=OID_PATTERN)]
 REPORTS = (ArtifactType.REPORT_PDF, ArtifactType.REPORT_V2_JSON, ArtifactType.REPORT_JSON)
 
 
@@ -142,22 +141,20 @@ def _run_context(server: Server, user_id: str, run_id: str) -> dict[str, Any]:
 
 
 @router.get(f"{PREFIX}/runs/{{run_id}}")
-async def run_page(request: Request, viewer: SignedIn, server: ServerDep, run_id: RunPath) -> Response:
+async def run_page(request: Request, viewer: SignedIn, server: ServerDep, run_id: ObjectId) -> Response:
     context = await run_in_threadpool(_run_context, server, viewer.user_id, run_id)
     return render(request, "run.html", context, viewer.browser)
 
 
 @router.get(f"{PREFIX}/runs/{{run_id}}/live")
-async def run_live(request: Request, viewer: SignedIn, server: ServerDep, run_id: RunPath) -> Response:
+async def run_live(request: Request, viewer: SignedIn, server: ServerDep, run_id: ObjectId) -> Response:
     """The run page's live part (state, progress, stages, log tail), polled by htmx until the run ends."""
     context = await run_in_threadpool(_live_context, server, viewer.user_id, run_id)
     return render(request, "run_live.html", context, viewer.browser)
 
 
 @router.get(f"{PREFIX}/runs/{{run_id}}/artifacts/{{artifact_id}}")
-async def artifact(
-    viewer: SignedIn, server: ServerDep, run_id: RunPath, artifact_id: Annotated[str, Path(pattern=OID_PATTERN)]
-) -> Response:
+async def artifact(viewer: SignedIn, server: ServerDep, run_id: ObjectId, artifact_id: ObjectId) -> Response:
     """A download through the session: the owner is checked here, then the browser follows a short-lived
     signed URL of this server (never a token)."""
 
@@ -175,8 +172,8 @@ async def cancel(
     viewer: SignedIn,
     server: ServerDep,
     fields: Form,
-    dataset_id: Annotated[str, Path(pattern=OID_PATTERN)],
-    scheduled_id: Annotated[str, Path(pattern=OID_PATTERN)],
+    dataset_id: ObjectId,
+    scheduled_id: ObjectId,
 ) -> Response:
     """Cancel a scheduled run that waits for a worker: the API's own cancel (OPEN only; else its 409)."""
     await run_in_threadpool(schedule_api.cancel_scheduled, dataset_id, scheduled_id, viewer.user_id, server)

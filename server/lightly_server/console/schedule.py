@@ -5,11 +5,11 @@ each problem shown beside the field it names."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, Request
 from lightly_protocol.enums import Priority
-from lightly_protocol.models import OID_PATTERN, ScheduledRunCreateRequest, WorkerConfigCreateRequest
+from lightly_protocol.models import ScheduledRunCreateRequest, WorkerConfigCreateRequest
 from lightly_protocol.validation import config_problems
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -22,10 +22,9 @@ from ..routes import configs as configs_api
 from ..routes import schedule as schedule_api
 from ..runtime import Server
 from .routing import ConsoleRoute
-from .web import PREFIX, Form, SignedIn, redirect, render
+from .web import PREFIX, Form, ObjectId, SignedIn, redirect, render
 
 router = APIRouter(route_class=ConsoleRoute)
-Id = Annotated[str, Path(pattern=OID_PATTERN)]
 
 #: the recommended selection (docs/worker.md, "Which strategy when"): DIVERSITY and TYPICALITY on embeddings
 RECOMMENDED_SELECTION: dict[str, Any] = {
@@ -143,14 +142,14 @@ def _form_context(
 
 
 @router.get(f"{PREFIX}/datasets/{{dataset_id}}/schedule")
-async def schedule_form(request: Request, viewer: SignedIn, server: ServerDep, dataset_id: Id) -> Response:
+async def schedule_form(request: Request, viewer: SignedIn, server: ServerDep, dataset_id: ObjectId) -> Response:
     context = await run_in_threadpool(_form_context, server, viewer.user_id, dataset_id, dict(DEFAULTS), {})
     return render(request, "schedule.html", context, viewer.browser)
 
 
 @router.post(f"{PREFIX}/datasets/{{dataset_id}}/schedule")
 async def schedule_post(
-    request: Request, viewer: SignedIn, server: ServerDep, fields: Form, dataset_id: Id
+    request: Request, viewer: SignedIn, server: ServerDep, fields: Form, dataset_id: ObjectId
 ) -> Response:
     values = {k: fields.get(k, "") for k in DEFAULTS}
     try:

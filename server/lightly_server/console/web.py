@@ -10,7 +10,9 @@ from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
 from fastapi import Depends, Request
+from fastapi import Path as PathParam
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from lightly_protocol.models import OID_PATTERN
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, Response
 
@@ -43,6 +45,10 @@ class CsrfRefused(Exception):
 def keys(request: Request) -> SessionKeys:
     found: SessionKeys = request.app.state.console_keys
     return found
+
+
+#: a path parameter holding an object id (run, dataset, scheduled run, artifact, tag): a malformed one is a 422
+ObjectId = Annotated[str, PathParam(pattern=OID_PATTERN)]
 
 
 @dataclass(frozen=True)
