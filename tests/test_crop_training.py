@@ -22,7 +22,7 @@ from lightly_worker.selection import list_objects, load_predictions
 from lightly_worker.stages import lightly_files_needed
 from PIL import Image
 from test_crops import COLOURS, scene
-from test_worker_e2e import _wait_run, api_backend, client, server, start_worker  # noqa: F401 (fixtures)
+from test_worker_e2e import api_backend, client, completed_artifacts, local_dataset_of, server, start_worker  # noqa: F401 (fixtures)
 
 GREY = (128, 128, 128)
 #: no geometric randomness that could leave the crop: whole-crop views (min_scale 1), no flips/rotations
@@ -168,9 +168,7 @@ def test_a_run_scheduled_with_the_client_trains_on_the_crops_of_the_task(
     c, token = client
     scene(tmp_path / "input", tmp_path / "lightly")
     worker = start_worker(token, "e2e-crop-training", tmp_path)
-    c.create_dataset("e2e-crop-training")
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    local_dataset_of(c, "e2e-crop-training")
     sid = c.schedule_compute_worker_run(
         worker_config={"enable_training": True, "training": {"task_name": "det"}},
         lightly_config={
@@ -185,11 +183,8 @@ def test_a_run_scheduled_with_the_client_trains_on_the_crops_of_the_task(
         },
         runs_on=["cpu"],
     )
-    info = _wait_run(c, sid, timeout=400)
-    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
-    run = c.get_compute_worker_run_from_scheduled_run(sid)
     out = tmp_path / "artifacts"
-    c.download_compute_worker_run_artifacts(run=run, output_dir=str(out))
+    run = completed_artifacts(c, sid, worker, out, timeout=400)
     log = (out / "log.txt").read_text()
     assert "self-supervised training (SimCLR) on 3 crops of task det, 1 epochs" in log, log
     assert "3 crops of task 'det' (in 2 images), 1 epochs x 1 steps, batch 3, input 32 px" in log, log

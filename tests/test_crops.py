@@ -25,7 +25,7 @@ from lightly_worker.selection import (
 )
 from lightly_worker.selection.objects import crop_name
 from PIL import Image
-from test_worker_e2e import _wait_run, api_backend, client, server, start_worker  # noqa: F401 (fixtures)
+from test_worker_e2e import api_backend, client, completed_artifacts, local_dataset_of, server, start_worker  # noqa: F401 (fixtures)
 
 COLOURS = {"car": (255, 0, 0), "bus": (0, 0, 255)}
 
@@ -165,9 +165,7 @@ def test_object_level_run_scheduled_with_the_lightly_client(client, start_worker
     c, token = client
     scene(tmp_path / "input", tmp_path / "lightly")
     worker = start_worker(token, "e2e-crops", tmp_path)
-    c.create_dataset("e2e-crops")
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    local_dataset_of(c, "e2e-crops")
     selection = {
         "n_samples": 2,
         "strategies": [
@@ -181,11 +179,8 @@ def test_object_level_run_scheduled_with_the_lightly_client(client, start_worker
     sid = c.schedule_compute_worker_run(
         worker_config={"output_image_format": "jpg"}, selection_config=selection, runs_on=["cpu"]
     )
-    info = _wait_run(c, sid)
-    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
-    run = c.get_compute_worker_run_from_scheduled_run(sid)
     out = tmp_path / "artifacts"
-    c.download_compute_worker_run_artifacts(run=run, output_dir=str(out))
+    run = completed_artifacts(c, sid, worker, out)
     crops = (out / "filenames" / "selected_crop_filenames.txt").read_text().split()
     assert len(crops) == 2 and all(n.endswith(".jpg") for n in crops)
     assert {p.relative_to(out / "crops" / "det").as_posix() for p in (out / "crops" / "det").rglob("*.jpg")} == set(

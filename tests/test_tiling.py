@@ -11,7 +11,7 @@ import pytest
 from lightly_protocol.models import AutoTaskTiling, SelectionConfigV4
 from lightly_worker.tiling import tile_boxes, tiling_task, without_tiling
 from PIL import Image
-from test_worker_e2e import _wait_run, api_backend, client, server, start_worker  # noqa: F401 (fixtures)
+from test_worker_e2e import api_backend, client, completed_artifacts, local_dataset_of, server, start_worker  # noqa: F401 (fixtures)
 
 
 def tiling(rows: int, cols: int, overlap: float | None = None) -> AutoTaskTiling:
@@ -63,20 +63,15 @@ def test_a_tiling_run_scheduled_with_the_lightly_client(client, start_worker, tm
     for i in range(3):
         Image.fromarray((rng.random((40, 60, 3)) * 255).astype(np.uint8)).save(root / f"img{i}.png")
     worker = start_worker(token, "e2e-tiles", tmp_path)
-    c.create_dataset("e2e-tiles")
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    local_dataset_of(c, "e2e-tiles")
     selection = {
         "n_samples": 4,
         "strategies": [{"input": {"type": "EMBEDDINGS", "task": "tiling-task-1"}, "strategy": {"type": "DIVERSITY"}}],
         "auto_tasks": [{"type": "TILING", "name": "tiling-task-1", "num_rows": 2, "num_cols": 3, "overlap": 0.2}],
     }
     sid = c.schedule_compute_worker_run(selection_config=selection, runs_on=["cpu"])
-    info = _wait_run(c, sid)
-    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
-    run = c.get_compute_worker_run_from_scheduled_run(sid)
     out = tmp_path / "artifacts"
-    c.download_compute_worker_run_artifacts(run=run, output_dir=str(out))
+    run = completed_artifacts(c, sid, worker, out)
     crops = (out / "filenames" / "selected_crop_filenames.txt").read_text().split()
     assert len(crops) == 4 and all(n.endswith("_tile.png") for n in crops)
     assert (out / "data" / "crop_embeddings.csv").read_text().count("\n") == 1 + 3 * 6  # every tile embedded

@@ -320,6 +320,23 @@ def test_a_run_on_an_unreadable_bucket_fails_at_once_with_the_stores_message(
     assert worker.proc.poll() is None  # it keeps serving
 
 
+def _s3_input(client: Any, token: str, server: ServerProcess, stores: Stores, files: Path, names: list[str], what: str):  # type: ignore[no-untyped-def]  # noqa: F811
+    """A new S3 bucket holding ``names`` (from ``files``) under ROOT, a new dataset with it as INPUT, and the
+    worker's datasource API for that dataset: (store client, bucket name, DatasourceApi)."""
+    from lightly_worker.sources import DatasourceApi, StorePolicy
+
+    s3 = stores.need("s3")
+    bucket = f"{what}-{time.time_ns()}"
+    c = s3_client(s3.url)
+    c.create_bucket(Bucket=bucket)
+    for name in names:
+        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(files / name).read_bytes())
+    client.create_dataset(f"{what}-{time.time_ns()}")
+    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
+    api = DatasourceApi(server.url, token, client.dataset_id, policy=StorePolicy(attempts=2, backoff=0.01))
+    return c, bucket, api
+
+
 def test_an_object_deleted_after_the_listing_is_unreadable_and_the_rest_goes_on(
     client: Any,
     token: str,
@@ -328,18 +345,10 @@ def test_an_object_deleted_after_the_listing_is_unreadable_and_the_rest_goes_on(
     tmp_path: Path,
 ) -> None:
     from lightly_worker.embed import check_samples, list_samples
-    from lightly_worker.sources import DatasourceApi, RemoteSource, StorePolicy
+    from lightly_worker.sources import RemoteSource
 
-    s3 = stores.need("s3")
     names = make_files(tmp_path / "files", n=6)
-    bucket = f"deleted-{time.time_ns()}"
-    c = s3_client(s3.url)
-    c.create_bucket(Bucket=bucket)
-    for name in names:
-        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(tmp_path / "files" / name).read_bytes())
-    client.create_dataset(f"deleted-{time.time_ns()}")
-    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
-    api = DatasourceApi(server.url, token, client.dataset_id, policy=StorePolicy(attempts=2, backoff=0.01))
+    c, bucket, api = _s3_input(client, token, server, stores, tmp_path / "files", names, "deleted")
     source = RemoteSource(api, {"type": "S3", "fullPath": f"s3://{bucket}/{ROOT}"}, page_size=3)
     source.check()
     listed = list_samples(source)
@@ -456,19 +465,11 @@ def test_the_check_keeps_what_it_read_so_the_embedding_reads_no_image_twice(
     bucket can lose every image and the embedding still reads them all. Past the spill's cap a file is not
     kept (it is read from the bucket again); a spill never names a path from a key."""
     from lightly_worker.embed import check_samples
-    from lightly_worker.sources import DatasourceApi, RemoteSource, StorePolicy
+    from lightly_worker.sources import RemoteSource
     from lightly_worker.sources.spill import Spill
 
-    s3 = stores.need("s3")
     names = [n for n in make_files(tmp_path / "files", n=6) if n.endswith(".jpg")]
-    bucket = f"spill-{time.time_ns()}"
-    c = s3_client(s3.url)
-    c.create_bucket(Bucket=bucket)
-    for name in names:
-        c.put_object(Bucket=bucket, Key=f"{ROOT}/{name}", Body=(tmp_path / "files" / name).read_bytes())
-    client.create_dataset(f"spill-{time.time_ns()}")
-    client.set_s3_config(f"s3://{bucket}/{ROOT}", "us-east-1", "AKID", "SECRET", purpose="INPUT")
-    api = DatasourceApi(server.url, token, client.dataset_id, policy=StorePolicy(attempts=2, backoff=0.01))
+    c, bucket, api = _s3_input(client, token, server, stores, tmp_path / "files", names, "spill")
     sizes = {n: (tmp_path / "files" / n).stat().st_size for n in names}
     small = sorted(sizes.values())[len(sizes) // 2]  # a cap that keeps only some files
     full = RemoteSource(api, {"type": "S3"}, spill=Spill(tmp_path / "spill-full", 10**9))

@@ -113,6 +113,23 @@ def _wait_run(client, sid: str, timeout: float = 240):  # type: ignore[no-untype
     return wait_until(lambda: (i := client.get_compute_worker_run_info(sid)).in_end_state() and i, timeout, 0.5)
 
 
+def local_dataset_of(c, name: str) -> None:  # type: ignore[no-untyped-def]
+    """A new dataset ``name`` (the client's current one) on the worker's mounts: LOCAL INPUT and LIGHTLY."""
+    c.create_dataset(name)
+    c.set_local_config(relative_path="", purpose="INPUT")
+    c.set_local_config(relative_path="", purpose="LIGHTLY")
+
+
+def completed_artifacts(c, sid: str, worker, out: Path, timeout: float = 240):  # type: ignore[no-untyped-def]
+    """Wait for the scheduled run, which must COMPLETE (else its message and the worker's log), and download
+    its artifacts into ``out``; the run."""
+    info = _wait_run(c, sid, timeout=timeout)
+    assert info.state == "COMPLETED", f"{info.message}\n{worker.log()}"
+    run = c.get_compute_worker_run_from_scheduled_run(sid)
+    c.download_compute_worker_run_artifacts(run=run, output_dir=str(out))
+    return run
+
+
 def test_scheduled_selection_completes_with_outputs_artifacts_and_tag(client, start_worker, tmp_path: Path) -> None:
     c, token = client
     names = make_images(tmp_path / "input", 24)
@@ -220,9 +237,7 @@ def _local_dataset(c, token: str, start_worker, tmp_path: Path, dataset: str, wo
     make_images(tmp_path / "input", n, seed=seed)
     (tmp_path / "lightly").mkdir()
     started = start_worker(token, worker, tmp_path)
-    c.create_dataset(dataset)
-    c.set_local_config(relative_path="", purpose="INPUT")
-    c.set_local_config(relative_path="", purpose="LIGHTLY")
+    local_dataset_of(c, dataset)
     return started
 
 
