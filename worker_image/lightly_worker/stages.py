@@ -162,7 +162,7 @@ def load_dataset(job: Job) -> None:
     if config.selection and config.selection.lightly_path_regex:
         rx = re.compile(config.selection.lightly_path_regex)
         names = [n for n in names if rx.search(n)]
-    if not names and window is None:
+    if not names and not (window and window[0]):  # a later datapool run says "no new input files" below
         raise JobError(f"no input files found under {source.label} (images: jpg, png, webp, bmp, tiff)")
     log.info("found %d input files", len(names))
     job.names = names
@@ -240,12 +240,17 @@ def wants_training(job: Job) -> bool:
     return bool(job.docker and job.docker.enable_training)
 
 
+def _threads(job: Job) -> int:
+    """The torch threads of training and embedding (``docker.num_threads``; unset: the default)."""
+    return run_threads(job.docker.num_threads if job.docker else None)
+
+
 def train(job: Job) -> None:
     lightly_dump = job.lightly_dump
     epochs = lightly_dump.get("trainer", {}).get("maxEpochs", "default")
     cfg = replace(
         TrainConfig.from_lightly(lightly_dump),
-        torch_threads=run_threads(job.docker.num_threads if job.docker else None),
+        torch_threads=_threads(job),
     )
     checkpoint, init = job.out / "lightly_epoch_last.ckpt", job.model if isinstance(job.model, SimCLRBackbone) else None
     if (task := training_task_of(job)) is not None:  # training.task_name: on the crops of the task's objects
@@ -350,7 +355,7 @@ def embed_config(job: Job) -> EmbedConfig:
         device=job.device,
         normalize=normalize_embeddings(job),
         seed=int(lightly_dump.get("seed") or 0),
-        torch_threads=run_threads(job.docker.num_threads if job.docker else None),
+        torch_threads=_threads(job),
     )
 
 
